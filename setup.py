@@ -1,0 +1,31 @@
+"""wals2: TF1's weighted ALS recommender (contrib WALSModel + the wals_ml_engine trainer) on TF 2 / Keras 3."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="wals2",
+    version="0.1.0",
+    description="Weighted alternating least squares (TF1 WALSModel semantics) for TensorFlow 2 and Keras 3",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["wals2", "wals2.*", "trainer", "trainer.*", "tuning", "tuning.*"]),
+    package_data={"wals2": ["data/ml-latest-small/*"]},
+    include_package_data=True,
+    # Loose on purpose: a Vertex AI prebuilt TF 2.17 / Python 3.10 image must not get its TF replaced.
+    install_requires=[
+        "tensorflow>=2.17",
+        "keras>=3.3",
+        "numpy>=1.23",
+        "pandas>=1.5",
+        "scipy>=1.9",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "ruff>=0.5"],
+        "bench": ["implicit>=0.7", "psutil>=5"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

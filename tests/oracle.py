@@ -1,0 +1,57 @@
+"""A deliberately naive float64 reference of TF1 WALS: dense weight matrix, one np.linalg.solve per row."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def dense_problem(rows, cols, values, shape, row_weights, col_weights, w0):
+    """Dense A (targets, 0 where unobserved), W (TF1 weights) and the observed mask, all float64."""
+    a = np.zeros(shape)
+    observed = np.zeros(shape, dtype=bool)
+    a[rows, cols] = values
+    observed[rows, cols] = True
+    if row_weights is None:
+        w_obs = np.full(shape, w0)
+    else:
+        w_obs = w0 + np.outer(np.asarray(row_weights, float), np.asarray(col_weights, float))
+    w = np.where(observed, w_obs, w0)
+    return a, w, observed
+
+
+def solve_rows(a, w, observed, fixed, lam):
+    """argmin_x sum_j w_ij (a_ij - x.y_j)^2 + lam |x|^2 for every row; rows with no observation give 0."""
+    fixed = np.asarray(fixed, dtype=np.float64)
+    k = fixed.shape[1]
+    out = np.zeros((a.shape[0], k))
+    for i in range(a.shape[0]):
+        if not observed[i].any():
+            continue
+        lhs = lam * np.eye(k) + (fixed * w[i][:, None]).T @ fixed
+        rhs = fixed.T @ (w[i] * a[i])
+        out[i] = np.linalg.solve(lhs, rhs)
+    return out
+
+
+def objective(a, w, u, v, lam):
+    """TF1's loss: sum_ij W_ij (A_ij - u_i.v_j)^2 + lam (|U|^2 + |V|^2)."""
+    u = np.asarray(u, np.float64)
+    v = np.asarray(v, np.float64)
+    return float(np.sum(w * (a - u @ v.T) ** 2) + lam * (np.sum(u**2) + np.sum(v**2)))
+
+
+def random_problem(seed, shape=(60, 45), nnz=700, empty_rows=(3, 17), empty_cols=(5,), skew=True):
+    """A skewed random sparse problem with some empty rows and columns."""
+    rng = np.random.default_rng(seed)
+    m, n = shape
+    p_rows = rng.zipf(1.6, m).astype(float) if skew else np.ones(m)
+    p_cols = rng.zipf(1.6, n).astype(float) if skew else np.ones(n)
+    p_rows[list(empty_rows)] = 0
+    p_cols[list(empty_cols)] = 0
+    prob = np.outer(p_rows, p_cols).ravel()
+    prob /= prob.sum()
+    nnz = min(nnz, int(np.count_nonzero(prob)))
+    cells = rng.choice(m * n, size=nnz, replace=False, p=prob)
+    rows, cols = np.divmod(cells, n)
+    values = rng.integers(1, 6, size=nnz).astype(np.float64)
+    return rows, cols, values

@@ -1,0 +1,26 @@
+"""wals2: TF1's weighted alternating least squares (contrib ``WALSModel``) for TensorFlow 2 and Keras 3.
+
+Layers, bottom up: ``config`` and ``weights`` (hyperparameters, TF1 item weights) -> ``data`` (validated
+ratings, id maps, splits) -> ``layout`` and ``solver`` (the exact half-sweep, pure tensors) -> ``model``
+(the Keras model). Entry points (``trainer``, ``tuning``) import from here, never the other way round.
+"""
+
+from wals2.config import LINEAR_RATINGS, LOG_RATINGS, WALSConfig
+from wals2.data import Ratings, RatingsError, load_bundled, read_ratings
+from wals2.model import NonFiniteFactorsError, WALSModel
+from wals2.solver import half_sweep
+
+__all__ = [
+    "LINEAR_RATINGS",
+    "LOG_RATINGS",
+    "NonFiniteFactorsError",
+    "Ratings",
+    "RatingsError",
+    "WALSConfig",
+    "WALSModel",
+    "half_sweep",
+    "load_bundled",
+    "read_ratings",
+]
+
+__version__ = "0.1.0"

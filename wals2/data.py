@@ -1,0 +1,300 @@
+"""Validated ratings: (user, item, rating) triples, raw id <-> index maps, and seeded splits."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ("user", "item", "rating")
+
+
+class RatingsError(ValueError):
+    """Input ratings that cannot be used; the message names the source and the offending line or count."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Ratings:
+    """Observed entries of a users x items matrix, with the raw ids of every index.
+
+    Attributes:
+        users: int32 [nnz], user index 0..num_users-1 of each entry.
+        items: int32 [nnz], item index of each entry.
+        values: float32 [nnz], the ratings.
+        user_ids: [num_users] raw user id of each index, sorted ascending (index -> id).
+        item_ids: [num_items] raw item id of each index, sorted ascending.
+        source: where the ratings came from, for messages.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    values: np.ndarray
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    source: str = "<ratings>"
+
+    @property
+    def num_users(self) -> int:
+        return int(self.user_ids.shape[0])
+
+    @property
+    def num_items(self) -> int:
+        return int(self.item_ids.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.num_users, self.num_items
+
+    @property
+    def nnz(self) -> int:
+        return int(self.values.shape[0])
+
+    def __len__(self) -> int:
+        return self.nnz
+
+    def __repr__(self) -> str:
+        return f"Ratings({self.num_users} users x {self.num_items} items, {self.nnz} entries, from {self.source})"
+
+    @classmethod
+    def from_dataframe(
+        cls,
+        frame: pd.DataFrame,
+        user_col: str = "user",
+        item_col: str = "item",
+        rating_col: str = "rating",
+        source: str = "<DataFrame>",
+        first_line: int = 1,
+    ) -> Ratings:
+        """Validates a frame and maps its ids to indices (sorted unique raw ids; index 0 is the smallest id).
+
+        Raises ``RatingsError`` for missing columns, no rows, non-numeric or non-finite ratings and duplicate
+        (user, item) pairs; messages name ``source`` and the line, counting the first row as ``first_line``.
+        """
+        missing = [c for c in (user_col, item_col, rating_col) if c not in frame.columns]
+        if missing:
+            raise RatingsError(f"{source}: missing column(s) {missing}; found columns {list(frame.columns)}")
+        if len(frame) == 0:
+            raise RatingsError(f"{source}: no ratings (the input has no data rows)")
+        rating = pd.to_numeric(frame[rating_col], errors="coerce").to_numpy(dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(rating))
+        if bad.size:
+            row = int(bad[0])
+            raise RatingsError(
+                f"{source}: line {row + first_line}: rating {frame[rating_col].iloc[row]!r} is not a finite number "
+                f"({bad.size} such row(s) in all)"
+            )
+        for col in (user_col, item_col):
+            if frame[col].isna().any():
+                row = int(np.flatnonzero(frame[col].isna().to_numpy())[0])
+                raise RatingsError(f"{source}: line {row + first_line}: empty {col} id")
+        user_ids, users = np.unique(_id_array(frame[user_col]), return_inverse=True)
+        item_ids, items = np.unique(_id_array(frame[item_col]), return_inverse=True)
+        users = users.astype(np.int32).ravel()
+        items = items.astype(np.int32).ravel()
+        keys = users.astype(np.int64) * len(item_ids) + items
+        sorted_keys = np.sort(keys)
+        dup = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
+        if dup.size:
+            lines = np.flatnonzero(keys == sorted_keys[dup[0]])[:2] + first_line
+            u, i = divmod(int(sorted_keys[dup[0]]), len(item_ids))
+            raise RatingsError(
+                f"{source}: {dup.size} duplicate (user, item) pair(s); the first is user {user_ids[u]!r}, "
+                f"item {item_ids[i]!r} on lines {lines.tolist()}. Remove or aggregate duplicates first."
+            )
+        return cls(users, items, rating.astype(np.float32), user_ids, item_ids, source)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Raw ids and ratings as a DataFrame with columns user, item, rating."""
+        return pd.DataFrame(
+            {"user": self.user_ids[self.users], "item": self.item_ids[self.items], "rating": self.values}
+        )
+
+    def subset(self, entries: np.ndarray) -> Ratings:
+        """The entries at ``entries`` (indices or a mask), keeping this object's id maps and shape."""
+        return dataclasses.replace(
+            self, users=self.users[entries], items=self.items[entries], values=self.values[entries]
+        )
+
+    def split(self, test_fraction: float = 0.1, seed: int | None = 0) -> tuple[Ratings, Ratings]:
+        """A uniform random split over entries, TF1-style: the test set has floor(nnz * test_fraction) entries.
+
+        Both parts keep the full id maps and shape, so a user or item can end up with no training entries.
+        """
+        if not 0.0 <= test_fraction < 1.0:
+            raise ValueError(f"`test_fraction` should be in [0, 1). Received: test_fraction={test_fraction!r}")
+        rng = np.random.default_rng(seed)
+        num_test = int(np.floor(self.nnz * test_fraction))
+        test = np.zeros(self.nnz, dtype=bool)
+        test[rng.choice(self.nnz, size=num_test, replace=False)] = True
+        return self.subset(~test), self.subset(test)
+
+    def pairs(self) -> np.ndarray:
+        """int64 [nnz, 2] of (user index, item index), the input of ``WALSModel.predict``/``evaluate``."""
+        return np.stack([self.users, self.items], axis=1).astype(np.int64)
+
+    def user_counts(self) -> np.ndarray:
+        return np.bincount(self.users, minlength=self.num_users)
+
+    def item_counts(self, positive_only: bool = False) -> np.ndarray:
+        """Entries per item; with ``positive_only``, only entries with a rating > 0 (TF1's n_j)."""
+        items = self.items[self.values > 0] if positive_only else self.items
+        return np.bincount(items, minlength=self.num_items)
+
+    def user_index(self, raw_ids) -> np.ndarray:
+        """Indices of raw user ids; raises KeyError naming the first unknown id."""
+        return _lookup(self.user_ids, raw_ids, "user")
+
+    def item_index(self, raw_ids) -> np.ndarray:
+        return _lookup(self.item_ids, raw_ids, "item")
+
+
+def _id_array(series: pd.Series) -> np.ndarray:
+    """Ids that are all int64 integers stay integers (so they sort numerically); anything else becomes str."""
+    if pd.api.types.is_integer_dtype(series.dtype) and series.dtype.kind == "i":
+        return series.to_numpy(dtype=np.int64)
+    numeric = pd.to_numeric(series, errors="coerce")
+    if numeric.notna().all() and numeric.dtype.kind == "i":
+        return numeric.to_numpy(dtype=np.int64)
+    return np.asarray(series.astype(str).to_numpy(), dtype=str)
+
+
+def _lookup(vocab: np.ndarray, raw_ids, what: str) -> np.ndarray:
+    raw = np.asarray(raw_ids).astype(vocab.dtype) if vocab.dtype.kind in "iu" else np.asarray(raw_ids).astype(str)
+    pos = np.searchsorted(vocab, raw)
+    pos = np.clip(pos, 0, len(vocab) - 1)
+    unknown = vocab[pos] != raw
+    if np.any(unknown):
+        raise KeyError(f"unknown {what} id {np.atleast_1d(raw)[np.flatnonzero(np.atleast_1d(unknown))[0]]!r}")
+    return pos
+
+
+def read_ratings(path: str, delimiter: str = "\t", headers: bool = False, compression: str | None = "infer") -> Ratings:
+    """Reads a user, item, rating[, timestamp] file (local, ``gs://`` or any ``tf.io.gfile`` path).
+
+    Args:
+        path: the file. ML-100k ``u.data`` uses the tab default; ML-1M ``ratings.dat`` ``delimiter="::"``;
+            ML-20M ``ratings.csv`` ``delimiter=","`` and ``headers=True``.
+        delimiter: the field separator.
+        headers: whether the first line is a header (skipped).
+        compression: as in ``pandas.read_csv`` (gzip is inferred from a ``.gz`` suffix).
+
+    Raises:
+        FileNotFoundError: no such file.
+        RatingsError: empty or header-only file, too few columns (with a delimiter hint), bad or duplicate rows.
+    """
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"ratings file not found: {path}")
+    if tf.io.gfile.isdir(path):
+        raise RatingsError(f"{path}: is a directory, expected a ratings file")
+    if delimiter == "":
+        raise ValueError("`delimiter` should be a non-empty string. Received: delimiter=''")
+    # A doubled one-character separator such as ML-1M's '::' is read with the fast C parser as that character,
+    # and the empty fields between the doubled characters are dropped.
+    doubled = len(delimiter) == 2 and delimiter[0] == delimiter[1]
+    sep = delimiter[0] if doubled else delimiter
+    if compression == "infer":
+        compression = "gzip" if path.endswith(".gz") else None
+    try:
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            frame = pd.read_csv(
+                handle,
+                sep=sep,
+                header=None,
+                skiprows=1 if headers else 0,
+                dtype=str,
+                compression=compression,
+                engine="c" if len(sep) == 1 else "python",
+                skip_blank_lines=True,
+                keep_default_na=False,
+            )
+    except pd.errors.EmptyDataError:
+        what = "only a header line" if headers else "no data"
+        raise RatingsError(f"{path}: the file is empty ({what})") from None
+    except pd.errors.ParserError as err:
+        raise RatingsError(f"{path}: cannot parse with delimiter {delimiter!r}: {err}") from err
+    if doubled:
+        frame = frame.iloc[:, ::2]
+    if frame.shape[1] < 3:
+        hint = _delimiter_hint(path, delimiter)
+        raise RatingsError(
+            f"{path}: found {frame.shape[1]} column(s) with delimiter {delimiter!r}, expected user, item, rating"
+            f"[, timestamp]{hint}"
+        )
+    frame = frame.iloc[:, :3].replace("", np.nan)
+    frame.columns = list(COLUMNS)
+    first_line = 2 if headers else 1
+    logger.info("read %d lines from %s", len(frame), path)
+    return Ratings.from_dataframe(frame, source=path, first_line=first_line)
+
+
+def _delimiter_hint(path: str, delimiter: str) -> str:
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        head = handle.read(4096)
+    if path.endswith(".gz"):
+        import gzip
+        import io
+
+        try:
+            head = gzip.GzipFile(fileobj=io.BytesIO(head)).read(4096)
+        except (OSError, EOFError):
+            pass
+    text = head.decode("utf-8", "replace")
+    for candidate, example in (
+        ("::", "ML-1M ratings.dat files"),
+        (",", "CSV files such as ratings.csv"),
+        ("\t", "u.data files"),
+    ):
+        if candidate != delimiter and candidate in text:
+            flag = "'::'" if candidate == "::" else ("," if candidate == "," else "'\\t' (the default)")
+            return f"; {example} use --delimiter {flag}"
+    return ""
+
+
+def bundled_path(name: str = "ratings.csv.gz") -> str:
+    """Path of a file of the bundled MovieLens latest-small data set (see ``wals2/data/ml-latest-small``)."""
+    return os.path.join(os.path.dirname(__file__), "data", "ml-latest-small", name)
+
+
+def load_bundled() -> Ratings:
+    """MovieLens latest-small (610 users, 9,724 rated movies, 100,836 half-star ratings), shipped in the package."""
+    return read_ratings(bundled_path(), delimiter=",", headers=True)
+
+
+def read_web_views(path: str) -> Ratings:
+    """Reads a Google Analytics export with header ``clientId,contentId,timeOnPage`` (local or ``gs://``).
+
+    As in TF1, the time on page is summed per (clientId, contentId) pair and used as the rating, unscaled.
+    """
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"web views file not found: {path}")
+    try:
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            frame = pd.read_csv(handle, sep=",", dtype={"clientId": str, "contentId": str})
+    except pd.errors.EmptyDataError:
+        raise RatingsError(f"{path}: the file is empty") from None
+    except pd.errors.ParserError as err:
+        raise RatingsError(f"{path}: cannot parse as CSV: {err}") from err
+    needed = ["clientId", "contentId", "timeOnPage"]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise RatingsError(f"{path}: missing column(s) {missing} in the header; found {list(frame.columns)}")
+    if len(frame) == 0:
+        raise RatingsError(f"{path}: no data rows after the header")
+    time = pd.to_numeric(frame["timeOnPage"], errors="coerce")
+    bad = np.flatnonzero(~np.isfinite(time.to_numpy(dtype=np.float64)))
+    if bad.size:
+        raise RatingsError(
+            f"{path}: line {int(bad[0]) + 2}: timeOnPage {frame['timeOnPage'].iloc[int(bad[0])]!r} is not a finite "
+            f"number ({bad.size} such row(s) in all)"
+        )
+    frame = frame.assign(timeOnPage=time)
+    summed = frame.groupby(["clientId", "contentId"], sort=True, as_index=False)["timeOnPage"].sum()
+    summed.columns = list(COLUMNS)
+    logger.info("read %d web-view rows (%d distinct pairs) from %s", len(frame), len(summed), path)
+    return Ratings.from_dataframe(summed, source=path, first_line=2)
