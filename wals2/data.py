@@ -104,8 +104,8 @@ class Ratings:
             lines = np.flatnonzero(keys == sorted_keys[dup[0]])[:2] + first_line
             u, i = divmod(int(sorted_keys[dup[0]]), len(item_ids))
             raise RatingsError(
-                f"{source}: {dup.size} duplicate (user, item) pair(s); the first is user {user_ids[u]!r}, "
-                f"item {item_ids[i]!r} on lines {lines.tolist()}. Remove or aggregate duplicates first."
+                f"{source}: {dup.size} duplicate (user, item) pair(s); the first is user {user_ids[u].item()!r}, "
+                f"item {item_ids[i].item()!r} on lines {lines.tolist()}. Remove or aggregate duplicates first."
             )
         return cls(users, items, rating.astype(np.float32), user_ids, item_ids, source)
 
@@ -170,7 +170,7 @@ def _lookup(vocab: np.ndarray, raw_ids, what: str) -> np.ndarray:
     pos = np.clip(pos, 0, len(vocab) - 1)
     unknown = vocab[pos] != raw
     if np.any(unknown):
-        raise KeyError(f"unknown {what} id {np.atleast_1d(raw)[np.flatnonzero(np.atleast_1d(unknown))[0]]!r}")
+        raise KeyError(f"unknown {what} id {np.atleast_1d(raw)[np.flatnonzero(np.atleast_1d(unknown))[0]].item()!r}")
     return pos
 
 

@@ -221,6 +221,12 @@ class WALSModel(keras.Model):
             raise ValueError("`jit_compile` should be False for WALSModel: XLA slows the sweep 5-16x on CPU.")
         super().compile(jit_compile=False, **kwargs)
 
+    def get_compile_config(self):
+        return {"jit_compile": False}
+
+    def compile_from_config(self, config):
+        self.compile()
+
     def get_config(self):
         return {
             "num_users": self.num_users,
@@ -264,7 +270,7 @@ class WALSModel(keras.Model):
         return observed + unobserved + penalty
 
     def loss_value(self) -> float:
-        """TF1's objective at the current factors over the training data (float64 accumulation on the host)."""
+        """TF1's objective at the current factors over the training data."""
         self._require_training_data("loss_value")
         predictions = self._pair_scores(self._train["rows"], self._train["cols"])
         return float(self._objective(predictions))

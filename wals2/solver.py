@@ -116,3 +116,21 @@ def _map_chunks(block: Block, fn, shapes):
     )
     flat = [tf.reshape(o, [-1, *s]) for o, s in zip(out if multiple else [out], shapes if multiple else [shapes])]
     return tuple(flat) if multiple else flat[0]
+
+
+def sweep(layouts, user_factors, item_factors, regularization, unobserved_weight):
+    """One full sweep: every user row against V, then every item row against the new U.
+
+    Args:
+        layouts: ``layout.Layouts`` of the training matrix.
+        user_factors: float32 [m, k] (only used as the previous value; the exact solve does not need it).
+        item_factors: float32 [n, k].
+        regularization, unobserved_weight: lambda and w0.
+
+    Returns:
+        (new user factors [m, k], new item factors [n, k]).
+    """
+    del user_factors
+    u = half_sweep(layouts.rows, item_factors, regularization, unobserved_weight)
+    v = half_sweep(layouts.cols, u, regularization, unobserved_weight)
+    return u, v

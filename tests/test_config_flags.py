@@ -1,0 +1,117 @@
+"""WALSConfig validation and the command-line flags generated from it (round trip)."""
+
+import dataclasses
+
+import pytest
+
+from trainer import flags
+from trainer.config import TaskConfig
+from trainer.task import build_parser, resolve_configs
+from wals2.config import WALSConfig
+
+
+def parse(argv):
+    return resolve_configs(build_parser().parse_args(argv))
+
+
+def test_defaults_are_tf1_effective_defaults():
+    task, config, preset = parse([])
+    assert (config.latent_factors, config.num_iters, config.regularization, config.unobs_weight) == (5, 20, 0.07, 0.01)
+    assert (config.wt_type, config.feature_wt_factor, config.feature_wt_exp) == (1, 130.0, 0.08)
+    assert task.delimiter == "\t" and task.test_fraction == 0.1 and preset is None
+
+
+def test_round_trip_config_to_flags_to_config():
+    config = WALSConfig(
+        latent_factors=17,
+        num_iters=3,
+        regularization=2.5,
+        unobs_weight=0.0,
+        wt_type=0,
+        feature_wt_factor=9.0,
+        feature_wt_exp=1.5,
+        weights=False,
+        init="scaled",
+        seed=9,
+        compute_loss=True,
+        batch_entries=1000,
+        max_row_length=64,
+    )
+    task = TaskConfig(
+        train_file="gs://b/ratings.dat",
+        job_dir="ram://job",
+        delimiter="::",
+        headers=True,
+        use_optimized=False,
+        test_fraction=0.25,
+        verbose_logging=True,
+    )
+    argv = flags.to_argv(config) + flags.to_argv(task)
+    got_task, got_config, _ = parse(argv)
+    assert got_config == config
+    assert got_task == task
+    # every field has a flag
+    parser = build_parser()
+    for cls in (WALSConfig, TaskConfig):
+        for field in dataclasses.fields(cls):
+            assert any(flags.flag_name(field) in action.option_strings for action in parser._actions), field.name
+
+
+def test_tf1_flag_spellings_and_name_value_form():
+    _, config, _ = parse(["--latent_factors=34", "--num_iters", "3", "--wt_type=log", "--unobs_weight=0.5"])
+    assert (config.latent_factors, config.num_iters, config.wt_type, config.unobs_weight) == (34, 3, 0, 0.5)
+    task, _, _ = parse(["--train-file=x.csv", "--job-dir=out", "--delimiter=,", "--headers", "--use-optimized"])
+    assert (task.train_file, task.job_dir, task.delimiter, task.headers, task.use_optimized) == (
+        "x.csv",
+        "out",
+        ",",
+        True,
+        True,
+    )
+
+
+def test_use_optimized_preset_and_explicit_flags_win():
+    _, config, preset = parse(["--use-optimized"])
+    assert preset == "tf1-optimized-ratings"
+    assert (config.latent_factors, config.regularization, config.unobs_weight, config.feature_wt_factor) == (
+        34,
+        9.83,
+        0.001,
+        189.8,
+    )
+    _, config, _ = parse(["--use-optimized", "--latent_factors=8"])
+    assert config.latent_factors == 8 and config.regularization == 9.83
+
+
+def test_web_views_forces_power_law_weights():
+    _, config, _ = parse(["--data-type=web_views", "--train-file=v.csv"])
+    assert config.wt_type == 0
+    _, config, preset = parse(["--data-type=web_views", "--use-optimized", "--train-file=v.csv"])
+    assert (config.latent_factors, config.regularization, config.feature_wt_exp, preset) == (
+        30,
+        7.27,
+        5.05,
+        "tf1-optimized-web_views",
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"latent_factors": 0}, r"`latent_factors` should be a positive integer. Received: latent_factors=0"),
+        ({"regularization": -1.0}, r"`regularization` should be a finite number > 0"),
+        ({"unobs_weight": float("nan")}, r"`unobs_weight` should be a finite number >= 0"),
+        ({"wt_type": 2}, r"`wt_type` should be 0 \('log', power law\) or 1 \('linear'\). Received: wt_type=2"),
+        ({"init": "zeros"}, r"`init` should be one of"),
+        ({"num_iters": 1.5}, r"`num_iters` should be an integer >= 0"),
+    ],
+)
+def test_config_errors_name_the_field(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        WALSConfig(**kwargs)
+
+
+def test_wt_type_names():
+    assert WALSConfig(wt_type="linear").wt_type == 1
+    assert WALSConfig(wt_type="LOG").wt_type == 0
+    assert WALSConfig(wt_type=0).wt_type_name == "log"

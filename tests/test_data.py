@@ -1,0 +1,145 @@
+"""Reading, validating, mapping and splitting ratings; every bad input names the file and line or count."""
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import shared_file
+
+from wals2 import Ratings, RatingsError, load_bundled, read_ratings
+from wals2.data import read_web_views
+from wals2.weights import item_weights, resolve
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_tab_file_with_real_id_maps(tmp_path):
+    path = write(tmp_path, "u.data", "10\t7\t4\t111\n3\t7\t5\t112\n10\t99\t1\t113\n")
+    r = read_ratings(path)
+    assert r.shape == (2, 2) and r.nnz == 3
+    assert list(r.user_ids) == [3, 10] and list(r.item_ids) == [7, 99]  # sorted raw ids, index 0 = smallest
+    frame = r.to_frame().sort_values(["user", "item"]).reset_index(drop=True)
+    expected = pd.DataFrame({"user": [3, 10, 10], "item": [7, 7, 99], "rating": [5.0, 4.0, 1.0]})
+    pd.testing.assert_frame_equal(frame, expected, check_dtype=False)
+    assert list(r.user_index([10, 3])) == [1, 0]
+    with pytest.raises(KeyError, match="unknown user id 4"):
+        r.user_index([4])
+
+
+def test_double_colon_csv_headers_and_gzip(tmp_path):
+    r1 = read_ratings(write(tmp_path, "ratings.dat", "1::1193::5::978300760\n2::661::3::978302109\n"), "::")
+    assert list(r1.item_ids) == [661, 1193] and list(r1.values) == [5.0, 3.0]
+    csv = "userId,movieId,rating,timestamp\r\n1,31,2.5,1260759144\r\n1,1029,3.0,1260759179\r\n"
+    r2 = read_ratings(write(tmp_path, "ratings.csv", csv), ",", headers=True)
+    assert r2.nnz == 2 and list(r2.values) == [2.5, 3.0]
+    gz = tmp_path / "r.csv.gz"
+    gz.write_bytes(gzip.compress(csv.encode()))
+    assert read_ratings(str(gz), ",", headers=True).nnz == 2
+
+
+def test_string_ids_are_kept_as_strings(tmp_path):
+    r = read_ratings(write(tmp_path, "s.tsv", "alice\tm1\t3\nbob\tm2\t4\n"))
+    assert list(r.user_ids) == ["alice", "bob"] and r.user_ids.dtype.kind == "U"
+
+
+@pytest.mark.parametrize(
+    "text, kwargs, message",
+    [
+        ("", {}, r"empty \(no data\)"),
+        ("user,item,rating\n", {"delimiter": ",", "headers": True}, r"empty \(only a header line\)"),
+        ("1::2::3::4\n", {}, r"found 1 column\(s\).*ratings.dat files use --delimiter '::'"),
+        ("1,2,3\n", {}, r"found 1 column\(s\).*use --delimiter ,"),
+        ("1\t2\n", {}, r"found 2 column\(s\)"),
+        ("1\t2\t3\n1\t3\tfour\n", {}, r"line 2: rating 'four' is not a finite number"),
+        ("1\t2\t3\n1\t3\tnan\n2\t3\tNaN\n", {}, r"line 2: rating 'nan' is not a finite number \(2 such row"),
+        ("1\t2\t3\n1\t3\t4\n1\t2\t5\n", {}, r"1 duplicate \(user, item\) pair.*user 1, item 2 on lines \[1, 3\]"),
+        ("1\t2\t\n", {}, r"line 1: rating nan|line 1: rating"),
+    ],
+)
+def test_bad_files_name_file_and_line(tmp_path, text, kwargs, message):
+    path = write(tmp_path, "bad.txt", text)
+    with pytest.raises(RatingsError, match=message) as err:
+        read_ratings(path, **kwargs)
+    assert path in str(err.value)
+
+
+def test_header_line_numbers_count_the_header(tmp_path):
+    path = write(tmp_path, "h.csv", "u,i,r\n1,2,3\n1,3,x\n")
+    with pytest.raises(RatingsError, match="line 3: rating 'x'"):
+        read_ratings(path, ",", headers=True)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ratings file not found: .*nope.tsv"):
+        read_ratings(str(tmp_path / "nope.tsv"))
+    with pytest.raises(RatingsError, match="is a directory"):
+        read_ratings(str(tmp_path))
+
+
+def test_split_is_tf1_sized_seeded_and_disjoint():
+    rng = np.random.default_rng(0)
+    n = 1005
+    cells = rng.choice(100 * 80, size=n, replace=False)
+    u, i = np.divmod(cells, 80)
+    r = Ratings(u.astype(np.int32), i.astype(np.int32), np.ones(n, np.float32), np.arange(100), np.arange(80))
+    train, test = r.split(0.1, seed=4)
+    assert test.nnz == 100 and train.nnz == 905  # floor(N / 10), as TF1
+    again_train, again_test = r.split(0.1, seed=4)
+    np.testing.assert_array_equal(test.pairs(), again_test.pairs())
+    assert not set(map(tuple, train.pairs())) & set(map(tuple, test.pairs()))
+    assert train.shape == test.shape == r.shape
+    assert not np.array_equal(r.split(0.1, seed=5)[1].pairs(), test.pairs())
+    with pytest.raises(ValueError, match="`test_fraction` should be in"):
+        r.split(1.0)
+
+
+def test_bundled_latest_small_is_complete():
+    r = load_bundled()
+    assert r.shape == (610, 9724) and r.nnz == 100836
+    assert sorted(set(np.unique(r.values).tolist())) == [0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5]
+
+
+def test_bundled_matches_the_shared_original():
+    original = pd.read_csv(shared_file("ml-latest-small", "ratings.csv"))
+    r = load_bundled()
+    frame = r.to_frame()
+    assert len(frame) == len(original)
+    np.testing.assert_array_equal(frame["user"].to_numpy(), original["userId"].to_numpy())
+    np.testing.assert_array_equal(frame["item"].to_numpy(), original["movieId"].to_numpy())
+    np.testing.assert_array_equal(frame["rating"].to_numpy(), original["rating"].to_numpy(np.float32))
+
+
+def test_ml100k_is_read_like_tf1():
+    r = read_ratings(str(shared_file("ml-100k", "u.data")))
+    assert r.shape == (943, 1682) and r.nnz == 100000
+    assert list(r.user_ids[:3]) == [1, 2, 3]
+
+
+def test_web_views_sum_time_per_pair(tmp_path):
+    text = "clientId,contentId,timeOnPage\nc2,a,10\nc1,b,5\nc2,a,7\nc1,a,1\n"
+    r = read_web_views(write(tmp_path, "views.csv", text))
+    assert list(r.user_ids) == ["c1", "c2"] and list(r.item_ids) == ["a", "b"]
+    frame = r.to_frame().set_index(["user", "item"])["rating"].to_dict()
+    assert frame == {("c1", "a"): 1.0, ("c1", "b"): 5.0, ("c2", "a"): 17.0}
+    with pytest.raises(RatingsError, match=r"missing column\(s\) \['timeOnPage'\]"):
+        read_web_views(write(tmp_path, "v2.csv", "clientId,contentId\nc,a\n"))
+
+
+def test_item_weights_hand_computed():
+    counts = np.array([0, 1, 4, 100])
+    np.testing.assert_allclose(item_weights(counts, 1, 130.0, 0.08), [0, 130.0, 32.5, 1.3], rtol=1e-6)
+    np.testing.assert_allclose(item_weights(counts, 0, 130.0, 0.5), [0, 1.0, 0.5, 0.1], rtol=1e-6)
+
+
+def test_weight_arguments():
+    assert resolve(None, 3, "row_weights") is None
+    np.testing.assert_array_equal(resolve(2.0, 3, "row_weights"), [2, 2, 2])
+    with pytest.raises(ValueError, match="`col_weights` should be non-negative"):
+        resolve(-1.0, 3, "col_weights")
+    with pytest.raises(ValueError, match=r"shape \(3,\). Received shape \(2,\)"):
+        resolve([1.0, 2.0], 3, "row_weights")

@@ -1,0 +1,130 @@
+"""The half-sweep against a naive float64 numpy solve (tests/oracle.py), for every weighting and layout path."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from oracle import dense_problem, objective, random_problem, solve_rows
+
+from wals2 import solver
+from wals2.layout import build_layouts, length_ladder
+
+SHAPE = (60, 45)
+K = 8
+W0 = 0.1
+LAM = 0.5
+
+
+def rel_err(got, want):
+    return np.linalg.norm(np.asarray(got, np.float64) - want) / np.linalg.norm(want)
+
+
+def weights_for(mode, rng, cols):
+    m, n = SHAPE
+    if mode == "none":
+        return None, None
+    if mode == "scalar":
+        return np.full(m, 1.0, np.float32), np.full(n, 2.5, np.float32)
+    r = rng.uniform(0.2, 2.0, m).astype(np.float32)
+    c = rng.uniform(0.1, 3.0, n).astype(np.float32)
+    if mode == "vector-with-zero":  # a zero weight on an observed column forces the general path
+        c[cols[0]] = 0.0
+    return r, c
+
+
+@pytest.mark.parametrize(
+    "mode, kinds",
+    [
+        ("none", ("uniform", "uniform")),
+        ("scalar", ("separable", "separable")),
+        ("vector", ("separable", "separable")),
+        ("vector-with-zero", ("general", "separable")),
+    ],
+)
+@pytest.mark.parametrize("batch_entries, max_row_length", [(65536, 2048), (48, 7)])
+def test_half_sweeps_match_numpy_oracle(mode, kinds, batch_entries, max_row_length):
+    rng = np.random.default_rng(7)
+    rows, cols, values = random_problem(3, shape=SHAPE, nnz=900, empty_rows=(3, 17), empty_cols=(5, 30))
+    r, c = weights_for(mode, rng, cols)
+    layouts = build_layouts(
+        rows, cols, values, SHAPE, r, c, W0, batch_entries=batch_entries, max_row_length=max_row_length
+    )
+    assert (layouts.rows.kind, layouts.cols.kind) == kinds
+    if max_row_length == 7:  # the small sizes really exercise long-row pieces and multi-chunk blocks
+        assert layouts.rows.num_long > 0 and layouts.cols.num_long > 0
+        assert any(b.indices.shape[0] > 1 for b in layouts.rows.blocks + layouts.rows.piece_blocks)
+    a, w, observed = dense_problem(rows, cols, values, SHAPE, r, c, W0)
+    v = rng.standard_normal((SHAPE[1], K)).astype(np.float32)
+
+    u_tf = solver.half_sweep(layouts.rows, v, LAM, W0)
+    u_ref = solve_rows(a, w, observed, v, LAM)
+    assert rel_err(u_tf, u_ref) < 1e-4
+
+    v_tf = solver.half_sweep(layouts.cols, u_ref.astype(np.float32), LAM, W0)
+    v_ref = solve_rows(a.T, w.T, observed.T, u_ref, LAM)
+    assert rel_err(v_tf, v_ref) < 1e-4
+
+    # Rows and columns without observations are exactly 0.
+    np.testing.assert_array_equal(u_tf.numpy()[[3, 17]], 0.0)
+    np.testing.assert_array_equal(v_tf.numpy()[[5, 30]], 0.0)
+
+
+def test_full_sweep_matches_oracle_with_rank_above_factors():
+    """A dense, full-rank (rank 40 > k = 8) problem: the sweep is the two oracle halves in sequence."""
+    rng = np.random.default_rng(11)
+    m, n = 40, 50
+    cells = rng.choice(m * n, size=1200, replace=False)
+    rows, cols = np.divmod(cells, n)
+    values = rng.normal(3.0, 1.0, cells.size)
+    r = rng.uniform(0.5, 1.5, m).astype(np.float32)
+    c = rng.uniform(0.5, 1.5, n).astype(np.float32)
+    layouts = build_layouts(rows, cols, values, (m, n), r, c, W0, batch_entries=100, max_row_length=16)
+    u0 = rng.standard_normal((m, K)).astype(np.float32)
+    v0 = rng.standard_normal((n, K)).astype(np.float32)
+    u_tf, v_tf = solver.sweep(layouts, u0, v0, LAM, W0)
+    a, w, observed = dense_problem(rows, cols, values, (m, n), r, c, W0)
+    assert np.linalg.matrix_rank(np.where(observed, a, 0)) > K
+    u_ref = solve_rows(a, w, observed, v0, LAM)
+    v_ref = solve_rows(a.T, w.T, observed.T, u_ref, LAM)
+    assert rel_err(u_tf, u_ref) < 1e-4
+    assert rel_err(v_tf, v_ref) < 1e-4
+
+
+def test_single_entry_hand_computed():
+    """One rating a = 2 with weights: x = (w0 + d) a y / (lam + w0 y^2 + d y^2) for k = 1, by hand."""
+    rows, cols, values = np.array([0]), np.array([0]), np.array([2.0])
+    r, c = np.array([1.0], np.float32), np.array([3.0], np.float32)
+    layouts = build_layouts(rows, cols, values, (1, 2), r, np.array([3.0, 1.0], np.float32), 0.5)
+    y = np.array([[2.0], [1.0]], np.float32)  # the second column is unobserved but still in Y'Y
+    x = solver.half_sweep(layouts.rows, y, 0.25, 0.5).numpy()
+    d = r[0] * c[0]
+    want = (0.5 + d) * 2.0 * 2.0 / (0.25 + 0.5 * (4.0 + 1.0) + d * 4.0)
+    np.testing.assert_allclose(x, [[want]], rtol=1e-6)
+
+
+def test_objective_decreases_every_sweep():
+    rng = np.random.default_rng(5)
+    rows, cols, values = random_problem(9, shape=SHAPE, nnz=800)
+    r, c = weights_for("vector", rng, cols)
+    layouts = build_layouts(rows, cols, values, SHAPE, r, c, W0, batch_entries=64, max_row_length=9)
+    a, w, _ = dense_problem(rows, cols, values, SHAPE, r, c, W0)
+    u = rng.standard_normal((SHAPE[0], K)).astype(np.float32)
+    v = rng.standard_normal((SHAPE[1], K)).astype(np.float32)
+    losses = [objective(a, w, u, v, LAM)]
+    for _ in range(8):
+        u, v = solver.sweep(layouts, u, v, LAM, W0)
+        losses.append(objective(a, w, u, v, LAM))
+    assert all(b <= a_ * (1 + 1e-6) for a_, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_gramian_is_lambda_plus_w0_yty():
+    y = np.arange(12, dtype=np.float32).reshape(4, 3) / 7
+    g = solver.gramian(tf.constant(y), tf.constant(0.3), tf.constant(0.2)).numpy()
+    np.testing.assert_allclose(g, 0.3 * np.eye(3) + 0.2 * y.T @ y, rtol=1e-6)
+
+
+def test_length_ladder_grows_and_ends_at_max():
+    ladder = length_ladder(2048)
+    assert ladder[0] == 1 and ladder[-1] == 2048
+    assert np.all(np.diff(ladder) >= 1)
+    assert np.all(ladder[1:] <= np.ceil(ladder[:-1] * 1.125) + 1)

@@ -1,0 +1,137 @@
+"""python -m trainer.task end to end: artifacts on good input; a clear error and no output on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, shared_file
+
+from trainer.task import main
+
+
+def run_task(args, timeout=600):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, "-m", "trainer.task", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def check_artifacts(job, num_users, num_items, k):
+    model = job / "model"
+    row, col = np.load(model / "row.npy"), np.load(model / "col.npy")
+    user, item = np.load(model / "user.npy"), np.load(model / "item.npy")
+    assert row.shape == (num_users, k) and col.shape == (num_items, k)
+    assert row.dtype == col.dtype == np.float32
+    assert user.shape == (num_users,) and item.shape == (num_items,)  # index -> raw id maps, not per rating
+    assert np.all(np.diff(user) > 0) and np.all(np.diff(item) > 0)
+    config = json.loads((job / "config.json").read_text())
+    metrics = json.loads((job / "metrics.json").read_text())
+    assert config["model"]["latent_factors"] == k
+    assert metrics["num_users"] == num_users and metrics["num_items"] == num_items
+    assert not [p for p in job.parent.iterdir() if ".staging-" in p.name]
+    return config, metrics
+
+
+@pytest.mark.slow
+def test_bundled_default_run(tmp_path):
+    job = tmp_path / "job"
+    result = run_task(["--job-dir", str(job), "--num_iters", "4"])
+    assert result.returncode == 0, result.stderr + result.stdout
+    lines = [line for line in result.stdout.splitlines() if " sweep " in line]
+    assert len(lines) == 4 and "train RMSE" in lines[0] and "test RMSE" in lines[0] and " s " in lines[0]
+    assert "done: train RMSE" in result.stdout and "touch a user or item with no training ratings" in result.stdout
+    config, metrics = check_artifacts(job, 610, 9724, 5)
+    assert metrics["num_test"] == 10083 and metrics["sweeps"] == 4
+    assert 0.3 < metrics["train_rmse"] < metrics["test_rmse"] < 3.0
+    user = np.load(job / "model" / "user.npy")
+    assert user[0] == 1 and user[-1] == 610  # latest-small user ids 1..610
+
+
+@pytest.mark.slow
+def test_ml100k_tf1_defaults_and_optimized(tmp_path):
+    data = shared_file("ml-100k", "u.data")
+    rmse = {}
+    for name, extra in (("default", []), ("optimized", ["--use-optimized"])):
+        job = tmp_path / name
+        result = run_task(["--train-file", str(data), "--job-dir", str(job), *extra])
+        assert result.returncode == 0, result.stderr + result.stdout
+        _, metrics = check_artifacts(job, 943, 1682, 34 if extra else 5)
+        rmse[name] = metrics["test_rmse"]
+    # TF1 semantics: unobserved cells are zero targets, so the RMSE stays around 1.0-1.1.
+    assert 1.0 < rmse["default"] < 1.1
+    assert rmse["optimized"] < rmse["default"]
+
+
+def test_runs_in_process_and_writes_into_an_existing_empty_dir(tmp_path):
+    data = tmp_path / "r.tsv"
+    rng = np.random.default_rng(0)
+    cells = rng.choice(30 * 20, size=300, replace=False)
+    lines = [f"{u + 1}\t{i + 1}\t{rng.integers(1, 6)}\t0" for u, i in zip(*np.divmod(cells, 20))]
+    data.write_text("\n".join(lines) + "\n")
+    job = tmp_path / "job"
+    job.mkdir()
+    assert main(["--train-file", str(data), "--job-dir", str(job), "--num_iters", "2", "--latent_factors=3"]) == 0
+    check_artifacts(job, 30, 20, 3)
+    # A second run into the same directory is refused before any work.
+    assert main(["--train-file", str(data), "--job-dir", str(job), "--num_iters", "2"]) == 1
+
+
+BAD_FILES = {
+    "missing": (None, "ratings file not found"),
+    "empty": ("", "the file is empty"),
+    "header_only": ("user\titem\trating\n", "only a header line"),
+    "non_numeric": ("1\t2\t3\n1\t3\tabc\n", "line 2: rating 'abc' is not a finite number"),
+    "nan": ("1\t2\tnan\n", "line 1: rating 'nan' is not a finite number"),
+    "duplicates": ("1\t2\t3\n1\t2\t4\n", "1 duplicate (user, item) pair"),
+    "too_few_columns": ("1::2::3::4\n", "found 1 column(s) with delimiter '\\t'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_files_fail_cleanly_without_output(tmp_path, caplog, case):
+    text, message = BAD_FILES[case]
+    data = tmp_path / "data.tsv"
+    if text is not None:
+        data.write_text(text)
+    job = tmp_path / "job"
+    args = ["--train-file", str(data), "--job-dir", str(job)]
+    if case == "header_only":
+        args.append("--headers")
+    assert main(args) == 1
+    assert message in caplog.text and str(data) in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if text is None else ["data.tsv"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--latent_factors", "0"], "`latent_factors` should be a positive integer. Received: latent_factors=0"),
+        (["--regularization=-0.5"], "`regularization` should be a finite number > 0"),
+        (["--data-type", "webviews"], "invalid choice: 'webviews'"),
+        (["--wt_type", "2"], "`wt_type` should be 0 ('log', power law) or 1 ('linear')"),
+        (["--num_iters", "many"], "invalid int value: 'many'"),
+        (["--data-type=web_views", "--delimiter=::"], "`delimiter` is fixed to ','"),
+    ],
+)
+def test_bad_flags_exit_2_without_output(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--job-dir", str(tmp_path / "job"), *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_job_dir_fails_before_training(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["--job-dir", str(blocker / "job")]) == 1
+    assert "not writable" in caplog.text or "Not a directory" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
