@@ -223,11 +223,11 @@ def test_bad_inputs_are_named(problem):
 
 
 def test_divergence_raises_a_clear_error():
-    """Weights so extreme that float32 overflows: the fit stops with NonFiniteFactorsError, not NaN factors."""
+    """Finite inputs whose second half-sweep overflows float32: NonFiniteFactorsError, not NaN factors."""
     train = Ratings(
         np.array([0, 1], np.int32),
         np.array([0, 1], np.int32),
-        np.array([3e38, -3e38], np.float32),
+        np.array([1e8, -1e8], np.float32),
         np.arange(2),
         np.arange(2),
     )
@@ -235,6 +235,15 @@ def test_divergence_raises_a_clear_error():
     model.compile()
     with pytest.raises(NonFiniteFactorsError, match="diverged"):
         model.fit(train, epochs=2, verbose=0)
+
+
+def test_weighted_ratings_overflowing_float32_are_refused():
+    train = Ratings(
+        np.array([0], np.int32), np.array([0], np.int32), np.array([3e30], np.float32), np.arange(1), np.arange(1)
+    )
+    model = WALSModel(1, 1, latent_factors=1, feature_wt_factor=1e20)
+    with pytest.raises(ValueError, match="overflow float32"):
+        model.fit(train, epochs=1, verbose=0)
 
 
 def test_config_round_trip_through_get_config():

@@ -128,3 +128,39 @@ def test_length_ladder_grows_and_ends_at_max():
     assert ladder[0] == 1 and ladder[-1] == 2048
     assert np.all(np.diff(ladder) >= 1)
     assert np.all(ladder[1:] <= np.ceil(ladder[:-1] * 1.125) + 1)
+
+
+@pytest.mark.parametrize("mode", ["vector", "vector-with-zero", "none"])
+def test_cg_with_enough_steps_reaches_the_exact_solution(mode):
+    """CG on an SPD k x k system converges in k steps in exact arithmetic; 3k float32 steps get close."""
+    rng = np.random.default_rng(2)
+    rows, cols, values = random_problem(4, shape=SHAPE, nnz=900)
+    r, c = weights_for(mode, rng, cols)
+    layouts = build_layouts(rows, cols, values, SHAPE, r, c, W0, batch_entries=48, max_row_length=7)
+    a, w, observed = dense_problem(rows, cols, values, SHAPE, r, c, W0)
+    v = rng.standard_normal((SHAPE[1], K)).astype(np.float32)
+    start = rng.standard_normal((SHAPE[0], K)).astype(np.float32)
+    u_cg = solver.half_sweep(layouts.rows, v, LAM, W0, "cg", start, 3 * K)
+    assert rel_err(u_cg, solve_rows(a, w, observed, v, LAM)) < 2e-3
+    one_step = solver.half_sweep(layouts.rows, v, LAM, W0, "cg", start, 1)
+    if mode != "none":  # a single step from a random start is far from exact
+        assert rel_err(one_step, solve_rows(a, w, observed, v, LAM)) > 1e-2
+
+
+def test_cg_loss_after_ten_sweeps_within_half_percent_of_exact():
+    rng = np.random.default_rng(8)
+    m, n = 300, 200
+    rows, cols, values = random_problem(12, shape=(m, n), nnz=6000, empty_rows=(), empty_cols=())
+    r = rng.uniform(0.5, 1.5, m).astype(np.float32)
+    c = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    layouts = build_layouts(rows, cols, values, (m, n), r, c, W0, batch_entries=512, max_row_length=64)
+    a, w, _ = dense_problem(rows, cols, values, (m, n), r, c, W0)
+    u0 = rng.standard_normal((m, 16)).astype(np.float32)
+    v0 = rng.standard_normal((n, 16)).astype(np.float32)
+    losses = {}
+    for name in ("cholesky", "cg"):
+        u, v = u0, v0
+        for _ in range(10):
+            u, v = solver.sweep(layouts, u, v, 0.05, W0, solver=name, cg_steps=3)
+        losses[name] = objective(a, w, u, v, 0.05)
+    assert losses["cg"] <= losses["cholesky"] * 1.005, losses

@@ -19,7 +19,7 @@ LINEAR_RATINGS = 1
 WT_TYPE_NAMES = {"log": LOG_RATINGS, "linear": LINEAR_RATINGS}
 
 INITS = ("normal", "scaled")
-SOLVERS = ("cholesky",)
+SOLVERS = ("cholesky", "cg")
 
 
 def _field(default: Any, doc: str, **metadata: Any) -> Any:
@@ -62,7 +62,12 @@ class WALSConfig:
         "normal", "Initial factors: 'normal' is TF1's N(0, 1); 'scaled' is N(0, 1/k), so u.v starts near N(0, 1)."
     )
     seed: int = _field(0, "Seed of the factor initialisation (and of the trainer's train/test split).")
-    solver: str = _field("cholesky", "Row solver: 'cholesky' is the exact batched Cholesky solve.")
+    solver: str = _field(
+        "cholesky",
+        "Row solver: 'cholesky' is the exact batched Cholesky solve; 'cg' takes cg_steps matrix-free "
+        "conjugate-gradient steps from the previous factors (inexact, like implicit's default).",
+    )
+    cg_steps: int = _field(3, "Conjugate-gradient steps per row and half-sweep with solver='cg'.")
     compute_loss: bool = _field(False, "Compute TF1's objective after every sweep and report it as 'loss'.")
     batch_entries: int = _field(
         65536, "Gathered entries per solver sub-batch; sets the working set of one batched Gram (performance only)."
@@ -88,6 +93,7 @@ class WALSConfig:
         _check_int(self, "num_iters", minimum=0)
         _check_int(self, "seed", minimum=0)
         _check_int(self, "batch_entries", minimum=1)
+        _check_int(self, "cg_steps", minimum=1)
         _check_int(self, "max_row_length", minimum=1)
         _check_float(self, "regularization", positive=True, why="it keeps every k x k system positive definite")
         _check_float(self, "unobs_weight", positive=False)

@@ -35,12 +35,14 @@ class Block(NamedTuple):
         rhs_weights: float32 [num_chunks, rows, length], b_e (0 on padding).
         gram_weights: float32 [num_chunks, rows, length], g_e ("general" kind), else None.
         row_scale: float32 [num_chunks, rows], R_i ("separable" kind), else None.
+        owners: int32 [num_chunks, rows], the solved row of each unit (num_rows for padding units).
     """
 
     indices: tf.Tensor
     rhs_weights: tf.Tensor
     gram_weights: tf.Tensor | None
     row_scale: tf.Tensor | None
+    owners: tf.Tensor
 
 
 class HalfLayout(NamedTuple):
@@ -163,6 +165,12 @@ def build_half(
     elif kind == "general":
         gram = d
     entry_cols = cols.astype(np.int32)
+    limit = np.finfo(np.float32).max
+    if not (np.all(np.abs(rhs) < limit) and (gram is None or np.all(gram < limit))):
+        raise ValueError(
+            "The weighted ratings (w0 + R_i C_j) a_ij overflow float32: lower the ratings' scale or the weights "
+            f"(largest |(w0 + d) a| = {np.max(np.abs(rhs)):.3g})."
+        )
     entry_rhs = rhs.astype(np.float32)
     entry_gram = None if gram is None else gram.astype(np.float32)
     unit_scale_source = None if kind != "separable" else own_weights.astype(np.float32)
@@ -188,6 +196,7 @@ def build_half(
                     entry_gram,
                     unit_scale_source,
                     num_fixed,
+                    num_rows,
                     batch_entries,
                 )
             )
@@ -244,6 +253,7 @@ def _block(
     entry_gram,
     own_weights,
     num_fixed,
+    num_rows,
     batch_entries,
 ) -> Block:
     """Pads units [start, start + len) of the sorted entries to ``length`` and chunks them."""
@@ -260,6 +270,8 @@ def _block(
         out[:count] = np.where(valid, source[take], pad)
         return tf.constant(out.reshape(num_chunks, per_chunk, length))
 
+    owners = np.full(slots, num_rows, dtype=np.int32)
+    owners[:count] = unit_owner
     scale = None
     if own_weights is not None:
         s = np.zeros(slots, dtype=np.float32)
@@ -270,4 +282,5 @@ def _block(
         rhs_weights=lay_out(entry_rhs, 0.0, np.float32),
         gram_weights=None if entry_gram is None else lay_out(entry_gram, 0.0, np.float32),
         row_scale=scale,
+        owners=tf.constant(owners.reshape(num_chunks, per_chunk)),
     )

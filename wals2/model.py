@@ -183,17 +183,17 @@ class WALSModel(keras.Model):
         del data
         train = self._train
         cfg = self.config
-        layouts = train["layouts"]
-        u = solver_lib.half_sweep(
-            layouts.rows, tf.convert_to_tensor(self.item_factors), cfg.regularization, cfg.unobs_weight
+        u, v = solver_lib.sweep(
+            train["layouts"],
+            tf.convert_to_tensor(self.user_factors),
+            tf.convert_to_tensor(self.item_factors),
+            cfg.regularization,
+            cfg.unobs_weight,
+            solver=cfg.solver,
+            cg_steps=cfg.cg_steps,
         )
-        u = tf.debugging.assert_all_finite(u, "user factors not finite after the row half-sweep")
-        self.user_factors.assign(u)
-        v = solver_lib.half_sweep(
-            layouts.cols, tf.convert_to_tensor(self.user_factors), cfg.regularization, cfg.unobs_weight
-        )
-        v = tf.debugging.assert_all_finite(v, "item factors not finite after the column half-sweep")
-        self.item_factors.assign(v)
+        self.user_factors.assign(tf.debugging.assert_all_finite(u, "user factors not finite after the sweep"))
+        self.item_factors.assign(tf.debugging.assert_all_finite(v, "item factors not finite after the sweep"))
         predictions = self._pair_scores(train["rows"], train["cols"])
         logs = {"rmse": tf.sqrt(tf.reduce_mean(tf.square(train["values"] - predictions)))}
         if cfg.compute_loss:
