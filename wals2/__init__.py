@@ -2,11 +2,14 @@
 
 Layers, bottom up: ``config`` and ``weights`` (hyperparameters, TF1 item weights) -> ``data`` (validated
 ratings, id maps, splits) -> ``layout`` and ``solver`` (the exact half-sweep, pure tensors) -> ``model``
-(the Keras model). Entry points (``trainer``, ``tuning``) import from here, never the other way round.
+(the Keras model) -> ``foldin`` and ``export`` (new users, the serving SavedModel). Entry points (``trainer``,
+``tuning``) import from here, never the other way round.
 """
 
 from wals2.config import LINEAR_RATINGS, LOG_RATINGS, WALSConfig
 from wals2.data import Ratings, RatingsError, load_bundled, read_ratings
+from wals2.export import export_saved_model
+from wals2.foldin import fold_in
 from wals2.model import NonFiniteFactorsError, WALSModel
 from wals2.solver import half_sweep
 
@@ -18,6 +21,8 @@ __all__ = [
     "RatingsError",
     "WALSConfig",
     "WALSModel",
+    "export_saved_model",
+    "fold_in",
     "half_sweep",
     "load_bundled",
     "read_ratings",

@@ -1,0 +1,117 @@
+"""Fold-in of new users: a naive float64 solve, the row half-sweep of training users, top-k and bad input."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from oracle import dense_problem, random_problem, solve_rows
+
+from wals2 import Ratings, WALSModel, fold_in, foldin
+from wals2.solver import half_sweep
+from wals2.weights import item_weights
+
+SHAPE = (40, 30)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rows, cols, values = random_problem(5, shape=SHAPE, nnz=500, empty_rows=(2,), empty_cols=(9,))
+    return Ratings(
+        rows.astype(np.int32), cols.astype(np.int32), values.astype(np.float32), np.arange(SHAPE[0]) + 1, np.arange(30)
+    )
+
+
+def fitted(problem, **overrides):
+    params = dict(latent_factors=4, regularization=0.2, unobs_weight=0.05, seed=1, init="scaled")
+    params.update(overrides)
+    model = WALSModel(*SHAPE, **params)
+    model.compile(jit_compile=False)
+    model.fit(problem, epochs=3, verbose=0)
+    return model
+
+
+def naive(v, items, ratings, c, lam, w0):
+    """One dense float64 solve per user: the oracle row update against fixed V."""
+    n = v.shape[0]
+    out = []
+    for row, rated in zip(items, ratings):
+        a, w, observed = dense_problem(np.zeros(len(row), int), row, rated, (1, n), None if c is None else [1.0], c, w0)
+        out.append(solve_rows(a, w, observed, v, lam)[0] if len(row) else np.zeros(v.shape[1]))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_solve_matches_naive_float64(weighted):
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((25, 5)).astype(np.float32)
+    c = item_weights(rng.integers(0, 9, 25), 1, 30.0, 0.08) if weighted else None
+    items = [[3, 7, 11], [0], [], [24, 1, 2, 5, 8, 13]]
+    ratings = [[5.0, 1.0, 3.5], [2.0], [], [1.0, 4.0, 4.0, 0.5, 3.0, 2.0]]
+    padded = np.full((4, 6), -1)
+    values = np.zeros((4, 6), np.float32)
+    for b, (row, rated) in enumerate(zip(items, ratings)):
+        padded[b, : len(row)] = row
+        values[b, : len(row)] = rated
+    got = foldin.solve(v, padded, values, 0.3, 0.02, c).numpy()
+    want = naive(v.astype(np.float64), items, ratings, c, 0.3, 0.02)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert not got[2].any()  # no ratings: the factor 0
+
+
+@pytest.mark.parametrize(
+    "overrides", [dict(wt_type="linear", feature_wt_factor=40.0), dict(wt_type="log", feature_wt_exp=0.5), {}]
+)
+def test_folding_in_a_training_user_gives_its_row_half_sweep_factor(problem, overrides):
+    weights = overrides != {}
+    model = fitted(problem, weights=weights, **overrides)
+    cfg = model.config
+    v = tf.convert_to_tensor(model.item_factors)
+    swept = half_sweep(model.training_layouts.rows, v, cfg.regularization, cfg.unobs_weight).numpy()
+    users = [0, 1, 2, 7, 39]
+    items = [problem.items[problem.users == u] for u in users]
+    ratings = [problem.values[problem.users == u] for u in users]
+    got = fold_in(model, problem, items, ratings)
+    np.testing.assert_allclose(got, swept[users], rtol=1e-4, atol=1e-5)
+    assert not got[2].any()  # user 2 has no training ratings
+
+
+def test_recommend_matches_argsort_and_excludes_rated_items(problem):
+    model = fitted(problem)
+    items = tf.ragged.constant([[0, 4, 5], [29], list(range(28))])
+    ratings = tf.ragged.constant([[5.0, 3.0, 1.0], [4.0], [3.0] * 28])
+    top, scores = foldin.recommend(model, problem, items, ratings, k=4)
+    u = fold_in(model, problem, items, ratings)
+    dense = u @ keras.ops.convert_to_numpy(model.item_factors).T
+    for b, rated in enumerate(items.to_list()):
+        allowed = np.setdiff1d(np.arange(SHAPE[1]), rated)
+        order = allowed[np.argsort(-dense[b, allowed], kind="stable")][:4]
+        valid = top[b] >= 0
+        np.testing.assert_array_equal(top[b][valid], order)
+        np.testing.assert_allclose(scores[b][valid], dense[b, order], rtol=1e-5, atol=1e-6)
+    assert list(top[2][2:]) == [-1, -1] and np.all(np.isneginf(scores[2][2:]))  # only 2 unrated items left
+
+
+@pytest.mark.parametrize(
+    "items, ratings, message",
+    [
+        ([[1, 2]], [[1.0]], "same length"),
+        ([[1]], [[1.0], [2.0]], "same number of users"),
+        ([[30]], [[1.0]], r"item indices in \[0, 30\)"),
+        ([[-1]], [[1.0]], r"item indices in \[0, 30\)"),
+        ([[3, 3]], [[1.0, 2.0]], "should not repeat an item"),
+        ([[3]], [[float("nan")]], "should be finite"),
+    ],
+)
+def test_bad_input_is_rejected_with_a_clear_message(problem, items, ratings, message):
+    model = fitted(problem)
+    with pytest.raises(ValueError, match=message):
+        fold_in(model, problem, items, ratings)
+
+
+def test_bad_k_and_mismatched_train(problem):
+    model = fitted(problem)
+    with pytest.raises(ValueError, match=r"`k` should be an integer in \[1, 30\]"):
+        foldin.recommend(model, problem, [[1]], [[1.0]], k=31)
+    other = Ratings(problem.users, problem.items, problem.values, np.arange(50), np.arange(30))
+    with pytest.raises(ValueError, match="`train` should have the model's shape"):
+        fold_in(model, other, [[1]], [[1.0]])

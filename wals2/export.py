@@ -1,0 +1,237 @@
+"""A serving SavedModel of a fitted ``WALSModel``: factors, raw-id vocabularies and seen items, no training graph.
+
+``export_saved_model(model, train, path)`` writes a ``tf.Module`` that holds, as variables and lookup tables
+(all in ``variables/``, so ``saved_model.pb`` has the same size for any data set):
+
+- U [m, k] and V [n, k], the user and item factors;
+- the raw user and item ids (string) and hash tables raw id -> index;
+- each user's training items (CSR: ``seen_indptr`` [m + 1], ``seen_items`` [nnz]), excluded from recommendations;
+- the items ranked by training count (the answer for unknown users) and the fold-in item weights C [n].
+
+Signatures (inputs by name; every output is a named dict entry):
+
+- ``serving_default``: ``user_id`` string [b] -> ``item_ids`` string [b, K], ``scores`` float32 [b, K],
+  ``known_user`` bool [b], with K = ``top_k`` fixed at export.
+- ``recommend``: ``user_id`` string [b], ``k`` int32 scalar (1 <= k <= n) -> the same with k columns.
+- ``score``: ``user_id``, ``item_id`` string [b] -> ``scores`` float32 [b] (u_i . v_j), ``known_user``,
+  ``known_item`` bool [b].
+- ``fold_in_recommend``: ``item_ids`` string [b, L] (padded with ""), ``ratings`` float32 [b, L] -> ``item_ids``,
+  ``scores`` [b, K] and ``num_known_items`` int32 [b], for users who were not in training (``wals2.foldin``).
+
+Recommendations are the top k items by u_i . v_j, best first, with the user's training items excluded. A user
+id that is not in the vocabulary, or that had no training ratings (its factor is 0), is "unknown": it gets the
+k items with the most training ratings (ties by index), scores 0.0 (the prediction of a zero factor) and
+``known_user`` false. The same holds for a fold-in row none of whose items is known. In ``score``, an unknown
+user or item (same definition) scores 0.0 with ``known_user`` / ``known_item`` false. Slots beyond a user's
+unseen items (only when fewer than k remain) hold item id "" and score -inf.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from wals2.data import Ratings
+from wals2.foldin import item_weights_for
+from wals2.foldin import solve as fold_in_solve
+
+USER_ID = tf.TensorSpec([None], tf.string, name="user_id")
+ITEM_ID = tf.TensorSpec([None], tf.string, name="item_id")
+K = tf.TensorSpec([], tf.int32, name="k")
+FOLD_IN_ITEM_IDS = tf.TensorSpec([None, None], tf.string, name="item_ids")
+FOLD_IN_RATINGS = tf.TensorSpec([None, None], tf.float32, name="ratings")
+
+
+class ServingModule(tf.Module):
+    """What serving needs of a fitted model, as variables and hash tables (see the module docstring).
+
+    Args:
+        user_factors: U, float32 [m, k].
+        item_factors: V, float32 [n, k].
+        user_ids: [m] raw user id of each index (any dtype; stored as strings).
+        item_ids: [n] raw item id of each index.
+        seen_indptr: int64 [m + 1], CSR row pointers of the users' training items.
+        seen_items: int32 [nnz], the training items, grouped by user.
+        item_counts: int [n], training entries per item (popularity).
+        item_weights: float32 [n], fold-in C_j, or None for plain ALS.
+        regularization: lambda.
+        unobs_weight: w0.
+        top_k: K of ``serving_default`` and ``fold_in_recommend``.
+    """
+
+    def __init__(
+        self,
+        user_factors,
+        item_factors,
+        user_ids,
+        item_ids,
+        seen_indptr,
+        seen_items,
+        item_counts,
+        item_weights,
+        regularization: float,
+        unobs_weight: float,
+        top_k: int,
+    ):
+        super().__init__(name="wals_serving")
+        num_users, num_items = len(user_ids), len(item_ids)
+        self.top_k = top_k
+        self.user_factors = _constant_variable(user_factors, tf.float32, "user_factors")
+        self.item_factors = _constant_variable(item_factors, tf.float32, "item_factors")
+        self.user_vocabulary = _constant_variable(np.asarray(user_ids).astype(str), tf.string, "user_vocabulary")
+        self.item_vocabulary = _constant_variable(np.asarray(item_ids).astype(str), tf.string, "item_vocabulary")
+        self.seen_indptr = _constant_variable(seen_indptr, tf.int64, "seen_indptr")
+        self.seen_items = _constant_variable(seen_items, tf.int32, "seen_items")
+        # Popular first: -rank, so that top_k over it lists the items by training count, ties by index.
+        ranking = np.lexsort((np.arange(num_items), -np.asarray(item_counts)))
+        popularity = np.empty(num_items, np.float32)
+        popularity[ranking] = -np.arange(num_items, dtype=np.float32)
+        self.popularity = _constant_variable(popularity, tf.float32, "popularity")
+        self.item_known = _constant_variable(np.asarray(item_counts) > 0, tf.bool, "item_known")
+        weights = np.zeros(num_items, np.float32) if item_weights is None else item_weights
+        self.item_weights = _constant_variable(weights, tf.float32, "item_weights")
+        self.regularization = _constant_variable(regularization, tf.float32, "regularization")
+        self.unobs_weight = _constant_variable(unobs_weight, tf.float32, "unobs_weight")
+        # Mutable tables are checkpointed into variables/ (a static table's keys would be graph constants).
+        self.user_table = _table(self.user_vocabulary, num_users)
+        self.item_table = _table(self.item_vocabulary, num_items)
+
+    @tf.function(input_signature=[USER_ID])
+    def serve(self, user_id):
+        """Top-K (fixed at export) for raw user ids: ``item_ids`` string [b, K], ``scores`` [b, K], ``known_user``."""
+        return self._recommend(user_id, tf.constant(self.top_k, tf.int32))
+
+    @tf.function(input_signature=[USER_ID, K])
+    def recommend(self, user_id, k):
+        """Top-k for raw user ids, 1 <= k <= n: ``item_ids`` string [b, k], ``scores`` [b, k], ``known_user``."""
+        return self._recommend(user_id, k)
+
+    @tf.function(input_signature=[USER_ID, ITEM_ID])
+    def score(self, user_id, item_id):
+        """Predicted rating u_i . v_j per (user_id, item_id) pair; 0.0 where either is unknown."""
+        users, known_user = self._lookup_users(user_id)
+        items = self.item_table.lookup(item_id)
+        known_item = (items >= 0) & tf.gather(self.item_known, tf.maximum(items, 0))
+        u = tf.gather(self.user_factors, tf.maximum(users, 0))
+        v = tf.gather(self.item_factors, tf.maximum(items, 0))
+        both = known_user & known_item
+        scores = tf.where(both, tf.reduce_sum(u * v, axis=-1), tf.zeros_like(u[:, 0]))
+        return {"scores": scores, "known_user": known_user, "known_item": known_item}
+
+    @tf.function(input_signature=[FOLD_IN_ITEM_IDS, FOLD_IN_RATINGS])
+    def fold_in_recommend(self, item_ids, ratings):
+        """Top-K for new users from their rated items (padded with ""), by the closed-form fold-in.
+
+        Items not in the vocabulary are ignored and ``num_known_items`` counts the others; a row with none gets
+        the popular items with scores 0.0. A repeated item counts once per occurrence.
+        """
+        items = self.item_table.lookup(item_ids)  # [b, L], -1 for padding and unknown ids
+        u = fold_in_solve(self.item_factors, items, ratings, self.regularization, self.unobs_weight, self.item_weights)
+        scores = tf.matmul(u, self.item_factors, transpose_b=True)
+        rated = tf.where(items >= 0)
+        scores = _exclude(scores, rated[:, 0], tf.gather_nd(items, rated))
+        num_known = tf.reduce_sum(tf.cast(items >= 0, tf.int32), axis=1)
+        out = self._top(scores, num_known > 0, tf.constant(self.top_k, tf.int32))
+        return {"item_ids": out["item_ids"], "scores": out["scores"], "num_known_items": num_known}
+
+    def _lookup_users(self, user_id):
+        """(indices [b] with -1 for ids not in the vocabulary, known [b]: in the vocabulary with training items)."""
+        users = self.user_table.lookup(user_id)
+        safe = tf.maximum(users, 0)
+        has_items = tf.gather(self.seen_indptr, safe + 1) > tf.gather(self.seen_indptr, safe)
+        return users, (users >= 0) & has_items
+
+    def _recommend(self, user_id, k):
+        num_items = tf.shape(self.item_factors, out_type=tf.int32)[0]
+        tf.debugging.assert_greater_equal(k, 1, message="`k` should be >= 1")
+        tf.debugging.assert_less_equal(k, num_items, message="`k` should be <= the number of items")
+        users, known = self._lookup_users(user_id)
+        safe = tf.where(known, users, tf.zeros_like(users))
+        scores = tf.matmul(tf.gather(self.user_factors, safe), self.item_factors, transpose_b=True)
+        starts = tf.where(known, tf.gather(self.seen_indptr, safe), 0)
+        limits = tf.where(known, tf.gather(self.seen_indptr, safe + 1), 0)
+        spans = tf.ragged.range(starts, limits)
+        seen = tf.gather(self.seen_items, spans.flat_values)
+        scores = _exclude(scores, spans.value_rowids(), seen)
+        return self._top(scores, known, k)
+
+    def _top(self, scores, known, k):
+        """Top-k of ``scores`` [b, n] for known rows; the popularity ranking (scores 0.0) for the others."""
+        ranked = tf.where(known[:, None], scores, self.popularity[None, :])
+        top = tf.math.top_k(ranked, k=k)
+        empty = tf.math.is_inf(top.values) & (top.values < 0)
+        item_ids = tf.where(empty, "", tf.gather(self.item_vocabulary, top.indices))
+        values = tf.where(known[:, None], top.values, tf.zeros_like(top.values))
+        return {"item_ids": item_ids, "scores": values, "known_user": known}
+
+    def signatures(self) -> dict:
+        return {
+            "serving_default": self.serve,
+            "recommend": self.recommend,
+            "score": self.score,
+            "fold_in_recommend": self.fold_in_recommend,
+        }
+
+
+def export_saved_model(model, train: Ratings, path: str, top_k: int = 10) -> ServingModule:
+    """Writes the serving SavedModel of a fitted ``WALSModel`` to ``path`` (local, ``gs://``, any gfile path).
+
+    Args:
+        model: the fitted ``WALSModel``.
+        train: the training ``Ratings`` it was fitted on: its ``user_ids``/``item_ids`` become the vocabularies,
+            its entries the seen items (excluded) and the popularity ranking, its positive counts the fold-in
+            item weights.
+        path: the SavedModel directory; must not exist yet or be empty.
+        top_k: K of ``serving_default`` and ``fold_in_recommend``, 1 <= K <= num_items.
+
+    Returns:
+        The saved ``ServingModule`` (callable in process like the loaded SavedModel).
+    """
+    if not isinstance(train, Ratings):
+        raise TypeError(f"`train` should be a wals2.Ratings. Received: train={type(train).__name__}")
+    if train.shape != (model.num_users, model.num_items):
+        raise ValueError(
+            f"`train` should have the model's shape {(model.num_users, model.num_items)}. Received: {train.shape}"
+        )
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or not 1 <= top_k <= model.num_items:
+        raise ValueError(f"`top_k` should be an integer in [1, {model.num_items}]. Received: top_k={top_k!r}")
+    if tf.io.gfile.exists(path) and tf.io.gfile.listdir(path):
+        raise ValueError(f"`path` should be a new or empty directory. Received: path={path!r} (not empty)")
+    order = np.lexsort((train.items, train.users))
+    indptr = np.concatenate([[0], np.cumsum(train.user_counts())]).astype(np.int64)
+    cfg = model.config
+    module = ServingModule(
+        user_factors=tf.convert_to_tensor(model.user_factors),
+        item_factors=tf.convert_to_tensor(model.item_factors),
+        user_ids=train.user_ids,
+        item_ids=train.item_ids,
+        seen_indptr=indptr,
+        seen_items=train.items[order].astype(np.int32),
+        item_counts=train.item_counts(),
+        item_weights=item_weights_for(cfg, train),
+        regularization=cfg.regularization,
+        unobs_weight=cfg.unobs_weight,
+        top_k=int(top_k),
+    )
+    tf.saved_model.save(module, path, signatures=module.signatures())
+    return module
+
+
+def _constant_variable(value, dtype, name: str) -> tf.Variable:
+    return tf.Variable(tf.convert_to_tensor(value, dtype), trainable=False, name=name)
+
+
+def _table(vocabulary: tf.Variable, size: int) -> tf.lookup.experimental.MutableHashTable:
+    """raw id (string) -> int64 index, -1 for unknown ids."""
+    table = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, default_value=-1)
+    table.insert(vocabulary, tf.range(size, dtype=tf.int64))
+    return table
+
+
+def _exclude(scores, rows, cols):
+    """``scores`` [b, n] with -inf at the (rows[e], cols[e]) pairs."""
+    where = tf.stack([tf.cast(rows, tf.int64), tf.cast(cols, tf.int64)], axis=1)
+    fill = tf.fill(tf.shape(where)[:1], tf.constant(-np.inf, scores.dtype))
+    return tf.tensor_scatter_nd_update(scores, where, fill)
