@@ -101,7 +101,7 @@ class ServingModule(tf.Module):
     @tf.function(input_signature=[USER_ID])
     def serve(self, user_id):
         """Top-K (fixed at export) for raw user ids: ``item_ids`` string [b, K], ``scores`` [b, K], ``known_user``."""
-        return self._recommend(user_id, tf.constant(self.top_k, tf.int32))
+        return self._recommend(user_id, self.top_k)
 
     @tf.function(input_signature=[USER_ID, K])
     def recommend(self, user_id, k):
@@ -112,7 +112,7 @@ class ServingModule(tf.Module):
     def score(self, user_id, item_id):
         """Predicted rating u_i . v_j per (user_id, item_id) pair; 0.0 where either is unknown."""
         users, known_user = self._lookup_users(user_id)
-        items = self.item_table.lookup(item_id)
+        items = tf.ensure_shape(self.item_table.lookup(item_id), item_id.shape)
         known_item = (items >= 0) & tf.gather(self.item_known, tf.maximum(items, 0))
         u = tf.gather(self.user_factors, tf.maximum(users, 0))
         v = tf.gather(self.item_factors, tf.maximum(items, 0))
@@ -127,18 +127,18 @@ class ServingModule(tf.Module):
         Items not in the vocabulary are ignored and ``num_known_items`` counts the others; a row with none gets
         the popular items with scores 0.0. A repeated item counts once per occurrence.
         """
-        items = self.item_table.lookup(item_ids)  # [b, L], -1 for padding and unknown ids
+        items = tf.ensure_shape(self.item_table.lookup(item_ids), item_ids.shape)  # [b, L], -1: padding, unknown
         u = fold_in_solve(self.item_factors, items, ratings, self.regularization, self.unobs_weight, self.item_weights)
         scores = tf.matmul(u, self.item_factors, transpose_b=True)
         rated = tf.where(items >= 0)
         scores = _exclude(scores, rated[:, 0], tf.gather_nd(items, rated))
         num_known = tf.reduce_sum(tf.cast(items >= 0, tf.int32), axis=1)
-        out = self._top(scores, num_known > 0, tf.constant(self.top_k, tf.int32))
+        out = self._top(scores, num_known > 0, self.top_k)
         return {"item_ids": out["item_ids"], "scores": out["scores"], "num_known_items": num_known}
 
     def _lookup_users(self, user_id):
         """(indices [b] with -1 for ids not in the vocabulary, known [b]: in the vocabulary with training items)."""
-        users = self.user_table.lookup(user_id)
+        users = tf.ensure_shape(self.user_table.lookup(user_id), user_id.shape)
         safe = tf.maximum(users, 0)
         has_items = tf.gather(self.seen_indptr, safe + 1) > tf.gather(self.seen_indptr, safe)
         return users, (users >= 0) & has_items
