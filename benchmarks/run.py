@@ -1,0 +1,282 @@
+"""Times one exact WALS sweep of wals2 against a numpy reference and `implicit`, one process per configuration.
+
+    python -m benchmarks.run --shapes ml-1m ml-20m --factors 32 64
+    python -m benchmarks.run --check
+
+For every data set, k and system a fresh ``python -m benchmarks.worker`` process loads the data, builds its
+structures, runs one warm-up sweep and ``--sweeps`` timed sweeps, and prints one JSON line. The lines are
+appended to ``benchmarks/results/<timestamp>.jsonl`` (after one line describing the machine), and a markdown
+table with side-by-side ratios is printed at the end. ``--check`` instead verifies, on a small skewed problem,
+that the wals2 sweep and the numpy reference agree with a float64 solve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+
+from benchmarks import synthetic
+
+RESULTS_DIR = os.path.join(synthetic.REPO_ROOT, "benchmarks", "results")
+PEERS = ("implicit-cholesky", "implicit-cg", "numpy-2threads")
+PEER_SYSTEMS = ("implicit-cholesky", "implicit-cg", "numpy", "numpy-2threads")
+#: Systems run with BLAS at 1 thread: those with their own thread pool (to avoid oversubscription) and the
+#: plain numpy reference (a one-core baseline; OpenBLAS threads inside its small GEMMs only burn a core).
+SINGLE_THREAD_BLAS = ("implicit-cholesky", "implicit-cg", "numpy", "numpy-2threads")
+OPENBLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+CHECK_TOLERANCE = 1e-4
+
+
+def all_systems() -> list[str]:
+    """``wals2-<solver>`` for every solver of ``wals2.config.SOLVERS``, then the peers."""
+    from wals2.config import SOLVERS
+
+    return [f"wals2-{name}" for name in SOLVERS] + list(PEER_SYSTEMS)
+
+
+def machine_info() -> dict:
+    """CPU model, core count, library versions, OpenBLAS variables and load, recorded with every run."""
+    cpuinfo = ""
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpuinfo = f.read()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    versions = {}
+    for package in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scipy", "implicit"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {
+        "cpu": model or platform.processor(),
+        "avx512f": " avx512f" in cpuinfo,
+        "cores": os.cpu_count(),
+        "numpy_blas": numpy_blas(),
+        "python": platform.python_version(),
+        "versions": versions,
+        **{name: os.environ.get(name) for name in OPENBLAS_VARIABLES},
+        "loadavg": list(os.getloadavg()),
+    }
+
+
+def numpy_blas() -> list[str]:
+    """numpy's BLAS libraries with version and kernel (core type), via threadpoolctl when installed."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return []
+    return [
+        f"{i['internal_api']} {i.get('version')} {i.get('architecture')}"
+        for i in threadpoolctl.threadpool_info()
+        if i["user_api"] == "blas"
+    ]
+
+
+def child_env(system: str) -> dict[str, str]:
+    """The environment of a worker: BLAS at 1 thread for systems with their own threads, quieter TF logs."""
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (synthetic.REPO_ROOT, env.get("PYTHONPATH")) if p)
+    if system in SINGLE_THREAD_BLAS:
+        env["OPENBLAS_NUM_THREADS"] = "1"
+    return env
+
+
+def run_configuration(data: str, k: int, system: str, args: argparse.Namespace) -> dict:
+    """Runs one configuration in a fresh worker process; returns its JSON result or an error record."""
+    command = [sys.executable, "-m", "benchmarks.worker", "--data", data, "--factors", str(k), "--system", system]
+    command += ["--sweeps", str(args.sweeps), "--device", args.device]
+    if args.cg_steps is not None:
+        command += ["--cg-steps", str(args.cg_steps)]
+    record = {"data": data, "k": k, "system": system}
+    try:
+        proc = subprocess.run(
+            command,
+            env=child_env(system),
+            cwd=synthetic.REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=args.timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {**record, "error": f"timed out after {args.timeout} s"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        return {**record, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]}"}
+    return json.loads(lines[-1])
+
+
+def ratio(peer: dict | None, result: dict) -> str:
+    """peer median / this median ("> 1": this system is faster), or "" when either is missing."""
+    if not peer or "median_s" not in peer or "median_s" not in result:
+        return ""
+    return f"{peer['median_s'] / result['median_s']:.2f}"
+
+
+def markdown_table(results: list[dict]) -> str:
+    """One row per (data set, k, system) with times, memory, CPU utilisation and ratios to the peers."""
+    header = ["data", "k", "system", "median s/sweep (min-max)", "warm-up s", "load + layout s", "peak RSS GB"]
+    header += ["CPU util"] + [f"x vs {peer}" for peer in PEERS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    by_key = {(r["data"], r["k"], r["system"]): r for r in results}
+    for r in results:
+        cells = [r["data"], str(r["k"]), r["system"]]
+        if "error" in r:
+            cells += ["error: " + r["error"].splitlines()[-1][:80]] + [""] * (len(header) - 4)
+        else:
+            cells += [
+                f"{r['median_s']:.3f} ({r['min_s']:.3f}-{r['max_s']:.3f})",
+                f"{r['warmup_s']:.2f}",
+                f"{r['layout_s']:.2f}",
+                f"{r['peak_rss_gb']:.2f}",
+                f"{r['cpu_util']:.2f}",
+            ]
+            cells += [ratio(by_key.get((r["data"], r["k"], peer)), r) for peer in PEERS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def available(data: str) -> bool:
+    """Synthetic data is generated (and cached) on demand here; real data must be on disk."""
+    if data in synthetic.TARGETS:
+        print(f"data {data}: ensuring the synthetic cache", flush=True)
+        subprocess.run([sys.executable, "-m", "benchmarks.synthetic", data], cwd=synthetic.REPO_ROOT, check=True)
+        return True
+    if not os.path.exists(synthetic.REAL_FILES[data]):
+        print(f"data {data}: files not found under {os.path.normpath(synthetic.SHARED_DATA)}, skipped", flush=True)
+        return False
+    return True
+
+
+def benchmark(args: argparse.Namespace) -> None:
+    """Runs every configuration, one at a time, and prints the table."""
+    known = all_systems()
+    unknown = sorted(set(args.systems or ()) - set(known))
+    if unknown:
+        sys.exit(f"unknown systems {unknown}; known: {known}")
+    systems = [s for s in known if not args.systems or s in args.systems]
+    machine = machine_info()
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    path = os.path.join(RESULTS_DIR, datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ".jsonl")
+    print("machine:", json.dumps(machine), flush=True)
+    if machine["loadavg"][0] > 0.5:
+        print(f"warning: load average {machine['loadavg'][0]:.2f}; run benchmarks on an idle machine", flush=True)
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps({"machine": machine, "argv": sys.argv[1:]}) + "\n")
+        results = []
+        for data in (d for d in args.shapes if available(d)):
+            for k in args.factors:
+                for system in systems:
+                    result = run_configuration(data, k, system, args)
+                    print(json.dumps(result), flush=True)
+                    out.write(json.dumps(result) + "\n")
+                    out.flush()
+                    results.append(result)
+    print(f"\nresults: {os.path.relpath(path, synthetic.REPO_ROOT)}")
+    print(
+        f"machine: {machine['cpu']}, {machine['cores']} cores, "
+        + ", ".join(f"{p} {v}" for p, v in machine["versions"].items())
+    )
+    print(", ".join(f"{name}={machine[name]}" for name in OPENBLAS_VARIABLES) + f", device={args.device}\n")
+    print(markdown_table(results))
+
+
+def check_problem(seed: int = 0, shape: tuple[int, int] = (300, 200), nnz: int = 6000):
+    """A small Zipf-skewed problem with one empty row and one empty column: (rows, cols, values)."""
+    rng = np.random.default_rng(seed)
+    p_rows, p_cols = rng.zipf(1.6, shape[0]).astype(float), rng.zipf(1.6, shape[1]).astype(float)
+    p_rows[7], p_cols[11] = 0, 0
+    prob = np.outer(p_rows, p_cols).ravel()
+    nnz = min(nnz, np.count_nonzero(prob))
+    cells = rng.choice(prob.size, size=nnz, replace=False, p=prob / prob.sum())
+    rows, cols = np.divmod(cells, shape[1])
+    return rows, cols, rng.integers(1, 6, size=nnz).astype(np.float64)
+
+
+def check() -> bool:
+    """wals2's sweep and the float32 numpy reference (plain and threaded) against a float64 numpy solve.
+
+    Every solver of ``wals2.config.SOLVERS`` is checked; where the sweep takes ``cg_steps`` it gets k steps.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tensorflow as tf
+
+    from benchmarks import numpy_ref
+    from benchmarks.worker import wals2_sweep_fn, wals2_sweep_parameters
+    from wals2.config import SOLVERS
+    from wals2.layout import build_layouts
+
+    shape, k, lam, w0, sizes = (300, 200), 16, 0.5, 0.1, {"batch_entries": 256, "max_row_length": 24}
+    rows, cols, values = check_problem()
+    rng = np.random.default_rng(1)
+    v0 = rng.normal(size=(shape[1], k))
+    cases = {
+        "unit weights": (np.ones(shape[0]), np.ones(shape[1])),
+        "random weights, one zero column weight": (rng.random(shape[0]), np.r_[0.0, rng.random(shape[1] - 1)]),
+    }
+    # k conjugate-gradient steps solve a k x k system exactly (up to rounding), so an iterative solver is held
+    # to the same tolerance as the exact one.
+    cg_steps = k if "cg_steps" in wals2_sweep_parameters() else None
+    ok = True
+    for case, (r, c) in cases.items():
+        exact = numpy_ref.build_layouts(rows, cols, values, shape, r, c, w0, dtype=np.float64, **sizes)
+        expected = numpy_ref.sweep(exact, None, v0, lam, w0)
+        ref32 = numpy_ref.build_layouts(rows, cols, values, shape, r, c, w0, **sizes)
+        candidates = {
+            "numpy": numpy_ref.sweep(ref32, None, v0, lam, w0),
+            "numpy-2threads": numpy_ref.sweep(ref32, None, v0, lam, w0, ThreadPoolExecutor(2)),
+        }
+        layouts = build_layouts(rows, cols, values, shape, r.astype(np.float32), c.astype(np.float32), w0, **sizes)
+        for name in SOLVERS:
+            fn = wals2_sweep_fn(layouts, name, cg_steps, regularization=lam, unobserved_weight=w0)
+            u, v = fn(tf.zeros([shape[0], k]), tf.constant(v0, tf.float32))
+            candidates[f"wals2-{name}"] = (u.numpy(), v.numpy())
+        for system, got in candidates.items():
+            errors = [np.linalg.norm(g - e) / np.linalg.norm(e) for g, e in zip(got, expected)]
+            passed = max(errors) < CHECK_TOLERANCE
+            ok &= passed
+            print(f"{case:40s} {system:18s} rel. error rows {errors[0]:.1e} cols {errors[1]:.1e}", end="")
+            print("  ok" if passed else f"  FAILED (tolerance {CHECK_TOLERANCE})")
+    return ok
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        default=["ml-1m", "ml-20m", "real-ml-1m", "real-ml-100k"],
+        choices=sorted(synthetic.LOADERS),
+        help="data sets: synthetic ml-1m / ml-20m, real files real-ml-1m / real-ml-100k (skipped when absent)",
+    )
+    parser.add_argument("--factors", nargs="+", type=int, default=[32, 64], help="k values (128 optional)")
+    parser.add_argument("--systems", nargs="+", help="only these systems (default: all)")
+    parser.add_argument("--sweeps", type=int, default=5, help="timed sweeps after the warm-up (>= 3)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="device of the wals2 sweep")
+    parser.add_argument("--cg-steps", type=int, help="passed to wals2's sweep when it takes cg_steps")
+    parser.add_argument("--check", action="store_true", help="only verify wals2 and numpy against float64")
+    args = parser.parse_args(argv)
+    if args.sweeps < 3:
+        parser.error("--sweeps should be >= 3")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.check:
+        sys.exit(0 if check() else 1)
+    benchmark(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""One benchmark configuration (data set, k, system) in its own process; prints one JSON line.
+
+Started by ``benchmarks.run``, one process per configuration, so that the peak RSS is the configuration's own.
+Phases: load the data and build the system's structures ("load + layout"), one warm-up sweep (includes
+``tf.function`` tracing), then ``--sweeps`` timed sweeps, each ended by fetching a value to the host.
+Environment variables such as ``OPENBLAS_NUM_THREADS`` are set by the parent before this process starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import resource
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from benchmarks import synthetic
+
+REGULARIZATION = 0.05
+UNOBSERVED_WEIGHT = 0.1
+INIT_SEED = 0
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident set size in GB (``VmHWM``).
+
+    ``getrusage(RUSAGE_SELF).ru_maxrss`` is not used on Linux: it keeps the parent's high-water mark across the
+    fork + exec that started this process.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib / 2**20
+
+
+def initial_factors(num: int, k: int) -> np.ndarray:
+    """Seeded N(0, 1/k) float32 factors, the same for every system."""
+    return np.random.default_rng(INIT_SEED).normal(0, 1 / np.sqrt(k), size=(num, k)).astype(np.float32)
+
+
+def time_sweeps(step: Callable[[], None], sweeps: int) -> dict:
+    """Runs ``step`` once as warm-up, then ``sweeps`` times; returns wall seconds and CPU utilisation."""
+    start = time.perf_counter()
+    step()
+    warmup = time.perf_counter() - start
+    times = []
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
+    for _ in range(sweeps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    cpu_util = (time.process_time() - cpu_start) / (time.perf_counter() - wall_start)
+    return {"warmup_s": warmup, "sweep_s": times, "cpu_util": cpu_util}
+
+
+def wals2_sweep_parameters() -> set[str]:
+    """Names of the parameters of ``wals2.solver.sweep``."""
+    from wals2 import solver
+
+    return set(inspect.signature(solver.sweep).parameters)
+
+
+def wals2_sweep_fn(
+    layouts,
+    solver_name: str,
+    cg_steps: int | None,
+    regularization: float = REGULARIZATION,
+    unobserved_weight: float = UNOBSERVED_WEIGHT,
+):
+    """``tf.function`` of one ``wals2.solver.sweep``, passing the solver's name and ``cg_steps`` if it takes them.
+
+    The name goes to the sweep's ``solver_name`` or ``solver`` parameter; a sweep without either runs only
+    "cholesky". ``cg_steps`` None keeps the sweep's default.
+    """
+    import tensorflow as tf
+
+    from wals2 import solver
+
+    params = wals2_sweep_parameters()
+    options = {}
+    name_param = next((p for p in ("solver_name", "solver") if p in params), None)
+    if name_param:
+        options[name_param] = solver_name
+    elif solver_name != "cholesky":
+        raise ValueError(f"wals2.solver.sweep takes no solver name; cannot run solver {solver_name!r}")
+    if cg_steps is not None:
+        if "cg_steps" not in params:
+            raise ValueError("wals2.solver.sweep takes no cg_steps")
+        options["cg_steps"] = cg_steps
+    return tf.function(lambda u, v: solver.sweep(layouts, u, v, regularization, unobserved_weight, **options))
+
+
+def run_wals2(args: argparse.Namespace, solver_name: str) -> dict:
+    """wals2's exact sweep on ``args.device``: layouts built once, then ``sweep_fn(u, v)`` per sweep."""
+    import tensorflow as tf
+
+    from wals2.layout import build_layouts
+
+    start = time.perf_counter()
+    data = synthetic.load(args.data)
+    m, n = data.shape
+    with tf.device("/GPU:0" if args.device == "gpu" else "/CPU:0"):
+        layouts = build_layouts(
+            data.rows,
+            data.cols,
+            data.values.astype(np.float32),
+            data.shape,
+            np.ones(m, np.float32),
+            np.ones(n, np.float32),
+            UNOBSERVED_WEIGHT,
+            batch_entries=65536,
+            max_row_length=2048,
+        )
+        sweep_fn = wals2_sweep_fn(layouts, solver_name, args.cg_steps)
+        state = [tf.constant(initial_factors(m, args.factors)), tf.constant(initial_factors(n, args.factors))]
+        layout_s = time.perf_counter() - start
+
+        def step() -> None:
+            state[:] = sweep_fn(*state)
+            state[1][0, 0].numpy()  # synchronise: fetch a value to the host
+
+        return {"layout_s": layout_s, **time_sweeps(step, args.sweeps)}
+
+
+def run_numpy(args: argparse.Namespace, threads: int) -> dict:
+    """The numpy reference; with ``threads`` > 1 its sub-batches are mapped over a thread pool."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from benchmarks import numpy_ref
+
+    start = time.perf_counter()
+    data = synthetic.load(args.data)
+    m, n = data.shape
+    layouts = numpy_ref.build_layouts(
+        data.rows, data.cols, data.values, data.shape, np.ones(m), np.ones(n), UNOBSERVED_WEIGHT
+    )
+    state = [initial_factors(m, args.factors), initial_factors(n, args.factors)]
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    layout_s = time.perf_counter() - start
+
+    def step() -> None:
+        state[:] = numpy_ref.sweep(layouts, *state, REGULARIZATION, UNOBSERVED_WEIGHT, pool)
+
+    return {"layout_s": layout_s, **time_sweeps(step, args.sweeps)}
+
+
+def run_implicit(args: argparse.Namespace, use_cg: bool) -> dict:
+    """``implicit``'s CPU ALS, confidence = the rating, timed per iteration by its own fit callback.
+
+    One ``fit`` runs 1 + ``sweeps`` iterations; the first is the warm-up. The callback receives (iteration,
+    elapsed seconds of that iteration's two half-solves, loss). "load + layout" is the CSR build plus the
+    part of ``fit`` outside the iterations (its transpose and factor initialisation).
+    """
+    import scipy.sparse
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    start = time.perf_counter()
+    data = synthetic.load(args.data)
+    user_items = scipy.sparse.csr_matrix(
+        (data.values.astype(np.float32), (data.rows, data.cols)), shape=data.shape, dtype=np.float32
+    )
+    model = AlternatingLeastSquares(
+        factors=args.factors,
+        regularization=REGULARIZATION,
+        iterations=1 + args.sweeps,
+        use_cg=use_cg,
+        num_threads=2,
+        calculate_training_loss=False,
+        random_state=INIT_SEED,
+    )
+    layout_s = time.perf_counter() - start
+    elapsed, clocks = [], []
+
+    def callback(iteration: int, seconds: float, loss: float | None) -> None:
+        del iteration, loss
+        elapsed.append(seconds)
+        clocks.append((time.process_time(), time.perf_counter()))
+
+    start = time.perf_counter()
+    model.fit(user_items, show_progress=False, callback=callback)
+    fit_s = time.perf_counter() - start
+    (cpu0, wall0), (cpu1, wall1) = clocks[0], clocks[-1]
+    return {
+        "layout_s": layout_s + fit_s - sum(elapsed),
+        "warmup_s": elapsed[0],
+        "sweep_s": elapsed[1:],
+        "cpu_util": (cpu1 - cpu0) / (wall1 - wall0),
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Dispatches ``args.system`` to its runner."""
+    system = args.system
+    if system.startswith("wals2-"):
+        return run_wals2(args, system.removeprefix("wals2-"))
+    runners = {
+        "numpy": lambda: run_numpy(args, threads=1),
+        "numpy-2threads": lambda: run_numpy(args, threads=2),
+        "implicit-cholesky": lambda: run_implicit(args, use_cg=False),
+        "implicit-cg": lambda: run_implicit(args, use_cg=True),
+    }
+    return runners[system]()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, choices=sorted(synthetic.LOADERS))
+    parser.add_argument("--factors", type=int, required=True)
+    parser.add_argument("--system", required=True)
+    parser.add_argument("--sweeps", type=int, default=5)
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--cg-steps", type=int, default=None)
+    args = parser.parse_args()
+    device = args.device if args.system.startswith("wals2-") else "cpu"
+    result = {"data": args.data, "k": args.factors, "system": args.system, "device": device}
+    result["loadavg_1m_at_start"] = os.getloadavg()[0]
+    result.update(run(args))
+    times = result["sweep_s"]
+    result.update(
+        median_s=float(np.median(times)),
+        min_s=min(times),
+        max_s=max(times),
+        peak_rss_gb=peak_rss_gb(),
+        openblas_num_threads=os.environ.get("OPENBLAS_NUM_THREADS"),
+    )
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
