@@ -1,0 +1,216 @@
+"""The serving SavedModel: fresh-process reload, top-k against the Keras model and a numpy argsort, size, errors."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from oracle import random_problem
+
+import wals2
+from wals2 import Ratings, WALSModel, export_saved_model, foldin
+
+TOP_K = 10
+USERS = ["1", "2", "77", "300", "610", "0", "611", "not-a-user", ""]  # the last four are not in latest-small
+
+
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory):
+    ratings = wals2.load_bundled()
+    train, _ = ratings.split(0.1, seed=0)
+    model = WALSModel(ratings.num_users, ratings.num_items, latent_factors=5, seed=0)
+    model.compile(jit_compile=False)
+    model.fit(train, epochs=3, verbose=0)
+    path = tmp_path_factory.mktemp("export") / "saved"
+    module = export_saved_model(model, train, str(path), top_k=TOP_K)
+    return model, train, path, module
+
+
+def oracle_top_k(model, train, user_index, k):
+    """float64 scores of one user, training items at -inf, and the top k by a stable argsort."""
+    u = keras.ops.convert_to_numpy(model.user_factors).astype(np.float64)[user_index]
+    scores = keras.ops.convert_to_numpy(model.item_factors).astype(np.float64) @ u
+    scores[train.items[train.users == user_index]] = -np.inf
+    order = np.argsort(-scores, kind="stable")[:k]
+    return order, scores
+
+
+def assert_same_top_k(item_ids, scores, train, order, oracle_scores):
+    """Same items in the same order, except where the oracle's neighbouring scores tie within float32 noise."""
+    want = train.item_ids[order].astype(str)
+    np.testing.assert_allclose(scores, oracle_scores[order], rtol=1e-4, atol=1e-4)
+    gaps = np.abs(np.diff(oracle_scores[np.argsort(-oracle_scores, kind="stable")[: len(order) + 1]]))
+    clear = (np.concatenate([[np.inf], gaps[:-1]]) > 1e-4) & (gaps > 1e-4)
+    assert [i for i, c in zip(item_ids, clear) if c] == [w for w, c in zip(want, clear) if c]
+
+
+FRESH_PROCESS = """
+import json, sys
+import tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+users = tf.constant(json.loads(sys.argv[2]))
+out = {}
+for name, kwargs in [
+    ("serving_default", dict(user_id=users)),
+    ("recommend", dict(user_id=users, k=tf.constant(7))),
+    ("score", dict(user_id=tf.constant(["1", "1", "nobody"]), item_id=tf.constant(["1", "no-item", "1"]))),
+    ("fold_in_recommend", dict(item_ids=tf.constant([["1", "50", "260"], ["x", "", ""]]),
+                               ratings=tf.constant([[5.0, 4.0, 1.0], [3.0, 0.0, 0.0]]))),
+]:
+    result = loaded.signatures[name](**kwargs)
+    out[name] = {key: value.numpy().tolist() for key, value in result.items()}
+print(json.dumps(out, default=lambda b: b.decode()))
+"""
+
+
+@pytest.fixture(scope="module")
+def fresh(bundled):
+    _, _, path, _ = bundled
+    out = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(path), json.dumps(USERS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_fresh_process_top_k_matches_the_model_and_a_numpy_argsort(bundled, fresh):
+    model, train, _, module = bundled
+    in_process = module.serve(tf.constant(USERS))
+    for name, k in (("serving_default", TOP_K), ("recommend", 7)):
+        got = fresh[name]
+        assert np.array(got["item_ids"]).shape == (len(USERS), k)
+        assert got["known_user"] == [True] * 5 + [False] * 4
+        for row, user in enumerate(USERS[:5]):
+            index = int(train.user_index([int(user)])[0])
+            order, oracle_scores = oracle_top_k(model, train, index, k)
+            assert_same_top_k(got["item_ids"][row], got["scores"][row], train, order, oracle_scores)
+            items, scores = model.recommend([index], k=k)
+            assert got["item_ids"][row] == train.item_ids[items[0]].astype(str).tolist()
+            np.testing.assert_allclose(got["scores"][row], scores[0], rtol=1e-5, atol=1e-5)
+    # The reloaded SavedModel answers exactly as the module did in process.
+    assert fresh["serving_default"]["item_ids"] == in_process["item_ids"].numpy().astype(str).tolist()
+    np.testing.assert_array_equal(fresh["serving_default"]["scores"], in_process["scores"].numpy())
+
+
+def test_unknown_users_get_the_most_popular_items_flagged(bundled, fresh):
+    _, train, _, _ = bundled
+    counts = train.item_counts()
+    popular = train.item_ids[np.lexsort((np.arange(counts.size), -counts))[:TOP_K]].astype(str).tolist()
+    for row in range(5, len(USERS)):
+        assert fresh["serving_default"]["item_ids"][row] == popular
+        assert fresh["serving_default"]["scores"][row] == [0.0] * TOP_K
+        assert fresh["recommend"]["item_ids"][row] == popular[:7]
+
+
+def test_score_and_fold_in_signatures(bundled, fresh):
+    model, train, _, _ = bundled
+    u = keras.ops.convert_to_numpy(model.user_factors)[train.user_index([1])[0]]
+    v = keras.ops.convert_to_numpy(model.item_factors)[train.item_index([1])[0]]
+    score = fresh["score"]
+    assert score["known_user"] == [True, True, False] and score["known_item"] == [True, False, True]
+    np.testing.assert_allclose(score["scores"], [u @ v, 0.0, 0.0], rtol=1e-5)
+    # fold_in_recommend agrees with the library's fold-in; a row with no known item falls back to popularity.
+    rated = train.item_index([1, 50, 260])
+    items, scores = foldin.recommend(model, train, [rated], [[5.0, 4.0, 1.0]], k=TOP_K)
+    got = fresh["fold_in_recommend"]
+    assert got["num_known_items"] == [3, 0]
+    assert got["item_ids"][0] == train.item_ids[items[0]].astype(str).tolist()
+    np.testing.assert_allclose(got["scores"][0], scores[0], rtol=1e-4, atol=1e-5)
+    assert got["item_ids"][1] == fresh["serving_default"]["item_ids"][-1] and got["scores"][1] == [0.0] * TOP_K
+
+
+def saved_model_cli():
+    found = shutil.which("saved_model_cli", path=os.path.dirname(sys.executable)) or shutil.which("saved_model_cli")
+    return [found] if found else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+
+
+def test_saved_model_cli_lists_the_named_signatures(bundled):
+    _, _, path, _ = bundled
+    out = subprocess.run(
+        [*saved_model_cli(), "show", "--dir", str(path), "--all"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for name in ("serving_default", "recommend", "score", "fold_in_recommend"):
+        assert f"signature_def['{name}']" in text
+    for tensor in ("inputs['user_id']", "inputs['k']", "inputs['item_id']", "inputs['item_ids']", "inputs['ratings']"):
+        assert tensor in text
+    for tensor in ("outputs['item_ids']", "outputs['scores']", "outputs['known_user']", "outputs['known_item']"):
+        assert tensor in text
+    assert "outputs['num_known_items']" in text
+
+
+def directory_bytes(path: pathlib.Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def test_saved_model_is_small_and_its_graph_does_not_grow_with_the_data(bundled, tmp_path):
+    model, train, path, _ = bundled
+    total = directory_bytes(path)
+    data_bytes = 4 * (model.num_users + model.num_items) * 5 + 4 * train.nnz  # U, V and the seen items
+    assert total < 1.5 * 1024 * 1024, total  # about 1 MB for latest-small
+    assert directory_bytes(path / "variables") < 2 * data_bytes
+    # The same export of a 30 x 20 toy problem has a saved_model.pb of the same size: the graph holds no data.
+    rows, cols, values = random_problem(0, shape=(30, 20), nnz=150)
+    toy = Ratings(rows.astype(np.int32), cols.astype(np.int32), values.astype(np.float32), np.arange(30), np.arange(20))
+    small = WALSModel(30, 20, latent_factors=5)
+    small.compile(jit_compile=False)
+    small.fit(toy, epochs=1, verbose=0)
+    export_saved_model(small, toy, str(tmp_path / "toy"), top_k=TOP_K)
+    pb, toy_pb = (p / "saved_model.pb" for p in (path, tmp_path / "toy"))
+    assert abs(pb.stat().st_size - toy_pb.stat().st_size) < 1024
+
+
+def test_a_user_with_few_unseen_items_and_one_with_no_training_ratings(tmp_path):
+    # User 0 rated 4 of 5 items; user 1 has no training ratings (its factor is 0): it counts as unknown.
+    train = Ratings(
+        np.array([0, 0, 0, 0, 2, 2], np.int32),
+        np.array([0, 1, 2, 3, 0, 4], np.int32),
+        np.array([5, 4, 3, 2, 1, 5], np.float32),
+        np.array(["a", "b", "c"]),
+        np.array(["i0", "i1", "i2", "i3", "i4"]),
+    )
+    model = WALSModel(3, 5, latent_factors=2, regularization=0.5)
+    model.compile(jit_compile=False)
+    model.fit(train, epochs=2, verbose=0)
+    module = export_saved_model(model, train, str(tmp_path / "m"), top_k=3)
+    out = module.serve(tf.constant(["a", "b"]))
+    assert out["item_ids"].numpy()[0].tolist() == [b"i4", b"", b""]
+    assert np.isneginf(out["scores"].numpy()[0, 1:]).all()
+    assert out["known_user"].numpy().tolist() == [True, False]
+    assert out["item_ids"].numpy()[1].tolist() == [b"i0", b"i1", b"i2"]  # i0 has 2 ratings, then ties by index
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`k` should be >= 1"):
+        module.recommend(tf.constant(["a"]), tf.constant(0))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`k` should be <= the number of items"):
+        module.recommend(tf.constant(["a"]), tf.constant(6))
+
+
+def test_export_rejects_bad_arguments(bundled, tmp_path):
+    model, train, path, _ = bundled
+    with pytest.raises(ValueError, match=r"`top_k` should be an integer in \[1, 9724\]. Received: top_k=0"):
+        export_saved_model(model, train, str(tmp_path / "a"), top_k=0)
+    with pytest.raises(ValueError, match="`path` should be a new or empty directory"):
+        export_saved_model(model, train, str(path))
+    with pytest.raises(ValueError, match="`train` should have the model's shape"):
+        export_saved_model(model, Ratings(*_shrunk(train)), str(tmp_path / "b"))
+    with pytest.raises(TypeError, match="`train` should be a wals2.Ratings"):
+        export_saved_model(model, train.pairs(), str(tmp_path / "c"))
+
+
+def _shrunk(train):
+    keep = train.users < 10
+    return train.users[keep], train.items[keep], train.values[keep], train.user_ids[:10], train.item_ids
