@@ -16,7 +16,9 @@ class Staging:
 
     When ``destination`` does not exist yet, the staging directory is its sibling and is renamed to it whole;
     otherwise the staged entries are moved into it one by one. Entries that already exist in ``destination``
-    are refused up front, before any work is done.
+    are refused up front, before any work is done, and so is a destination that cannot be written (checked with
+    a probe file). The staging directory itself is created by the first ``path()``, so a run that is killed
+    before it writes its outputs leaves nothing behind.
     """
 
     def __init__(self, destination: str, entries: list[str]):
@@ -45,12 +47,14 @@ class Staging:
                 handle.write("ok")
             tf.io.gfile.remove(probe)
         except (tf.errors.OpError, OSError) as err:
-            self.discard()
             raise OSError(f"output directory {self.destination} is not writable: {err}") from None
+        finally:
+            self.discard()
 
     def path(self, entry: str) -> str:
         if entry not in self.entries:
             raise ValueError(f"{entry!r} is not one of the staged entries {self.entries}")
+        tf.io.gfile.makedirs(self.root)
         return _join(self.root, entry)
 
     def commit(self) -> None:

@@ -1,9 +1,11 @@
-"""``python -m trainer.task``: train WALS on a ratings file (or the bundled MovieLens latest-small) like TF1.
+"""``python -m trainer.task``: train WALS on MovieLens (TFDS or the bundled latest-small) or a ratings file like TF1.
 
-Prints one line per sweep (seconds, train RMSE, test RMSE) and a summary, then writes under the output
-directory: ``model/{row,col,user,item}.npy`` (TF1 layout, with real index -> id maps), ``config.json`` and
-``metrics.json``. Everything is written to a staging directory first and renamed into place at the end, so a
-failed run leaves no partial output.
+Prints one line per sweep (seconds, train RMSE, validation or test RMSE) and a summary with ranking metrics,
+then writes under the output directory: ``model/{row,col,user,item}.npy`` (TF1 layout, with real index -> id
+maps), ``config.json`` and ``metrics.json``. Everything is written to a staging directory first and renamed into
+place at the end, so a failed run leaves no partial output. The factors are checkpointed after every sweep (a
+rerun of the same command resumes), TensorBoard scalars go to the log directory, and on Vertex AI only the chief
+trains and writes (``trainer.vertex``).
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import posixpath  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from trainer import artifacts, flags  # noqa: E402
+from trainer import artifacts, flags, vertex  # noqa: E402
+from trainer.checkpoints import SweepCheckpoint, fingerprint  # noqa: E402
 from trainer.config import TaskConfig  # noqa: E402
 from trainer.presets import OPTIMIZED  # noqa: E402
-from wals2 import WALSModel, data  # noqa: E402
+from trainer.summaries import SweepSummaries  # noqa: E402
+from wals2 import WALSModel, data, datasets, metrics  # noqa: E402
 from wals2.config import LOG_RATINGS, WALSConfig  # noqa: E402
 
 logger = logging.getLogger("trainer.task")
@@ -63,14 +68,18 @@ def resolve_configs(namespace: argparse.Namespace):
     return task, WALSConfig(**values), preset
 
 
-def load_data(task: TaskConfig):
+def load_data(task: TaskConfig) -> data.Ratings:
+    """The ratings of ``--train-file`` (joined onto ``--gcs-bucket``), ``--dataset``, or the bundled latest-small."""
+    path = posixpath.join(task.gcs_bucket, task.train_file) if task.gcs_bucket else task.train_file
     if task.data_type == "web_views":
-        if task.train_file is None:
+        if path is None:
             raise ValueError("`--train-file` is required with --data-type web_views.")
-        return data.read_web_views(task.train_file)
-    if task.train_file is None:
-        return data.load_bundled()
-    return data.read_ratings(task.train_file, delimiter=task.delimiter, headers=task.headers)
+        return data.read_web_views(path)
+    if path is not None:
+        return data.read_ratings(path, delimiter=task.delimiter, headers=task.headers)
+    if task.dataset is not None and (task.dataset != "ml-latest-small" or task.data_dir):
+        return datasets.load_movielens(task.dataset, task.data_dir)
+    return data.load_bundled()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,19 +91,31 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
         stream=sys.stdout,
     )
+    if not getattr(namespace, "verbose_logging", False):
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)  # per-save checkpoint sharding lines
     try:
         task, config, preset = resolve_configs(namespace)
     except ValueError as err:
         parser.error(str(err))
-    output_dir = task.output_dir or task.job_dir or os.path.join("jobs", time.strftime("%Y%m%d_%H%M%S"))
     try:
-        staging = artifacts.Staging(output_dir, ["model", "config.json", "metrics.json"])
-    except (OSError, ValueError) as err:
+        this = vertex.role()
+        if not this.is_chief:
+            logger.info(
+                "task %s %d is not the chief: wals2 trains on one machine, so only the chief trains and writes; "
+                "exiting",
+                this.task_type,
+                this.task_index,
+            )
+            return 0
+        dirs = vertex.resolve_dirs(task, this)
+        reporter = vertex.HypertuneReport() if task.hypertune else None
+        staging = artifacts.Staging(dirs.output, [dirs.model_entry, "config.json", "metrics.json"])
+    except (ImportError, OSError, ValueError) as err:
         logger.error("%s", err)
         return 1
     try:
-        return _run(task, config, preset, staging)
-    except (OSError, ValueError) as err:  # bad input: say what and where, without a traceback
+        return _run(task, config, preset, dirs, staging, reporter)
+    except (ImportError, OSError, ValueError) as err:  # bad input: say what and where, without a traceback
         staging.discard()
         logger.error("%s", err)
         return 1
@@ -103,73 +124,113 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
-def _run(task: TaskConfig, config, preset: str | None, staging: artifacts.Staging) -> int:
+def _run(task: TaskConfig, config, preset, dirs: vertex.Dirs, staging: artifacts.Staging, reporter) -> int:
     started = time.perf_counter()
     ratings = load_data(task)
-    train, test = ratings.split(task.test_fraction, seed=config.seed)
+    train, validation, test = ratings.train_validation_test(
+        task.validation_fraction, task.test_fraction, seed=config.seed, strategy=task.split
+    )
     logger.info(
-        "data: %s; %d users x %d items; %d train / %d test ratings (seed %d)",
+        "data: %s; %d users x %d items; %d train / %d validation / %d test ratings (%s split, seed %d)",
         ratings.source,
         ratings.num_users,
         ratings.num_items,
         train.nnz,
+        validation.nnz,
         test.nnz,
+        task.split,
         config.seed,
     )
     logger.info("hyperparameters%s: %s", f" (preset {preset})" if preset else "", _describe(config))
     cold = _cold_test_entries(train, test)
     model = WALSModel(ratings.num_users, ratings.num_items, config)
     model.compile(jit_compile=False)
-    sweeps = SweepLog(config.num_iters)
-    validation = (test.pairs(), test.values) if test.nnz else None
+    heldout_name, heldout = ("validation", validation) if validation.nnz else ("test", test)
+    sweeps = SweepLog(config.num_iters, heldout_name)
+    run = fingerprint(config, train, {"source": ratings.source, "split": task.split})
+    checkpoint = SweepCheckpoint(dirs.checkpoints, model, run)
+    initial = checkpoint.restore(config.num_iters)
+    summaries = SweepSummaries(dirs.logs, heldout_name, sweeps.seconds)
+    callbacks = [sweeps, checkpoint, summaries] + ([reporter] if reporter else [])
     load_seconds = time.perf_counter() - started
-    model.fit(train, epochs=config.num_iters, validation_data=validation, callbacks=[sweeps], verbose=0)
-
-    train_rmse = model.evaluate(train.pairs(), train.values, batch_size=65536, verbose=0, return_dict=True)["rmse"]
-    test_rmse = (
-        model.evaluate(test.pairs(), test.values, batch_size=65536, verbose=0, return_dict=True)["rmse"]
-        if test.nnz
-        else None
+    model.fit(
+        train,
+        epochs=config.num_iters,
+        initial_epoch=initial,
+        validation_data=(heldout.pairs(), heldout.values) if heldout.nnz else None,
+        callbacks=callbacks,
+        verbose=0,
     )
+
+    rmse = {name: _rmse(model, part) for name, part in (("train", train), ("validation", validation), ("test", test))}
+    ranking = {}
+    for name, part, exclude in (("validation", validation, None), ("test", test, validation)):
+        if part.nnz:
+            scores = metrics.heldout_ranking(model, part, task.top_k, exclude if exclude and exclude.nnz else None)
+            ranking.update({f"{name}_{key}": value for key, value in scores.items()})
     seconds = sweeps.seconds[1:] or sweeps.seconds
-    metrics = {
-        "train_rmse": float(train_rmse),
-        "test_rmse": None if test_rmse is None else float(test_rmse),
-        "sweeps": len(sweeps.seconds),
+    results = {
+        "train_rmse": rmse["train"],
+        "validation_rmse": rmse["validation"],
+        "test_rmse": rmse["test"],
+        **ranking,
+        "top_k": task.top_k,
+        "sweeps": config.num_iters,
+        "resumed_from_sweep": initial,
         "median_seconds_per_sweep": float(np.median(seconds)) if seconds else None,
         "first_sweep_seconds": sweeps.seconds[0] if sweeps.seconds else None,
         "load_seconds": load_seconds,
         "num_users": ratings.num_users,
         "num_items": ratings.num_items,
         "num_train": train.nnz,
+        "num_validation": validation.nnz,
         "num_test": test.nnz,
         "test_entries_with_cold_user_or_item": cold,
         "history": {k: [float(x) for x in v] for k, v in model.history.history.items()},
     }
-    test_text = "n/a" if test_rmse is None else f"{test_rmse:.4f}"
     logger.info(
-        "done: train RMSE = %.4f, test RMSE = %s after %d sweeps (median %.3f s/sweep); %d of %d test ratings "
-        "touch a user or item with no training ratings (their factors are 0, so they predict 0)",
-        train_rmse,
-        test_text,
-        metrics["sweeps"],
-        metrics["median_seconds_per_sweep"] or 0.0,
+        "done: train RMSE = %.4f, validation RMSE = %s, test RMSE = %s after %d sweeps (median %.3f s/sweep); %d of "
+        "%d test ratings touch a user or item with no training ratings (their factors are 0, so they predict 0)",
+        rmse["train"],
+        _text(rmse["validation"]),
+        _text(rmse["test"]),
+        config.num_iters,
+        results["median_seconds_per_sweep"] or 0.0,
         cold,
         test.nnz,
     )
-    model_dir = staging.path("model")
-    artifacts.save_npy(os.path.join(model_dir, "row.npy"), keras.ops.convert_to_numpy(model.user_factors))
-    artifacts.save_npy(os.path.join(model_dir, "col.npy"), keras.ops.convert_to_numpy(model.item_factors))
-    artifacts.save_npy(os.path.join(model_dir, "user.npy"), ratings.user_ids)
-    artifacts.save_npy(os.path.join(model_dir, "item.npy"), ratings.item_ids)
+    for name in ("validation", "test"):
+        if f"{name}_users" in ranking:
+            values = "  ".join(f"{m}@{task.top_k} {ranking[f'{name}_{m}@{task.top_k}']:.4f}" for m in metrics.METRICS)
+            logger.info("ranking on %s items (%d users): %s", name, ranking[f"{name}_users"], values)
+    summaries.write_final(
+        {f"{name}/rmse": value for name, value in rmse.items()}
+        | {key.replace("_", "/", 1): value for key, value in ranking.items() if not key.endswith("_users")},
+        step=config.num_iters,
+    )
+    model_dir = staging.path(dirs.model_entry)
+    artifacts.save_npy(posixpath.join(model_dir, "row.npy"), keras.ops.convert_to_numpy(model.user_factors))
+    artifacts.save_npy(posixpath.join(model_dir, "col.npy"), keras.ops.convert_to_numpy(model.item_factors))
+    artifacts.save_npy(posixpath.join(model_dir, "user.npy"), ratings.user_ids)
+    artifacts.save_npy(posixpath.join(model_dir, "item.npy"), ratings.item_ids)
     artifacts.write_json(
         staging.path("config.json"),
         {"model": config.to_dict(), "task": task.to_dict(), "preset": preset, "data_source": ratings.source},
     )
-    artifacts.write_json(staging.path("metrics.json"), metrics)
+    artifacts.write_json(staging.path("metrics.json"), results)
     staging.commit()
-    logger.info("wrote %s", staging.destination)
+    logger.info("wrote %s (checkpoints %s, TensorBoard logs %s)", staging.destination, dirs.checkpoints, dirs.logs)
     return 0
+
+
+def _rmse(model, part) -> float | None:
+    if not part.nnz:
+        return None
+    return float(model.evaluate(part.pairs(), part.values, batch_size=65536, verbose=0, return_dict=True)["rmse"])
+
+
+def _text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _describe(config) -> str:
@@ -197,11 +258,15 @@ def _cold_test_entries(train, test) -> int:
 
 
 class SweepLog(keras.callbacks.Callback):
-    """Logs one line per sweep and keeps each sweep's seconds (the train step alone, without validation)."""
+    """Logs one line per sweep and keeps each sweep's seconds (the train step alone, without validation).
 
-    def __init__(self, total: int):
+    ``heldout`` names the set behind Keras' ``val_rmse`` in the lines: validation, or test without one.
+    """
+
+    def __init__(self, total: int, heldout: str = "test"):
         super().__init__()
         self.total = total
+        self.heldout = heldout
         self.seconds: list[float] = []
         self._start = 0.0
 
@@ -213,7 +278,7 @@ class SweepLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        test = f"  test RMSE {logs['val_rmse']:.4f}" if "val_rmse" in logs else ""
+        test = f"  {self.heldout} RMSE {logs['val_rmse']:.4f}" if "val_rmse" in logs else ""
         loss = f"  loss {logs['loss']:.6g}" if "loss" in logs else ""
         logger.info(
             "sweep %*d/%d  %.3f s  train RMSE %.4f%s%s",

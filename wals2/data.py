@@ -13,6 +13,10 @@ import tensorflow as tf
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("user", "item", "rating")
+#: ``Ratings.train_validation_test`` strategies.
+SPLITS = ("random", "per_user", "time")
+#: Lines per chunk when reading ratings files; every full chunk logs a progress line.
+PROGRESS_ROWS = 1_000_000
 
 
 class RatingsError(ValueError):
@@ -30,6 +34,7 @@ class Ratings:
         user_ids: [num_users] raw user id of each index, sorted ascending (index -> id).
         item_ids: [num_items] raw item id of each index, sorted ascending.
         source: where the ratings came from, for messages.
+        timestamps: int64 [nnz] time of each entry (seconds), or None when the input had none.
     """
 
     users: np.ndarray
@@ -38,6 +43,7 @@ class Ratings:
     user_ids: np.ndarray
     item_ids: np.ndarray
     source: str = "<ratings>"
+    timestamps: np.ndarray | None = None
 
     @property
     def num_users(self) -> int:
@@ -70,11 +76,25 @@ class Ratings:
         rating_col: str = "rating",
         source: str = "<DataFrame>",
         first_line: int = 1,
+        timestamp_col: str | None = None,
+        nonnegative_ids: bool = False,
     ) -> Ratings:
         """Validates a frame and maps its ids to indices (sorted unique raw ids; index 0 is the smallest id).
 
-        Raises ``RatingsError`` for missing columns, no rows, non-numeric or non-finite ratings and duplicate
-        (user, item) pairs; messages name ``source`` and the line, counting the first row as ``first_line``.
+        Duplicate (user, item) pairs are an error (the documented policy: a rating matrix has one value per cell;
+        aggregate first, as ``read_web_views`` does by summing).
+
+        Args:
+            frame: one row per rating.
+            user_col, item_col, rating_col: column names.
+            source: named in messages.
+            first_line: the line number of the first row, for messages.
+            timestamp_col: optional column of integer times, kept as ``timestamps`` (for the ``time`` split).
+            nonnegative_ids: reject negative integer ids (MovieLens-style files, whose ids TF1 used as indices).
+
+        Raises:
+            RatingsError: missing columns, no rows, non-numeric or non-finite ratings or timestamps, negative ids
+                when ``nonnegative_ids``, or duplicate (user, item) pairs; the message names ``source`` and the line.
         """
         missing = [c for c in (user_col, item_col, rating_col) if c not in frame.columns]
         if missing:
@@ -93,8 +113,27 @@ class Ratings:
             if frame[col].isna().any():
                 row = int(np.flatnonzero(frame[col].isna().to_numpy())[0])
                 raise RatingsError(f"{source}: line {row + first_line}: empty {col} id")
-        user_ids, users = np.unique(_id_array(frame[user_col]), return_inverse=True)
-        item_ids, items = np.unique(_id_array(frame[item_col]), return_inverse=True)
+        raw = {col: _id_array(frame[col]) for col in (user_col, item_col)}
+        if nonnegative_ids:
+            for col, ids in raw.items():
+                if ids.dtype.kind == "i" and ids.size and ids.min() < 0:
+                    row = int(np.flatnonzero(ids < 0)[0])
+                    raise RatingsError(
+                        f"{source}: line {row + first_line}: {col} id {ids[row]} is negative; ids should be integers "
+                        ">= 0 in this format"
+                    )
+        timestamps = None
+        if timestamp_col is not None:
+            stamps = pd.to_numeric(frame[timestamp_col], errors="coerce").to_numpy(dtype=np.float64)
+            bad = np.flatnonzero(~np.isfinite(stamps))
+            if bad.size:
+                row = int(bad[0])
+                raise RatingsError(
+                    f"{source}: line {row + first_line}: timestamp {frame[timestamp_col].iloc[row]!r} is not a number"
+                )
+            timestamps = stamps.astype(np.int64)
+        user_ids, users = np.unique(raw[user_col], return_inverse=True)
+        item_ids, items = np.unique(raw[item_col], return_inverse=True)
         users = users.astype(np.int32).ravel()
         items = items.astype(np.int32).ravel()
         keys = users.astype(np.int64) * len(item_ids) + items
@@ -107,7 +146,7 @@ class Ratings:
                 f"{source}: {dup.size} duplicate (user, item) pair(s); the first is user {user_ids[u].item()!r}, "
                 f"item {item_ids[i].item()!r} on lines {lines.tolist()}. Remove or aggregate duplicates first."
             )
-        return cls(users, items, rating.astype(np.float32), user_ids, item_ids, source)
+        return cls(users, items, rating.astype(np.float32), user_ids, item_ids, source, timestamps)
 
     def to_frame(self) -> pd.DataFrame:
         """Raw ids and ratings as a DataFrame with columns user, item, rating."""
@@ -118,21 +157,77 @@ class Ratings:
     def subset(self, entries: np.ndarray) -> Ratings:
         """The entries at ``entries`` (indices or a mask), keeping this object's id maps and shape."""
         return dataclasses.replace(
-            self, users=self.users[entries], items=self.items[entries], values=self.values[entries]
+            self,
+            users=self.users[entries],
+            items=self.items[entries],
+            values=self.values[entries],
+            timestamps=None if self.timestamps is None else self.timestamps[entries],
         )
 
     def split(self, test_fraction: float = 0.1, seed: int | None = 0) -> tuple[Ratings, Ratings]:
         """A uniform random split over entries, TF1-style: the test set has floor(nnz * test_fraction) entries.
 
         Both parts keep the full id maps and shape, so a user or item can end up with no training entries.
+        Equal to ``train_validation_test(0.0, test_fraction, seed)`` without its empty validation part.
         """
-        if not 0.0 <= test_fraction < 1.0:
-            raise ValueError(f"`test_fraction` should be in [0, 1). Received: test_fraction={test_fraction!r}")
+        train, _, test = self.train_validation_test(0.0, test_fraction, seed)
+        return train, test
+
+    def train_validation_test(
+        self, validation_fraction: float = 0.1, test_fraction: float = 0.1, seed: int | None = 0, strategy="random"
+    ) -> tuple[Ratings, Ratings, Ratings]:
+        """Seeded train / validation / test parts; validation is for tuning, test for the final report.
+
+        With f_v = ``validation_fraction`` and f_t = ``test_fraction`` (f_v, f_t >= 0, f_v + f_t < 1):
+
+        - ``random`` (TF1): floor(nnz f_t) entries drawn uniformly without replacement are the test set, then
+          floor(nnz f_v) of the rest the validation set. With f_v = 0 this is TF1's split (and ``split``).
+        - ``per_user``: each user with n_u entries gives floor(n_u f_t) random entries to test and floor(n_u f_v)
+          to validation, so every user keeps at least one training entry and users are evaluated evenly.
+        - ``time``: as ``per_user``, but each user's latest entries (by ``timestamps``, ties in seeded random
+          order) are the test set and the ones just before them the validation set (leave-latest-out).
+
+        All three parts keep the full id maps and shape.
+
+        Raises:
+            ValueError: a fraction outside [0, 1) or summing to >= 1, an unknown strategy, or ``time`` without
+                timestamps.
+        """
+        for name, value in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"`{name}` should be in [0, 1). Received: {name}={value!r}")
+        if validation_fraction + test_fraction >= 1.0:
+            raise ValueError(
+                "`validation_fraction` + `test_fraction` should be < 1 (something must be left to train on). "
+                f"Received: validation_fraction={validation_fraction!r}, test_fraction={test_fraction!r}"
+            )
+        if strategy not in SPLITS:
+            raise ValueError(f"`strategy` should be one of {SPLITS}. Received: strategy={strategy!r}")
+        if strategy == "time" and self.timestamps is None:
+            raise ValueError(
+                f"`strategy` 'time' needs timestamps, and {self.source} has none. Received: strategy='time'"
+            )
         rng = np.random.default_rng(seed)
-        num_test = int(np.floor(self.nnz * test_fraction))
         test = np.zeros(self.nnz, dtype=bool)
-        test[rng.choice(self.nnz, size=num_test, replace=False)] = True
-        return self.subset(~test), self.subset(test)
+        validation = np.zeros(self.nnz, dtype=bool)
+        if strategy == "random":
+            test[rng.choice(self.nnz, size=int(np.floor(self.nnz * test_fraction)), replace=False)] = True
+            rest = np.flatnonzero(~test)
+            num_validation = int(np.floor(self.nnz * validation_fraction))
+            validation[rest[rng.choice(rest.size, size=num_validation, replace=False)]] = True
+        else:
+            tiebreak = rng.random(self.nnz)
+            key = self.timestamps if strategy == "time" else tiebreak
+            order = np.lexsort((tiebreak, key, self.users))  # by user, then oldest (or random) first
+            counts = self.user_counts()
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            rank = np.empty(self.nnz, np.int64)
+            rank[order] = np.arange(self.nnz) - starts[self.users[order]]
+            n = counts[self.users]
+            first_test = n - np.floor(n * test_fraction).astype(np.int64)
+            test = rank >= first_test
+            validation = ~test & (rank >= first_test - np.floor(n * validation_fraction).astype(np.int64))
+        return self.subset(~(test | validation)), self.subset(validation), self.subset(test)
 
     def pairs(self) -> np.ndarray:
         """int64 [nnz, 2] of (user index, item index), the input of ``WALSModel.predict``/``evaluate``."""
@@ -201,18 +296,7 @@ def read_ratings(path: str, delimiter: str = "\t", headers: bool = False, compre
     if compression == "infer":
         compression = "gzip" if path.endswith(".gz") else None
     try:
-        with tf.io.gfile.GFile(path, "rb") as handle:
-            frame = pd.read_csv(
-                handle,
-                sep=sep,
-                header=None,
-                skiprows=1 if headers else 0,
-                dtype=str,
-                compression=compression,
-                engine="c" if len(sep) == 1 else "python",
-                skip_blank_lines=True,
-                keep_default_na=False,
-            )
+        frame = _read_chunks(path, sep, headers, compression)
     except pd.errors.EmptyDataError:
         what = "only a header line" if headers else "no data"
         raise RatingsError(f"{path}: the file is empty ({what})") from None
@@ -226,11 +310,47 @@ def read_ratings(path: str, delimiter: str = "\t", headers: bool = False, compre
             f"{path}: found {frame.shape[1]} column(s) with delimiter {delimiter!r}, expected user, item, rating"
             f"[, timestamp]{hint}"
         )
-    frame = frame.iloc[:, :3].replace("", np.nan)
-    frame.columns = list(COLUMNS)
+    names = [*COLUMNS, "timestamp"][: min(frame.shape[1], 4)]
+    frame = frame.iloc[:, : len(names)].replace("", np.nan)
+    frame.columns = names
+    if "timestamp" in names and pd.to_numeric(frame["timestamp"], errors="coerce").isna().any():
+        logger.warning("%s: the fourth column is not all numbers, so it is not used as timestamps", path)
+        frame = frame.drop(columns="timestamp")
     first_line = 2 if headers else 1
     logger.info("read %d lines from %s", len(frame), path)
-    return Ratings.from_dataframe(frame, source=path, first_line=first_line)
+    return Ratings.from_dataframe(
+        frame,
+        source=path,
+        first_line=first_line,
+        timestamp_col="timestamp" if "timestamp" in frame.columns else None,
+        nonnegative_ids=True,
+    )
+
+
+def _read_chunks(path: str, sep: str, headers: bool, compression: str | None) -> pd.DataFrame:
+    """All fields of ``path`` as strings, read ``PROGRESS_ROWS`` lines at a time with a progress line per chunk."""
+    size = tf.io.gfile.stat(path).length
+    chunks = []
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        reader = pd.read_csv(
+            handle,
+            sep=sep,
+            header=None,
+            skiprows=1 if headers else 0,
+            dtype=str,
+            compression=compression,
+            engine="c" if len(sep) == 1 else "python",
+            skip_blank_lines=True,
+            keep_default_na=False,
+            chunksize=PROGRESS_ROWS,
+        )
+        with reader:
+            for chunk in reader:
+                chunks.append(chunk)
+                if len(chunk) == PROGRESS_ROWS:
+                    done = 100.0 * handle.tell() / size if size else 100.0
+                    logger.info("%s: %d lines read (%.0f%% of the file)", path, len(chunks) * PROGRESS_ROWS, done)
+    return pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
 
 
 def _delimiter_hint(path: str, delimiter: str) -> str:
@@ -262,7 +382,8 @@ def bundled_path(name: str = "ratings.csv.gz") -> str:
 
 
 def load_bundled() -> Ratings:
-    """MovieLens latest-small (610 users, 9,724 rated movies, 100,836 half-star ratings), shipped in the package."""
+    """MovieLens latest-small (610 users, 9,724 rated movies, 100,836 half-star ratings, with timestamps), shipped
+    in the package; the same ratings as TFDS ``movielens/latest-small-ratings``."""
     return read_ratings(bundled_path(), delimiter=",", headers=True)
 
 

@@ -1,0 +1,42 @@
+"""TensorBoard scalars of a run, written through ``tf.summary`` (so ``gs://`` log directories work)."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+class SweepSummaries(keras.callbacks.Callback):
+    """Per sweep: ``train/rmse``, ``<heldout>/rmse`` (validation, or test without one), ``train/loss`` with
+    ``compute_loss`` and ``sweep_seconds``; ``write_final`` adds the final metrics at the last sweep.
+
+    Args:
+        log_dir: the event file directory.
+        heldout: the name of the set behind Keras' ``val_rmse``.
+        seconds: a list that holds each sweep's seconds (the trainer's ``SweepLog.seconds``).
+    """
+
+    def __init__(self, log_dir: str, heldout: str, seconds: list[float]):
+        super().__init__()
+        self.heldout = heldout
+        self.seconds = seconds
+        self._writer = tf.summary.create_file_writer(log_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        scalars = {"train/rmse": logs.get("rmse"), f"{self.heldout}/rmse": logs.get("val_rmse")}
+        scalars["train/loss"] = logs.get("loss")
+        scalars["sweep_seconds"] = self.seconds[-1] if self.seconds else None
+        self._write(scalars, epoch + 1)
+
+    def write_final(self, metrics: dict[str, float | None], step: int) -> None:
+        """Writes ``{"test/ndcg@10": ..., ...}`` at ``step`` and closes the writer."""
+        self._write(metrics, step)
+        self._writer.close()
+
+    def _write(self, scalars, step):
+        with self._writer.as_default(step=step):
+            for tag, value in scalars.items():
+                if value is not None:
+                    tf.summary.scalar(tag, float(value))
+        self._writer.flush()

@@ -1,0 +1,129 @@
+"""The Vertex AI custom-training contract: output directories, the chief, and hyperparameter-tuning reports.
+
+- Directories: ``--job-dir``/``--output-dir`` (TF1) win; otherwise the outputs go to the parent of
+  ``$AIP_MODEL_DIR`` with the model files in ``$AIP_MODEL_DIR`` itself; checkpoints default to
+  ``$AIP_CHECKPOINT_DIR`` and TensorBoard scalars to ``$AIP_TENSORBOARD_LOG_DIR``.
+- Role: from ``TF_CONFIG`` (``task.type`` ``chief``/``master``; ``worker`` 0 when the cluster has no chief) or
+  ``CLUSTER_SPEC`` (``workerpool0``). No cluster at all is a chief. Only the chief trains and writes.
+- Tuning: ``cloudml-hypertune`` records the validation RMSE after every sweep under ``HPT_METRIC_TAG``, which is
+  the ``metricId`` of the tuning job spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import posixpath
+import time
+from collections.abc import Mapping
+
+import keras
+
+logger = logging.getLogger(__name__)
+
+#: ``hyperparameter_metric_tag`` of the reports; the tuning job's ``metricId`` (goal MINIMIZE).
+HPT_METRIC_TAG = "val_rmse"
+CHIEF_TYPES = ("chief", "master", "workerpool0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Role:
+    """This task's place in the job: ``task_type`` None means a single-machine run (the chief)."""
+
+    task_type: str | None = None
+    task_index: int = 0
+    trial: str | None = None
+    is_chief: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Dirs:
+    """Where a run writes: ``output`` (staged: ``model_entry``, config.json, metrics.json), checkpoints, logs."""
+
+    output: str
+    model_entry: str
+    checkpoints: str
+    logs: str
+
+    @property
+    def model(self) -> str:
+        return posixpath.join(self.output, self.model_entry)
+
+
+def role(environ: Mapping[str, str] = os.environ) -> Role:
+    """The task's role from ``TF_CONFIG``, else ``CLUSTER_SPEC``; a chief when neither is set.
+
+    Raises:
+        ValueError: either variable is not a JSON object.
+    """
+    trial = environ.get("CLOUD_ML_TRIAL_ID") or None
+    for name in ("TF_CONFIG", "CLUSTER_SPEC"):
+        text = environ.get(name, "").strip()
+        if not text:
+            continue
+        try:
+            spec = json.loads(text)
+            if not isinstance(spec, dict):
+                raise TypeError(type(spec).__name__)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"`{name}` should be a JSON object. Received: {name}={text[:200]!r} ({err})") from None
+        task = spec.get("task") or {}
+        task_type = task.get("type")
+        if not task_type:
+            continue
+        index = int(task.get("index", 0))
+        cluster = spec.get("cluster") or {}
+        chief = task_type in CHIEF_TYPES or (
+            task_type == "worker" and index == 0 and not any(c in cluster for c in CHIEF_TYPES)
+        )
+        trial = str(task["trial"]) if task.get("trial") not in (None, "") else trial
+        return Role(task_type, index, trial, chief)
+    return Role(trial=trial)
+
+
+def resolve_dirs(task, this: Role, environ: Mapping[str, str] = os.environ) -> Dirs:
+    """Output, model, checkpoint and log directories of a run (precedence in the module docstring).
+
+    With ``--hypertune`` and a trial id, an explicit ``--job-dir``/``--output-dir`` gets ``/<trial>`` appended as
+    in TF1, so that trials do not collide; ``$AIP_MODEL_DIR`` is already per trial and is used as is.
+    """
+    explicit = task.output_dir or task.job_dir
+    model_entry = "model"
+    if explicit:
+        output = explicit.rstrip("/") or explicit
+        if task.hypertune and this.trial:
+            output = posixpath.join(output, this.trial)
+    elif environ.get("AIP_MODEL_DIR"):
+        model_dir = environ["AIP_MODEL_DIR"].rstrip("/")
+        output, model_entry = posixpath.split(model_dir)
+        if not output or not model_entry:
+            raise ValueError(f"`AIP_MODEL_DIR` should name a directory below a parent. Received: {model_dir!r}")
+    else:
+        output = posixpath.join("jobs", time.strftime("%Y%m%d_%H%M%S"))
+    checkpoints = task.checkpoint_dir or environ.get("AIP_CHECKPOINT_DIR") or posixpath.join(output, "checkpoints")
+    logs = task.tensorboard_log_dir or environ.get("AIP_TENSORBOARD_LOG_DIR") or posixpath.join(output, "logs")
+    return Dirs(output, model_entry, checkpoints.rstrip("/"), logs.rstrip("/"))
+
+
+class HypertuneReport(keras.callbacks.Callback):
+    """Reports ``val_rmse`` after every sweep (``global_step`` = sweep) through ``cloudml-hypertune``.
+
+    Reporting every sweep lets a tuning job with ``measurementSelectionType: BEST_MEASUREMENT`` use the best sweep.
+    """
+
+    def __init__(self):
+        super().__init__()
+        try:
+            import hypertune
+        except ImportError as err:
+            raise ImportError("--hypertune needs cloudml-hypertune: pip install 'wals2[vertex]'") from err
+        self._reporter = hypertune.HyperTune()
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get("val_rmse")
+        if value is not None:
+            self._reporter.report_hyperparameter_tuning_metric(
+                hyperparameter_metric_tag=HPT_METRIC_TAG, metric_value=float(value), global_step=epoch + 1
+            )
