@@ -42,6 +42,7 @@ logger = logging.getLogger("trainer.serve")
 MAX_INSTANCES = 1000  # per request; more gives 413
 MAX_BODY_BYTES = 4 << 20  # request body; more gives 413
 MAX_RATED_ITEMS = 10000  # per fold-in instance
+SOCKET_TIMEOUT_S = 30  # an idle keep-alive connection or a stalled body is dropped after this
 TF1_DEFAULT_RECS = 5
 TF1_ROUTE = "/recommendation"
 TF1_READINESS_ROUTE = "/readiness_check"
@@ -211,6 +212,7 @@ def make_handler(recommender: Recommender, health_route: str, predict_route: str
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive; every response sets Content-Length
         server_version = "wals2-serve"
+        timeout = SOCKET_TIMEOUT_S
 
         def do_GET(self):
             url = urlsplit(self.path)
@@ -257,7 +259,13 @@ def make_handler(recommender: Recommender, health_route: str, predict_route: str
                     f"The request body should be at most {MAX_BODY_BYTES} bytes. Received: {length}",
                     HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 )
-            return self.rfile.read(int(length))
+            try:
+                return self.rfile.read(int(length))
+            except TimeoutError:
+                self.close_connection = True
+                raise BadRequest(
+                    f"The request body did not arrive within {SOCKET_TIMEOUT_S} s.", HTTPStatus.REQUEST_TIMEOUT
+                ) from None
 
         def _json(self, status: HTTPStatus, value) -> None:
             self._send(status, json.dumps(value).encode(), "application/json")
