@@ -19,6 +19,10 @@ LINEAR_RATINGS = 1
 WT_TYPE_NAMES = {"log": LOG_RATINGS, "linear": LINEAR_RATINGS}
 
 INITS = ("normal", "scaled")
+#: "tf1": TF1's weighting (unobserved cells are zero targets of weight w0). "explicit": observed entries only,
+#: global mean + user and item biases, predictions clipped to the training ratings' range. "implicit":
+#: Hu-Koren-Volinsky preferences (1 on observed cells, 0 elsewhere) with confidence 1 + alpha * r.
+MODES = ("tf1", "explicit", "implicit")
 SOLVERS = ("cholesky", "cg")
 
 
@@ -36,9 +40,21 @@ class WALSConfig:
             + lambda (|U|_F^2 + |V|_F^2)
 
     with w0 = ``unobs_weight``, lambda = ``regularization``, row weights R_i = 1 and item weights C_j from
-    ``wt_type`` (or R = C = 0, plain ALS, when ``weights`` is False).
+    ``wt_type`` (or R = C = 0, plain ALS, when ``weights`` is False). That is ``mode="tf1"``; the other modes
+    reuse the same closed-form sweep with other weights and targets:
+
+    * ``"explicit"``: sum_obs (a_ij - mu - b_i - c_j - u_i.v_j)^2 + lambda_i (|u_i|^2 + b_i^2) + lambda_j (...),
+      with mu the training mean, w0 = 0, and lambda_i = lambda (or lambda n_i with ``scale_regularization``).
+    * ``"implicit"``: sum_all c_ij (p_ij - u_i.v_j)^2 + lambda (...), p_ij = 1 on observed cells and 0 elsewhere,
+      c_ij = 1 + alpha r_ij on observed cells and 1 elsewhere (``unobs_weight`` and the TF1 weights unused).
     """
 
+    mode: str = _field(
+        "tf1",
+        "Objective: 'tf1' (TF1 WALS weighting), 'explicit' (observed ratings only, with global mean and user/item "
+        "biases, predictions clipped to the rating range) or 'implicit' (preference 1 on observed cells with "
+        "confidence 1 + alpha * r, 0 elsewhere with confidence 1, as Spark's implicitPrefs and BigQuery ML).",
+    )
     latent_factors: int = _field(5, "k, the number of latent factors per user and item (TF1 default 5).")
     num_iters: int = _field(20, "Number of sweeps; one sweep solves every row, then every column (TF1 default 20).")
     regularization: float = _field(
@@ -55,6 +71,10 @@ class WALSConfig:
     )
     feature_wt_factor: float = _field(130.0, "f, the factor of the linear item weight f / n_j (TF1 default 130).")
     feature_wt_exp: float = _field(0.08, "e, the exponent of the power-law ('log') item weight (TF1 default 0.08).")
+    alpha: float = _field(40.0, "Implicit mode: the confidence of an observed cell is 1 + alpha * r.")
+    scale_regularization: bool = _field(
+        False, "Multiply lambda by each row's number of ratings (ALS-WR, as Spark ALS does); explicit/implicit modes."
+    )
     weights: bool = _field(
         True, "Use TF1's observed-entry weights w0 + R_i C_j; when False, every cell weighs w0 (plain ALS)."
     )
@@ -99,7 +119,10 @@ class WALSConfig:
         _check_float(self, "unobs_weight", positive=False)
         _check_float(self, "feature_wt_factor", positive=False)
         _check_float(self, "feature_wt_exp", positive=False)
-        for name in ("weights", "compute_loss"):
+        _check_float(self, "alpha", positive=False)
+        if self.mode not in MODES:
+            raise ValueError(f"`mode` should be one of {MODES}. Received: mode={self.mode!r}")
+        for name in ("weights", "compute_loss", "scale_regularization"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` should be a bool. Received: {name}={getattr(self, name)!r}")
         if self.init not in INITS:

@@ -16,7 +16,12 @@ in one of three forms (``kind``):
 * ``"uniform"``: d = 0 everywhere (weights None, plain ALS): only b_e = w0 a_ij; every row shares one system.
 * ``"separable"``: d_ij = R_i C_j with C_j > 0 on every observed column: with z_j = sqrt(C_j) y_j the Gram is
   R_i Z_g'Z_g, so the layout keeps ``row_scale`` R_i, ``fixed_scale`` sqrt(C) and b_e = (w0 + d_ij) a_ij / sqrt(C_j).
-* ``"general"``: the per-entry Gram weight g_e = d_ij and b_e = (w0 + d_ij) a_ij.
+* ``"general"``: the per-entry Gram weight g_e = d_ij and b_e = (w0 + d_ij) a_ij. Per-entry weights that do
+  not factorise (the implicit-feedback confidence alpha r_ij) always take this path.
+
+Two options serve the explicit-feedback mode: ``bias_offsets`` keeps o_e = W_ij (in the units of the gathered
+table) so that the solver can subtract the other side's bias c_j from every target, and
+``scale_regularization`` keeps each row's count n_i so that lambda becomes lambda n_i (ALS-WR).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class Block(NamedTuple):
         rhs_weights: float32 [num_chunks, rows, length], b_e (0 on padding).
         gram_weights: float32 [num_chunks, rows, length], g_e ("general" kind), else None.
         row_scale: float32 [num_chunks, rows], R_i ("separable" kind), else None.
+        offset_weights: float32 [num_chunks, rows, length], o_e with ``bias_offsets``, else None.
         owners: int32 [num_chunks, rows], the solved row of each unit (num_rows for padding units).
     """
 
@@ -42,6 +48,7 @@ class Block(NamedTuple):
     rhs_weights: tf.Tensor
     gram_weights: tf.Tensor | None
     row_scale: tf.Tensor | None
+    offset_weights: tf.Tensor | None
     owners: tf.Tensor
 
 
@@ -59,6 +66,10 @@ class HalfLayout(NamedTuple):
         fixed_scale: float32 [n], sqrt(C) ("separable" kind), else None.
         gather_order: int32 [m], position of row i in concat(short solutions, long solutions, [0]): rows
             without entries point at the final zero row.
+        reg_scale: float32 [m + 1], the multiplier of lambda per row (n_i with ``scale_regularization``, and 0
+            for the padding row m), else None (lambda for every row).
+        long_rows: int32 [num_long], the rows cut into pieces, in the order of their solutions.
+        bias_offsets: whether blocks carry ``offset_weights``.
     """
 
     kind: str
@@ -70,6 +81,9 @@ class HalfLayout(NamedTuple):
     num_long: int
     fixed_scale: tf.Tensor | None
     gather_order: tf.Tensor
+    long_rows: tf.Tensor | None = None
+    reg_scale: tf.Tensor | None = None
+    bias_offsets: bool = False
 
 
 class Layouts(NamedTuple):
@@ -97,24 +111,42 @@ def build_layouts(
     unobserved_weight: float,
     batch_entries: int = 65536,
     max_row_length: int = 2048,
+    entry_weights: np.ndarray | None = None,
+    bias_offsets: bool = False,
+    scale_regularization: bool = False,
 ) -> Layouts:
     """Builds both half-sweep layouts of a COO matrix.
 
     Args:
         rows, cols: int arrays [nnz], indices of the observed entries (no duplicates).
-        values: float array [nnz], a_ij.
+        values: float array [nnz], a_ij (the targets).
         shape: (m, n).
         row_weights, col_weights: float32 [m] and [n] (R and C), or both None for plain ALS.
         unobserved_weight: w0.
         batch_entries, max_row_length: chunk and piece sizes (see ``WALSConfig``).
+        entry_weights: float [nnz], d_ij given per entry (instead of R_i C_j; R and C must then be None).
+        bias_offsets: keep o_e = W_ij for the solver's bias offsets (explicit mode).
+        scale_regularization: lambda n_i per row instead of lambda (ALS-WR).
     """
     num_rows, num_cols = shape
     if (row_weights is None) != (col_weights is None):
         raise ValueError("`row_weights` and `col_weights` should both be None (plain ALS) or both be given.")
+    if entry_weights is not None and row_weights is not None:
+        raise ValueError("Give either `entry_weights` or `row_weights`/`col_weights`, not both.")
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
     values = np.asarray(values, dtype=np.float64)
-    common = dict(unobserved_weight=unobserved_weight, batch_entries=batch_entries, max_row_length=max_row_length)
+    d = None if entry_weights is None else np.asarray(entry_weights, dtype=np.float64)
+    if d is not None and (d.shape != values.shape or not np.all(np.isfinite(d)) or np.any(d < 0)):
+        raise ValueError(f"`entry_weights` should be {values.shape[0]} finite non-negative values.")
+    common = dict(
+        unobserved_weight=unobserved_weight,
+        batch_entries=batch_entries,
+        max_row_length=max_row_length,
+        entry_weights=d,
+        bias_offsets=bias_offsets,
+        scale_regularization=scale_regularization,
+    )
     return Layouts(
         rows=build_half(rows, cols, values, num_rows, num_cols, row_weights, col_weights, **common),
         cols=build_half(cols, rows, values, num_cols, num_rows, col_weights, row_weights, **common),
@@ -132,6 +164,9 @@ def build_half(
     unobserved_weight: float,
     batch_entries: int,
     max_row_length: int,
+    entry_weights: np.ndarray | None = None,
+    bias_offsets: bool = False,
+    scale_regularization: bool = False,
 ) -> HalfLayout:
     """The layout that solves the ``num_rows`` rows against ``num_fixed`` fixed factors.
 
@@ -144,14 +179,17 @@ def build_half(
     degree = np.bincount(rows, minlength=num_rows).astype(np.int64)
     starts = np.cumsum(degree) - degree
 
-    if own_weights is None:
+    if entry_weights is not None:
+        d = entry_weights[order]
+    elif own_weights is None:
         d = np.zeros_like(values)
     else:
         d = own_weights.astype(np.float64)[rows] * fixed_weights.astype(np.float64)[cols]
     rhs = (w0 + d) * values
+    offsets = w0 + d if bias_offsets else None
     if not np.any(d):
         kind = "uniform"
-    elif np.all(fixed_weights.astype(np.float64)[cols] > 0):
+    elif entry_weights is None and np.all(fixed_weights.astype(np.float64)[cols] > 0):
         kind = "separable"
     else:
         kind = "general"
@@ -161,6 +199,8 @@ def build_half(
     if kind == "separable":
         root = np.sqrt(fixed_weights.astype(np.float64))
         rhs = rhs / root[cols]
+        if offsets is not None:  # o_e c~_j z~_j = W c_j y_j with c~ = sqrt(C_j) c_j and z~ = sqrt(C_j) y_j
+            offsets = offsets / fixed_weights.astype(np.float64)[cols]
         fixed_scale = tf.constant(root.astype(np.float32))
     elif kind == "general":
         gram = d
@@ -173,6 +213,7 @@ def build_half(
         )
     entry_rhs = rhs.astype(np.float32)
     entry_gram = None if gram is None else gram.astype(np.float32)
+    entry_offsets = None if offsets is None else offsets.astype(np.float32)
     unit_scale_source = None if kind != "separable" else own_weights.astype(np.float32)
 
     ladder = length_ladder(max_row_length)
@@ -194,6 +235,7 @@ def build_half(
                     entry_cols,
                     entry_rhs,
                     entry_gram,
+                    entry_offsets,
                     unit_scale_source,
                     num_fixed,
                     num_rows,
@@ -240,6 +282,9 @@ def build_half(
         num_long=int(long_rows.size),
         fixed_scale=fixed_scale,
         gather_order=tf.constant(position.astype(np.int32)),
+        long_rows=tf.constant(long_rows.astype(np.int32)),
+        reg_scale=tf.constant(np.append(degree, 0).astype(np.float32)) if scale_regularization else None,
+        bias_offsets=bias_offsets,
     )
 
 
@@ -251,6 +296,7 @@ def _block(
     entry_cols,
     entry_rhs,
     entry_gram,
+    entry_offsets,
     own_weights,
     num_fixed,
     num_rows,
@@ -282,5 +328,6 @@ def _block(
         rhs_weights=lay_out(entry_rhs, 0.0, np.float32),
         gram_weights=None if entry_gram is None else lay_out(entry_gram, 0.0, np.float32),
         row_scale=scale,
+        offset_weights=None if entry_offsets is None else lay_out(entry_offsets, 0.0, np.float32),
         owners=tf.constant(owners.reshape(num_chunks, per_chunk)),
     )

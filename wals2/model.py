@@ -65,6 +65,16 @@ class WALSModel(keras.Model):
         self.item_factors = self.add_weight(
             shape=(self.num_items, k), initializer="zeros", trainable=False, name="item_factors"
         )
+        # Explicit mode's biases and the clipping range of its predictions; zeros / unclipped otherwise.
+        self.user_bias = self.add_weight(
+            shape=(self.num_users,), initializer="zeros", trainable=False, name="user_bias"
+        )
+        self.item_bias = self.add_weight(
+            shape=(self.num_items,), initializer="zeros", trainable=False, name="item_bias"
+        )
+        self.global_mean = self.add_weight(shape=(), initializer="zeros", trainable=False, name="global_mean")
+        self.rating_range = self.add_weight(shape=(2,), initializer="zeros", trainable=False, name="rating_range")
+        self.rating_range.assign([-np.inf, np.inf])
         self._squared_error = keras.metrics.Mean(name="squared_error")
         self._train: dict[str, Any] | None = None
         self.initialize_factors()
@@ -97,15 +107,30 @@ class WALSModel(keras.Model):
         """
         rows, cols, values = _coo(train, (self.num_users, self.num_items))
         cfg = self.config
-        if isinstance(row_weights, str) or isinstance(col_weights, str):
-            if not (row_weights == "config" and col_weights == "config"):
-                raise ValueError("`row_weights` and `col_weights` should both be 'config' or both be given.")
-            if cfg.weights:
-                counts = np.bincount(cols[values > 0], minlength=self.num_items)
-                row_weights = 1.0
-                col_weights = weights_lib.item_weights(counts, cfg.wt_type, cfg.feature_wt_factor, cfg.feature_wt_exp)
-            else:
-                row_weights = col_weights = None
+        shape = (self.num_users, self.num_items)
+        explicit, implicit = cfg.mode == "explicit", cfg.mode == "implicit"
+        entry_weights = None
+        if implicit:  # preference 1 with confidence 1 + alpha r: w0 = 1, d = alpha r
+            if np.any(values < 0):
+                raise ValueError("Implicit mode needs non-negative values (confidence 1 + alpha * r).")
+            w0, targets, entry_weights = 1.0, np.ones_like(values), cfg.alpha * values
+            row_weights = col_weights = None
+        elif explicit:  # observed entries only, weight 1, targets centred on the mean
+            w0, targets = 0.0, values - values.mean()
+            row_weights = col_weights = 1.0
+        else:
+            w0, targets = cfg.unobs_weight, values
+            if isinstance(row_weights, str) or isinstance(col_weights, str):
+                if not (row_weights == "config" and col_weights == "config"):
+                    raise ValueError("`row_weights` and `col_weights` should both be 'config' or both be given.")
+                if cfg.weights:
+                    counts = np.bincount(cols[values > 0], minlength=self.num_items)
+                    row_weights = 1.0
+                    col_weights = weights_lib.item_weights(
+                        counts, cfg.wt_type, cfg.feature_wt_factor, cfg.feature_wt_exp
+                    )
+                else:
+                    row_weights = col_weights = None
         r = weights_lib.resolve(row_weights, self.num_users, "row_weights")
         c = weights_lib.resolve(col_weights, self.num_items, "col_weights")
         if (r is None) != (c is None):
@@ -113,28 +138,44 @@ class WALSModel(keras.Model):
         layouts = build_layouts(
             rows,
             cols,
-            values,
-            (self.num_users, self.num_items),
+            targets,
+            shape,
             r,
             c,
-            cfg.unobs_weight,
+            w0,
             batch_entries=cfg.batch_entries,
             max_row_length=cfg.max_row_length,
+            entry_weights=entry_weights,
+            bias_offsets=explicit,
+            scale_regularization=cfg.scale_regularization,
         )
-        w0 = np.float32(cfg.unobs_weight)
-        entry_weight = np.full(values.shape, w0, np.float32) if r is None else w0 + r[rows] * c[cols]
+        if entry_weights is not None:
+            entry_weight = w0 + entry_weights
+        elif r is None:
+            entry_weight = np.full(values.shape, w0)
+        else:
+            entry_weight = w0 + r[rows].astype(np.float64) * c[cols]
+        self.global_mean.assign(float(values.mean()) if explicit else 0.0)
+        self.rating_range.assign([values.min(), values.max()] if explicit else [-np.inf, np.inf])
+        if not explicit:
+            self.user_bias.assign(np.zeros(self.num_users, np.float32))
+            self.item_bias.assign(np.zeros(self.num_items, np.float32))
         order = np.lexsort((cols, rows))
         indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=self.num_users))])
+        scale = [np.ones(n, np.float32) for n in shape]
+        if cfg.scale_regularization:
+            scale = [np.bincount(rows, minlength=shape[0]), np.bincount(cols, minlength=shape[1])]
         self._train = {
             "layouts": layouts,
             "rows": tf.constant(rows.astype(np.int32)),
             "cols": tf.constant(cols.astype(np.int32)),
             "values": tf.constant(values.astype(np.float32)),
+            "targets": tf.constant((np.ones_like(values) if implicit else values).astype(np.float32)),
             "entry_weight": tf.constant(entry_weight.astype(np.float32)),
+            "unobserved_weight": float(w0),
+            "reg_scale": [tf.constant(x.astype(np.float32)) for x in scale],
             "seen_indptr": indptr.astype(np.int64),
             "seen_items": cols[order].astype(np.int64),
-            "row_weights": r,
-            "col_weights": c,
         }
         # The layouts are captured by the traced sweep: trace again for new training data.
         self.train_function = None
@@ -183,19 +224,32 @@ class WALSModel(keras.Model):
         del data
         train = self._train
         cfg = self.config
+        explicit = cfg.mode == "explicit"
+        w0 = train["unobserved_weight"]
+        u, v = tf.convert_to_tensor(self.user_factors), tf.convert_to_tensor(self.item_factors)
+        if explicit:  # solve [x_i, b_i] against [y_j, 1] with targets a_ij - mu - c_j (and symmetrically)
+            u = tf.concat([u, tf.convert_to_tensor(self.user_bias)[:, None]], axis=1)
+            v = tf.concat([v, tf.convert_to_tensor(self.item_bias)[:, None]], axis=1)
         u, v = solver_lib.sweep(
             train["layouts"],
-            tf.convert_to_tensor(self.user_factors),
-            tf.convert_to_tensor(self.item_factors),
+            u,
+            v,
             cfg.regularization,
-            cfg.unobs_weight,
+            w0,
             solver=cfg.solver,
             cg_steps=cfg.cg_steps,
+            biases=explicit,
         )
-        self.user_factors.assign(tf.debugging.assert_all_finite(u, "user factors not finite after the sweep"))
-        self.item_factors.assign(tf.debugging.assert_all_finite(v, "item factors not finite after the sweep"))
+        u = tf.debugging.assert_all_finite(u, "user factors not finite after the sweep")
+        v = tf.debugging.assert_all_finite(v, "item factors not finite after the sweep")
+        k = cfg.latent_factors
+        self.user_factors.assign(u[:, :k])
+        self.item_factors.assign(v[:, :k])
+        if explicit:
+            self.user_bias.assign(u[:, k])
+            self.item_bias.assign(v[:, k])
         predictions = self._pair_scores(train["rows"], train["cols"])
-        logs = {"rmse": tf.sqrt(tf.reduce_mean(tf.square(train["values"] - predictions)))}
+        logs = {"rmse": tf.sqrt(tf.reduce_mean(tf.square(train["targets"] - self._clip(predictions))))}
         if cfg.compute_loss:
             logs["loss"] = self._objective(predictions)
         return logs
@@ -203,13 +257,22 @@ class WALSModel(keras.Model):
     def test_step(self, data):
         pairs, ratings = data[0], data[1]
         predictions = self(pairs)
+        if self.config.mode == "implicit":  # held-out observed cells have preference 1
+            ratings = tf.ones_like(predictions)
         self._squared_error.update_state(tf.square(tf.cast(ratings, tf.float32) - predictions))
         return {"rmse": tf.sqrt(self._squared_error.result())}
 
     def call(self, pairs):
-        """Scores u_i . v_j of int pairs [b, 2] (user index, item index); returns float32 [b]."""
+        """Predictions for int pairs [b, 2] (user index, item index); returns float32 [b].
+
+        u_i.v_j in the tf1 and implicit modes; mu + b_i + c_j + u_i.v_j clipped to the training ratings' range in
+        the explicit mode.
+        """
         pairs = tf.cast(pairs, tf.int32)
-        return self._pair_scores(pairs[:, 0], pairs[:, 1])
+        return self._clip(self._pair_scores(pairs[:, 0], pairs[:, 1]))
+
+    def _clip(self, predictions):
+        return tf.clip_by_value(predictions, self.rating_range[0], self.rating_range[1])
 
     @property
     def metrics(self):
@@ -241,7 +304,7 @@ class WALSModel(keras.Model):
 
     # ----------------------------------------------------------------------------------------- inference
     def _pair_scores(self, users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
-        """u_i . v_j for index vectors [b], in chunks of ``PAIR_CHUNK`` pairs."""
+        """mu + b_i + c_j + u_i . v_j (unclipped) for index vectors [b], in chunks of ``PAIR_CHUNK`` pairs."""
         n = tf.shape(users)[0]
         chunks = (n + PAIR_CHUNK - 1) // PAIR_CHUNK
         pad = chunks * PAIR_CHUNK - n
@@ -249,24 +312,34 @@ class WALSModel(keras.Model):
         items = tf.reshape(tf.pad(items, [[0, pad]]), [-1, PAIR_CHUNK])
         u, v = self.user_factors, self.item_factors
 
+        bu, bv = self.user_bias, self.item_bias
+
         def dots(chunk):
-            return tf.reduce_sum(tf.gather(u, chunk[0]) * tf.gather(v, chunk[1]), axis=-1)
+            dot = tf.reduce_sum(tf.gather(u, chunk[0]) * tf.gather(v, chunk[1]), axis=-1)
+            return dot + tf.gather(bu, chunk[0]) + tf.gather(bv, chunk[1])
 
         scores = tf.map_fn(dots, (users, items), fn_output_signature=tf.float32)
-        return tf.reshape(scores, [-1])[:n]
+        return tf.reshape(scores, [-1])[:n] + self.global_mean
 
     def _objective(self, predictions: tf.Tensor) -> tf.Tensor:
-        """TF1's loss, sum_obs [W (a - p)^2 - w0 p^2] + w0 tr(U'U V'V) + lambda (|U|^2 + |V|^2)."""
+        """The weighted objective, sum_obs [W (a - p)^2 - w0 p^2] + w0 tr(U'U V'V) + sum_i lambda_i |u~_i|^2 + ...
+
+        with W the observed weight, a the target (the rating, or 1 in the implicit mode), p the unclipped
+        prediction, lambda_i = lambda (or lambda n_i, ALS-WR) and u~_i the factors with the bias (explicit mode).
+        """
         train, cfg = self._train, self.config
-        w0 = cfg.unobs_weight
+        w0 = train["unobserved_weight"]
         observed = tf.reduce_sum(
-            train["entry_weight"] * tf.square(train["values"] - predictions) - w0 * tf.square(predictions)
+            train["entry_weight"] * tf.square(train["targets"] - predictions) - w0 * tf.square(predictions)
         )
         u, v = self.user_factors, self.item_factors
         utu = tf.matmul(u, u, transpose_a=True)
         vtv = tf.matmul(v, v, transpose_a=True)
         unobserved = w0 * tf.reduce_sum(utu * vtv)
-        penalty = cfg.regularization * (tf.reduce_sum(tf.square(u)) + tf.reduce_sum(tf.square(v)))
+        scale_u, scale_v = train["reg_scale"]
+        norms_u = tf.reduce_sum(tf.square(u), axis=1) + tf.square(self.user_bias)
+        norms_v = tf.reduce_sum(tf.square(v), axis=1) + tf.square(self.item_bias)
+        penalty = cfg.regularization * (tf.reduce_sum(scale_u * norms_u) + tf.reduce_sum(scale_v * norms_v))
         return observed + unobserved + penalty
 
     def loss_value(self) -> float:
@@ -278,7 +351,7 @@ class WALSModel(keras.Model):
     def recommend(
         self, user_indices, k: int = 10, exclude_seen: bool = True, batch_size: int = 1024
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k items for each user by score u_i . v_j, best first.
+        """Top-k items for each user by score (the unclipped prediction mu + b_i + c_j + u_i.v_j), best first.
 
         Args:
             user_indices: int user indices [b].
@@ -308,6 +381,8 @@ class WALSModel(keras.Model):
         for start in range(0, users.size, batch_size):
             batch = users[start : start + batch_size]
             scores = tf.matmul(tf.gather(tf.convert_to_tensor(self.user_factors), batch), v, transpose_b=True)
+            user_offset = tf.gather(tf.convert_to_tensor(self.user_bias), batch) + self.global_mean
+            scores += tf.convert_to_tensor(self.item_bias)[None, :] + user_offset[:, None]
             if exclude_seen:
                 indptr, seen = self._train["seen_indptr"], self._train["seen_items"]
                 lengths = indptr[batch + 1] - indptr[batch]

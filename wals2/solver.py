@@ -47,8 +47,9 @@ def half_sweep(
 
     Args:
         layout: the half's ``HalfLayout`` (built once per fit by ``layout.build_layouts``).
-        fixed: float32 [n, k], the other side's factors.
-        regularization: lambda > 0 (scalar).
+        fixed: float32 [n, k], the other side's factors; with ``layout.bias_offsets`` [n, k + 1], whose last
+            column c_j is subtracted from every target (a_ij - c_j) and takes no part in the solve.
+        regularization: lambda > 0 (scalar); multiplied by n_i per row when the layout has ``reg_scale``.
         unobserved_weight: w0 >= 0 (scalar).
         solver: "cholesky" (exact) or "cg" (``cg_steps`` matrix-free CG steps from ``initial``).
         initial: float32 [m, k], the previous factors of the solved side; required by "cg".
@@ -60,52 +61,78 @@ def half_sweep(
     if solver not in ("cholesky", "cg"):
         raise ValueError(f"`solver` should be 'cholesky' or 'cg'. Received: solver={solver!r}")
     fixed = tf.convert_to_tensor(fixed, tf.float32)
-    k = fixed.shape[1]
-    g0 = gramian(fixed, tf.cast(regularization, tf.float32), tf.cast(unobserved_weight, tf.float32))
+    width = fixed.shape[1]
+    k = width - 1 if layout.bias_offsets else width
+    lam = tf.cast(regularization, tf.float32)
+    w0 = tf.cast(unobserved_weight, tf.float32)
+    solved = fixed[:, :k]
+    shared = gramian(solved, 0.0, w0)  # w0 Y'Y; lambda is added per row below
     table = fixed if layout.fixed_scale is None else fixed * layout.fixed_scale[:, None]
-    table = tf.concat([table, tf.zeros([1, k], table.dtype)], axis=0)  # index n = padding
-    g0_factor = tf.linalg.cholesky(g0) if layout.kind == "uniform" else None
+    table = tf.concat([table, tf.zeros([1, width], table.dtype)], axis=0)  # index n = padding
+    eye = tf.eye(k, dtype=tf.float32)
+    per_row_lambda = layout.reg_scale is not None
+    shared_factor = None
+    if layout.kind == "uniform" and not per_row_lambda:
+        shared_factor = tf.linalg.cholesky(shared + lam * eye)
 
-    def solve(gram: tf.Tensor | None, rhs: tf.Tensor) -> tf.Tensor:
-        if gram is None:  # uniform: every row shares G0
-            return tf.transpose(tf.linalg.cholesky_solve(g0_factor, tf.transpose(rhs)))
-        factor = tf.linalg.cholesky(gram + g0)
-        return tf.linalg.cholesky_solve(factor, rhs[..., None])[..., 0]
+    def system(gram, owners):
+        """The k x k matrices [b, k, k] of the units owned by ``owners`` [b], given their Grams (or None)."""
+        lhs = shared if gram is None else gram + shared
+        if per_row_lambda:
+            return lhs + (lam * tf.gather(layout.reg_scale, owners))[:, None, None] * eye
+        return lhs + lam * eye
 
-    if solver == "cg" and layout.kind != "uniform":
+    def solve(gram, rhs, owners):
+        if shared_factor is not None:  # uniform weights, one lambda: every row shares one factorisation
+            return tf.transpose(tf.linalg.cholesky_solve(shared_factor, tf.transpose(rhs)))
+        lhs = system(gram, owners)
+        if gram is None:
+            lhs = tf.broadcast_to(lhs, [tf.shape(rhs)[0], k, k])
+        return tf.linalg.cholesky_solve(tf.linalg.cholesky(lhs), rhs[..., None])[..., 0]
+
+    use_cg = solver == "cg" and layout.kind != "uniform"
+    if use_cg:
         if initial is None:
             raise ValueError("`initial` should be the previous factors [m, k] when solver='cg'. Received: None")
         previous = tf.concat([tf.convert_to_tensor(initial, tf.float32), tf.zeros([1, k], tf.float32)], axis=0)
 
-        def short_rows(*chunk):
-            return _conjugate_gradient(table, g0, tf.gather(previous, chunk[4]), *chunk[:4], steps=cg_steps)
-    else:
-
-        def short_rows(*chunk):
-            return solve(*_gram_and_rhs(table, *chunk[:4]))
+    def short_rows(chunk: Block) -> tf.Tensor:
+        if use_cg:
+            return _conjugate_gradient(table, k, chunk, tf.gather(previous, chunk.owners), system, cg_steps)
+        gram, rhs = _gram_and_rhs(table, k, chunk, with_gram=layout.kind != "uniform")
+        return solve(gram, rhs, chunk.owners)
 
     solutions = [_map_chunks(block, short_rows, [k]) for block in layout.blocks]
     if layout.num_long:
-        partial_rhs = []
-        partial_gram = []
+        with_gram = layout.kind != "uniform"
+        partial_rhs, partial_gram = [], []
         for block in layout.piece_blocks:
-            if layout.kind == "uniform":
-                partial_rhs.append(_map_chunks(block, lambda *c: _gram_and_rhs(table, *c[:4])[1], [k]))
-            else:
-                g, r = _map_chunks(block, lambda *c: _gram_and_rhs(table, *c[:4]), ([k, k], [k]))
+            if with_gram:
+                g, r = _map_chunks(block, lambda c: _gram_and_rhs(table, k, c, True), ([k, k], [k]))
                 partial_gram.append(g)
-                partial_rhs.append(r)
+            else:
+                r = _map_chunks(block, lambda c: _gram_and_rhs(table, k, c, False)[1], [k])
+            partial_rhs.append(r)
         segments, num_segments = layout.piece_segments, layout.num_long + 1  # the extra segment takes padding
         rhs = tf.math.unsorted_segment_sum(tf.concat(partial_rhs, 0), segments, num_segments)[:-1]
         gram = None
-        if partial_gram:
+        if with_gram:
             gram = tf.math.unsorted_segment_sum(tf.concat(partial_gram, 0), segments, num_segments)[:-1]
-        solutions.append(solve(gram, rhs))
+        solutions.append(solve(gram, rhs, layout.long_rows))
     solutions.append(tf.zeros([1, k], tf.float32))
     return tf.gather(tf.concat(solutions, axis=0), layout.gather_order)
 
 
-def sweep(layouts, user_factors, item_factors, regularization, unobserved_weight, solver="cholesky", cg_steps=3):
+def sweep(
+    layouts,
+    user_factors,
+    item_factors,
+    regularization,
+    unobserved_weight,
+    solver="cholesky",
+    cg_steps=3,
+    biases=False,
+):
     """One full sweep: every user row against V, then every item row against the new U.
 
     Args:
@@ -114,40 +141,70 @@ def sweep(layouts, user_factors, item_factors, regularization, unobserved_weight
         item_factors: float32 [n, k].
         regularization, unobserved_weight: lambda and w0.
         solver, cg_steps: as in ``half_sweep``.
+        biases: the last column of each factor matrix is a bias (explicit mode): a row solves [x_i, b_i]
+            against [y_j, 1] with targets a_ij - c_j, so the layouts must have been built with ``bias_offsets``.
 
     Returns:
         (new user factors [m, k], new item factors [n, k]).
     """
     cg = solver == "cg"
+
+    def fixed_side(factors):
+        if not biases:
+            return factors
+        factors = tf.convert_to_tensor(factors, tf.float32)
+        ones = tf.ones_like(factors[:, :1])
+        return tf.concat([factors[:, :-1], ones, factors[:, -1:]], axis=1)  # [y_j, 1, c_j]
+
     u = half_sweep(
-        layouts.rows, item_factors, regularization, unobserved_weight, solver, user_factors if cg else None, cg_steps
+        layouts.rows,
+        fixed_side(item_factors),
+        regularization,
+        unobserved_weight,
+        solver,
+        user_factors if cg else None,
+        cg_steps,
     )
-    v = half_sweep(layouts.cols, u, regularization, unobserved_weight, solver, item_factors if cg else None, cg_steps)
+    v = half_sweep(
+        layouts.cols, fixed_side(u), regularization, unobserved_weight, solver, item_factors if cg else None, cg_steps
+    )
     return u, v
 
 
-def _gram_and_rhs(table, indices, rhs_weights, gram_weights, row_scale):
-    """Per-unit Gram sum_e g_e z_e z_e' ([b, k, k], or None when uniform) and right-hand side sum_e b_e z_e."""
-    gathered = tf.gather(table, indices)  # [b, L, k]
+def _gather(table, k, chunk: Block):
+    """Gathered fixed rows z [b, L, k] and per-entry right-hand-side weights (bias offsets applied) [b, L]."""
+    gathered = tf.gather(table, chunk.indices)  # [b, L, width]
+    rhs_weights = chunk.rhs_weights
+    if chunk.offset_weights is not None:  # targets a_ij - c_j: subtract o_e c_j from b_e
+        rhs_weights = rhs_weights - chunk.offset_weights * gathered[:, :, k]
+        gathered = gathered[:, :, :k]
+    return gathered, rhs_weights
+
+
+def _gram_and_rhs(table, k, chunk: Block, with_gram: bool):
+    """Per-unit Gram sum_e g_e z_e z_e' ([b, k, k], None without ``with_gram``) and right-hand side sum_e b_e z_e."""
+    gathered, rhs_weights = _gather(table, k, chunk)
     rhs = tf.matmul(rhs_weights[:, None, :], gathered)[:, 0, :]
-    if gram_weights is not None:
-        gram = tf.matmul(gathered * gram_weights[..., None], gathered, transpose_a=True)
-    elif row_scale is not None:
-        gram = tf.matmul(gathered, gathered, transpose_a=True) * row_scale[:, None, None]
+    if not with_gram:
+        return None, rhs
+    if chunk.gram_weights is not None:
+        gram = tf.matmul(gathered * chunk.gram_weights[..., None], gathered, transpose_a=True)
     else:
-        gram = None
+        gram = tf.matmul(gathered, gathered, transpose_a=True) * chunk.row_scale[:, None, None]
     return gram, rhs
 
 
-def _conjugate_gradient(table, g0, x, indices, rhs_weights, gram_weights, row_scale, steps):
-    """``steps`` CG iterations on (G0 + Z_g' D Z_g) x = b per unit, matrix-free, from ``x`` [b, k]."""
-    gathered = tf.gather(table, indices)  # [b, L, k]
+def _conjugate_gradient(table, k, chunk: Block, x, system, steps):
+    """``steps`` CG iterations on (G0_i + Z_g' D Z_g) x = b per unit, matrix-free, from ``x`` [b, k]."""
+    gathered, rhs_weights = _gather(table, k, chunk)
     rhs = tf.matmul(rhs_weights[:, None, :], gathered)[:, 0, :]
+    g0 = system(None, chunk.owners)  # [k, k], or [b, k, k] with per-row lambda
 
     def apply(p):
         t = tf.matmul(gathered, p[:, :, None])[:, :, 0]  # [b, L]
-        t = t * gram_weights if gram_weights is not None else t * row_scale[:, None]
-        return tf.matmul(t[:, None, :], gathered)[:, 0, :] + tf.matmul(p, g0)
+        t = t * chunk.gram_weights if chunk.gram_weights is not None else t * chunk.row_scale[:, None]
+        g0p = tf.matmul(p, g0) if g0.shape.rank == 2 else tf.matmul(g0, p[:, :, None])[:, :, 0]
+        return tf.matmul(t[:, None, :], gathered)[:, 0, :] + g0p
 
     r = rhs - apply(x)
     p = r
@@ -164,18 +221,17 @@ def _conjugate_gradient(table, g0, x, indices, rhs_weights, gram_weights, row_sc
 
 
 def _map_chunks(block: Block, fn, shapes):
-    """Applies ``fn`` to every chunk of ``block``; outputs are flattened to [chunks * rows, *shape].
+    """Applies ``fn`` to every chunk of ``block`` (a ``Block`` of one chunk's tensors, None where absent).
 
-    ``fn`` gets (indices, rhs_weights, gram_weights, row_scale, owners) of one chunk, None where absent.
-    ``shapes`` is one output shape (without the row axis) or a tuple of them when ``fn`` returns a tuple.
+    Outputs are flattened to [chunks * rows, *shape]; ``shapes`` is one output shape (without the row axis) or a
+    tuple of them when ``fn`` returns a tuple.
     """
-    elems = (block.indices, block.rhs_weights, block.gram_weights, block.row_scale, block.owners)
-    present = tuple(e for e in elems if e is not None)
-    mask = [e is not None for e in elems]
+    present = tuple(e for e in block if e is not None)
+    mask = [e is not None for e in block]
 
     def call(chunk):
         it = iter(chunk)
-        return fn(*[next(it) if m else None for m in mask])
+        return fn(Block(*[next(it) if m else None for m in mask]))
 
     if block.indices.shape[0] == 1:
         return call([e[0] for e in present])

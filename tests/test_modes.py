@@ -1,0 +1,132 @@
+"""The explicit (biased, ALS-WR) and implicit (Hu-Koren-Volinsky) modes against naive float64 numpy solves."""
+
+import keras
+import numpy as np
+import pytest
+from oracle import random_problem, solve_rows
+
+from wals2 import Ratings, WALSModel
+
+SHAPE = (45, 35)
+
+
+@pytest.fixture(scope="module")
+def ratings():
+    rows, cols, values = random_problem(31, shape=SHAPE, nnz=600, empty_rows=(2,), empty_cols=(9,))
+    return Ratings(
+        rows.astype(np.int32),
+        cols.astype(np.int32),
+        values.astype(np.float32),
+        np.arange(SHAPE[0]),
+        np.arange(SHAPE[1]),
+    )
+
+
+def numpy_of(model, *names):
+    return [keras.ops.convert_to_numpy(getattr(model, n)).astype(np.float64) for n in names]
+
+
+def biased_half(rows, cols, values, shape, fixed, fixed_bias, mu, lam, scale):
+    """argmin over [x_i, b_i] of sum_obs (a - mu - c_j - x.y_j - b)^2 + lam s_i (|x|^2 + b^2), one row at a time."""
+    k = fixed.shape[1]
+    out = np.zeros((shape[0], k + 1))
+    for i in range(shape[0]):
+        mask = rows == i
+        if not mask.any():
+            continue
+        y = np.hstack([fixed[cols[mask]], np.ones((mask.sum(), 1))])
+        target = values[mask] - mu - fixed_bias[cols[mask]]
+        s = mask.sum() if scale else 1.0
+        out[i] = np.linalg.solve(lam * s * np.eye(k + 1) + y.T @ y, y.T @ target)
+    return out
+
+
+@pytest.mark.parametrize("scale", [False, True])
+@pytest.mark.parametrize("solver_sizes", [(65536, 2048), (40, 6)])
+def test_explicit_mode_one_sweep_matches_oracle(ratings, scale, solver_sizes):
+    model = WALSModel(
+        *SHAPE,
+        mode="explicit",
+        latent_factors=4,
+        regularization=0.2,
+        scale_regularization=scale,
+        seed=1,
+        batch_entries=solver_sizes[0],
+        max_row_length=solver_sizes[1],
+    )
+    model.compile()
+    (v0,) = numpy_of(model, "item_factors")
+    model.fit(ratings, epochs=1, verbose=0)
+    r, c, a = ratings.users, ratings.items, ratings.values.astype(np.float64)
+    mu = a.mean()
+    ub = biased_half(r, c, a, SHAPE, v0, np.zeros(SHAPE[1]), mu, 0.2, scale)
+    vb = biased_half(c, r, a, SHAPE[::-1], ub[:, :4], ub[:, 4], mu, 0.2, scale)
+    u, bu, v, bv = numpy_of(model, "user_factors", "user_bias", "item_factors", "item_bias")
+    np.testing.assert_allclose(np.hstack([u, bu[:, None]]), ub, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(np.hstack([v, bv[:, None]]), vb, rtol=2e-4, atol=2e-5)
+    assert float(keras.ops.convert_to_numpy(model.global_mean)) == pytest.approx(mu, rel=1e-6)
+    # Predictions: mu + b_i + c_j + x.y, clipped to the training range [1, 5].
+    pairs = np.array([[i, j] for i in range(SHAPE[0]) for j in range(SHAPE[1])])
+    raw = mu + bu[pairs[:, 0]] + bv[pairs[:, 1]] + np.sum(u[pairs[:, 0]] * v[pairs[:, 1]], axis=1)
+    np.testing.assert_allclose(model.predict(pairs, verbose=0), np.clip(raw, 1, 5), rtol=1e-4, atol=1e-4)
+
+
+def test_explicit_mode_objective_decreases_and_fits_better_than_tf1(ratings):
+    train, test = ratings.split(0.2, seed=2)
+    explicit = WALSModel(*SHAPE, mode="explicit", latent_factors=3, regularization=2.0, compute_loss=True)
+    explicit.compile()
+    history = explicit.fit(train, epochs=8, validation_data=(test.pairs(), test.values), verbose=0)
+    losses = history.history["loss"]
+    assert all(b <= a * (1 + 1e-5) for a, b in zip(losses, losses[1:])), losses
+    tf1 = WALSModel(*SHAPE, latent_factors=3, regularization=2.0)
+    tf1.compile()
+    tf1_history = tf1.fit(train, epochs=8, validation_data=(test.pairs(), test.values), verbose=0)
+    assert history.history["val_rmse"][-1] < tf1_history.history["val_rmse"][-1]
+
+
+@pytest.mark.parametrize("sizes", [(65536, 2048), (40, 6)])
+def test_implicit_mode_one_sweep_matches_dense_hkv_oracle(ratings, sizes):
+    alpha, lam = 3.0, 0.4
+    model = WALSModel(
+        *SHAPE,
+        mode="implicit",
+        alpha=alpha,
+        latent_factors=5,
+        regularization=lam,
+        seed=2,
+        batch_entries=sizes[0],
+        max_row_length=sizes[1],
+    )
+    model.compile()
+    (v0,) = numpy_of(model, "item_factors")
+    model.fit(ratings, epochs=1, verbose=0)
+    preference = np.zeros(SHAPE)
+    confidence = np.ones(SHAPE)
+    observed = np.zeros(SHAPE, bool)
+    preference[ratings.users, ratings.items] = 1.0
+    confidence[ratings.users, ratings.items] = 1.0 + alpha * ratings.values
+    observed[ratings.users, ratings.items] = True
+    u_ref = solve_rows(preference, confidence, observed, v0, lam)
+    v_ref = solve_rows(preference.T, confidence.T, observed.T, u_ref, lam)
+    u, v = numpy_of(model, "user_factors", "item_factors")
+    assert np.linalg.norm(u - u_ref) / np.linalg.norm(u_ref) < 1e-4
+    assert np.linalg.norm(v - v_ref) / np.linalg.norm(v_ref) < 1e-4
+
+
+def test_implicit_mode_rejects_negative_values():
+    train = Ratings(
+        np.array([0], np.int32), np.array([0], np.int32), np.array([-1.0], np.float32), np.arange(1), np.arange(1)
+    )
+    model = WALSModel(1, 1, mode="implicit", latent_factors=1)
+    with pytest.raises(ValueError, match="non-negative"):
+        model.fit(train, epochs=1, verbose=0)
+
+
+def test_cg_solver_runs_in_every_mode(ratings):
+    for mode in ("tf1", "explicit", "implicit"):
+        exact = WALSModel(*SHAPE, mode=mode, latent_factors=4, regularization=0.5, compute_loss=True)
+        cg = WALSModel(*SHAPE, mode=mode, latent_factors=4, regularization=0.5, compute_loss=True, solver="cg")
+        for model in (exact, cg):
+            model.compile()
+            model.fit(ratings, epochs=10, verbose=0)
+        assert cg.loss_value() <= exact.loss_value() * 1.005, mode
