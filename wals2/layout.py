@@ -7,6 +7,10 @@ gathered factor table, so padding adds nothing), and cuts every bucket into chun
 gathered entries. Rows longer than ``max_row_length`` are cut into near-equal pieces that go through the same
 buckets; their partial Gramians and right-hand sides are summed before one solve.
 
+All chunks of a half are stored back to back in flat arrays (``Chunks``), chunk c holding ``rows`` units of
+``length`` entries, so the solver runs them in a single ``tf.while_loop`` whose graph does not grow with the
+number of buckets or chunks.
+
 Per observed entry e = (i, j, a_ij) it stores the static coefficients of the normal equation
 
     (lambda I + w0 Y'Y + sum_j d_ij y_j y_j') x_i = sum_j (w0 + d_ij) a_ij y_j,      d_ij = R_i C_j,
@@ -32,23 +36,43 @@ import numpy as np
 import tensorflow as tf
 
 
-class Block(NamedTuple):
-    """One length bucket, chunked: ``num_chunks`` chunks of ``rows`` units of ``length`` entries each.
+class Chunks(NamedTuple):
+    """Units (rows, or pieces of long rows) padded to their bucket length and chunked, in flat arrays.
+
+    Chunk c holds the units ``unit_bounds[c]:unit_bounds[c + 1]`` (b of them), whose entries are
+    ``entry_bounds[c]:entry_bounds[c + 1]``, a row-major [b, lengths[c]] block.
 
     Attributes:
-        indices: int32 [num_chunks, rows, length], indices into the fixed factors; padding = num_fixed.
-        rhs_weights: float32 [num_chunks, rows, length], b_e (0 on padding).
-        gram_weights: float32 [num_chunks, rows, length], g_e ("general" kind), else None.
-        row_scale: float32 [num_chunks, rows], R_i ("separable" kind), else None.
-        offset_weights: float32 [num_chunks, rows, length], o_e with ``bias_offsets``, else None.
-        owners: int32 [num_chunks, rows], the solved row of each unit (num_rows for padding units).
+        indices: int32 [E], indices into the fixed factors; padding = num_fixed.
+        rhs_weights: float32 [E], b_e (0 on padding).
+        gram_weights: float32 [E], g_e ("general" kind), else None.
+        offset_weights: float32 [E], o_e with ``bias_offsets``, else None.
+        row_scale: float32 [U], R_i of each unit ("separable" kind), else None.
+        owners: int32 [U], the solved row of each unit.
+        entry_bounds: int32 [C + 1]; unit_bounds: int32 [C + 1]; lengths: int32 [C].
+        num_chunks: C, a Python int.
     """
 
     indices: tf.Tensor
     rhs_weights: tf.Tensor
     gram_weights: tf.Tensor | None
-    row_scale: tf.Tensor | None
     offset_weights: tf.Tensor | None
+    row_scale: tf.Tensor | None
+    owners: tf.Tensor
+    entry_bounds: tf.Tensor
+    unit_bounds: tf.Tensor
+    lengths: tf.Tensor
+    num_chunks: int
+
+
+class Chunk(NamedTuple):
+    """One chunk's tensors: [b, L] entries and [b] units (fields as in ``Chunks``, None where absent)."""
+
+    indices: tf.Tensor
+    rhs_weights: tf.Tensor
+    gram_weights: tf.Tensor | None
+    offset_weights: tf.Tensor | None
+    row_scale: tf.Tensor | None
     owners: tf.Tensor
 
 
@@ -59,31 +83,30 @@ class HalfLayout(NamedTuple):
         kind: "uniform", "separable" or "general" (see the module docstring).
         num_rows: m, the rows solved.
         num_fixed: n, the rows of the fixed factor matrix.
-        blocks: short rows, solved chunk by chunk; their solutions concatenate in block order.
-        piece_blocks: pieces of long rows; their Gramians and right-hand sides are reduced per long row.
-        piece_segments: int32 [total piece units], the long row of each piece unit (num_long for padding).
+        short: rows of at most ``max_row_length`` entries, one unit each, solved chunk by chunk.
+        pieces: pieces of long rows; their Gramians and right-hand sides are reduced per long row.
+        piece_segments: int32 [pieces], the long row (0..num_long-1) of each piece.
         num_long: number of long rows; their solutions follow the short rows'.
+        long_rows: int32 [num_long], the rows cut into pieces, in the order of their solutions.
         fixed_scale: float32 [n], sqrt(C) ("separable" kind), else None.
         gather_order: int32 [m], position of row i in concat(short solutions, long solutions, [0]): rows
             without entries point at the final zero row.
-        reg_scale: float32 [m + 1], the multiplier of lambda per row (n_i with ``scale_regularization``, and 0
-            for the padding row m), else None (lambda for every row).
-        long_rows: int32 [num_long], the rows cut into pieces, in the order of their solutions.
-        bias_offsets: whether blocks carry ``offset_weights``.
+        reg_scale: float32 [m], the multiplier of lambda per row (n_i with ``scale_regularization``), else None.
+        bias_offsets: whether the chunks carry ``offset_weights``.
     """
 
     kind: str
     num_rows: int
     num_fixed: int
-    blocks: tuple[Block, ...]
-    piece_blocks: tuple[Block, ...]
+    short: Chunks
+    pieces: Chunks
     piece_segments: tf.Tensor
     num_long: int
+    long_rows: tf.Tensor
     fixed_scale: tf.Tensor | None
     gather_order: tf.Tensor
-    long_rows: tf.Tensor | None = None
-    reg_scale: tf.Tensor | None = None
-    bias_offsets: bool = False
+    reg_scale: tf.Tensor | None
+    bias_offsets: bool
 
 
 class Layouts(NamedTuple):
@@ -214,44 +237,20 @@ def build_half(
     entry_rhs = rhs.astype(np.float32)
     entry_gram = None if gram is None else gram.astype(np.float32)
     entry_offsets = None if offsets is None else offsets.astype(np.float32)
-    unit_scale_source = None if kind != "separable" else own_weights.astype(np.float32)
 
     ladder = length_ladder(max_row_length)
     present = np.flatnonzero(degree > 0)
     short = present[degree[present] <= max_row_length]
     long_rows = present[degree[present] > max_row_length]
+    entries = (entry_cols, entry_rhs, entry_gram, entry_offsets)
+    unit_scale = None if kind != "separable" else own_weights.astype(np.float32)
 
-    def pack(unit_start, unit_len, unit_owner):
-        bucket = np.searchsorted(ladder, unit_len)
-        blocks, units_in_order = [], []
-        for b in np.unique(bucket):
-            members = np.flatnonzero(bucket == b)
-            blocks.append(
-                _block(
-                    unit_start[members],
-                    unit_len[members],
-                    unit_owner[members],
-                    int(ladder[b]),
-                    entry_cols,
-                    entry_rhs,
-                    entry_gram,
-                    entry_offsets,
-                    unit_scale_source,
-                    num_fixed,
-                    num_rows,
-                    batch_entries,
-                )
-            )
-            units_in_order.append((members, blocks[-1].indices.shape[0] * blocks[-1].indices.shape[1]))
-        return tuple(blocks), units_in_order
-
-    # Short rows: one unit each; each block's output has num_chunks * rows slots, padding slots at its end.
-    blocks, short_order = pack(starts[short], degree[short], short)
+    # Short rows: one unit each, in bucket order; position[i] = where row i's solution lands.
+    short_chunks, short_order = _chunks(
+        starts[short], degree[short], short, ladder, entries, unit_scale, num_fixed, batch_entries
+    )
     position = np.full(num_rows, -1, dtype=np.int64)
-    offset = 0
-    for members, slots in short_order:
-        position[short[members]] = offset + np.arange(members.size)
-        offset += slots
+    position[short[short_order]] = np.arange(short.size)
 
     # Long rows: near-equal pieces of at most max_row_length entries.
     num_pieces = -(-degree[long_rows] // max_row_length)
@@ -261,73 +260,73 @@ def build_half(
     index_in_row = np.arange(owner.size) - np.repeat(first_piece, num_pieces)
     piece_start = starts[long_rows][owner] + index_in_row * piece_len[owner]
     piece_length = np.minimum(piece_len[owner], degree[long_rows][owner] - index_in_row * piece_len[owner])
-    piece_blocks, piece_order = pack(piece_start, piece_length, long_rows[owner])
-    segments = []
-    for members, slots in piece_order:
-        seg = np.full(slots, long_rows.size, dtype=np.int32)
-        seg[: members.size] = owner[members]
-        segments.append(seg)
-    piece_segments = np.concatenate(segments) if segments else np.zeros([0], np.int32)
-    position[long_rows] = offset + np.arange(long_rows.size)
-    offset += long_rows.size
-    position[position < 0] = offset  # rows without entries: the trailing zero row
+    piece_chunks, piece_order = _chunks(
+        piece_start, piece_length, long_rows[owner], ladder, entries, unit_scale, num_fixed, batch_entries
+    )
+    position[long_rows] = short.size + np.arange(long_rows.size)
+    position[position < 0] = short.size + long_rows.size  # rows without entries: the trailing zero row
 
     return HalfLayout(
         kind=kind,
         num_rows=int(num_rows),
         num_fixed=int(num_fixed),
-        blocks=blocks,
-        piece_blocks=piece_blocks,
-        piece_segments=tf.constant(piece_segments, dtype=tf.int32),
+        short=short_chunks,
+        pieces=piece_chunks,
+        piece_segments=tf.constant(owner[piece_order].astype(np.int32)),
         num_long=int(long_rows.size),
+        long_rows=tf.constant(long_rows.astype(np.int32)),
         fixed_scale=fixed_scale,
         gather_order=tf.constant(position.astype(np.int32)),
-        long_rows=tf.constant(long_rows.astype(np.int32)),
-        reg_scale=tf.constant(np.append(degree, 0).astype(np.float32)) if scale_regularization else None,
+        reg_scale=tf.constant(degree.astype(np.float32)) if scale_regularization else None,
         bias_offsets=bias_offsets,
     )
 
 
-def _block(
-    unit_start,
-    unit_len,
-    unit_owner,
-    length,
-    entry_cols,
-    entry_rhs,
-    entry_gram,
-    entry_offsets,
-    own_weights,
-    num_fixed,
-    num_rows,
-    batch_entries,
-) -> Block:
-    """Pads units [start, start + len) of the sorted entries to ``length`` and chunks them."""
-    count = unit_start.size
-    per_chunk = int(max(1, min(count, batch_entries // length, 16384)))
-    num_chunks = -(-count // per_chunk)
-    slots = num_chunks * per_chunk
-    offsets = np.arange(length, dtype=np.int64)
-    valid = offsets[None, :] < unit_len[:, None]
-    take = np.where(valid, unit_start[:, None] + offsets[None, :], 0)
+def _chunks(unit_start, unit_len, unit_owner, ladder, entries, unit_scale, num_fixed, batch_entries):
+    """Buckets units [start, start + len) of the sorted entries by length, pads and chunks them.
 
-    def lay_out(source, pad, dtype):
-        out = np.full((slots, length), pad, dtype=dtype)
-        out[:count] = np.where(valid, source[take], pad)
-        return tf.constant(out.reshape(num_chunks, per_chunk, length))
+    Returns the ``Chunks`` and the permutation of the units into chunk order.
+    """
+    entry_cols, entry_rhs, entry_gram, entry_offsets = entries
+    bucket = np.searchsorted(ladder, unit_len)
+    order = np.argsort(bucket, kind="stable")
+    lengths = ladder[bucket[order]]
+    # Chunk boundaries: within each bucket, runs of at most batch_entries // L (<= 16384) units.
+    per_chunk = np.clip(batch_entries // ladder, 1, 16384)
+    chunk_lengths, chunk_units = [], []
+    for b, count in zip(*np.unique(bucket, return_counts=True)):
+        size = int(per_chunk[b])
+        sizes = np.full(count // size, size)
+        if count % size:
+            sizes = np.append(sizes, count % size)
+        chunk_units.append(sizes)
+        chunk_lengths.append(np.full(sizes.size, ladder[b]))
+    chunk_units = np.concatenate(chunk_units) if chunk_units else np.zeros(0, np.int64)
+    chunk_lengths = np.concatenate(chunk_lengths) if chunk_lengths else np.zeros(0, np.int64)
 
-    owners = np.full(slots, num_rows, dtype=np.int32)
-    owners[:count] = unit_owner
-    scale = None
-    if own_weights is not None:
-        s = np.zeros(slots, dtype=np.float32)
-        s[:count] = own_weights[unit_owner]
-        scale = tf.constant(s.reshape(num_chunks, per_chunk))
-    return Block(
-        indices=lay_out(entry_cols, num_fixed, np.int32),
-        rhs_weights=lay_out(entry_rhs, 0.0, np.float32),
-        gram_weights=None if entry_gram is None else lay_out(entry_gram, 0.0, np.float32),
-        row_scale=scale,
-        offset_weights=None if entry_offsets is None else lay_out(entry_offsets, 0.0, np.float32),
-        owners=tf.constant(owners.reshape(num_chunks, per_chunk)),
+    # Flat padded entries: unit u of length L_u occupies [offset_u, offset_u + L_u).
+    unit_offset = np.cumsum(lengths) - lengths
+    total = int(lengths.sum())
+    slot_unit = np.repeat(np.arange(order.size), lengths)
+    slot_pos = np.arange(total) - unit_offset[slot_unit]
+    valid = slot_pos < unit_len[order][slot_unit]
+    source = np.where(valid, unit_start[order][slot_unit] + slot_pos, 0)
+
+    def flat(values, pad, dtype):
+        return tf.constant(np.where(valid, values[source], pad).astype(dtype)) if values is not None else None
+
+    return (
+        Chunks(
+            indices=flat(entry_cols, num_fixed, np.int32),
+            rhs_weights=flat(entry_rhs, 0.0, np.float32),
+            gram_weights=flat(entry_gram, 0.0, np.float32),
+            offset_weights=flat(entry_offsets, 0.0, np.float32),
+            row_scale=None if unit_scale is None else tf.constant(unit_scale[unit_owner[order]]),
+            owners=tf.constant(unit_owner[order].astype(np.int32)),
+            entry_bounds=tf.constant(np.concatenate([[0], np.cumsum(chunk_units * chunk_lengths)]).astype(np.int32)),
+            unit_bounds=tf.constant(np.concatenate([[0], np.cumsum(chunk_units)]).astype(np.int32)),
+            lengths=tf.constant(chunk_lengths.astype(np.int32)),
+            num_chunks=int(chunk_units.size),
+        ),
+        order,
     )

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from wals2.layout import Block, HalfLayout
+from wals2.layout import Chunk, Chunks, HalfLayout
 
-# Chunks of one block that may run at the same time inside its while loop.
+# Chunks that may run at the same time inside the while loop over a half's chunks.
 PARALLEL_CHUNKS = 2
 
 
@@ -33,7 +33,7 @@ def gramian(fixed: tf.Tensor, regularization: tf.Tensor, unobserved_weight: tf.T
     return regularization * tf.eye(k, dtype=fixed.dtype) + unobserved_weight * yty
 
 
-@tf.function
+@tf.function(autograph=False)
 def half_sweep(
     layout: HalfLayout,
     fixed: tf.Tensor,
@@ -96,28 +96,25 @@ def half_sweep(
             raise ValueError("`initial` should be the previous factors [m, k] when solver='cg'. Received: None")
         previous = tf.concat([tf.convert_to_tensor(initial, tf.float32), tf.zeros([1, k], tf.float32)], axis=0)
 
-    def short_rows(chunk: Block) -> tf.Tensor:
+    def short_rows(chunk: Chunk) -> tf.Tensor:
         if use_cg:
             return _conjugate_gradient(table, k, chunk, tf.gather(previous, chunk.owners), system, cg_steps)
         gram, rhs = _gram_and_rhs(table, k, chunk, with_gram=layout.kind != "uniform")
         return solve(gram, rhs, chunk.owners)
 
-    solutions = [_map_chunks(block, short_rows, [k]) for block in layout.blocks]
+    solutions = []
+    if layout.short.num_chunks:
+        solutions.append(_map_chunks(layout.short, lambda c: (short_rows(c),), ([k],))[0])
     if layout.num_long:
         with_gram = layout.kind != "uniform"
-        partial_rhs, partial_gram = [], []
-        for block in layout.piece_blocks:
-            if with_gram:
-                g, r = _map_chunks(block, lambda c: _gram_and_rhs(table, k, c, True), ([k, k], [k]))
-                partial_gram.append(g)
-            else:
-                r = _map_chunks(block, lambda c: _gram_and_rhs(table, k, c, False)[1], [k])
-            partial_rhs.append(r)
-        segments, num_segments = layout.piece_segments, layout.num_long + 1  # the extra segment takes padding
-        rhs = tf.math.unsorted_segment_sum(tf.concat(partial_rhs, 0), segments, num_segments)[:-1]
-        gram = None
-        if with_gram:
-            gram = tf.math.unsorted_segment_sum(tf.concat(partial_gram, 0), segments, num_segments)[:-1]
+
+        def pieces(chunk: Chunk):
+            gram, rhs = _gram_and_rhs(table, k, chunk, with_gram)
+            return (gram, rhs) if with_gram else (rhs,)
+
+        partial = _map_chunks(layout.pieces, pieces, ([k, k], [k]) if with_gram else ([k],))
+        reduced = [tf.math.unsorted_segment_sum(x, layout.piece_segments, layout.num_long) for x in partial]
+        gram, rhs = reduced if with_gram else (None, reduced[0])
         solutions.append(solve(gram, rhs, layout.long_rows))
     solutions.append(tf.zeros([1, k], tf.float32))
     return tf.gather(tf.concat(solutions, axis=0), layout.gather_order)
@@ -171,7 +168,7 @@ def sweep(
     return u, v
 
 
-def _gather(table, k, chunk: Block):
+def _gather(table, k, chunk: Chunk):
     """Gathered fixed rows z [b, L, k] and per-entry right-hand-side weights (bias offsets applied) [b, L]."""
     gathered = tf.gather(table, chunk.indices)  # [b, L, width]
     rhs_weights = chunk.rhs_weights
@@ -181,7 +178,7 @@ def _gather(table, k, chunk: Block):
     return gathered, rhs_weights
 
 
-def _gram_and_rhs(table, k, chunk: Block, with_gram: bool):
+def _gram_and_rhs(table, k, chunk: Chunk, with_gram: bool):
     """Per-unit Gram sum_e g_e z_e z_e' ([b, k, k], None without ``with_gram``) and right-hand side sum_e b_e z_e."""
     gathered, rhs_weights = _gather(table, k, chunk)
     rhs = tf.matmul(rhs_weights[:, None, :], gathered)[:, 0, :]
@@ -194,7 +191,7 @@ def _gram_and_rhs(table, k, chunk: Block, with_gram: bool):
     return gram, rhs
 
 
-def _conjugate_gradient(table, k, chunk: Block, x, system, steps):
+def _conjugate_gradient(table, k, chunk: Chunk, x, system, steps):
     """``steps`` CG iterations on (G0_i + Z_g' D Z_g) x = b per unit, matrix-free, from ``x`` [b, k]."""
     gathered, rhs_weights = _gather(table, k, chunk)
     rhs = tf.matmul(rhs_weights[:, None, :], gathered)[:, 0, :]
@@ -220,28 +217,47 @@ def _conjugate_gradient(table, k, chunk: Block, x, system, steps):
     return x
 
 
-def _map_chunks(block: Block, fn, shapes):
-    """Applies ``fn`` to every chunk of ``block`` (a ``Block`` of one chunk's tensors, None where absent).
+def _map_chunks(chunks: Chunks, fn, shapes):
+    """Runs ``fn`` on every chunk in one ``tf.while_loop`` and concatenates its outputs over the units.
 
-    Outputs are flattened to [chunks * rows, *shape]; ``shapes`` is one output shape (without the row axis) or a
-    tuple of them when ``fn`` returns a tuple.
+    Args:
+        chunks: the flat chunked units.
+        fn: ``Chunk`` -> tuple of tensors, each [b, *shape] for the chunk's b units.
+        shapes: the tuple of output shapes, without the unit axis.
+
+    Returns:
+        A tuple of tensors [U, *shape], in the units' order.
     """
-    present = tuple(e for e in block if e is not None)
-    mask = [e is not None for e in block]
+    entry_bounds, unit_bounds, lengths = chunks.entry_bounds, chunks.unit_bounds, chunks.lengths
 
-    def call(chunk):
-        it = iter(chunk)
-        return fn(Block(*[next(it) if m else None for m in mask]))
+    def body(c, *arrays):
+        e0, e1, u0, u1 = entry_bounds[c], entry_bounds[c + 1], unit_bounds[c], unit_bounds[c + 1]
+        shape = tf.stack([u1 - u0, lengths[c]])
 
-    if block.indices.shape[0] == 1:
-        return call([e[0] for e in present])
-    multiple = isinstance(shapes, tuple)
-    signature = [tf.TensorSpec([None, *s], tf.float32) for s in (shapes if multiple else [shapes])]
-    out = tf.map_fn(
-        call,
-        present,
-        fn_output_signature=tuple(signature) if multiple else signature[0],
+        def entries(x):
+            return None if x is None else tf.reshape(x[e0:e1], shape)
+
+        def units(x):
+            return None if x is None else x[u0:u1]
+
+        chunk = Chunk(
+            indices=entries(chunks.indices),
+            rhs_weights=entries(chunks.rhs_weights),
+            gram_weights=entries(chunks.gram_weights),
+            offset_weights=entries(chunks.offset_weights),
+            row_scale=units(chunks.row_scale),
+            owners=units(chunks.owners),
+        )
+        outputs = fn(chunk)
+        return (c + 1, *[a.write(c, o) for a, o in zip(arrays, outputs)])
+
+    arrays = tuple(
+        tf.TensorArray(tf.float32, size=chunks.num_chunks, infer_shape=False, element_shape=[None, *s]) for s in shapes
+    )
+    _, *arrays = tf.while_loop(
+        lambda c, *_: c < chunks.num_chunks,
+        body,
+        (tf.constant(0), *arrays),
         parallel_iterations=PARALLEL_CHUNKS,
     )
-    flat = [tf.reshape(o, [-1, *s]) for o, s in zip(out if multiple else [out], shapes if multiple else [shapes])]
-    return tuple(flat) if multiple else flat[0]
+    return tuple(a.concat() for a in arrays)
