@@ -56,6 +56,13 @@ class BadRequest(Exception):
         self.status = status
 
 
+class Server(ThreadingHTTPServer):
+    """One thread per connection; a listen backlog that holds a burst of new connections."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+
 class Recommender:
     """The loaded SavedModel's signatures, called with validated numpy inputs."""
 
@@ -67,7 +74,10 @@ class Recommender:
         self.fold_in = loaded.signatures["fold_in_recommend"]
         self.num_items = int(loaded.item_vocabulary.shape[0])
         self.top_k = int(self.default.structured_outputs["scores"].shape[1])
-        self.users([""], None)  # warm up before the health route says ready
+        # Warm up every signature (the first call of each is slow) before the health route says ready.
+        self.users([""], None)
+        self.users([""], 1)
+        self.new_users([([""], [0.0])], None)
 
     def users(self, user_ids: list[str], k: int | None) -> list[dict]:
         """Top-k of known or unknown raw user ids (k None: the export's top_k)."""
@@ -213,6 +223,7 @@ def make_handler(recommender: Recommender, health_route: str, predict_route: str
         protocol_version = "HTTP/1.1"  # keep-alive; every response sets Content-Length
         server_version = "wals2-serve"
         timeout = SOCKET_TIMEOUT_S
+        disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall between them
 
         def do_GET(self):
             url = urlsplit(self.path)
@@ -318,8 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     health = os.environ.get("AIP_HEALTH_ROUTE", "/health")
     predict = os.environ.get("AIP_PREDICT_ROUTE", "/predict")
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(recommender, health, predict))
-    server.daemon_threads = True
+    server = Server((args.host, args.port), make_handler(recommender, health, predict))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     host, port = server.server_address[:2]
     logger.info(
