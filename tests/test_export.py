@@ -209,6 +209,10 @@ def test_export_rejects_bad_arguments(bundled, tmp_path):
         export_saved_model(model, Ratings(*_shrunk(train)), str(tmp_path / "b"))
     with pytest.raises(TypeError, match="`train` should be a wals2.Ratings"):
         export_saved_model(model, train.pairs(), str(tmp_path / "c"))
+    explicit = WALSModel(train.num_users, train.num_items, mode="explicit")
+    with pytest.raises(ValueError, match="the model's `mode` should be 'tf1'. Received: mode='explicit'"):
+        export_saved_model(explicit, train, str(tmp_path / "d"))
+    assert not (tmp_path / "d").exists()
 
 
 def _shrunk(train):

@@ -179,7 +179,7 @@ def export_saved_model(model, train: Ratings, path: str, top_k: int = 10) -> Ser
     """Writes the serving SavedModel of a fitted ``WALSModel`` to ``path`` (local, ``gs://``, any gfile path).
 
     Args:
-        model: the fitted ``WALSModel``.
+        model: the fitted ``WALSModel`` (``mode="tf1"``, whose predictions are u_i . v_j).
         train: the training ``Ratings`` it was fitted on: its ``user_ids``/``item_ids`` become the vocabularies,
             its entries the seen items (excluded) and the popularity ranking, its positive counts the fold-in
             item weights.
@@ -199,9 +199,10 @@ def export_saved_model(model, train: Ratings, path: str, top_k: int = 10) -> Ser
         raise ValueError(f"`top_k` should be an integer in [1, {model.num_items}]. Received: top_k={top_k!r}")
     if tf.io.gfile.exists(path) and tf.io.gfile.listdir(path):
         raise ValueError(f"`path` should be a new or empty directory. Received: path={path!r} (not empty)")
+    cfg = model.config
+    item_weights = item_weights_for(cfg, train)  # also checks the mode
     order = np.lexsort((train.items, train.users))
     indptr = np.concatenate([[0], np.cumsum(train.user_counts())]).astype(np.int64)
-    cfg = model.config
     module = ServingModule(
         user_factors=tf.convert_to_tensor(model.user_factors),
         item_factors=tf.convert_to_tensor(model.item_factors),
@@ -210,7 +211,7 @@ def export_saved_model(model, train: Ratings, path: str, top_k: int = 10) -> Ser
         seen_indptr=indptr,
         seen_items=train.items[order].astype(np.int32),
         item_counts=train.item_counts(),
-        item_weights=item_weights_for(cfg, train),
+        item_weights=item_weights,
         regularization=cfg.regularization,
         unobs_weight=cfg.unobs_weight,
         top_k=int(top_k),

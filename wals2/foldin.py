@@ -64,12 +64,17 @@ def item_weights_for(config, train: Ratings) -> np.ndarray | None:
     """C as the model's training used it: ``wt_type`` over the items' training ratings > 0, or None (plain ALS).
 
     Args:
-        config: the model's ``WALSConfig``.
+        config: the model's ``WALSConfig`` (``mode="tf1"``: the other modes have other normal equations).
         train: the training ratings the model was fitted on.
 
     Returns:
         float32 [num_items], or None when ``config.weights`` is False.
     """
+    if config.mode != "tf1":
+        raise ValueError(
+            "Fold-in and export follow TF1's weighting: the model's `mode` should be 'tf1'. "
+            f"Received: mode={config.mode!r}"
+        )
     if not config.weights:
         return None
     counts = train.item_counts(positive_only=True)
