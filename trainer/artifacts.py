@@ -33,7 +33,7 @@ class Staging:
                 raise ValueError(f"output directory {self.destination} already holds {clashes}; choose a new --job-dir")
             self.root = _join(self.destination, f".staging-{uuid.uuid4().hex[:12]}")
         else:
-            parent, base = posixpath.split(self.destination)
+            parent, base = _split(self.destination)
             self.root = (
                 _join(parent, f".{base}.staging-{uuid.uuid4().hex[:12]}")
                 if parent
@@ -81,21 +81,37 @@ def _join(*parts: str) -> str:
     return posixpath.join(*parts)
 
 
+def _split(path: str) -> tuple[str, str]:
+    """``posixpath.split`` that keeps a URL's ``scheme://`` root: ``ram://job`` -> (``ram://``, ``job``)."""
+    scheme, sep, rest = path.partition("://")
+    if not sep:
+        return posixpath.split(path)
+    parent, base = posixpath.split(rest)
+    return f"{scheme}://{parent}", base
+
+
 def _move(src: str, dst: str) -> None:
-    """Renames ``src`` to ``dst``; file systems that cannot rename directories get a copy and a delete."""
-    try:
-        tf.io.gfile.rename(src, dst, overwrite=False)
+    """Moves ``src`` to ``dst``. Local directories are renamed whole; on URL file systems (``gs://``, ``ram://``),
+    where directories are name prefixes and renaming one can leave its files behind, every file is moved on its
+    own; files that cannot be renamed are copied and deleted."""
+    if "://" not in src or not tf.io.gfile.isdir(src):
+        _move_file(src, dst)
         return
-    except (tf.errors.UnimplementedError, tf.errors.FailedPreconditionError):
-        if not tf.io.gfile.isdir(src):
-            raise
     for directory, _, files in tf.io.gfile.walk(src):
         relative = posixpath.relpath(directory, src)
         target = dst if relative == "." else _join(dst, relative)
         tf.io.gfile.makedirs(target)
         for name in files:
-            tf.io.gfile.copy(_join(directory, name), _join(target, name), overwrite=False)
+            _move_file(_join(directory, name), _join(target, name))
     tf.io.gfile.rmtree(src)
+
+
+def _move_file(src: str, dst: str) -> None:
+    try:
+        tf.io.gfile.rename(src, dst, overwrite=False)
+    except (tf.errors.UnimplementedError, tf.errors.FailedPreconditionError):
+        tf.io.gfile.copy(src, dst, overwrite=False)
+        tf.io.gfile.remove(src)
 
 
 def save_npy(path: str, array: np.ndarray) -> None:

@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stdout,
     )
     if not getattr(namespace, "verbose_logging", False):
-        logging.getLogger("tensorflow").setLevel(logging.WARNING)  # per-save checkpoint sharding lines
+        for name in ("absl", "tensorflow"):  # TF's INFO lines, e.g. one per checkpoint save
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         task, config, preset = resolve_configs(namespace)
     except ValueError as err:
