@@ -38,18 +38,28 @@ def test_round_trip_config_to_flags_to_config():
         max_row_length=64,
     )
     task = TaskConfig(
-        train_file="gs://b/ratings.dat",
+        train_file="ratings.dat",
+        gcs_bucket="gs://b",
         job_dir="ram://job",
+        output_dir="ram://out",
+        checkpoint_dir="ram://ck",
+        tensorboard_log_dir="ram://tb",
         delimiter="::",
         headers=True,
         use_optimized=False,
         test_fraction=0.25,
+        validation_fraction=0.15,
+        split="time",
+        top_k=20,
+        hypertune=True,
         verbose_logging=True,
     )
+    tfds_task = TaskConfig(dataset="ml-20m", data_dir="gs://b/tfds", split="per_user")
     argv = flags.to_argv(config) + flags.to_argv(task)
     got_task, got_config, _ = parse(argv)
     assert got_config == config
     assert got_task == task
+    assert parse(flags.to_argv(tfds_task))[0] == tfds_task
     # every field has a flag
     parser = build_parser()
     for cls in (WALSConfig, TaskConfig):

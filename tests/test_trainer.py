@@ -92,6 +92,9 @@ BAD_FILES = {
     "nan": ("1\t2\tnan\n", "line 1: rating 'nan' is not a finite number"),
     "duplicates": ("1\t2\t3\n1\t2\t4\n", "1 duplicate (user, item) pair"),
     "too_few_columns": ("1::2::3::4\n", "found 1 column(s) with delimiter '\\t'"),
+    "ratings_dat_hint": ("1::2::3::4\n", "ML-1M ratings.dat files use --delimiter '::'"),
+    "negative_id": ("1\t2\t3\n-4\t2\t3\n", "line 2: user id -4 is negative"),
+    "empty_rating": ("1\t2\t3\tx\n2\t2\t\tx\n", "line 2: rating nan"),
 }
 
 
@@ -119,6 +122,16 @@ def test_bad_files_fail_cleanly_without_output(tmp_path, caplog, case):
         (["--wt_type", "2"], "`wt_type` should be 0 ('log', power law) or 1 ('linear')"),
         (["--num_iters", "many"], "invalid int value: 'many'"),
         (["--data-type=web_views", "--delimiter=::"], "`delimiter` is fixed to ','"),
+        (["--dataset", "ml-10m"], "invalid choice: 'ml-10m'"),
+        (["--split", "temporal"], "invalid choice: 'temporal'"),
+        (["--dataset=ml-1m", "--train-file=u.data"], "`dataset` and `train_file` should not both be given"),
+        (["--data-dir=/tmp/tfds"], "`data_dir` is used only with --dataset"),
+        (["--gcs-bucket=gs://b"], "`gcs_bucket` is a prefix of --train-file"),
+        (["--data-type=web_views", "--dataset=ml-1m"], "`dataset` is MovieLens ratings, not web views"),
+        (["--data-type=web_views", "--train-file=v.csv", "--split=time"], "`split` 'time' needs timestamps"),
+        (["--hypertune"], "`validation_fraction` should be > 0 with --hypertune"),
+        (["--validation-fraction=0.5", "--test-fraction=0.5"], "`test_fraction` + `validation_fraction` should be < 1"),
+        (["--top-k=0"], "`top_k` should be a positive integer. Received: top_k=0"),
     ],
 )
 def test_bad_flags_exit_2_without_output(tmp_path, capsys, args, message):
@@ -135,3 +148,57 @@ def test_unwritable_job_dir_fails_before_training(tmp_path, caplog):
     assert main(["--job-dir", str(blocker / "job")]) == 1
     assert "not writable" in caplog.text or "Not a directory" in caplog.text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_web_views_sums_time_per_pair(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = [(f"c{rng.integers(20)}", f"/a/{rng.integers(15)}", int(rng.integers(1, 300))) for _ in range(400)]
+    path = tmp_path / "views.csv"
+    path.write_text("clientId,contentId,timeOnPage\n" + "".join(f"{c},{a},{t}\n" for c, a, t in rows))
+    job = tmp_path / "job"
+    assert main(["--data-type", "web_views", "--train-file", str(path), "--job-dir", str(job), "--num_iters=2"]) == 0
+    config, metrics = check_artifacts_any_ids(job)
+    assert config["model"]["wt_type"] == 0  # TF1 forced the power-law weights
+    pairs = {(c, a) for c, a, _ in rows}
+    assert metrics["num_train"] + metrics["num_test"] == len(pairs)
+    assert list(np.load(job / "model" / "user.npy")) == sorted({c for c, _, _ in rows})
+
+
+def check_artifacts_any_ids(job):
+    config = json.loads((job / "config.json").read_text())
+    metrics = json.loads((job / "metrics.json").read_text())
+    row, col = np.load(job / "model" / "row.npy"), np.load(job / "model" / "col.npy")
+    assert row.shape == (metrics["num_users"], 5) and col.shape == (metrics["num_items"], 5)
+    return config, metrics
+
+
+def test_gcs_bucket_prefix_and_double_colon_file(tmp_path):
+    (tmp_path / "data").mkdir()
+    rng = np.random.default_rng(2)
+    cells = rng.choice(25 * 18, size=200, replace=False)
+    lines = [
+        f"{u + 1}::{i + 1}::{rng.integers(1, 6)}::{978300000 + n}"
+        for n, (u, i) in enumerate(zip(*np.divmod(cells, 18)))
+    ]
+    (tmp_path / "data" / "ratings.dat").write_text("\n".join(lines) + "\n")
+    job = tmp_path / "job"
+    args = ["--gcs-bucket", str(tmp_path / "data"), "--train-file", "ratings.dat", "--delimiter", "::"]
+    assert main([*args, "--job-dir", str(job), "--num_iters=2", "--split=time", "--validation-fraction=0.1"]) == 0
+    _, metrics = check_artifacts(job, 25, 18, 5)
+    assert metrics["num_validation"] > 0 and 0.0 <= metrics["test_map@10"] <= 1.0
+
+
+def test_tfds_load_failure_is_a_clear_error_without_output(tmp_path, caplog, monkeypatch):
+    from wals2 import datasets
+
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(tfds, "load", offline)
+    data_dir = tmp_path / "tfds"
+    assert main(["--dataset", "ml-1m", "--data-dir", str(data_dir), "--job-dir", str(tmp_path / "job")]) == 1
+    assert "cannot load movielens/1m-ratings" in caplog.text and "ConnectionError: no network" in caplog.text
+    assert f"put it into {datasets.manual_dir(str(data_dir))}/" in caplog.text
+    assert list(tmp_path.iterdir()) == []
