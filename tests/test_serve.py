@@ -214,3 +214,10 @@ def test_concurrent_requests_agree_with_sequential_ones(served):
         results = list(pool.map(one, range(120)))
     for status, user, items in results:
         assert status == 200 and items == expected[user]["item_ids"]
+
+
+def test_the_server_loads_the_saved_model_without_wals2():
+    code = "import sys, trainer.serve\nprint('wals2' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "False"
