@@ -55,7 +55,7 @@ def replica_rank(strategy: tf.distribute.Strategy) -> int:
 
 def all_reduce_sum(strategy: tf.distribute.Strategy, value: np.ndarray) -> np.ndarray:
     """The sum over workers of a numeric array of the same shape and dtype on every worker."""
-    value = np.asarray(value)
+    value = tf.convert_to_tensor(np.asarray(value))
     reduced = strategy.run(lambda x: tf.distribute.get_replica_context().all_reduce("sum", x), args=(value,))
     return strategy.experimental_local_results(reduced)[0].numpy()
 
@@ -66,20 +66,22 @@ def all_gather(strategy: tf.distribute.Strategy, value: np.ndarray) -> list[np.n
     Each array is padded to the largest first dimension for the collective and trimmed after.
     """
     value = np.asarray(value)
-    sizes = all_reduce_sum(strategy, _one_hot(strategy, value.shape[0]))
+    sizes = worker_sizes(strategy, value.shape[0])
     padded = np.zeros((int(sizes.max()), *value.shape[1:]), value.dtype)
     padded[: value.shape[0]] = value
-    gathered = strategy.run(lambda x: tf.distribute.get_replica_context().all_gather(x, axis=0), args=(padded,))
+    gathered = strategy.run(
+        lambda x: tf.distribute.get_replica_context().all_gather(x, axis=0), args=(tf.convert_to_tensor(padded),)
+    )
     flat = strategy.experimental_local_results(gathered)[0].numpy()
     parts = np.split(flat, sizes.size)
     return [part[:size] for part, size in zip(parts, sizes)]
 
 
-def _one_hot(strategy, size: int) -> np.ndarray:
-    """int64 [P], ``size`` at this worker's rank and 0 elsewhere (summed over workers: every worker's size)."""
-    out = np.zeros(strategy.num_replicas_in_sync, np.int64)
-    out[replica_rank(strategy)] = size
-    return out
+def worker_sizes(strategy: tf.distribute.Strategy, size: int) -> np.ndarray:
+    """int64 [P], every worker's ``size`` in rank order (the all-reduced sum of one-hot vectors)."""
+    one_hot = np.zeros(strategy.num_replicas_in_sync, np.int64)
+    one_hot[replica_rank(strategy)] = size
+    return all_reduce_sum(strategy, one_hot)
 
 
 def global_statistics(strategy: tf.distribute.Strategy, local: objective.Statistics) -> objective.Statistics:
@@ -292,4 +294,4 @@ def _gather_blocks(ctx, block: tf.Tensor, bounds: np.ndarray) -> tf.Tensor:
     padded = tf.pad(block, [[0, width - tf.shape(block)[0]], [0, 0]])
     gathered = ctx.all_gather(padded, axis=0)  # [P * width, w]
     keep = np.concatenate([p * width + np.arange(size) for p, size in enumerate(sizes)])
-    return tf.gather(gathered, tf.constant(keep.astype(np.int32)))
+    return tf.ensure_shape(tf.gather(gathered, tf.constant(keep.astype(np.int32))), [int(bounds[-1]), block.shape[1]])
