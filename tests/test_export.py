@@ -209,10 +209,30 @@ def test_export_rejects_bad_arguments(bundled, tmp_path):
         export_saved_model(model, Ratings(*_shrunk(train)), str(tmp_path / "b"))
     with pytest.raises(TypeError, match="`train` should be a wals2.Ratings"):
         export_saved_model(model, train.pairs(), str(tmp_path / "c"))
-    explicit = WALSModel(train.num_users, train.num_items, mode="explicit")
-    with pytest.raises(ValueError, match="the model's `mode` should be 'tf1'. Received: mode='explicit'"):
-        export_saved_model(explicit, train, str(tmp_path / "d"))
-    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("mode", ["explicit", "implicit"])
+def test_export_of_other_modes_matches_the_keras_model(mode, tmp_path):
+    rows, cols, values = random_problem(5, shape=(40, 30), nnz=500, empty_rows=(), empty_cols=())
+    train = Ratings(
+        rows.astype(np.int32),
+        cols.astype(np.int32),
+        values.astype(np.float32),
+        np.arange(40) + 100,
+        np.arange(30) + 500,
+    )
+    model = WALSModel(40, 30, mode=mode, latent_factors=4, regularization=0.5, alpha=2.0)
+    model.compile()
+    model.fit(train, epochs=3, verbose=0)
+    module = export_saved_model(model, train, str(tmp_path / mode), top_k=5)
+    users = np.array([0, 3, 17])
+    items, scores = model.recommend(users, k=5)
+    out = module.recommend(tf.constant([str(100 + u) for u in users]), tf.constant(5))
+    np.testing.assert_allclose(out["scores"].numpy(), scores, rtol=1e-5, atol=1e-5)
+    assert out["item_ids"].numpy().astype(str).tolist() == (train.item_ids[items]).astype(str).tolist()
+    pairs = train.pairs()[:20]
+    got = module.score(tf.constant((pairs[:, 0] + 100).astype(str)), tf.constant((pairs[:, 1] + 500).astype(str)))
+    np.testing.assert_allclose(got["scores"].numpy(), model.predict(pairs, verbose=0), rtol=1e-5, atol=1e-5)
 
 
 def _shrunk(train):

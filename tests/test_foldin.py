@@ -115,3 +115,21 @@ def test_bad_k_and_mismatched_train(problem):
     other = Ratings(problem.users, problem.items, problem.values, np.arange(50), np.arange(30))
     with pytest.raises(ValueError, match="`train` should have the model's shape"):
         fold_in(model, other, [[1]], [[1.0]])
+
+
+@pytest.mark.parametrize("mode", ["explicit", "implicit"])
+def test_fold_in_reproduces_the_row_half_sweep_in_other_modes(problem, mode):
+    model = fitted(problem, mode=mode, alpha=2.0, scale_regularization=mode == "explicit")
+    cfg = model.config
+    v = tf.convert_to_tensor(model.item_factors)
+    if mode == "explicit":  # the row half solves [u, b] against [v, 1] with offsets c
+        fixed = tf.concat([v, tf.ones_like(v[:, :1]), tf.convert_to_tensor(model.item_bias)[:, None]], axis=1)
+        swept = half_sweep(model.training_layouts.rows, fixed, cfg.regularization, 0.0).numpy()
+    else:
+        swept = half_sweep(model.training_layouts.rows, v, cfg.regularization, 1.0).numpy()
+    users = [0, 1, 7, 39]
+    items = [problem.items[problem.users == u] for u in users]
+    ratings = [problem.values[problem.users == u] for u in users]
+    got = fold_in(model, problem, items, ratings)
+    assert got.shape[1] == cfg.latent_factors + (mode == "explicit")
+    np.testing.assert_allclose(got, swept[users], rtol=2e-4, atol=2e-5)

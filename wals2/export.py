@@ -6,25 +6,26 @@
 - U [m, k] and V [n, k], the user and item factors;
 - the raw user and item ids (string) and hash tables raw id -> index;
 - each user's training items (CSR: ``seen_indptr`` [m + 1], ``seen_items`` [nnz]), excluded from recommendations;
-- the items ranked by training count (the answer for unknown users) and the fold-in item weights C [n].
+- the items ranked by training count (the answer for unknown users) and the fold-in item weights C [n];
+- the biases b [m], c [n], the mean mu and the rating range of the explicit mode (zeros / unbounded otherwise).
 
 Signatures (inputs by name; every output is a named dict entry):
 
 - ``serving_default``: ``user_id`` string [b] -> ``item_ids`` string [b, K], ``scores`` float32 [b, K],
   ``known_user`` bool [b], with K = ``top_k`` fixed at export.
 - ``recommend``: ``user_id`` string [b], ``k`` int32 scalar (1 <= k <= n) -> the same with k columns.
-- ``score``: ``user_id``, ``item_id`` string [b] -> ``scores`` float32 [b] (u_i . v_j), ``known_user``,
+- ``score``: ``user_id``, ``item_id`` string [b] -> ``scores`` float32 [b] (the model's prediction: u_i . v_j,
+  or mu + b_i + c_j + u_i . v_j clipped to the rating range in the explicit mode), ``known_user``,
   ``known_item`` bool [b].
 - ``fold_in_recommend``: ``item_ids`` string [b, L] (padded with ""), ``ratings`` float32 [b, L] -> ``item_ids``,
   ``scores`` [b, K] and ``num_known_items`` int32 [b], for users who were not in training (``wals2.foldin``).
 
-Recommendations are the top k items by u_i . v_j, best first, with the user's training items excluded. A user
-id that is not in the vocabulary, or that had no training ratings (its factor is 0), is "unknown": it gets the
-k items with the most training ratings (ties by index), scores 0.0 (the prediction of a zero factor) and
-``known_user`` false. The same holds for a fold-in row none of whose items is known. In ``score``, an unknown
-user or item (same definition) scores 0.0 with ``known_user`` / ``known_item`` false. Slots beyond a user's
-unseen items (only when fewer than k remain) hold item id "" and score -inf.
-"""
+Recommendations are the top k items by u_i . v_j (plus mu + b_i + c_j in the explicit mode), best first, with the
+user's training items excluded. A user id that is not in the vocabulary, or that had no training ratings (its factor
+is 0), is "unknown": it gets the k items with the most training ratings (ties by index), scores 0.0 (the prediction
+of a zero factor) and ``known_user`` false. The same holds for a fold-in row none of whose items is known. In
+``score``, an unknown user or item (same definition) scores 0.0 with ``known_user`` / ``known_item`` false. Slots
+beyond a user's unseen items (only when fewer than k remain) hold item id "" and score -inf. """
 
 from __future__ import annotations
 
@@ -59,6 +60,8 @@ class ServingModule(tf.Module):
         regularization: lambda.
         unobs_weight: w0.
         top_k: K of ``serving_default`` and ``fold_in_recommend``.
+        config: the model's ``WALSConfig`` (mode, alpha and ALS-WR scaling of the fold-in).
+        user_bias, item_bias, global_mean, rating_range: the explicit mode's biases, mu and clipping range.
     """
 
     def __init__(
@@ -74,8 +77,20 @@ class ServingModule(tf.Module):
         regularization: float,
         unobs_weight: float,
         top_k: int,
+        config,
+        user_bias,
+        item_bias,
+        global_mean,
+        rating_range,
     ):
         super().__init__(name="wals_serving")
+        self.mode = config.mode
+        self.scale_regularization = config.scale_regularization
+        self.alpha = _constant_variable(config.alpha, tf.float32, "alpha")
+        self.user_bias = _constant_variable(user_bias, tf.float32, "user_bias")
+        self.item_bias = _constant_variable(item_bias, tf.float32, "item_bias")
+        self.global_mean = _constant_variable(global_mean, tf.float32, "global_mean")
+        self.rating_range = _constant_variable(rating_range, tf.float32, "rating_range")
         num_users, num_items = len(user_ids), len(item_ids)
         self.top_k = top_k
         self.user_factors = _constant_variable(user_factors, tf.float32, "user_factors")
@@ -110,14 +125,17 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[USER_ID, ITEM_ID])
     def score(self, user_id, item_id):
-        """Predicted rating u_i . v_j per (user_id, item_id) pair; 0.0 where either is unknown."""
+        """The model's prediction per (user_id, item_id) pair; 0.0 where either is unknown."""
         users, known_user = self._lookup_users(user_id)
         items = tf.ensure_shape(self.item_table.lookup(item_id), item_id.shape)
         known_item = (items >= 0) & tf.gather(self.item_known, tf.maximum(items, 0))
         u = tf.gather(self.user_factors, tf.maximum(users, 0))
         v = tf.gather(self.item_factors, tf.maximum(items, 0))
         both = known_user & known_item
-        scores = tf.where(both, tf.reduce_sum(u * v, axis=-1), tf.zeros_like(u[:, 0]))
+        predicted = tf.reduce_sum(u * v, axis=-1) + self.global_mean
+        predicted += tf.gather(self.user_bias, tf.maximum(users, 0)) + tf.gather(self.item_bias, tf.maximum(items, 0))
+        predicted = tf.clip_by_value(predicted, self.rating_range[0], self.rating_range[1])
+        scores = tf.where(both, predicted, tf.zeros_like(u[:, 0]))
         return {"scores": scores, "known_user": known_user, "known_item": known_item}
 
     @tf.function(input_signature=[FOLD_IN_ITEM_IDS, FOLD_IN_RATINGS])
@@ -128,8 +146,22 @@ class ServingModule(tf.Module):
         the popular items with scores 0.0. A repeated item counts once per occurrence.
         """
         items = tf.ensure_shape(self.item_table.lookup(item_ids), item_ids.shape)  # [b, L], -1: padding, unknown
-        u = fold_in_solve(self.item_factors, items, ratings, self.regularization, self.unobs_weight, self.item_weights)
-        scores = tf.matmul(u, self.item_factors, transpose_b=True)
+        solution = fold_in_solve(
+            self.item_factors,
+            items,
+            ratings,
+            self.regularization,
+            self.unobs_weight,
+            self.item_weights,
+            mode=self.mode,
+            item_bias=self.item_bias,
+            global_mean=self.global_mean,
+            alpha=self.alpha,
+            scale_regularization=self.scale_regularization,
+        )
+        k = tf.shape(self.item_factors)[1]
+        user_bias = solution[:, k] if self.mode == "explicit" else tf.zeros_like(solution[:, 0])
+        scores = self._scores(solution[:, :k], user_bias)
         rated = tf.where(items >= 0)
         scores = _exclude(scores, rated[:, 0], tf.gather_nd(items, rated))
         num_known = tf.reduce_sum(tf.cast(items >= 0, tf.int32), axis=1)
@@ -149,13 +181,18 @@ class ServingModule(tf.Module):
         tf.debugging.assert_less_equal(k, num_items, message="`k` should be <= the number of items")
         users, known = self._lookup_users(user_id)
         safe = tf.where(known, users, tf.zeros_like(users))
-        scores = tf.matmul(tf.gather(self.user_factors, safe), self.item_factors, transpose_b=True)
+        scores = self._scores(tf.gather(self.user_factors, safe), tf.gather(self.user_bias, safe))
         starts = tf.where(known, tf.gather(self.seen_indptr, safe), 0)
         limits = tf.where(known, tf.gather(self.seen_indptr, safe + 1), 0)
         spans = tf.ragged.range(starts, limits)
         seen = tf.gather(self.seen_items, spans.flat_values)
         scores = _exclude(scores, spans.value_rowids(), seen)
         return self._top(scores, known, k)
+
+    def _scores(self, factors, user_bias):
+        """Ranking scores [b, n]: u . v_j + c_j + mu + b_u (the unclipped prediction)."""
+        scores = tf.matmul(factors, self.item_factors, transpose_b=True) + self.item_bias[None, :]
+        return scores + (user_bias + self.global_mean)[:, None]
 
     def _top(self, scores, known, k):
         """Top-k of ``scores`` [b, n] for known rows; the popularity ranking (scores 0.0) for the others."""
@@ -179,7 +216,7 @@ def export_saved_model(model, train: Ratings, path: str, top_k: int = 10) -> Ser
     """Writes the serving SavedModel of a fitted ``WALSModel`` to ``path`` (local, ``gs://``, any gfile path).
 
     Args:
-        model: the fitted ``WALSModel`` (``mode="tf1"``, whose predictions are u_i . v_j).
+        model: the fitted ``WALSModel`` (any mode).
         train: the training ``Ratings`` it was fitted on: its ``user_ids``/``item_ids`` become the vocabularies,
             its entries the seen items (excluded) and the popularity ranking, its positive counts the fold-in
             item weights.
@@ -200,7 +237,7 @@ def export_saved_model(model, train: Ratings, path: str, top_k: int = 10) -> Ser
     if tf.io.gfile.exists(path) and tf.io.gfile.listdir(path):
         raise ValueError(f"`path` should be a new or empty directory. Received: path={path!r} (not empty)")
     cfg = model.config
-    item_weights = item_weights_for(cfg, train)  # also checks the mode
+    item_weights = item_weights_for(cfg, train)
     order = np.lexsort((train.items, train.users))
     indptr = np.concatenate([[0], np.cumsum(train.user_counts())]).astype(np.int64)
     module = ServingModule(
@@ -215,6 +252,11 @@ def export_saved_model(model, train: Ratings, path: str, top_k: int = 10) -> Ser
         regularization=cfg.regularization,
         unobs_weight=cfg.unobs_weight,
         top_k=int(top_k),
+        config=cfg,
+        user_bias=tf.convert_to_tensor(model.user_bias),
+        item_bias=tf.convert_to_tensor(model.item_bias),
+        global_mean=tf.convert_to_tensor(model.global_mean),
+        rating_range=tf.convert_to_tensor(model.rating_range),
     )
     tf.saved_model.save(module, path, signatures=module.signatures())
     return module

@@ -1,13 +1,17 @@
 """Fold-in: the exact factor of a user who was not in training, against fixed item factors.
 
-This is TF1's ``WALSModel.project_row_factors``. For a new user with rated items S (ratings a_j, item weights
-C_j, row weight R = 1), the item factors V [n, k] stay fixed and the user factor u [k] is the minimiser of the
-same weighted objective, the row update of a half-sweep:
+This is TF1's ``WALSModel.project_row_factors``, for every mode. For a new user with rated items S (ratings
+a_j), the item side stays fixed and the user's factor is the minimiser of the model's objective, i.e. the row
+update of a half-sweep:
 
-    (lambda I + w0 V'V + sum_{j in S} C_j v_j v_j') u = sum_{j in S} (w0 + C_j) a_j v_j
+    (lambda_u I + w0 T'T + sum_{j in S} d_j t_j t_j') x = sum_{j in S} (w0 + d_j) y_j t_j
 
-with w0 = ``unobs_weight`` and lambda = ``regularization``. Plain ALS (``config.weights`` False) is C = 0. Folding
-in a training user's own ratings therefore gives the factor the last row half-sweep gave that user.
+* ``tf1``: T = V, d_j = C_j (the TF1 item weights, R = 1), y_j = a_j, w0 = ``unobs_weight``; x = u.
+* ``implicit``: T = V, d_j = alpha a_j, y_j = 1, w0 = 1; x = u.
+* ``explicit``: T = [V, 1], d_j = 1, y_j = a_j - mu - c_j, w0 = 0; x = [u, b_u].
+
+lambda_u = lambda, or lambda |S| with ``scale_regularization``. Folding in a training user's own ratings
+therefore gives the factor (and bias) the last row half-sweep gave that user.
 """
 
 from __future__ import annotations
@@ -29,8 +33,13 @@ def solve(
     regularization: float | tf.Tensor,
     unobserved_weight: float | tf.Tensor,
     item_weights: tf.Tensor | None = None,
+    mode: str = "tf1",
+    item_bias: tf.Tensor | None = None,
+    global_mean: float | tf.Tensor = 0.0,
+    alpha: float | tf.Tensor = 0.0,
+    scale_regularization: bool = False,
 ) -> tf.Tensor:
-    """Folds in a batch of new users at once: one k x k Cholesky solve per user.
+    """Folds in a batch of new users at once: one Cholesky solve per user (formulas in the module docstring).
 
     Pure tensors, traceable inside a ``tf.function`` (the SavedModel's ``fold_in_recommend`` uses it).
 
@@ -39,43 +48,58 @@ def solve(
         item_indices: int [b, L], each user's rated items, padded with -1 (padding adds nothing).
         ratings: float32 [b, L], a_j (ignored on padding).
         regularization: lambda > 0.
-        unobserved_weight: w0 >= 0.
-        item_weights: C, float32 [n], or None for plain ALS (C = 0).
+        unobserved_weight: w0 >= 0 (tf1 mode).
+        item_weights: C, float32 [n], or None for plain ALS (C = 0) (tf1 mode).
+        mode: "tf1", "explicit" or "implicit".
+        item_bias: c, float32 [n] (explicit mode).
+        global_mean: mu (explicit mode).
+        alpha: the confidence slope (implicit mode).
+        scale_regularization: lambda |S| instead of lambda.
 
     Returns:
-        float32 [b, k], the user factors. A user with only padding gets 0.
+        float32 [b, k] user factors, or [b, k + 1] (factors, bias) in the explicit mode. A user with only padding
+        gets 0.
     """
     v = tf.convert_to_tensor(item_factors, tf.float32)
     indices = tf.convert_to_tensor(item_indices)
     observed = indices >= 0
     safe = tf.where(observed, indices, tf.zeros_like(indices))
     mask = tf.cast(observed, tf.float32)
-    w0 = tf.cast(unobserved_weight, tf.float32)
-    gathered = tf.gather(v, safe) * mask[..., None]  # [b, L, k], zero rows on padding
-    c = tf.zeros_like(mask) if item_weights is None else tf.gather(tf.cast(item_weights, tf.float32), safe) * mask
     a = tf.cast(ratings, tf.float32) * mask
-    g0 = gramian(v, tf.cast(regularization, tf.float32), w0)
-    lhs = g0 + tf.matmul(gathered * c[..., None], gathered, transpose_a=True)  # [b, k, k]
-    rhs = tf.matmul(((w0 + c) * a)[:, None, :], gathered)[:, 0, :]  # [b, k]
+    if mode == "explicit":
+        table = tf.concat([v, tf.ones_like(v[:, :1])], axis=1)
+        w0 = tf.constant(0.0)
+        d = mask
+        target = (a - tf.cast(global_mean, tf.float32) - tf.gather(tf.cast(item_bias, tf.float32), safe)) * mask
+    elif mode == "implicit":
+        table, w0 = v, tf.constant(1.0)
+        d = tf.cast(alpha, tf.float32) * a
+        target = mask
+    else:
+        table, w0 = v, tf.cast(unobserved_weight, tf.float32)
+        d = tf.zeros_like(mask) if item_weights is None else tf.gather(tf.cast(item_weights, tf.float32), safe) * mask
+        target = a
+    lam = tf.cast(regularization, tf.float32)
+    if scale_regularization:
+        lam = lam * tf.reduce_sum(mask, axis=1)[:, None, None]
+    gathered = tf.gather(table, safe) * mask[..., None]  # [b, L, k'], zero rows on padding
+    g0 = gramian(table, 0.0, w0) + lam * tf.eye(tf.shape(table)[1])
+    lhs = g0 + tf.matmul(gathered * d[..., None], gathered, transpose_a=True)  # [b, k', k']
+    rhs = tf.matmul(((w0 + d) * target)[:, None, :], gathered)[:, 0, :]  # [b, k']
     return tf.linalg.cholesky_solve(tf.linalg.cholesky(lhs), rhs[..., None])[..., 0]
 
 
 def item_weights_for(config, train: Ratings) -> np.ndarray | None:
-    """C as the model's training used it: ``wt_type`` over the items' training ratings > 0, or None (plain ALS).
+    """C as the model's training used it: ``wt_type`` over the items' training ratings > 0, or None.
 
     Args:
-        config: the model's ``WALSConfig`` (``mode="tf1"``: the other modes have other normal equations).
+        config: the model's ``WALSConfig``.
         train: the training ratings the model was fitted on.
 
     Returns:
-        float32 [num_items], or None when ``config.weights`` is False.
+        float32 [num_items]; None for plain ALS (``config.weights`` False) and outside the tf1 mode.
     """
-    if config.mode != "tf1":
-        raise ValueError(
-            "Fold-in and export follow TF1's weighting: the model's `mode` should be 'tf1'. "
-            f"Received: mode={config.mode!r}"
-        )
-    if not config.weights:
+    if config.mode != "tf1" or not config.weights:
         return None
     counts = train.item_counts(positive_only=True)
     return weights_lib.item_weights(counts, config.wt_type, config.feature_wt_factor, config.feature_wt_exp)
@@ -91,7 +115,7 @@ def fold_in(model, train: Ratings, items: Sequence[Sequence[int]], ratings: Sequ
         ratings: the matching ratings, same lengths.
 
     Returns:
-        float32 [b, k], one factor per user.
+        float32 [b, k], one factor per user; [b, k + 1] (factor, then bias b_u) in the explicit mode.
 
     Raises:
         ValueError: mismatched lengths, item indices out of [0, num_items), repeated items within one user,
@@ -104,7 +128,8 @@ def fold_in(model, train: Ratings, items: Sequence[Sequence[int]], ratings: Sequ
 def recommend(
     model, train: Ratings, items: Sequence[Sequence[int]], ratings: Sequence[Sequence[float]], k: int = 10
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k items for new users by u . v_j with u from ``fold_in``, best first, their rated items excluded.
+    """Top-k items for new users by the model's score (u . v_j, plus mu + b_u + c_j in the explicit mode) with
+    u from ``fold_in``, best first, their rated items excluded.
 
     Args:
         model, train, items, ratings: as in ``fold_in``.
@@ -118,7 +143,12 @@ def recommend(
         raise ValueError(f"`k` should be an integer in [1, {model.num_items}]. Received: k={k!r}")
     indices, values = _pad(items, ratings, model.num_items)
     u = _solve_model(model, train, indices, values)
-    scores = tf.matmul(u, tf.convert_to_tensor(model.item_factors), transpose_b=True).numpy()
+    k_factors = model.config.latent_factors
+    scores = tf.matmul(u[:, :k_factors], tf.convert_to_tensor(model.item_factors), transpose_b=True)
+    if model.config.mode == "explicit":
+        user_offset = u[:, k_factors] + tf.convert_to_tensor(model.global_mean)
+        scores += tf.convert_to_tensor(model.item_bias)[None, :] + user_offset[:, None]
+    scores = scores.numpy()
     rows, cols = np.nonzero(indices >= 0)
     scores[rows, indices[rows, cols]] = -np.inf
     top = tf.math.top_k(scores, k=k)
@@ -134,8 +164,19 @@ def _solve_model(model, train: Ratings, indices: np.ndarray, values: np.ndarray)
             f"`train` should have the model's shape {(model.num_users, model.num_items)}. Received: {train.shape}"
         )
     cfg = model.config
-    v = tf.convert_to_tensor(model.item_factors)
-    return solve(v, indices, values, cfg.regularization, cfg.unobs_weight, item_weights_for(cfg, train))
+    return solve(
+        tf.convert_to_tensor(model.item_factors),
+        indices,
+        values,
+        cfg.regularization,
+        cfg.unobs_weight,
+        item_weights_for(cfg, train),
+        mode=cfg.mode,
+        item_bias=tf.convert_to_tensor(model.item_bias),
+        global_mean=tf.convert_to_tensor(model.global_mean),
+        alpha=cfg.alpha,
+        scale_regularization=cfg.scale_regularization,
+    )
 
 
 def _pad(items, ratings, num_items: int) -> tuple[np.ndarray, np.ndarray]:
