@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from trainer import artifacts, flags, vertex  # noqa: E402
 from trainer.checkpoints import SweepCheckpoint, fingerprint  # noqa: E402
 from trainer.config import TaskConfig  # noqa: E402
-from trainer.presets import OPTIMIZED  # noqa: E402
+from trainer import presets  # noqa: E402
 from trainer.summaries import SweepSummaries  # noqa: E402
 from wals2 import WALSModel, data, datasets, metrics  # noqa: E402
 from wals2.config import LOG_RATINGS, WALSConfig  # noqa: E402
@@ -47,16 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_configs(namespace: argparse.Namespace):
     """(TaskConfig, WALSConfig, preset name or None) from parsed flags.
 
-    ``--use-optimized`` starts from TF1's tuned values; unlike TF1, hyperparameters given explicitly win over
-    the preset. ``--data-type web_views`` uses the power-law item weights (wt_type 0), as TF1 forced.
+    ``--use-optimized`` starts from the mode's preset (TF1's tuned values in the tf1 mode); unlike TF1,
+    hyperparameters given explicitly win over the preset. ``--data-type web_views`` uses the power-law item weights
+    (wt_type 0), as TF1 forced.
     """
     task = TaskConfig(**flags.given(namespace, TaskConfig))
     explicit = flags.given(namespace, WALSConfig)
     values: dict = {}
     preset = None
     if task.use_optimized:
-        preset = f"tf1-optimized-{task.data_type}"
-        values.update(OPTIMIZED[task.data_type])
+        mode = explicit.get("mode", WALSConfig.mode)
+        preset, tuned = presets.preset(mode, task.data_type, presets.dataset_name(task.dataset, task.train_file))
+        values.update(tuned)
         overridden = sorted(set(values) & set(explicit))
         if overridden:
             logger.warning("explicit flags override the %s preset for: %s", preset, ", ".join(overridden))
@@ -102,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         this = vertex.role()
         if not this.is_chief:
             logger.info(
-                "task %s %d is not the chief: wals2 trains on one machine, so only the chief trains and writes; "
-                "exiting",
+                "task %s %d is not the chief: trainer.task trains on one machine (trainer.multiworker on several), "
+                "so only the chief trains and writes; exiting",
                 this.task_type,
                 this.task_index,
             )
