@@ -91,6 +91,9 @@ class TaskConfig:
         "--split",
         choices=SPLITS,
     )
+    export_top_k: int = _field(
+        10, "k of the exported SavedModel's serving_default signature (recommendations per user).", "--export-top-k"
+    )
     top_k: int = _field(10, "k of the ranking metrics precision@k, recall@k, NDCG@k and MAP@k.", "--top-k")
     hypertune: bool = _field(
         False,
@@ -115,8 +118,10 @@ class TaskConfig:
                 "`test_fraction` + `validation_fraction` should be < 1. Received: "
                 f"test_fraction={self.test_fraction!r}, validation_fraction={self.validation_fraction!r}"
             )
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
-            raise ValueError(f"`top_k` should be a positive integer. Received: top_k={self.top_k!r}")
+        for name in ("top_k", "export_top_k"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` should be a positive integer. Received: {name}={value!r}")
         self._check_conflicts()
         if self.delimiter == "":
             raise ValueError("`delimiter` should be a non-empty string. Received: delimiter=''")

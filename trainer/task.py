@@ -23,13 +23,19 @@ import time  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from trainer import artifacts, flags, vertex  # noqa: E402
+from trainer import (  # noqa: E402
+    artifacts,
+    flags,
+    multiworker,
+    presets,
+    vertex,
+)
 from trainer.checkpoints import SweepCheckpoint, fingerprint  # noqa: E402
 from trainer.config import TaskConfig  # noqa: E402
-from trainer import presets  # noqa: E402
 from trainer.summaries import SweepSummaries  # noqa: E402
 from wals2 import WALSModel, data, datasets, metrics  # noqa: E402
 from wals2.config import LOG_RATINGS, WALSConfig  # noqa: E402
+from wals2.export import export_saved_model  # noqa: E402
 
 logger = logging.getLogger("trainer.task")
 
@@ -85,6 +91,8 @@ def load_data(task: TaskConfig) -> data.Ratings:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if multiworker.is_multiworker():  # TF_CONFIG / CLUSTER_SPEC with more than one chief/worker task
+        return multiworker.main(argv)
     parser = build_parser()
     namespace = parser.parse_args(argv)
     logging.basicConfig(
@@ -212,6 +220,9 @@ def _run(task: TaskConfig, config, preset, dirs: vertex.Dirs, staging: artifacts
         step=config.num_iters,
     )
     model_dir = staging.path(dirs.model_entry)
+    # The serving SavedModel at the model directory's root (where Vertex AI and TF Serving look for it), with
+    # TF1's .npy files beside it.
+    export_saved_model(model, train, model_dir, top_k=min(task.export_top_k, ratings.num_items))
     artifacts.save_npy(posixpath.join(model_dir, "row.npy"), keras.ops.convert_to_numpy(model.user_factors))
     artifacts.save_npy(posixpath.join(model_dir, "col.npy"), keras.ops.convert_to_numpy(model.item_factors))
     artifacts.save_npy(posixpath.join(model_dir, "user.npy"), ratings.user_ids)

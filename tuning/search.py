@@ -87,10 +87,13 @@ def objective(mode: str) -> kt.Objective:
 
 
 def search_space(hp: kt.HyperParameters, mode: str, data_type: str = "ratings") -> dict:
-    """The hyperparameters of ``mode`` with TF1's ``config_tune.json`` ranges and scales where it had them."""
+    """The hyperparameters of ``mode`` with TF1's ``config_tune.json`` ranges and scales (lambda up to 100 outside
+    the tf1 mode)."""
+    # Outside the tf1 mode the best lambda sits near 10 on MovieLens (unscaled): search up to 100 there.
+    top = 10.0 if mode == "tf1" else 100.0
     values = {
         "latent_factors": hp.Int("latent_factors", 5, 50, sampling="log"),
-        "regularization": hp.Float("regularization", 1e-3, 10.0, sampling="log"),
+        "regularization": hp.Float("regularization", 1e-3, top, sampling="log"),
     }
     if mode == "tf1":
         values["unobs_weight"] = hp.Float("unobs_weight", 1e-3, 5.0, sampling="log")
@@ -101,7 +104,7 @@ def search_space(hp: kt.HyperParameters, mode: str, data_type: str = "ratings") 
     elif mode == "explicit":
         values["scale_regularization"] = hp.Boolean("scale_regularization")
     else:
-        values["alpha"] = hp.Float("alpha", 0.1, 100.0, sampling="log")
+        values["alpha"] = hp.Float("alpha", 0.01, 100.0, sampling="log")
     return values
 
 

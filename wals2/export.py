@@ -25,7 +25,7 @@ user's training items excluded. A user id that is not in the vocabulary, or that
 is 0), is "unknown": it gets the k items with the most training ratings (ties by index), scores 0.0 (the prediction
 of a zero factor) and ``known_user`` false. The same holds for a fold-in row none of whose items is known. In
 ``score``, an unknown user or item (same definition) scores 0.0 with ``known_user`` / ``known_item`` false. Slots
-beyond a user's unseen items (only when fewer than k remain) hold item id "" and score -inf. """
+beyond a user's unseen items (only when fewer than k remain) hold item id "" and score -inf."""
 
 from __future__ import annotations
 

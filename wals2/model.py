@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
+from wals2 import objective
 from wals2 import solver as solver_lib
 from wals2 import weights as weights_lib
 from wals2.config import WALSConfig
@@ -108,55 +109,35 @@ class WALSModel(keras.Model):
         rows, cols, values = _coo(train, (self.num_users, self.num_items))
         cfg = self.config
         shape = (self.num_users, self.num_items)
-        explicit, implicit = cfg.mode == "explicit", cfg.mode == "implicit"
-        entry_weights = None
-        if implicit:  # preference 1 with confidence 1 + alpha r: w0 = 1, d = alpha r
-            if np.any(values < 0):
-                raise ValueError("Implicit mode needs non-negative values (confidence 1 + alpha * r).")
-            w0, targets, entry_weights = 1.0, np.ones_like(values), cfg.alpha * values
-            row_weights = col_weights = None
-        elif explicit:  # observed entries only, weight 1, targets centred on the mean
-            w0, targets = 0.0, values - values.mean()
-            row_weights = col_weights = 1.0
-        else:
-            w0, targets = cfg.unobs_weight, values
-            if isinstance(row_weights, str) or isinstance(col_weights, str):
-                if not (row_weights == "config" and col_weights == "config"):
-                    raise ValueError("`row_weights` and `col_weights` should both be 'config' or both be given.")
-                if cfg.weights:
-                    counts = np.bincount(cols[values > 0], minlength=self.num_items)
-                    row_weights = 1.0
-                    col_weights = weights_lib.item_weights(
-                        counts, cfg.wt_type, cfg.feature_wt_factor, cfg.feature_wt_exp
-                    )
-                else:
-                    row_weights = col_weights = None
-        r = weights_lib.resolve(row_weights, self.num_users, "row_weights")
-        c = weights_lib.resolve(col_weights, self.num_items, "col_weights")
-        if (r is None) != (c is None):
-            raise ValueError("`row_weights` and `col_weights` should both be None (plain ALS) or both be given.")
+        if cfg.mode == "tf1" and (isinstance(row_weights, str) or isinstance(col_weights, str)):
+            if not (row_weights == "config" and col_weights == "config"):
+                raise ValueError("`row_weights` and `col_weights` should both be 'config' or both be given.")
+        if cfg.mode != "tf1" or row_weights == "config":
+            weighting = objective.weighting(cfg, values, shape, objective.statistics(cols, values, self.num_items))
+        else:  # weights given by the caller (tf1 mode)
+            r = weights_lib.resolve(row_weights, self.num_users, "row_weights")
+            c = weights_lib.resolve(col_weights, self.num_items, "col_weights")
+            if (r is None) != (c is None):
+                raise ValueError("`row_weights` and `col_weights` should both be None (plain ALS) or both be given.")
+            weighting = objective.Weighting(cfg.unobs_weight, values, r, c, None, False, 0.0, (-np.inf, np.inf))
+        w0 = weighting.unobserved_weight
+        explicit = weighting.bias_offsets
         layouts = build_layouts(
             rows,
             cols,
-            targets,
+            weighting.targets,
             shape,
-            r,
-            c,
+            weighting.row_weights,
+            weighting.col_weights,
             w0,
             batch_entries=cfg.batch_entries,
             max_row_length=cfg.max_row_length,
-            entry_weights=entry_weights,
+            entry_weights=weighting.entry_weights,
             bias_offsets=explicit,
             scale_regularization=cfg.scale_regularization,
         )
-        if entry_weights is not None:
-            entry_weight = w0 + entry_weights
-        elif r is None:
-            entry_weight = np.full(values.shape, w0)
-        else:
-            entry_weight = w0 + r[rows].astype(np.float64) * c[cols]
-        self.global_mean.assign(float(values.mean()) if explicit else 0.0)
-        self.rating_range.assign([values.min(), values.max()] if explicit else [-np.inf, np.inf])
+        self.global_mean.assign(weighting.mean)
+        self.rating_range.assign(weighting.rating_range)
         if not explicit:
             self.user_bias.assign(np.zeros(self.num_users, np.float32))
             self.item_bias.assign(np.zeros(self.num_items, np.float32))
@@ -170,8 +151,9 @@ class WALSModel(keras.Model):
             "rows": tf.constant(rows.astype(np.int32)),
             "cols": tf.constant(cols.astype(np.int32)),
             "values": tf.constant(values.astype(np.float32)),
-            "targets": tf.constant((np.ones_like(values) if implicit else values).astype(np.float32)),
-            "entry_weight": tf.constant(entry_weight.astype(np.float32)),
+            # Targets of the objective and RMSE: the ratings (their mean is a prediction term), or 1 (implicit).
+            "targets": tf.constant((weighting.targets + weighting.mean).astype(np.float32)),
+            "entry_weight": tf.constant(weighting.observed_weight(rows, cols).astype(np.float32)),
             "unobserved_weight": float(w0),
             "reg_scale": [tf.constant(x.astype(np.float32)) for x in scale],
             "seen_indptr": indptr.astype(np.int64),
