@@ -24,6 +24,8 @@ setup(
         # --dataset (TFDS; TFDS 4.9 imports importlib_resources without declaring it on Python >= 3.9) and
         # --hypertune (Vertex AI tuning reports).
         "vertex": ["tensorflow-datasets>=4.9", "importlib_resources", "cloudml-hypertune"],
+        # python -m tuning.search: keras-tuner (with scikit-learn for bayesian) imports tensorboard on TF >= 2.21.
+        "tuning": ["keras-tuner>=1.4", "scikit-learn", "tensorboard"],
         "test": [
             "pytest>=7",
             "ruff>=0.5",
@@ -31,6 +33,9 @@ setup(
             "tensorflow-datasets>=4.9",
             "importlib_resources",
             "cloudml-hypertune",
+            "keras-tuner>=1.4",
+            "scikit-learn",
+            "tensorboard",
         ],
         "bench": ["implicit>=0.7", "psutil>=5"],
     },
