@@ -197,7 +197,7 @@ def build_half(
     fixed side (C for the row half); the column half is the same call with the roles swapped.
     """
     w0 = float(unobserved_weight)
-    order = np.lexsort((cols, rows))
+    order = np.argsort(rows, kind="stable")  # entries grouped by row; their order within a row is free
     rows, cols, values = rows[order], cols[order], values[order]
     degree = np.bincount(rows, minlength=num_rows).astype(np.int64)
     starts = np.cumsum(degree) - degree

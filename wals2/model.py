@@ -141,7 +141,7 @@ class WALSModel(keras.Model):
         if not explicit:
             self.user_bias.assign(np.zeros(self.num_users, np.float32))
             self.item_bias.assign(np.zeros(self.num_items, np.float32))
-        order = np.lexsort((cols, rows))
+        order = np.argsort(rows, kind="stable")
         indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=self.num_users))])
         scale = [np.ones(n, np.float32) for n in shape]
         if cfg.scale_regularization:
