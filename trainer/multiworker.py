@@ -56,7 +56,8 @@ _POOLS = {"workerpool0": "chief", "workerpool1": "worker"}
 
 
 def cluster_config(environ: Mapping[str, str] = os.environ) -> dict | None:
-    """The ``TF_CONFIG`` of a cluster with more than one chief/worker task, or None for a one-machine run.
+    """The ``TF_CONFIG`` of a cluster with more than one chief/worker task when this task is one of them, or None
+    for a one-machine run.
 
     ``CLUSTER_SPEC`` is mapped when ``TF_CONFIG`` is absent: ``workerpool0`` -> ``chief``, ``workerpool1`` ->
     ``worker`` (parameter-server and evaluator pools take no part).
@@ -70,7 +71,8 @@ def cluster_config(environ: Mapping[str, str] = os.environ) -> dict | None:
         if name == "CLUSTER_SPEC":
             cluster = {_POOLS[pool]: hosts for pool, hosts in cluster.items() if pool in _POOLS}
             task = {**task, "type": _POOLS.get(task.get("type"), task.get("type"))}
-        if sum(len(cluster.get(kind, [])) for kind in ("chief", "worker")) > 1:
+        workers = sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
+        if workers > 1 and task.get("type") in ("chief", "worker"):  # evaluators and ps take no part
             return {"cluster": {k: cluster[k] for k in ("chief", "worker") if k in cluster}, "task": task}
         return None
     return None
