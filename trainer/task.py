@@ -201,7 +201,7 @@ def _run(task: TaskConfig, config, preset, dirs: vertex.Dirs, staging: artifacts
     }
     logger.info(
         "done: train RMSE = %.4f, validation RMSE = %s, test RMSE = %s after %d sweeps (median %.3f s/sweep); %d of "
-        "%d test ratings touch a user or item with no training ratings (their factors are 0, so they predict 0)",
+        "%d test ratings touch a user or item with no training ratings (their factors are 0)",
         rmse["train"],
         _text(rmse["validation"]),
         _text(rmse["test"]),
@@ -248,18 +248,13 @@ def _text(value: float | None) -> str:
 
 
 def _describe(config) -> str:
-    fields = [
-        "latent_factors",
-        "num_iters",
-        "regularization",
-        "unobs_weight",
-        "wt_type",
-        "feature_wt_factor",
-        "feature_wt_exp",
-        "weights",
-        "init",
-        "seed",
-    ]
+    """The hyperparameters that matter in ``config.mode``, for the log."""
+    specific = {
+        "tf1": ["unobs_weight", "wt_type", "feature_wt_factor", "feature_wt_exp", "weights"],
+        "explicit": ["scale_regularization"],
+        "implicit": ["alpha", "scale_regularization"],
+    }[config.mode]
+    fields = ["mode", "latent_factors", "num_iters", "regularization", *specific, "solver", "init", "seed"]
     text = ", ".join(f"{f}={getattr(config, f)}" for f in fields)
     return text.replace(f"wt_type={config.wt_type}", f"wt_type={config.wt_type} ({config.wt_type_name})")
 
