@@ -125,3 +125,17 @@ def test_wt_type_names():
     assert WALSConfig(wt_type="linear").wt_type == 1
     assert WALSConfig(wt_type="LOG").wt_type == 0
     assert WALSConfig(wt_type=0).wt_type_name == "log"
+
+
+def test_use_optimized_picks_the_preset_of_the_mode_and_data_set():
+    from trainer.presets import TUNED
+
+    _, config, preset = parse(["--mode=explicit", "--use-optimized"])  # the bundled latest-small
+    assert preset == "explicit-tuned-ml-latest-small"
+    assert config.latent_factors == TUNED["explicit"]["ml-latest-small"]["latent_factors"]
+    _, config, preset = parse(["--mode=implicit", "--use-optimized", "--train-file=x/u.data"])
+    assert preset == "implicit-tuned-ml-100k" and config.alpha == TUNED["implicit"]["ml-100k"]["alpha"]
+    _, config, preset = parse(["--mode=implicit", "--use-optimized", "--train-file=mine.csv", "--alpha=3"])
+    assert preset == "implicit-tuned-ml-100k" and config.alpha == 3.0  # fallback preset; explicit flags win
+    _, config, preset = parse(["--mode=tf1", "--use-optimized", "--dataset=ml-1m"])
+    assert preset == "tf1-optimized-ratings" and config.latent_factors == 34
