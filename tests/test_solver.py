@@ -166,3 +166,24 @@ def test_cg_loss_after_ten_sweeps_within_half_percent_of_exact():
             u, v = solver.sweep(layouts, u, v, 0.05, W0, solver=name, cg_steps=3)
         losses[name] = objective(a, w, u, v, 0.05)
     assert losses["cg"] <= losses["cholesky"] * 1.005, losses
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("solver_name", ["cholesky", "cg"])
+def test_gpu_sweep_matches_cpu(solver_name):
+    """The same sweep placed on the GPU and on the CPU gives the same factors (skipped without a GPU)."""
+    rng = np.random.default_rng(6)
+    rows, cols, values = random_problem(14, shape=SHAPE, nnz=900)
+    r, c = weights_for("vector", rng, cols)
+    layouts = build_layouts(rows, cols, values, SHAPE, r, c, W0, batch_entries=64, max_row_length=9)
+    u0 = rng.standard_normal((SHAPE[0], K)).astype(np.float32)
+    v0 = rng.standard_normal((SHAPE[1], K)).astype(np.float32)
+    results = {}
+    for device in ("/CPU:0", "/GPU:0"):
+        with tf.device(device):
+            u, v = u0, v0
+            for _ in range(3):
+                u, v = solver.sweep(layouts, u, v, LAM, W0, solver=solver_name)
+            results[device] = (u.numpy(), v.numpy())
+    for cpu, gpu in zip(results["/CPU:0"], results["/GPU:0"]):
+        assert rel_err(gpu, cpu.astype(np.float64)) < 1e-4
