@@ -109,10 +109,12 @@ class WALSModel(keras.Model):
         rows, cols, values = _coo(train, (self.num_users, self.num_items))
         cfg = self.config
         shape = (self.num_users, self.num_items)
-        if cfg.mode == "tf1" and (isinstance(row_weights, str) or isinstance(col_weights, str)):
-            if not (row_weights == "config" and col_weights == "config"):
-                raise ValueError("`row_weights` and `col_weights` should both be 'config' or both be given.")
-        if cfg.mode != "tf1" or row_weights == "config":
+        from_config = isinstance(row_weights, str) and row_weights == "config"
+        if from_config != (isinstance(col_weights, str) and col_weights == "config"):
+            raise ValueError("`row_weights` and `col_weights` should both be 'config' or both be given.")
+        if cfg.mode != "tf1" and not from_config:
+            raise ValueError(f"`row_weights`/`col_weights` apply to mode 'tf1' only. Received: mode={cfg.mode!r}")
+        if from_config:
             weighting = objective.weighting(cfg, values, shape, objective.statistics(cols, values, self.num_items))
         else:  # weights given by the caller (tf1 mode)
             r = weights_lib.resolve(row_weights, self.num_users, "row_weights")
@@ -150,7 +152,6 @@ class WALSModel(keras.Model):
             "layouts": layouts,
             "rows": tf.constant(rows.astype(np.int32)),
             "cols": tf.constant(cols.astype(np.int32)),
-            "values": tf.constant(values.astype(np.float32)),
             # Targets of the objective and RMSE: the ratings (their mean is a prediction term), or 1 (implicit).
             "targets": tf.constant((weighting.targets + weighting.mean).astype(np.float32)),
             "entry_weight": tf.constant(weighting.observed_weight(rows, cols).astype(np.float32)),
