@@ -19,6 +19,8 @@ setup(
         "numpy>=1.23",
         "pandas>=1.5",
         "scipy>=1.9",
+        # tf.summary (the trainer's TensorBoard scalars) needs it; TensorFlow >= 2.21 no longer installs it.
+        "tensorboard>=2.17",
     ],
     extras_require={
         # --dataset (TFDS; TFDS 4.9 imports importlib_resources without declaring it on Python >= 3.9) and
