@@ -7,7 +7,7 @@ import tensorflow as tf
 from oracle import dense_problem, random_problem, solve_rows
 
 from wals2 import Ratings, WALSModel, fold_in, foldin
-from wals2.solver import half_sweep
+from wals2.solver import fixed_side, half_sweep
 from wals2.weights import item_weights
 
 SHAPE = (40, 30)
@@ -123,7 +123,7 @@ def test_fold_in_reproduces_the_row_half_sweep_in_other_modes(problem, mode):
     cfg = model.config
     v = tf.convert_to_tensor(model.item_factors)
     if mode == "explicit":  # the row half solves [u, b] against [v, 1] with offsets c
-        fixed = tf.concat([v, tf.ones_like(v[:, :1]), tf.convert_to_tensor(model.item_bias)[:, None]], axis=1)
+        fixed = fixed_side(tf.concat([v, tf.convert_to_tensor(model.item_bias)[:, None]], axis=1), biases=True)
         swept = half_sweep(model.training_layouts.rows, fixed, cfg.regularization, 0.0).numpy()
     else:
         swept = half_sweep(model.training_layouts.rows, v, cfg.regularization, 1.0).numpy()

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from wals2 import objective
 from wals2.layout import build_half
-from wals2.solver import half_sweep
+from wals2.solver import fixed_side, half_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class DistributedSweep:
         w0 = self.weighting.unobserved_weight
         u_block = half_sweep(
             self.rows_layout,
-            self._fixed_side(item_factors),
+            fixed_side(item_factors, self.weighting.bias_offsets),
             cfg.regularization,
             w0,
             cfg.solver,
@@ -208,7 +208,7 @@ class DistributedSweep:
         u = _gather_blocks(ctx, u_block, self.row_bounds)
         v_block = half_sweep(
             self.cols_layout,
-            self._fixed_side(u),
+            fixed_side(u, self.weighting.bias_offsets),
             cfg.regularization,
             w0,
             cfg.solver,
@@ -216,13 +216,6 @@ class DistributedSweep:
             cfg.cg_steps,
         )
         return u, _gather_blocks(ctx, v_block, self.col_bounds)
-
-    def _fixed_side(self, factors):
-        """[y_j, 1, c_j] from [y_j, c_j] with the explicit mode's biases (``solver.sweep``'s fixed side)."""
-        factors = tf.convert_to_tensor(factors, tf.float32)
-        if not self.weighting.bias_offsets:
-            return factors
-        return tf.concat([factors[:, :-1], tf.ones_like(factors[:, :1]), factors[:, -1:]], axis=1)
 
     # ------------------------------------------------------------------------------------------ metrics
     def metrics(self, user_factors, item_factors) -> dict[str, float]:

@@ -120,6 +120,18 @@ def half_sweep(
     return tf.gather(tf.concat(solutions, axis=0), layout.gather_order)
 
 
+def fixed_side(factors, biases: bool):
+    """The fixed side of a half-sweep: the factors as they are, or [y_j, 1, c_j] from [y_j, c_j] with biases.
+
+    With biases (explicit mode) the last column is a bias c_j: the solved row gets a bias of its own against the
+    column of ones, and ``half_sweep`` subtracts c_j from the targets (layouts built with ``bias_offsets``).
+    """
+    factors = tf.convert_to_tensor(factors, tf.float32)
+    if not biases:
+        return factors
+    return tf.concat([factors[:, :-1], tf.ones_like(factors[:, :1]), factors[:, -1:]], axis=1)
+
+
 def sweep(
     layouts,
     user_factors,
@@ -145,17 +157,9 @@ def sweep(
         (new user factors [m, k], new item factors [n, k]).
     """
     cg = solver == "cg"
-
-    def fixed_side(factors):
-        if not biases:
-            return factors
-        factors = tf.convert_to_tensor(factors, tf.float32)
-        ones = tf.ones_like(factors[:, :1])
-        return tf.concat([factors[:, :-1], ones, factors[:, -1:]], axis=1)  # [y_j, 1, c_j]
-
     u = half_sweep(
         layouts.rows,
-        fixed_side(item_factors),
+        fixed_side(item_factors, biases),
         regularization,
         unobserved_weight,
         solver,
@@ -163,7 +167,13 @@ def sweep(
         cg_steps,
     )
     v = half_sweep(
-        layouts.cols, fixed_side(u), regularization, unobserved_weight, solver, item_factors if cg else None, cg_steps
+        layouts.cols,
+        fixed_side(u, biases),
+        regularization,
+        unobserved_weight,
+        solver,
+        item_factors if cg else None,
+        cg_steps,
     )
     return u, v
 
