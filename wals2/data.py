@@ -101,14 +101,7 @@ class Ratings:
             raise RatingsError(f"{source}: missing column(s) {missing}; found columns {list(frame.columns)}")
         if len(frame) == 0:
             raise RatingsError(f"{source}: no ratings (the input has no data rows)")
-        rating = pd.to_numeric(frame[rating_col], errors="coerce").to_numpy(dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(rating))
-        if bad.size:
-            row = int(bad[0])
-            raise RatingsError(
-                f"{source}: line {row + first_line}: rating {frame[rating_col].iloc[row]!r} is not a finite number "
-                f"({bad.size} such row(s) in all)"
-            )
+        rating = _finite_column(frame, rating_col, "rating", source, first_line)
         for col in (user_col, item_col):
             if frame[col].isna().any():
                 row = int(np.flatnonzero(frame[col].isna().to_numpy())[0])
@@ -124,14 +117,7 @@ class Ratings:
                     )
         timestamps = None
         if timestamp_col is not None:
-            stamps = pd.to_numeric(frame[timestamp_col], errors="coerce").to_numpy(dtype=np.float64)
-            bad = np.flatnonzero(~np.isfinite(stamps))
-            if bad.size:
-                row = int(bad[0])
-                raise RatingsError(
-                    f"{source}: line {row + first_line}: timestamp {frame[timestamp_col].iloc[row]!r} is not a number"
-                )
-            timestamps = stamps.astype(np.int64)
+            timestamps = _finite_column(frame, timestamp_col, "timestamp", source, first_line).astype(np.int64)
         user_ids, users = np.unique(raw[user_col], return_inverse=True)
         item_ids, items = np.unique(raw[item_col], return_inverse=True)
         users = users.astype(np.int32).ravel()
@@ -247,6 +233,19 @@ class Ratings:
 
     def item_index(self, raw_ids) -> np.ndarray:
         return _lookup(self.item_ids, raw_ids, "item")
+
+
+def _finite_column(frame: pd.DataFrame, column: str, label: str, source: str, first_line: int) -> np.ndarray:
+    """``frame[column]`` as float64 [rows]; a RatingsError names the first row that is not a finite number."""
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        row = int(bad[0])
+        raise RatingsError(
+            f"{source}: line {row + first_line}: {label} {frame[column].iloc[row]!r} is not a finite number "
+            f"({bad.size} such row(s) in all)"
+        )
+    return values
 
 
 def _id_array(series: pd.Series) -> np.ndarray:
@@ -407,14 +406,7 @@ def read_web_views(path: str) -> Ratings:
         raise RatingsError(f"{path}: missing column(s) {missing} in the header; found {list(frame.columns)}")
     if len(frame) == 0:
         raise RatingsError(f"{path}: no data rows after the header")
-    time = pd.to_numeric(frame["timeOnPage"], errors="coerce")
-    bad = np.flatnonzero(~np.isfinite(time.to_numpy(dtype=np.float64)))
-    if bad.size:
-        raise RatingsError(
-            f"{path}: line {int(bad[0]) + 2}: timeOnPage {frame['timeOnPage'].iloc[int(bad[0])]!r} is not a finite "
-            f"number ({bad.size} such row(s) in all)"
-        )
-    frame = frame.assign(timeOnPage=time)
+    frame = frame.assign(timeOnPage=_finite_column(frame, "timeOnPage", "timeOnPage", path, first_line=2))
     summed = frame.groupby(["clientId", "contentId"], sort=True, as_index=False)["timeOnPage"].sum()
     summed.columns = list(COLUMNS)
     logger.info("read %d web-view rows (%d distinct pairs) from %s", len(frame), len(summed), path)
