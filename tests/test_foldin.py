@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 from oracle import dense_problem, random_problem, solve_rows
 
-from wals2 import Ratings, WALSModel, fold_in, foldin
+from wals2 import Ratings, WALSConfig, WALSModel, fold_in, foldin
+from wals2.modes import Tf1
 from wals2.solver import fixed_side, half_sweep
 from wals2.weights import item_weights
 
@@ -52,7 +53,9 @@ def test_solve_matches_naive_float64(weighted):
     for b, (row, rated) in enumerate(zip(items, ratings)):
         padded[b, : len(row)] = row
         values[b, : len(row)] = rated
-    got = foldin.solve(v, padded, values, 0.3, 0.02, c).numpy()
+    mode = Tf1(WALSConfig(regularization=0.3, unobs_weight=0.02))
+    state = foldin.FoldInState(0.02, np.zeros(25, np.float32) if c is None else c, np.zeros(25, np.float32), 0.0, 0.0)
+    got = foldin.solve(mode, v, padded, values, 0.3, state).numpy()
     want = naive(v.astype(np.float64), items, ratings, c, 0.3, 0.02)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert not got[2].any()  # no ratings: the factor 0
@@ -66,7 +69,7 @@ def test_folding_in_a_training_user_gives_its_row_half_sweep_factor(problem, ove
     model = fitted(problem, weights=weights, **overrides)
     cfg = model.config
     v = tf.convert_to_tensor(model.item_factors)
-    swept = half_sweep(model.training_layouts.rows, v, cfg.regularization, cfg.unobs_weight).numpy()
+    swept = half_sweep(model.training_layouts[0], v, cfg.regularization).numpy()
     users = [0, 1, 2, 7, 39]
     items = [problem.items[problem.users == u] for u in users]
     ratings = [problem.values[problem.users == u] for u in users]
@@ -124,9 +127,9 @@ def test_fold_in_reproduces_the_row_half_sweep_in_other_modes(problem, mode):
     v = tf.convert_to_tensor(model.item_factors)
     if mode == "explicit":  # the row half solves [u, b] against [v, 1] with offsets c
         fixed = fixed_side(tf.concat([v, tf.convert_to_tensor(model.item_bias)[:, None]], axis=1), biases=True)
-        swept = half_sweep(model.training_layouts.rows, fixed, cfg.regularization, 0.0).numpy()
+        swept = half_sweep(model.training_layouts[0], fixed, cfg.regularization).numpy()
     else:
-        swept = half_sweep(model.training_layouts.rows, v, cfg.regularization, 1.0).numpy()
+        swept = half_sweep(model.training_layouts[0], v, cfg.regularization).numpy()
     users = [0, 1, 7, 39]
     items = [problem.items[problem.users == u] for u in users]
     ratings = [problem.values[problem.users == u] for u in users]

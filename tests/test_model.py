@@ -147,7 +147,7 @@ def test_recommend_pads_when_a_user_has_seen_almost_everything():
 
 def test_recommend_rejects_bad_arguments(problem):
     model = make_model()
-    with pytest.raises(ValueError, match="needs the training data"):
+    with pytest.raises(ValueError, match="needs the training items"):
         model.recommend([0], k=3)
     model.fit(problem, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="`k` should be an integer in"):

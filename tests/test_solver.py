@@ -6,12 +6,21 @@ import tensorflow as tf
 from oracle import dense_problem, objective, random_problem, solve_rows
 
 from wals2 import solver
+from wals2.config import WALSConfig
+from wals2.engine import Partition, SweepEngine
 from wals2.layout import build_layouts, length_ladder
+from wals2.modes import Tf1
 
 SHAPE = (60, 45)
 K = 8
 W0 = 0.1
 LAM = 0.5
+
+
+def engine_for(rows, cols, values, shape, r, c, w0, lam=LAM, **config):
+    """The one-worker sweep engine of a tf1-mode problem with the given R and C (None, None: plain ALS)."""
+    mode = Tf1(WALSConfig(unobs_weight=w0, regularization=lam, latent_factors=K, **config))
+    return SweepEngine(mode, Partition.single(rows, cols, values, shape), given_weights=(r, c))
 
 
 def rel_err(got, want):
@@ -57,11 +66,11 @@ def test_half_sweeps_match_numpy_oracle(mode, kinds, batch_entries, max_row_leng
     a, w, observed = dense_problem(rows, cols, values, SHAPE, r, c, W0)
     v = rng.standard_normal((SHAPE[1], K)).astype(np.float32)
 
-    u_tf = solver.half_sweep(layouts.rows, v, LAM, W0)
+    u_tf = solver.half_sweep(layouts.rows, v, LAM)
     u_ref = solve_rows(a, w, observed, v, LAM)
     assert rel_err(u_tf, u_ref) < 1e-4
 
-    v_tf = solver.half_sweep(layouts.cols, u_ref.astype(np.float32), LAM, W0)
+    v_tf = solver.half_sweep(layouts.cols, u_ref.astype(np.float32), LAM)
     v_ref = solve_rows(a.T, w.T, observed.T, u_ref, LAM)
     assert rel_err(v_tf, v_ref) < 1e-4
 
@@ -79,10 +88,10 @@ def test_full_sweep_matches_oracle_with_rank_above_factors():
     values = rng.normal(3.0, 1.0, cells.size)
     r = rng.uniform(0.5, 1.5, m).astype(np.float32)
     c = rng.uniform(0.5, 1.5, n).astype(np.float32)
-    layouts = build_layouts(rows, cols, values, (m, n), r, c, W0, batch_entries=100, max_row_length=16)
+    engine = engine_for(rows, cols, values, (m, n), r, c, W0, batch_entries=100, max_row_length=16)
     u0 = rng.standard_normal((m, K)).astype(np.float32)
     v0 = rng.standard_normal((n, K)).astype(np.float32)
-    u_tf, v_tf = solver.sweep(layouts, u0, v0, LAM, W0)
+    u_tf, v_tf = engine.sweep(u0, v0)
     a, w, observed = dense_problem(rows, cols, values, (m, n), r, c, W0)
     assert np.linalg.matrix_rank(np.where(observed, a, 0)) > K
     u_ref = solve_rows(a, w, observed, v0, LAM)
@@ -97,7 +106,7 @@ def test_single_entry_hand_computed():
     r, c = np.array([1.0], np.float32), np.array([3.0], np.float32)
     layouts = build_layouts(rows, cols, values, (1, 2), r, np.array([3.0, 1.0], np.float32), 0.5)
     y = np.array([[2.0], [1.0]], np.float32)  # the second column is unobserved but still in Y'Y
-    x = solver.half_sweep(layouts.rows, y, 0.25, 0.5).numpy()
+    x = solver.half_sweep(layouts.rows, y, 0.25).numpy()
     d = r[0] * c[0]
     want = (0.5 + d) * 2.0 * 2.0 / (0.25 + 0.5 * (4.0 + 1.0) + d * 4.0)
     np.testing.assert_allclose(x, [[want]], rtol=1e-6)
@@ -107,13 +116,13 @@ def test_objective_decreases_every_sweep():
     rng = np.random.default_rng(5)
     rows, cols, values = random_problem(9, shape=SHAPE, nnz=800)
     r, c = weights_for("vector", rng, cols)
-    layouts = build_layouts(rows, cols, values, SHAPE, r, c, W0, batch_entries=64, max_row_length=9)
+    engine = engine_for(rows, cols, values, SHAPE, r, c, W0, batch_entries=64, max_row_length=9)
     a, w, _ = dense_problem(rows, cols, values, SHAPE, r, c, W0)
     u = rng.standard_normal((SHAPE[0], K)).astype(np.float32)
     v = rng.standard_normal((SHAPE[1], K)).astype(np.float32)
     losses = [objective(a, w, u, v, LAM)]
     for _ in range(8):
-        u, v = solver.sweep(layouts, u, v, LAM, W0)
+        u, v = engine.sweep(u, v)
         losses.append(objective(a, w, u, v, LAM))
     assert all(b <= a_ * (1 + 1e-6) for a_, b in zip(losses, losses[1:])), losses
     assert losses[-1] < 0.5 * losses[0]
@@ -142,9 +151,9 @@ def test_cg_with_enough_steps_reaches_the_exact_solution(mode):
     a, w, observed = dense_problem(rows, cols, values, SHAPE, r, c, W0)
     v = rng.standard_normal((SHAPE[1], K)).astype(np.float32)
     start = rng.standard_normal((SHAPE[0], K)).astype(np.float32)
-    u_cg = solver.half_sweep(layouts.rows, v, LAM, W0, "cg", start, 3 * K)
+    u_cg = solver.half_sweep(layouts.rows, v, LAM, "cg", start, 3 * K)
     assert rel_err(u_cg, solve_rows(a, w, observed, v, LAM)) < 2e-3
-    one_step = solver.half_sweep(layouts.rows, v, LAM, W0, "cg", start, 1)
+    one_step = solver.half_sweep(layouts.rows, v, LAM, "cg", start, 1)
     if mode != "none":  # a single step from a random start is far from exact
         assert rel_err(one_step, solve_rows(a, w, observed, v, LAM)) > 1e-2
 
@@ -155,15 +164,17 @@ def test_cg_loss_after_ten_sweeps_within_half_percent_of_exact():
     rows, cols, values = random_problem(12, shape=(m, n), nnz=6000, empty_rows=(), empty_cols=())
     r = rng.uniform(0.5, 1.5, m).astype(np.float32)
     c = rng.uniform(0.5, 2.0, n).astype(np.float32)
-    layouts = build_layouts(rows, cols, values, (m, n), r, c, W0, batch_entries=512, max_row_length=64)
     a, w, _ = dense_problem(rows, cols, values, (m, n), r, c, W0)
     u0 = rng.standard_normal((m, 16)).astype(np.float32)
     v0 = rng.standard_normal((n, 16)).astype(np.float32)
     losses = {}
     for name in ("cholesky", "cg"):
+        engine = engine_for(
+            rows, cols, values, (m, n), r, c, W0, 0.05, batch_entries=512, max_row_length=64, solver=name, cg_steps=3
+        )
         u, v = u0, v0
         for _ in range(10):
-            u, v = solver.sweep(layouts, u, v, 0.05, W0, solver=name, cg_steps=3)
+            u, v = engine.sweep(u, v)
         losses[name] = objective(a, w, u, v, 0.05)
     assert losses["cg"] <= losses["cholesky"] * 1.005, losses
 
@@ -175,7 +186,7 @@ def test_gpu_sweep_matches_cpu(solver_name):
     rng = np.random.default_rng(6)
     rows, cols, values = random_problem(14, shape=SHAPE, nnz=900)
     r, c = weights_for("vector", rng, cols)
-    layouts = build_layouts(rows, cols, values, SHAPE, r, c, W0, batch_entries=64, max_row_length=9)
+    engine = engine_for(rows, cols, values, SHAPE, r, c, W0, batch_entries=64, max_row_length=9, solver=solver_name)
     u0 = rng.standard_normal((SHAPE[0], K)).astype(np.float32)
     v0 = rng.standard_normal((SHAPE[1], K)).astype(np.float32)
     results = {}
@@ -183,7 +194,7 @@ def test_gpu_sweep_matches_cpu(solver_name):
         with tf.device(device):
             u, v = u0, v0
             for _ in range(3):
-                u, v = solver.sweep(layouts, u, v, LAM, W0, solver=solver_name)
+                u, v = engine.sweep(u, v)
             results[device] = (u.numpy(), v.numpy())
     for cpu, gpu in zip(results["/CPU:0"], results["/GPU:0"]):
         assert rel_err(gpu, cpu.astype(np.float64)) < 1e-4

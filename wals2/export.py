@@ -34,9 +34,11 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+from wals2 import scoring
 from wals2.data import Ratings
-from wals2.foldin import item_weights_for
 from wals2.foldin import solve as fold_in_solve
+from wals2.foldin import split_solution
+from wals2.modes import mode_of
 
 USER_ID = tf.TensorSpec([None], tf.string, name="user_id")
 ITEM_ID = tf.TensorSpec([None], tf.string, name="item_id")
@@ -84,8 +86,7 @@ class ServingModule(tf.Module):
         rating_range,
     ):
         super().__init__(name="wals_serving")
-        self.mode = config.mode
-        self.scale_regularization = config.scale_regularization
+        self._mode = mode_of(config)
         self.alpha = _constant_variable(config.alpha, tf.float32, "alpha")
         self.user_bias = _constant_variable(user_bias, tf.float32, "user_bias")
         self.item_bias = _constant_variable(item_bias, tf.float32, "item_bias")
@@ -129,13 +130,17 @@ class ServingModule(tf.Module):
         users, known_user = self._lookup_users(user_id)
         items = tf.ensure_shape(self.item_table.lookup(item_id), item_id.shape)
         known_item = (items >= 0) & tf.gather(self.item_known, tf.maximum(items, 0))
-        u = tf.gather(self.user_factors, tf.maximum(users, 0))
-        v = tf.gather(self.item_factors, tf.maximum(items, 0))
-        both = known_user & known_item
-        predicted = tf.reduce_sum(u * v, axis=-1) + self.global_mean
-        predicted += tf.gather(self.user_bias, tf.maximum(users, 0)) + tf.gather(self.item_bias, tf.maximum(items, 0))
+        predicted = scoring.pair_scores(
+            self.user_factors,
+            self.item_factors,
+            self.user_bias,
+            self.item_bias,
+            self.global_mean,
+            tf.maximum(users, 0),
+            tf.maximum(items, 0),
+        )
         predicted = tf.clip_by_value(predicted, self.rating_range[0], self.rating_range[1])
-        scores = tf.where(both, predicted, tf.zeros_like(u[:, 0]))
+        scores = tf.where(known_user & known_item, predicted, tf.zeros_like(predicted))
         return {"scores": scores, "known_user": known_user, "known_item": known_item}
 
     @tf.function(input_signature=[FOLD_IN_ITEM_IDS, FOLD_IN_RATINGS])
@@ -146,26 +151,12 @@ class ServingModule(tf.Module):
         the popular items with scores 0.0. A repeated item counts once per occurrence.
         """
         items = tf.ensure_shape(self.item_table.lookup(item_ids), item_ids.shape)  # [b, L], -1: padding, unknown
-        solution = fold_in_solve(
-            self.item_factors,
-            items,
-            ratings,
-            self.regularization,
-            self.unobs_weight,
-            self.item_weights,
-            mode=self.mode,
-            item_bias=self.item_bias,
-            global_mean=self.global_mean,
-            alpha=self.alpha,
-            scale_regularization=self.scale_regularization,
-        )
-        k = tf.shape(self.item_factors)[1]
-        user_bias = solution[:, k] if self.mode == "explicit" else tf.zeros_like(solution[:, 0])
-        scores = self._scores(solution[:, :k], user_bias)
+        solution = fold_in_solve(self._mode, self.item_factors, items, ratings, self.regularization, self)
+        factors, user_bias = split_solution(self._mode, solution, self.item_factors.shape[1])
         rated = tf.where(items >= 0)
-        scores = _exclude(scores, rated[:, 0], tf.gather_nd(items, rated))
         num_known = tf.reduce_sum(tf.cast(items >= 0, tf.int32), axis=1)
-        out = self._top(scores, num_known > 0, self.top_k)
+        scores = self._scores(factors, user_bias)
+        out = self._top(scores, rated[:, 0], tf.gather_nd(items, rated), num_known > 0, self.top_k)
         return {"item_ids": out["item_ids"], "scores": out["scores"], "num_known_items": num_known}
 
     def _lookup_users(self, user_id):
@@ -186,21 +177,20 @@ class ServingModule(tf.Module):
         limits = tf.where(known, tf.gather(self.seen_indptr, safe + 1), 0)
         spans = tf.ragged.range(starts, limits)
         seen = tf.gather(self.seen_items, spans.flat_values)
-        scores = _exclude(scores, spans.value_rowids(), seen)
-        return self._top(scores, known, k)
+        return self._top(scores, spans.value_rowids(), seen, known, k)
 
     def _scores(self, factors, user_bias):
-        """Ranking scores [b, n]: u . v_j + c_j + mu + b_u (the unclipped prediction)."""
-        scores = tf.matmul(factors, self.item_factors, transpose_b=True) + self.item_bias[None, :]
-        return scores + (user_bias + self.global_mean)[:, None]
+        """Ranking scores [b, n], the unclipped prediction (``scoring.item_scores``)."""
+        return scoring.item_scores(factors, user_bias, self.item_factors, self.item_bias, self.global_mean)
 
-    def _top(self, scores, known, k):
-        """Top-k of ``scores`` [b, n] for known rows; the popularity ranking (scores 0.0) for the others."""
+    def _top(self, scores, seen_rows, seen_cols, known, k):
+        """Top-k of ``scores`` [b, n] without the seen pairs (rows with none are unknown) for known rows; the
+        popularity ranking (scores 0.0) for the others."""
         ranked = tf.where(known[:, None], scores, self.popularity[None, :])
-        top = tf.math.top_k(ranked, k=k)
-        empty = tf.math.is_inf(top.values) & (top.values < 0)
-        item_ids = tf.where(empty, "", tf.gather(self.item_vocabulary, top.indices))
-        values = tf.where(known[:, None], top.values, tf.zeros_like(top.values))
+        indices, values = scoring.top_k_unseen(ranked, seen_rows, seen_cols, k)
+        empty = tf.math.is_inf(values) & (values < 0)
+        item_ids = tf.where(empty, "", tf.gather(self.item_vocabulary, indices))
+        values = tf.where(known[:, None], values, tf.zeros_like(values))
         return {"item_ids": item_ids, "scores": values, "known_user": known}
 
     def signatures(self) -> dict:
@@ -237,7 +227,7 @@ def export_saved_model(model, train: Ratings, path: str, top_k: int = 10) -> Ser
     if tf.io.gfile.exists(path) and tf.io.gfile.listdir(path):
         raise ValueError(f"`path` should be a new or empty directory. Received: path={path!r} (not empty)")
     cfg = model.config
-    item_weights = item_weights_for(cfg, train)
+    item_weights = model.mode.fold_in_item_weights(train.item_counts(positive_only=True))
     order = np.lexsort((train.items, train.users))
     indptr = np.concatenate([[0], np.cumsum(train.user_counts())]).astype(np.int64)
     module = ServingModule(
@@ -271,10 +261,3 @@ def _table(vocabulary: tf.Variable, size: int) -> tf.lookup.experimental.Mutable
     table = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, default_value=-1)
     table.insert(vocabulary, tf.range(size, dtype=tf.int64))
     return table
-
-
-def _exclude(scores, rows, cols):
-    """``scores`` [b, n] with -inf at the (rows[e], cols[e]) pairs."""
-    where = tf.stack([tf.cast(rows, tf.int64), tf.cast(cols, tf.int64)], axis=1)
-    fill = tf.fill(tf.shape(where)[:1], tf.constant(-np.inf, scores.dtype))
-    return tf.tensor_scatter_nd_update(scores, where, fill)

@@ -17,92 +17,85 @@ therefore gives the factor (and bias) the last row half-sweep gave that user.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
-from wals2 import weights as weights_lib
+from wals2 import scoring
 from wals2.data import Ratings
+from wals2.modes import Mode
 from wals2.solver import gramian
 
 
+class FoldInState(NamedTuple):
+    """What a mode's fold-in terms read of a fitted model (``modes.Mode.fold_in_terms``).
+
+    Attributes:
+        unobs_weight: w0 (tf1 mode).
+        item_weights: C, float32 [n] (0 for plain ALS; tf1 mode).
+        item_bias: c, float32 [n] (0 without biases).
+        global_mean: mu (0 without biases).
+        alpha: the confidence slope (implicit mode).
+    """
+
+    unobs_weight: float | tf.Tensor
+    item_weights: tf.Tensor
+    item_bias: tf.Tensor
+    global_mean: float | tf.Tensor
+    alpha: float | tf.Tensor
+
+
 def solve(
+    mode: Mode,
     item_factors: tf.Tensor,
     item_indices: tf.Tensor,
     ratings: tf.Tensor,
     regularization: float | tf.Tensor,
-    unobserved_weight: float | tf.Tensor,
-    item_weights: tf.Tensor | None = None,
-    mode: str = "tf1",
-    item_bias: tf.Tensor | None = None,
-    global_mean: float | tf.Tensor = 0.0,
-    alpha: float | tf.Tensor = 0.0,
-    scale_regularization: bool = False,
+    state,
 ) -> tf.Tensor:
     """Folds in a batch of new users at once: one Cholesky solve per user (formulas in the module docstring).
 
     Pure tensors, traceable inside a ``tf.function`` (the SavedModel's ``fold_in_recommend`` uses it).
 
     Args:
+        mode: the model's ``modes.Mode``; its ``fold_in_terms`` give T, w0, d and y.
         item_factors: V, float32 [n, k].
         item_indices: int [b, L], each user's rated items, padded with -1 (padding adds nothing).
         ratings: float32 [b, L], a_j (ignored on padding).
-        regularization: lambda > 0.
-        unobserved_weight: w0 >= 0 (tf1 mode).
-        item_weights: C, float32 [n], or None for plain ALS (C = 0) (tf1 mode).
-        mode: "tf1", "explicit" or "implicit".
-        item_bias: c, float32 [n] (explicit mode).
-        global_mean: mu (explicit mode).
-        alpha: the confidence slope (implicit mode).
-        scale_regularization: lambda |S| instead of lambda.
+        regularization: lambda > 0; multiplied by |S| with the config's ``scale_regularization``.
+        state: a ``FoldInState`` (or an object with its attributes, such as the serving module).
 
     Returns:
-        float32 [b, k] user factors, or [b, k + 1] (factors, bias) in the explicit mode. A user with only padding
-        gets 0.
+        float32 [b, k] user factors, or [b, k + 1] (factors, bias) with biases. A user with only padding gets 0.
     """
     v = tf.convert_to_tensor(item_factors, tf.float32)
     indices = tf.convert_to_tensor(item_indices)
     observed = indices >= 0
     safe = tf.where(observed, indices, tf.zeros_like(indices))
     mask = tf.cast(observed, tf.float32)
-    a = tf.cast(ratings, tf.float32) * mask
-    if mode == "explicit":
-        table = tf.concat([v, tf.ones_like(v[:, :1])], axis=1)
-        w0 = tf.constant(0.0)
-        d = mask
-        target = (a - tf.cast(global_mean, tf.float32) - tf.gather(tf.cast(item_bias, tf.float32), safe)) * mask
-    elif mode == "implicit":
-        table, w0 = v, tf.constant(1.0)
-        d = tf.cast(alpha, tf.float32) * a
-        target = mask
-    else:
-        table, w0 = v, tf.cast(unobserved_weight, tf.float32)
-        d = tf.zeros_like(mask) if item_weights is None else tf.gather(tf.cast(item_weights, tf.float32), safe) * mask
-        target = a
+    terms = mode.fold_in_terms(v, safe, tf.cast(ratings, tf.float32) * mask, mask, state)
     lam = tf.cast(regularization, tf.float32)
-    if scale_regularization:
+    if mode.config.scale_regularization:
         lam = lam * tf.reduce_sum(mask, axis=1)[:, None, None]
+    table, w0, d = terms.table, terms.unobserved_weight, terms.gram_weights
     gathered = tf.gather(table, safe) * mask[..., None]  # [b, L, k'], zero rows on padding
     g0 = gramian(table, 0.0, w0) + lam * tf.eye(tf.shape(table)[1])
     lhs = g0 + tf.matmul(gathered * d[..., None], gathered, transpose_a=True)  # [b, k', k']
-    rhs = tf.matmul(((w0 + d) * target)[:, None, :], gathered)[:, 0, :]  # [b, k']
+    rhs = tf.matmul(((w0 + d) * terms.targets)[:, None, :], gathered)[:, 0, :]  # [b, k']
     return tf.linalg.cholesky_solve(tf.linalg.cholesky(lhs), rhs[..., None])[..., 0]
 
 
-def item_weights_for(config, train: Ratings) -> np.ndarray | None:
-    """C as the model's training used it: ``wt_type`` over the items' training ratings > 0, or None.
-
-    Args:
-        config: the model's ``WALSConfig``.
-        train: the training ratings the model was fitted on.
-
-    Returns:
-        float32 [num_items]; None for plain ALS (``config.weights`` False) and outside the tf1 mode.
-    """
-    if config.mode != "tf1" or not config.weights:
-        return None
-    counts = train.item_counts(positive_only=True)
-    return weights_lib.item_weights(counts, config.wt_type, config.feature_wt_factor, config.feature_wt_exp)
+def state_of(model, train: Ratings) -> FoldInState:
+    """The ``FoldInState`` of a fitted ``WALSModel``; C from ``train``'s positive counts as its training used it."""
+    weights = model.mode.fold_in_item_weights(train.item_counts(positive_only=True))
+    return FoldInState(
+        unobs_weight=model.config.unobs_weight,
+        item_weights=tf.zeros([model.num_items]) if weights is None else tf.constant(weights),
+        item_bias=tf.convert_to_tensor(model.item_bias),
+        global_mean=tf.convert_to_tensor(model.global_mean),
+        alpha=model.config.alpha,
+    )
 
 
 def fold_in(model, train: Ratings, items: Sequence[Sequence[int]], ratings: Sequence[Sequence[float]]) -> np.ndarray:
@@ -115,7 +108,7 @@ def fold_in(model, train: Ratings, items: Sequence[Sequence[int]], ratings: Sequ
         ratings: the matching ratings, same lengths.
 
     Returns:
-        float32 [b, k], one factor per user; [b, k + 1] (factor, then bias b_u) in the explicit mode.
+        float32 [b, k], one factor per user; [b, k + 1] (factor, then bias b_u) with biases (explicit mode).
 
     Raises:
         ValueError: mismatched lengths, item indices out of [0, num_items), repeated items within one user,
@@ -128,8 +121,8 @@ def fold_in(model, train: Ratings, items: Sequence[Sequence[int]], ratings: Sequ
 def recommend(
     model, train: Ratings, items: Sequence[Sequence[int]], ratings: Sequence[Sequence[float]], k: int = 10
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k items for new users by the model's score (u . v_j, plus mu + b_u + c_j in the explicit mode) with
-    u from ``fold_in``, best first, their rated items excluded.
+    """Top-k items for new users by the model's score (``scoring.item_scores``) with u (and b_u) from
+    ``fold_in``, best first, their rated items excluded.
 
     Args:
         model, train, items, ratings: as in ``fold_in``.
@@ -142,20 +135,23 @@ def recommend(
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= model.num_items:
         raise ValueError(f"`k` should be an integer in [1, {model.num_items}]. Received: k={k!r}")
     indices, values = _pad(items, ratings, model.num_items)
-    u = _solve_model(model, train, indices, values)
-    k_factors = model.config.latent_factors
-    scores = tf.matmul(u[:, :k_factors], tf.convert_to_tensor(model.item_factors), transpose_b=True)
-    if model.config.mode == "explicit":
-        user_offset = u[:, k_factors] + tf.convert_to_tensor(model.global_mean)
-        scores += tf.convert_to_tensor(model.item_bias)[None, :] + user_offset[:, None]
-    scores = scores.numpy()
+    factors, bias = split_solution(model.mode, _solve_model(model, train, indices, values), model.config.latent_factors)
+    scores = scoring.item_scores(
+        factors, bias, tf.convert_to_tensor(model.item_factors), tf.convert_to_tensor(model.item_bias),
+        tf.convert_to_tensor(model.global_mean),
+    )
     rows, cols = np.nonzero(indices >= 0)
-    scores[rows, indices[rows, cols]] = -np.inf
-    top = tf.math.top_k(scores, k=k)
-    out_items = top.indices.numpy().astype(np.int64)
-    out_scores = top.values.numpy()
+    top, out_scores = scoring.top_k_unseen(scores, rows, indices[rows, cols], k)
+    out_items, out_scores = top.numpy().astype(np.int64), out_scores.numpy()
     out_items[np.isneginf(out_scores)] = -1
     return out_items, out_scores
+
+
+def split_solution(mode: Mode, solution: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """(factors [b, k], bias [b]) of a fold-in solution; the bias is 0 without biases."""
+    if mode.biases:
+        return solution[:, :k], solution[:, k]
+    return solution, tf.zeros_like(solution[:, 0])
 
 
 def _solve_model(model, train: Ratings, indices: np.ndarray, values: np.ndarray) -> tf.Tensor:
@@ -163,19 +159,13 @@ def _solve_model(model, train: Ratings, indices: np.ndarray, values: np.ndarray)
         raise ValueError(
             f"`train` should have the model's shape {(model.num_users, model.num_items)}. Received: {train.shape}"
         )
-    cfg = model.config
     return solve(
+        model.mode,
         tf.convert_to_tensor(model.item_factors),
         indices,
         values,
-        cfg.regularization,
-        cfg.unobs_weight,
-        item_weights_for(cfg, train),
-        mode=cfg.mode,
-        item_bias=tf.convert_to_tensor(model.item_bias),
-        global_mean=tf.convert_to_tensor(model.global_mean),
-        alpha=cfg.alpha,
-        scale_regularization=cfg.scale_regularization,
+        model.config.regularization,
+        state_of(model, train),
     )
 
 

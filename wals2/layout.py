@@ -93,6 +93,7 @@ class HalfLayout(NamedTuple):
             without entries point at the final zero row.
         reg_scale: float32 [m], the multiplier of lambda per row (n_i with ``scale_regularization``), else None.
         bias_offsets: whether the chunks carry ``offset_weights``.
+        unobserved_weight: w0, the weight its right-hand sides were built with (the solver's w0 Y'Y uses it).
     """
 
     kind: str
@@ -107,6 +108,7 @@ class HalfLayout(NamedTuple):
     gather_order: tf.Tensor
     reg_scale: tf.Tensor | None
     bias_offsets: bool
+    unobserved_weight: float
 
 
 class Layouts(NamedTuple):
@@ -279,6 +281,7 @@ def build_half(
         gather_order=tf.constant(position.astype(np.int32)),
         reg_scale=tf.constant(degree.astype(np.float32)) if scale_regularization else None,
         bias_offsets=bias_offsets,
+        unobserved_weight=w0,
     )
 
 

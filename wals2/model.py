@@ -10,17 +10,14 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-from wals2 import objective
-from wals2 import solver as solver_lib
+from wals2 import scoring
 from wals2 import weights as weights_lib
 from wals2.config import WALSConfig
 from wals2.data import Ratings
-from wals2.layout import build_layouts
+from wals2.engine import Entries, Partition, SweepEngine
+from wals2.modes import mode_of
 
 logger = logging.getLogger(__name__)
-
-# Pairs per chunk when scoring (user, item) pairs: bounds the two gathered [chunk, k] matrices.
-PAIR_CHUNK = 1 << 18
 
 
 class NonFiniteFactorsError(FloatingPointError):
@@ -32,12 +29,14 @@ class WALSModel(keras.Model):
     """Matrix factorisation A ~ U V' trained by TF1's weighted alternating least squares.
 
     ``fit(train, epochs=N)`` runs N sweeps; each sweep solves every user row exactly, then every item row
-    (``solver.half_sweep``), with no gradients. The factors are non-trainable variables updated with ``assign``.
+    (``engine.SweepEngine``), with no gradients. The factors are non-trainable variables updated with ``assign``.
+    The same model trains on several workers: create and compile it under a ``MultiWorkerMirroredStrategy``
+    scope and give each worker its ``engine.Partition`` of the training matrix.
 
     Example:
         >>> model = WALSModel(num_users, num_items, latent_factors=10)
         >>> model.compile(jit_compile=False)
-        >>> model.fit(train, epochs=20, validation_data=(test.pairs(), test.values))
+        >>> model.fit(train, epochs=20, validation_data=test)
         >>> items, scores = model.recommend([0, 1], k=10)
 
     Args:
@@ -57,27 +56,29 @@ class WALSModel(keras.Model):
         if isinstance(config, dict):
             config = WALSConfig.from_dict(config)
         self.config = (config or WALSConfig()).replace(**overrides)
+        self.mode = mode_of(self.config)
         self.num_users = int(num_users)
         self.num_items = int(num_items)
         k = self.config.latent_factors
-        self.user_factors = self.add_weight(
-            shape=(self.num_users, k), initializer="zeros", trainable=False, name="user_factors"
-        )
-        self.item_factors = self.add_weight(
-            shape=(self.num_items, k), initializer="zeros", trainable=False, name="item_factors"
-        )
-        # Explicit mode's biases and the clipping range of its predictions; zeros / unclipped otherwise.
-        self.user_bias = self.add_weight(
-            shape=(self.num_users,), initializer="zeros", trainable=False, name="user_bias"
-        )
-        self.item_bias = self.add_weight(
-            shape=(self.num_items,), initializer="zeros", trainable=False, name="item_bias"
-        )
-        self.global_mean = self.add_weight(shape=(), initializer="zeros", trainable=False, name="global_mean")
-        self.rating_range = self.add_weight(shape=(2,), initializer="zeros", trainable=False, name="rating_range")
+
+        def weight(shape, name):
+            # Replicated state assigned in the replica context (equal on every worker after each sweep).
+            return self.add_weight(
+                shape=shape, initializer="zeros", trainable=False, name=name, aggregation="only_first_replica"
+            )
+
+        self.user_factors = weight((self.num_users, k), "user_factors")
+        self.item_factors = weight((self.num_items, k), "item_factors")
+        # The biases, the mean and the clipping range of the predictions; zeros / unbounded without biases.
+        self.user_bias = weight((self.num_users,), "user_bias")
+        self.item_bias = weight((self.num_items,), "item_bias")
+        self.global_mean = weight((), "global_mean")
+        self.rating_range = weight((2,), "rating_range")
         self.rating_range.assign([-np.inf, np.inf])
         self._squared_error = keras.metrics.Mean(name="squared_error")
-        self._train: dict[str, Any] | None = None
+        self.engine: SweepEngine | None = None
+        self._heldout: Entries | None = None
+        self._seen: tuple[np.ndarray, np.ndarray] | None = None
         self.initialize_factors()
         self.built = True
 
@@ -93,106 +94,105 @@ class WALSModel(keras.Model):
 
     def set_training_data(
         self,
-        train: Ratings | tf.SparseTensor | sp.spmatrix | sp.sparray,
+        train: Ratings | Partition | tf.SparseTensor | sp.spmatrix | sp.sparray,
         row_weights: None | float | np.ndarray | str = "config",
         col_weights: None | float | np.ndarray | str = "config",
     ) -> None:
-        """Builds both half-sweep layouts of the training matrix (once per fit).
+        """Builds the sweep engine of the training matrix (once per fit).
 
         Args:
             train: the observed entries, shape (num_users, num_items): ``Ratings``, ``tf.SparseTensor`` or scipy
-                sparse. Explicit zeros count as observed.
-            row_weights, col_weights: R and C. ``"config"`` (default) derives them as TF1 does: R_i = 1 and C_j
-                from ``wt_type`` over the training counts, or None for both when ``config.weights`` is False.
-                Otherwise None (plain ALS), a non-negative scalar, or a vector.
+                sparse (explicit zeros count as observed); or, on one of several workers, that worker's
+                ``engine.Partition``.
+            row_weights, col_weights: R and C (tf1 mode). ``"config"`` (default) derives them as TF1 does: R_i = 1
+                and C_j from ``wt_type`` over the training counts, or None for both when ``config.weights`` is
+                False. Otherwise None (plain ALS), a non-negative scalar, or a vector.
         """
-        rows, cols, values = _coo(train, (self.num_users, self.num_items))
-        cfg = self.config
-        shape = (self.num_users, self.num_items)
         from_config = isinstance(row_weights, str) and row_weights == "config"
         if from_config != (isinstance(col_weights, str) and col_weights == "config"):
             raise ValueError("`row_weights` and `col_weights` should both be 'config' or both be given.")
-        if cfg.mode != "tf1" and not from_config:
-            raise ValueError(f"`row_weights`/`col_weights` apply to mode 'tf1' only. Received: mode={cfg.mode!r}")
-        if from_config:
-            weighting = objective.weighting(cfg, values, shape, objective.statistics(cols, values, self.num_items))
-        else:  # weights given by the caller (tf1 mode)
-            r = weights_lib.resolve(row_weights, self.num_users, "row_weights")
-            c = weights_lib.resolve(col_weights, self.num_items, "col_weights")
-            if (r is None) != (c is None):
-                raise ValueError("`row_weights` and `col_weights` should both be None (plain ALS) or both be given.")
-            weighting = objective.Weighting(cfg.unobs_weight, values, r, c, None, False, 0.0, (-np.inf, np.inf))
-        w0 = weighting.unobserved_weight
-        explicit = weighting.bias_offsets
-        layouts = build_layouts(
-            rows,
-            cols,
-            weighting.targets,
-            shape,
-            weighting.row_weights,
-            weighting.col_weights,
-            w0,
-            batch_entries=cfg.batch_entries,
-            max_row_length=cfg.max_row_length,
-            entry_weights=weighting.entry_weights,
-            bias_offsets=explicit,
-            scale_regularization=cfg.scale_regularization,
-        )
-        self.global_mean.assign(weighting.mean)
-        self.rating_range.assign(weighting.rating_range)
-        if not explicit:
+        if isinstance(train, Partition):
+            if train.shape != (self.num_users, self.num_items):
+                raise ValueError(
+                    f"The partition should have shape {(self.num_users, self.num_items)}. Received: {train.shape}"
+                )
+            partition = train
+        else:
+            rows, cols, values = _coo(train, (self.num_users, self.num_items))
+            partition = Partition.single(rows, cols, values, (self.num_users, self.num_items))
+        given = None
+        if not from_config:
+            given = (
+                weights_lib.resolve(row_weights, self.num_users, "row_weights"),
+                weights_lib.resolve(col_weights, self.num_items, "col_weights"),
+            )
+        self.engine = SweepEngine(self.mode, partition, given)
+        self.global_mean.assign(self.engine.mean)
+        self.rating_range.assign(self.engine.rating_range)
+        if not self.mode.biases:
             self.user_bias.assign(np.zeros(self.num_users, np.float32))
             self.item_bias.assign(np.zeros(self.num_items, np.float32))
-        order = np.argsort(rows, kind="stable")
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=self.num_users))])
-        scale = [np.ones(n, np.float32) for n in shape]
-        if cfg.scale_regularization:
-            scale = [np.bincount(rows, minlength=shape[0]), np.bincount(cols, minlength=shape[1])]
-        self._train = {
-            "layouts": layouts,
-            "rows": tf.constant(rows.astype(np.int32)),
-            "cols": tf.constant(cols.astype(np.int32)),
-            # Targets of the objective and RMSE: the ratings (their mean is a prediction term), or 1 (implicit).
-            "targets": tf.constant((weighting.targets + weighting.mean).astype(np.float32)),
-            "entry_weight": tf.constant(weighting.observed_weight(rows, cols).astype(np.float32)),
-            "unobserved_weight": float(w0),
-            "reg_scale": [tf.constant(x.astype(np.float32)) for x in scale],
-            "seen_indptr": indptr.astype(np.int64),
-            "seen_items": cols[order].astype(np.int64),
-        }
-        # The layouts are captured by the traced sweep: trace again for new training data.
+        if partition.blocks.count == 1:
+            self.set_seen_items(partition.by_row.rows, partition.by_row.cols)
+        # The engine's layouts are captured by the traced sweep: trace again for new training data.
         self.train_function = None
+
+    def set_seen_items(self, users, items) -> None:
+        """The (user, item) index pairs that ``recommend(exclude_seen=True)`` leaves out (the training entries).
+
+        ``set_training_data`` sets them from the training matrix; a model loaded from a file, or trained on
+        several workers, gets them here.
+        """
+        users = np.asarray(users, np.int64)
+        items = np.asarray(items, np.int64)
+        if users.shape != items.shape or users.ndim != 1:
+            raise ValueError(f"`users` and `items` should be 1-D of one length. Received: {users.shape}, {items.shape}")
+        if users.size and (users.min() < 0 or users.max() >= self.num_users):
+            raise ValueError(f"`users` should be in [0, {self.num_users}).")
+        if items.size and (items.min() < 0 or items.max() >= self.num_items):
+            raise ValueError(f"`items` should be in [0, {self.num_items}).")
+        order = np.argsort(users, kind="stable")
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=self.num_users))])
+        self._seen = (indptr.astype(np.int64), items[order])
 
     @property
     def training_layouts(self):
-        return None if self._train is None else self._train["layouts"]
+        """The engine's (row half, column half) layouts, or None before training data is set."""
+        return None if self.engine is None else (self.engine.rows_layout, self.engine.cols_layout)
 
     # ----------------------------------------------------------------------------------------------- Keras
-    def fit(self, x=None, y=None, *, epochs: int | None = None, validation_batch_size: int = 65536, **kwargs):
+    def fit(self, x=None, y=None, *, epochs: int | None = None, validation_data=None, **kwargs):
         """Runs ``epochs`` sweeps (default ``config.num_iters``) over the training matrix ``x``.
 
-        ``x`` is the training matrix (``Ratings``, ``tf.SparseTensor`` or scipy sparse); it may be omitted after
-        ``set_training_data``. ``validation_data=(pairs, ratings)`` adds ``val_rmse``; callbacks, ``verbose``
-        and ``initial_epoch`` work as in Keras. One epoch is one sweep, and ``y`` must be None.
+        ``x`` is the training matrix (``Ratings``, ``tf.SparseTensor``, scipy sparse, or this worker's
+        ``engine.Partition``); it may be omitted after ``set_training_data``. ``validation_data`` (``Ratings``,
+        ``engine.Entries`` or ``(pairs, ratings)``; on several workers, this worker's part) adds ``val_rmse`` to
+        the logs after every sweep. Callbacks, ``verbose`` and ``initial_epoch`` work as in Keras; one epoch is
+        one sweep, and ``y`` must be None.
         """
         if y is not None:
             raise ValueError("`y` should be None: the ratings are the values of `x`. Received a `y`.")
         for unsupported in ("batch_size", "steps_per_epoch", "shuffle", "class_weight", "sample_weight"):
             if kwargs.get(unsupported) is not None:
                 raise ValueError(f"`{unsupported}` is not used by WALSModel.fit: one epoch is one full sweep.")
+        for unsupported in ("validation_split", "validation_steps", "validation_batch_size", "validation_freq"):
+            if kwargs.pop(unsupported, None) not in (None, 1, 0.0):
+                raise ValueError(f"`{unsupported}` is not used by WALSModel.fit: pass `validation_data`.")
         if x is not None:
             self.set_training_data(x)
-        if self._train is None:
+        if self.engine is None:
             raise ValueError("`x` should be the training matrix: no training data was given to fit().")
+        self._heldout = None if validation_data is None else _entries(validation_data, self.shape_of())
+        self.train_function = None
         if epochs is None:
             epochs = self.config.num_iters
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        dummy = tf.data.Dataset.from_tensors(tf.zeros([1], tf.float32)).repeat().batch(replicas)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         try:
             return super().fit(
-                np.zeros((1, 1), np.float32),
-                epochs=epochs,
-                batch_size=1,
-                validation_batch_size=validation_batch_size,
-                **kwargs,
+                dummy.with_options(options), epochs=epochs, steps_per_epoch=1, shuffle=False, **kwargs
             )
         except tf.errors.InvalidArgumentError as err:
             if "Cholesky" in str(err) or "not finite" in str(err):
@@ -203,59 +203,69 @@ class WALSModel(keras.Model):
                 ) from err
             raise
 
-    def train_step(self, data):
-        del data
-        train = self._train
-        cfg = self.config
-        explicit = cfg.mode == "explicit"
-        w0 = train["unobserved_weight"]
+    def shape_of(self) -> tuple[int, int]:
+        return self.num_users, self.num_items
+
+    def _tables(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """The factor tables of the sweep: U and V, with the bias column [U, b], [V, c] in a mode with biases."""
         u, v = tf.convert_to_tensor(self.user_factors), tf.convert_to_tensor(self.item_factors)
-        if explicit:  # solve [x_i, b_i] against [y_j, 1] with targets a_ij - mu - c_j (and symmetrically)
+        if self.mode.biases:
             u = tf.concat([u, tf.convert_to_tensor(self.user_bias)[:, None]], axis=1)
             v = tf.concat([v, tf.convert_to_tensor(self.item_bias)[:, None]], axis=1)
-        u, v = solver_lib.sweep(
-            train["layouts"],
-            u,
-            v,
-            cfg.regularization,
-            w0,
-            solver=cfg.solver,
-            cg_steps=cfg.cg_steps,
-            biases=explicit,
-        )
+        return u, v
+
+    def train_step(self, data):
+        del data
+        engine = self.engine
+        u, v = engine.sweep(*self._tables())
         u = tf.debugging.assert_all_finite(u, "user factors not finite after the sweep")
         v = tf.debugging.assert_all_finite(v, "item factors not finite after the sweep")
-        k = cfg.latent_factors
-        self.user_factors.assign(u[:, :k])
-        self.item_factors.assign(v[:, :k])
-        if explicit:
-            self.user_bias.assign(u[:, k])
-            self.item_bias.assign(v[:, k])
-        predictions = self._pair_scores(train["rows"], train["cols"])
-        logs = {"rmse": tf.sqrt(tf.reduce_mean(tf.square(train["targets"] - self._clip(predictions))))}
-        if cfg.compute_loss:
-            logs["loss"] = self._objective(predictions)
-        return logs
+        (uf, ub), (vf, vb) = engine.split(u), engine.split(v)
+        self.user_factors.assign(uf)
+        self.item_factors.assign(vf)
+        if self.mode.biases:
+            self.user_bias.assign(ub)
+            self.item_bias.assign(vb)
+        logs = engine.metrics(u, v, with_loss=self.config.compute_loss)
+        if self._heldout is not None:
+            logs["val_rmse"] = engine.heldout_rmse(u, v, self._heldout)
+        # Under several workers Keras averages each log over the workers along axis 0 (they are equal).
+        shape = [1] if _multi_worker(self.distribute_strategy) else []
+        return {name: tf.reshape(value, shape) for name, value in logs.items()}
 
     def test_step(self, data):
         pairs, ratings = data[0], data[1]
         predictions = self(pairs)
-        if self.config.mode == "implicit":  # held-out observed cells have preference 1
-            ratings = tf.ones_like(predictions)
-        self._squared_error.update_state(tf.square(tf.cast(ratings, tf.float32) - predictions))
+        targets = self.mode.heldout_targets(tf.cast(ratings, tf.float32))
+        self._squared_error.update_state(tf.square(targets - predictions))
         return {"rmse": tf.sqrt(self._squared_error.result())}
+
+    def evaluate(self, x=None, y=None, batch_size: int | None = 65536, **kwargs):
+        """Keras ``evaluate`` of (pairs, ratings); the batch size defaults to 65,536 pairs (one sweep's scale)."""
+        return super().evaluate(x, y, batch_size=batch_size, **kwargs)
 
     def call(self, pairs):
         """Predictions for int pairs [b, 2] (user index, item index); returns float32 [b].
 
-        u_i.v_j in the tf1 and implicit modes; mu + b_i + c_j + u_i.v_j clipped to the training ratings' range in
-        the explicit mode.
+        mu + b_i + c_j + u_i.v_j, clipped to the training ratings' range (u_i.v_j without biases).
         """
         pairs = tf.cast(pairs, tf.int32)
-        return self._clip(self._pair_scores(pairs[:, 0], pairs[:, 1]))
+        return self.predict_pairs(pairs[:, 0], pairs[:, 1])
 
-    def _clip(self, predictions):
-        return tf.clip_by_value(predictions, self.rating_range[0], self.rating_range[1])
+    def predict_pairs(self, users, items, clip: bool = True) -> tf.Tensor:
+        """The prediction of each (users[e], items[e]) index pair, float32 [b] (unclipped with ``clip`` False)."""
+        scores = scoring.pair_scores(
+            self.user_factors, self.item_factors, self.user_bias, self.item_bias, self.global_mean, users, items
+        )
+        return tf.clip_by_value(scores, self.rating_range[0], self.rating_range[1]) if clip else scores
+
+    def rmse(self, ratings: Ratings) -> float | None:
+        """The RMSE of the predictions against ``ratings`` (the preference 1 in the implicit mode); None if empty."""
+        if not ratings.nnz:
+            return None
+        predictions = self.predict_pairs(ratings.users, ratings.items).numpy().astype(np.float64)
+        targets = np.asarray(self.mode.heldout_targets(ratings.values.astype(np.float64)))
+        return float(np.sqrt(np.mean(np.square(targets - predictions))))
 
     @property
     def metrics(self):
@@ -286,50 +296,10 @@ class WALSModel(keras.Model):
         return cls(**config)
 
     # ----------------------------------------------------------------------------------------- inference
-    def _pair_scores(self, users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
-        """mu + b_i + c_j + u_i . v_j (unclipped) for index vectors [b], in chunks of ``PAIR_CHUNK`` pairs."""
-        n = tf.shape(users)[0]
-        chunks = (n + PAIR_CHUNK - 1) // PAIR_CHUNK
-        pad = chunks * PAIR_CHUNK - n
-        users = tf.reshape(tf.pad(users, [[0, pad]]), [-1, PAIR_CHUNK])
-        items = tf.reshape(tf.pad(items, [[0, pad]]), [-1, PAIR_CHUNK])
-        u, v = self.user_factors, self.item_factors
-
-        bu, bv = self.user_bias, self.item_bias
-
-        def dots(chunk):
-            dot = tf.reduce_sum(tf.gather(u, chunk[0]) * tf.gather(v, chunk[1]), axis=-1)
-            return dot + tf.gather(bu, chunk[0]) + tf.gather(bv, chunk[1])
-
-        scores = tf.map_fn(dots, (users, items), fn_output_signature=tf.float32)
-        return tf.reshape(scores, [-1])[:n] + self.global_mean
-
-    def _objective(self, predictions: tf.Tensor) -> tf.Tensor:
-        """The weighted objective, sum_obs [W (a - p)^2 - w0 p^2] + w0 tr(U'U V'V) + sum_i lambda_i |u~_i|^2 + ...
-
-        with W the observed weight, a the target (the rating, or 1 in the implicit mode), p the unclipped
-        prediction, lambda_i = lambda (or lambda n_i, ALS-WR) and u~_i the factors with the bias (explicit mode).
-        """
-        train, cfg = self._train, self.config
-        w0 = train["unobserved_weight"]
-        observed = tf.reduce_sum(
-            train["entry_weight"] * tf.square(train["targets"] - predictions) - w0 * tf.square(predictions)
-        )
-        u, v = self.user_factors, self.item_factors
-        utu = tf.matmul(u, u, transpose_a=True)
-        vtv = tf.matmul(v, v, transpose_a=True)
-        unobserved = w0 * tf.reduce_sum(utu * vtv)
-        scale_u, scale_v = train["reg_scale"]
-        norms_u = tf.reduce_sum(tf.square(u), axis=1) + tf.square(self.user_bias)
-        norms_v = tf.reduce_sum(tf.square(v), axis=1) + tf.square(self.item_bias)
-        penalty = cfg.regularization * (tf.reduce_sum(scale_u * norms_u) + tf.reduce_sum(scale_v * norms_v))
-        return observed + unobserved + penalty
-
     def loss_value(self) -> float:
-        """TF1's objective at the current factors over the training data."""
+        """The mode's objective at the current factors over the training data."""
         self._require_training_data("loss_value")
-        predictions = self._pair_scores(self._train["rows"], self._train["cols"])
-        return float(self._objective(predictions))
+        return float(self.engine.metrics(*self._tables())["loss"])
 
     def recommend(
         self, user_indices, k: int = 10, exclude_seen: bool = True, batch_size: int = 1024
@@ -357,26 +327,25 @@ class WALSModel(keras.Model):
             )
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.num_items:
             raise ValueError(f"`k` should be an integer in [1, {self.num_items}]. Received: k={k!r}")
-        if exclude_seen:
-            self._require_training_data("recommend(exclude_seen=True)")
-        v = tf.convert_to_tensor(self.item_factors)
+        if exclude_seen and self._seen is None:
+            raise ValueError(
+                "recommend(exclude_seen=True) needs the training items: call fit(train), set_training_data(train) "
+                "or set_seen_items(users, items) first."
+            )
+        v, bv = tf.convert_to_tensor(self.item_factors), tf.convert_to_tensor(self.item_bias)
+        u, bu = tf.convert_to_tensor(self.user_factors), tf.convert_to_tensor(self.user_bias)
         out_items, out_scores = [], []
         for start in range(0, users.size, batch_size):
             batch = users[start : start + batch_size]
-            scores = tf.matmul(tf.gather(tf.convert_to_tensor(self.user_factors), batch), v, transpose_b=True)
-            user_offset = tf.gather(tf.convert_to_tensor(self.user_bias), batch) + self.global_mean
-            scores += tf.convert_to_tensor(self.item_bias)[None, :] + user_offset[:, None]
+            scores = scoring.item_scores(tf.gather(u, batch), tf.gather(bu, batch), v, bv, self.global_mean)
+            rows = cols = np.zeros(0, np.int64)
             if exclude_seen:
-                indptr, seen = self._train["seen_indptr"], self._train["seen_items"]
+                indptr, seen = self._seen
                 lengths = indptr[batch + 1] - indptr[batch]
-                cols = np.concatenate([seen[indptr[u] : indptr[u + 1]] for u in batch]) if batch.size else []
-                where = np.stack([np.repeat(np.arange(batch.size), lengths), np.asarray(cols, np.int64)], axis=1)
-                if where.size:
-                    fill = tf.fill([where.shape[0]], tf.constant(-np.inf, tf.float32))
-                    scores = tf.tensor_scatter_nd_update(scores, where, fill)
-            top = tf.math.top_k(scores, k=k)
-            items = top.indices.numpy().astype(np.int64)
-            values = top.values.numpy()
+                rows = np.repeat(np.arange(batch.size), lengths)
+                cols = np.concatenate([seen[indptr[i] : indptr[i + 1]] for i in batch]) if batch.size else cols
+            top, values = scoring.top_k_unseen(scores, rows, cols, k)
+            items, values = top.numpy().astype(np.int64), values.numpy()
             items[np.isneginf(values)] = -1
             out_items.append(items)
             out_scores.append(values)
@@ -385,8 +354,40 @@ class WALSModel(keras.Model):
         return np.concatenate(out_items), np.concatenate(out_scores)
 
     def _require_training_data(self, what: str) -> None:
-        if self._train is None:
+        if self.engine is None:
             raise ValueError(f"{what} needs the training data: call fit(train) or set_training_data(train) first.")
+
+
+def _multi_worker(strategy) -> bool:
+    """Whether Keras reduces the logs across workers (a MultiWorkerMirroredStrategy with several workers)."""
+    extended = getattr(strategy, "extended", None)
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and extended._in_multi_worker_mode()
+
+
+def _entries(heldout, shape: tuple[int, int]) -> Entries:
+    """``Entries`` of held-out data: ``Ratings``, ``Entries`` or ``(pairs [b, 2], ratings [b])``."""
+    if isinstance(heldout, Entries):
+        return heldout
+    if isinstance(heldout, Ratings):
+        if heldout.shape != tuple(shape):
+            raise ValueError(f"`validation_data` should have shape {tuple(shape)}. Received: {heldout.shape}")
+        return Entries(heldout.users, heldout.items, heldout.values.astype(np.float64))
+    if isinstance(heldout, (tuple, list)) and len(heldout) == 2:
+        pairs = np.asarray(heldout[0])
+        values = np.asarray(heldout[1], np.float64).reshape(-1)
+        if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.shape[0] != values.size:
+            raise ValueError(
+                "`validation_data` should be (pairs [b, 2], ratings [b]). "
+                f"Received shapes {pairs.shape} and {values.shape}"
+            )
+        for axis, size, name in ((0, shape[0], "user"), (1, shape[1], "item")):
+            if pairs.size and (pairs[:, axis].min() < 0 or pairs[:, axis].max() >= size):
+                raise ValueError(f"`validation_data` {name} indices should be in [0, {size}).")
+        return Entries(pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), values)
+    raise TypeError(
+        "`validation_data` should be a wals2.Ratings or (pairs, ratings). "
+        f"Received: {type(heldout).__name__}"
+    )
 
 
 def _coo(train, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -38,7 +38,6 @@ def half_sweep(
     layout: HalfLayout,
     fixed: tf.Tensor,
     regularization: tf.Tensor,
-    unobserved_weight: tf.Tensor,
     solver: str = "cholesky",
     initial: tf.Tensor | None = None,
     cg_steps: int = 3,
@@ -50,7 +49,7 @@ def half_sweep(
         fixed: float32 [n, k], the other side's factors; with ``layout.bias_offsets`` [n, k + 1], whose last
             column c_j is subtracted from every target (a_ij - c_j) and takes no part in the solve.
         regularization: lambda > 0 (scalar); multiplied by n_i per row when the layout has ``reg_scale``.
-        unobserved_weight: w0 >= 0 (scalar).
+            w0 is the layout's own ``unobserved_weight``, the one its right-hand sides were built with.
         solver: "cholesky" (exact) or "cg" (``cg_steps`` matrix-free CG steps from ``initial``).
         initial: float32 [m, k], the previous factors of the solved side; required by "cg".
         cg_steps: CG steps per row for "cg".
@@ -64,7 +63,7 @@ def half_sweep(
     width = fixed.shape[1]
     k = width - 1 if layout.bias_offsets else width
     lam = tf.cast(regularization, tf.float32)
-    w0 = tf.cast(unobserved_weight, tf.float32)
+    w0 = tf.constant(layout.unobserved_weight, tf.float32)
     solved = fixed[:, :k]
     shared = gramian(solved, 0.0, w0)  # w0 Y'Y; lambda is added per row below
     table = fixed if layout.fixed_scale is None else fixed * layout.fixed_scale[:, None]

@@ -1,0 +1,253 @@
+"""The three training modes, one object each: weighting, w0, targets, held-out targets and fold-in terms.
+
+Every mode turns the observed entries (i, j, r_ij) into the coefficients of one normal equation per row, the one
+``solver.half_sweep`` solves,
+
+    (lambda_i I + w0 Y'Y + sum_{j in obs(i)} d_ij y_j y_j') x_i = sum_{j in obs(i)} (w0 + d_ij) a_ij y_j,
+
+and every mode minimises the same weighted objective (``engine.objective``) with its own W_ij = w0 + d_ij, w0 and
+targets a_ij, and predicts p_ij = mu + b_i + c_j + u_i.v_j (mu = b = c = 0 without biases), clipped to the
+mode's rating range:
+
+* ``Tf1`` (TF1's ``WALSModel``): w0 = ``unobs_weight``, a = r, d_ij = R_i C_j with R = 1 and C_j from
+  ``wt_type`` over n_j, the column's training entries with r > 0 (no weights at all, plain ALS, when
+  ``weights`` is False). Judged by RMSE.
+* ``Explicit``: w0 = 0, d = 1, a = r - mu with mu the training mean, and user/item biases solved with the factors
+  (a row solves [x_i, b_i] against [y_j, 1] with targets a_ij - c_j); predictions clipped to the training range.
+  Judged by RMSE.
+* ``Implicit`` (Hu, Koren and Volinsky): w0 = 1, a = 1 (the preference of an observed cell), d_ij = alpha r_ij.
+  Judged by ranking; its held-out RMSE is against the preference 1.
+
+The few numbers that depend on every training entry (n_j, mu, the rating range) are ``Statistics``, which one
+process computes from its ratings and several workers sum over their blocks, so that both derive the same weights.
+Nothing outside this module branches on a mode's name: callers ask the object (``mode_of(config)``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from wals2 import weights as weights_lib
+
+
+class Statistics(NamedTuple):
+    """Sums over all training entries that the weights depend on.
+
+    Attributes:
+        positive_counts: int64 [n], n_j = entries of column j with a value > 0.
+        total: float64, sum of the values.
+        count: int, the number of entries.
+        low, high: float64, the smallest and largest value.
+    """
+
+    positive_counts: np.ndarray
+    total: float
+    count: int
+    low: float
+    high: float
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+
+def statistics(cols: np.ndarray, values: np.ndarray, num_items: int) -> Statistics:
+    """The ``Statistics`` of the entries (cols, values) of an m x ``num_items`` matrix."""
+    values = np.asarray(values, dtype=np.float64)
+    return Statistics(
+        positive_counts=np.bincount(np.asarray(cols)[values > 0], minlength=num_items).astype(np.int64),
+        total=float(values.sum()),
+        count=int(values.size),
+        low=float(values.min()) if values.size else np.inf,
+        high=float(values.max()) if values.size else -np.inf,
+    )
+
+
+class Weighting(NamedTuple):
+    """A mode's normal-equation coefficients for a set of entries (see the module docstring).
+
+    Attributes:
+        unobserved_weight: w0.
+        targets: float64 [nnz], a_ij (the ratings less mu in the explicit mode, 1 in the implicit mode).
+        row_weights, col_weights: float32 [m] and [n] (R and C), or None.
+        entry_weights: float64 [nnz], d_ij per entry (implicit mode), or None.
+        mean: mu, the prediction's constant term (explicit mode), else 0.
+        rating_range: (low, high), the clip of the predictions (explicit mode), else (-inf, inf).
+    """
+
+    unobserved_weight: float
+    targets: np.ndarray
+    row_weights: np.ndarray | None
+    col_weights: np.ndarray | None
+    entry_weights: np.ndarray | None
+    mean: float
+    rating_range: tuple[float, float]
+
+    def observed_weight(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """W_ij = w0 + d_ij of the entries (rows, cols), float64 [nnz], the weights of the objective."""
+        if self.entry_weights is not None:
+            return self.unobserved_weight + self.entry_weights
+        if self.row_weights is None:
+            return np.full(np.shape(rows), self.unobserved_weight)
+        return self.unobserved_weight + self.row_weights[rows].astype(np.float64) * self.col_weights[cols]
+
+
+class FoldInTerms(NamedTuple):
+    """The fold-in system of b new users: (lambda I + w0 T'T + sum_j d_j t_j t_j') x = sum_j (w0 + d_j) y_j t_j.
+
+    Attributes:
+        table: T, float32 [n, k'] (V, or [V, 1] with biases).
+        unobserved_weight: w0, a float32 scalar.
+        gram_weights: d, float32 [b, L] (0 on padding).
+        targets: y, float32 [b, L] (0 on padding).
+    """
+
+    table: tf.Tensor
+    unobserved_weight: tf.Tensor
+    gram_weights: tf.Tensor
+    targets: tf.Tensor
+
+
+class Mode:
+    """A training mode; subclasses set the class attributes and the two coefficient methods.
+
+    Attributes:
+        name: the ``WALSConfig.mode`` value.
+        biases: the solve carries a user and an item bias (a bias column in the factor tables).
+        ranked: judged by ranking metrics (NDCG@k) rather than by RMSE.
+        hyperparameters: the ``WALSConfig`` fields this mode reads besides the common ones.
+    """
+
+    name: ClassVar[str]
+    biases: ClassVar[bool] = False
+    ranked: ClassVar[bool] = False
+    hyperparameters: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config):
+        self.config = config
+
+    def weighting(
+        self, values: np.ndarray, shape: tuple[int, int], stats: Statistics, given: tuple | None = None
+    ) -> Weighting:
+        """The coefficients for entries with ``values`` float64 [nnz] (all of them, or one worker's block).
+
+        Args:
+            values: the ratings r_ij.
+            shape: (m, n), the global matrix shape.
+            stats: ``Statistics`` of all training entries.
+            given: (R [m], C [n]) given by the caller instead of the mode's own weights, (None, None) for plain
+                ALS (tf1 mode only); None for the mode's own.
+        """
+        raise NotImplementedError
+
+    def heldout_targets(self, values):
+        """What a prediction of an observed entry is compared with (the rating; 1 in the implicit mode).
+
+        ``values`` is a numpy array or a tensor; the result is of the same kind.
+        """
+        return values
+
+    def fold_in_terms(self, item_factors, items, ratings, mask, params) -> FoldInTerms:
+        """The ``FoldInTerms`` of new users who rated ``items`` (int [b, L], any valid index on padding).
+
+        Args:
+            item_factors: V, float32 [n, k].
+            items: int [b, L], the rated items (0 on padding).
+            ratings: float32 [b, L], a_j, 0 on padding.
+            mask: float32 [b, L], 1 on rated slots, 0 on padding.
+            params: anything with the fold-in state ``unobs_weight``, ``item_weights`` [n], ``item_bias`` [n],
+                ``global_mean`` and ``alpha`` (a ``ServingModule``, or ``foldin.FoldInState``).
+        """
+        raise NotImplementedError
+
+    def fold_in_item_weights(self, positive_counts: np.ndarray) -> np.ndarray | None:
+        """The item weights C [n] of the fold-in system from n_j, or None where the mode has none."""
+        return None
+
+    def _refuse_weights(self, given) -> None:
+        if given is not None:
+            raise ValueError(
+                f"`row_weights`/`col_weights` apply to mode 'tf1' only. Received: mode={self.name!r}"
+            )
+
+
+class Tf1(Mode):
+    """TF1's weighting: unobserved cells are zero targets of weight w0, observed cells weigh w0 + R_i C_j."""
+
+    name = "tf1"
+    hyperparameters = ("unobs_weight", "wt_type", "feature_wt_factor", "feature_wt_exp", "weights")
+
+    def weighting(self, values, shape, stats, given=None):
+        cfg = self.config
+        values = np.asarray(values, np.float64)
+        if given is not None:
+            row_weights, col_weights = given
+        elif cfg.weights:
+            row_weights = np.ones(shape[0], np.float32)
+            col_weights = self.fold_in_item_weights(stats.positive_counts)
+        else:
+            row_weights = col_weights = None
+        if (row_weights is None) != (col_weights is None):
+            raise ValueError("`row_weights` and `col_weights` should both be None (plain ALS) or both be given.")
+        return Weighting(float(cfg.unobs_weight), values, row_weights, col_weights, None, 0.0, (-np.inf, np.inf))
+
+    def fold_in_item_weights(self, positive_counts):
+        cfg = self.config
+        if not cfg.weights:
+            return None
+        return weights_lib.item_weights(positive_counts, cfg.wt_type, cfg.feature_wt_factor, cfg.feature_wt_exp)
+
+    def fold_in_terms(self, item_factors, items, ratings, mask, params):
+        d = tf.gather(tf.cast(params.item_weights, tf.float32), items) * mask
+        return FoldInTerms(item_factors, tf.cast(params.unobs_weight, tf.float32), d, ratings)
+
+
+class Explicit(Mode):
+    """Observed ratings only (w0 = 0), a global mean and user/item biases solved with the factors."""
+
+    name = "explicit"
+    biases = True
+    hyperparameters = ("scale_regularization",)
+
+    def weighting(self, values, shape, stats, given=None):
+        self._refuse_weights(given)
+        values = np.asarray(values, np.float64)
+        ones = [np.ones(size, np.float32) for size in shape]
+        return Weighting(0.0, values - stats.mean, *ones, None, stats.mean, (stats.low, stats.high))
+
+    def fold_in_terms(self, item_factors, items, ratings, mask, params):
+        table = tf.concat([item_factors, tf.ones_like(item_factors[:, :1])], axis=1)
+        offsets = tf.cast(params.global_mean, tf.float32) + tf.gather(tf.cast(params.item_bias, tf.float32), items)
+        return FoldInTerms(table, tf.constant(0.0), mask, (ratings - offsets) * mask)
+
+
+class Implicit(Mode):
+    """Preference 1 on observed cells with confidence 1 + alpha r, preference 0 with confidence 1 elsewhere."""
+
+    name = "implicit"
+    ranked = True
+    hyperparameters = ("alpha", "scale_regularization")
+
+    def weighting(self, values, shape, stats, given=None):
+        self._refuse_weights(given)
+        values = np.asarray(values, np.float64)
+        if np.any(values < 0):
+            raise ValueError("Implicit mode needs non-negative values (confidence 1 + alpha * r).")
+        return Weighting(1.0, np.ones_like(values), None, None, self.config.alpha * values, 0.0, (-np.inf, np.inf))
+
+    def heldout_targets(self, values):
+        return values * 0 + 1
+
+    def fold_in_terms(self, item_factors, items, ratings, mask, params):
+        return FoldInTerms(item_factors, tf.constant(1.0), tf.cast(params.alpha, tf.float32) * ratings, mask)
+
+
+MODES: dict[str, type[Mode]] = {cls.name: cls for cls in (Tf1, Explicit, Implicit)}
+
+
+def mode_of(config) -> Mode:
+    """The ``Mode`` object of ``config.mode``, bound to ``config``."""
+    return MODES[config.mode](config)
