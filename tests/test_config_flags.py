@@ -6,7 +6,7 @@ import pytest
 
 from trainer import flags
 from trainer.config import TaskConfig
-from trainer.task import build_parser, resolve_configs
+from trainer.cli import build_parser, resolve_configs
 from wals2.config import WALSConfig
 
 

@@ -9,12 +9,10 @@ remaining sweeps gives bit-identical factors to an uninterrupted run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 logger = logging.getLogger(__name__)
@@ -23,36 +21,39 @@ logger = logging.getLogger(__name__)
 _NOT_IN_FINGERPRINT = ("num_iters", "compute_loss", "batch_entries", "max_row_length")
 
 
-def fingerprint(config, train, extra: dict) -> str:
-    """A JSON record of what determines the factors: hyperparameters, the training entries and ``extra``."""
-    digest = hashlib.sha256()
-    for array in (train.users, train.items, train.values):
-        digest.update(np.ascontiguousarray(array).tobytes())
+def fingerprint(config, digest: str, shape: tuple[int, int], extra: dict) -> str:
+    """A JSON record of what determines the factors: hyperparameters, the training entries' ``digest``
+    (``wals2.sharding.fingerprint``, the same for any number of workers), the shape and ``extra``."""
     model = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_FINGERPRINT}
-    return json.dumps(
-        {"model": model, "shape": list(train.shape), "train_sha256": digest.hexdigest(), **extra}, sort_keys=True
-    )
+    return json.dumps({"model": model, "shape": list(shape), "train": digest, **extra}, sort_keys=True)
 
 
 class SweepCheckpoint(keras.callbacks.Callback):
-    """Saves U, V and the sweep count to ``directory`` after every sweep; ``restore()`` resumes a run.
+    """Saves the factors, the biases and the sweep count to ``directory`` after every sweep; ``restore()``
+    resumes a run.
+
+    The checkpoint holds its own copies of the model's variables, so the same callback serves a model trained on
+    several workers: every worker restores from the (shared) directory, and only the chief (``write``) saves.
 
     Args:
         directory: the checkpoint directory (any ``tf.io.gfile`` path).
-        model: the ``WALSModel`` whose ``user_factors`` and ``item_factors`` are saved.
+        model: the ``WALSModel`` whose ``user_factors``, ``item_factors``, ``user_bias`` and ``item_bias`` are saved.
         run: ``fingerprint(...)`` of the run; a checkpoint of a different run is refused.
+        write: whether this worker writes checkpoints.
         max_to_keep: checkpoints kept.
     """
 
-    def __init__(self, directory: str, model, run: str, max_to_keep: int = 2):
+    def __init__(self, directory: str, model, run: str, write: bool = True, max_to_keep: int = 2):
         super().__init__()
         self.directory = directory
         self.run = run
+        self.write = write
+        self._model = model
+        names = ("user_factors", "item_factors", "user_bias", "item_bias")
+        self._copies = {name: tf.Variable(tf.zeros(getattr(model, name).shape), name=name) for name in names}
         self._sweep = tf.Variable(0, dtype=tf.int64)
         self._run = tf.Variable("")
-        self._checkpoint = tf.train.Checkpoint(
-            user_factors=model.user_factors, item_factors=model.item_factors, sweep=self._sweep, run=self._run
-        )
+        self._checkpoint = tf.train.Checkpoint(**self._copies, sweep=self._sweep, run=self._run)
         self._manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep=max_to_keep)
 
     def restore(self, num_iters: int) -> int:
@@ -78,10 +79,16 @@ class SweepCheckpoint(keras.callbacks.Callback):
             raise ValueError(
                 f"`num_iters` should be >= the {sweeps} sweeps in {latest}. Received: num_iters={num_iters}"
             )
+        for name, copy in self._copies.items():
+            getattr(self._model, name).assign(copy)
         logger.info("resuming from %s after sweep %d of %d", latest, sweeps, num_iters)
         return sweeps
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self.write:
+            return
+        for name, copy in self._copies.items():
+            copy.assign(getattr(self._model, name).value)
         self._sweep.assign(epoch + 1)
         self._run.assign(self.run)
         self._manager.save(checkpoint_number=epoch + 1)

@@ -101,6 +101,12 @@ class TaskConfig:
         "--hypertune",
     )
     verbose_logging: bool = _field(False, "Log at DEBUG level.", "--verbose-logging")
+    collective_timeout: float = _field(
+        600.0,
+        "Seconds a worker of a multi-worker job waits for the others (to form the cluster, and in every "
+        "collective) before it exits with an error.",
+        "--collective-timeout",
+    )
 
     def __post_init__(self):
         if self.data_type not in DATA_TYPES:
@@ -122,6 +128,10 @@ class TaskConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` should be a positive integer. Received: {name}={value!r}")
+        if not (isinstance(self.collective_timeout, (int, float)) and 0 < self.collective_timeout < float("inf")):
+            raise ValueError(
+                f"`collective_timeout` should be a number of seconds > 0. Received: {self.collective_timeout!r}"
+            )
         self._check_conflicts()
         if self.delimiter == "":
             raise ValueError("`delimiter` should be a non-empty string. Received: delimiter=''")

@@ -20,10 +20,12 @@ class SweepSummaries(keras.callbacks.Callback):
         super().__init__()
         self.heldout = heldout
         self.seconds = seconds
-        self._writer = tf.summary.create_file_writer(log_dir)
+        self.log_dir = log_dir
+        self._writer = None  # created by the first write, so that a run failing before it leaves no event file
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        logs = {name: float(tf.reshape(value, [-1])[0]) for name, value in logs.items()}
         scalars = {"train/rmse": logs.get("rmse"), f"{self.heldout}/rmse": logs.get("val_rmse")}
         scalars["train/loss"] = logs.get("loss")
         scalars["sweep_seconds"] = self.seconds[-1] if self.seconds else None
@@ -35,6 +37,8 @@ class SweepSummaries(keras.callbacks.Callback):
         self._writer.close()
 
     def _write(self, scalars, step):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
         with self._writer.as_default(step=step):
             for tag, value in scalars.items():
                 if value is not None:

@@ -32,7 +32,7 @@ import tensorflow as tf  # noqa: E402
 
 from trainer import flags  # noqa: E402
 from trainer.config import TaskConfig  # noqa: E402
-from trainer.task import load_data  # noqa: E402
+from trainer.cli import load_data  # noqa: E402
 from wals2 import NonFiniteFactorsError, Ratings, WALSModel, metrics  # noqa: E402
 from wals2.config import WALSConfig  # noqa: E402
 

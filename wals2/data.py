@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import io
 import logging
 import os
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -166,14 +169,17 @@ class Ratings:
 
         With f_v = ``validation_fraction`` and f_t = ``test_fraction`` (f_v, f_t >= 0, f_v + f_t < 1):
 
-        - ``random`` (TF1): floor(nnz f_t) entries drawn uniformly without replacement are the test set, then
-          floor(nnz f_v) of the rest the validation set. With f_v = 0 this is TF1's split (and ``split``).
+        - ``random`` (TF1's sizes): the floor(nnz f_t) entries of smallest seeded hash are the test set, the next
+          floor(nnz f_v) the validation set, a uniform draw without replacement. With f_v = 0 this is TF1's split
+          (and ``split``).
         - ``per_user``: each user with n_u entries gives floor(n_u f_t) random entries to test and floor(n_u f_v)
           to validation, so every user keeps at least one training entry and users are evaluated evenly.
         - ``time``: as ``per_user``, but each user's latest entries (by ``timestamps``, ties in seeded random
           order) are the test set and the ones just before them the validation set (leave-latest-out).
 
-        All three parts keep the full id maps and shape.
+        The draw depends on the entries (user and item indices), the seed and the fractions only, not on their
+        order in the input, so several workers holding parts of the entries draw the same sets
+        (``split_masks``). All three parts keep the full id maps and shape.
 
         Raises:
             ValueError: a fraction outside [0, 1) or summing to >= 1, an unknown strategy, or ``time`` without
@@ -193,26 +199,9 @@ class Ratings:
             raise ValueError(
                 f"`strategy` 'time' needs timestamps, and {self.source} has none. Received: strategy='time'"
             )
-        rng = np.random.default_rng(seed)
-        test = np.zeros(self.nnz, dtype=bool)
-        validation = np.zeros(self.nnz, dtype=bool)
-        if strategy == "random":
-            test[rng.choice(self.nnz, size=int(np.floor(self.nnz * test_fraction)), replace=False)] = True
-            rest = np.flatnonzero(~test)
-            num_validation = int(np.floor(self.nnz * validation_fraction))
-            validation[rest[rng.choice(rest.size, size=num_validation, replace=False)]] = True
-        else:
-            tiebreak = rng.random(self.nnz)
-            key = self.timestamps if strategy == "time" else tiebreak
-            order = np.lexsort((tiebreak, key, self.users))  # by user, then oldest (or random) first
-            counts = self.user_counts()
-            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            rank = np.empty(self.nnz, np.int64)
-            rank[order] = np.arange(self.nnz) - starts[self.users[order]]
-            n = counts[self.users]
-            first_test = n - np.floor(n * test_fraction).astype(np.int64)
-            test = rank >= first_test
-            validation = ~test & (rank >= first_test - np.floor(n * validation_fraction).astype(np.int64))
+        validation, test = split_masks(
+            self.users, self.items, self.timestamps, self.num_items, validation_fraction, test_fraction, seed, strategy
+        )
         return self.subset(~(test | validation)), self.subset(validation), self.subset(test)
 
     def pairs(self) -> np.ndarray:
@@ -233,6 +222,86 @@ class Ratings:
 
     def item_index(self, raw_ids) -> np.ndarray:
         return _lookup(self.item_ids, raw_ids, "item")
+
+
+def entry_keys(users, items, num_items: int, seed: int | None) -> np.ndarray:
+    """A seeded 64-bit key per entry, distinct for distinct (user, item) index pairs, uniform-looking.
+
+    The splitmix64 finaliser of ``user * num_items + item + (seed + 1) * golden`` (mod 2^64): each step is a
+    bijection of the 64-bit integers, so distinct pairs never collide and ordering by key is a seeded random order
+    that does not depend on where or in which order the entries are held.
+    """
+    seed = 0 if seed is None else int(seed)
+    with np.errstate(over="ignore"):  # arithmetic modulo 2^64
+        key = np.asarray(users).astype(np.uint64) * np.uint64(num_items) + np.asarray(items).astype(np.uint64)
+        key += np.uint64((seed + 1) * 0x9E3779B97F4A7C15 % (1 << 64))
+        for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            key = (key ^ (key >> np.uint64(shift))) * np.uint64(factor)
+        key ^= key >> np.uint64(31)
+    return key
+
+
+def kth_smallest(keys: np.ndarray, k: int, reduce_sum=None) -> np.uint64:
+    """The k-th smallest (0-based) of all workers' distinct uint64 ``keys``, by radix selection.
+
+    Four rounds over 16-bit digits, each with one histogram of the remaining candidates summed over the workers
+    by ``reduce_sum`` (``Collectives.all_reduce_sum``; the identity for one process).
+    """
+    reduce_sum = reduce_sum or (lambda x: x)
+    prefix = np.uint64(0)
+    candidates = np.asarray(keys, np.uint64)
+    for shift in (48, 32, 16, 0):
+        digits = ((candidates >> np.uint64(shift)) & np.uint64(0xFFFF)).astype(np.int64)
+        counts = np.cumsum(reduce_sum(np.bincount(digits, minlength=1 << 16)))
+        digit = int(np.searchsorted(counts, k, side="right"))
+        k -= int(counts[digit - 1]) if digit else 0
+        prefix |= np.uint64(digit) << np.uint64(shift)
+        candidates = candidates[digits == digit]
+    return prefix
+
+
+def split_masks(
+    users,
+    items,
+    timestamps,
+    num_items: int,
+    validation_fraction: float,
+    test_fraction: float,
+    seed: int | None,
+    strategy: str = "random",
+    reduce_sum=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, test) boolean masks of entries, as ``Ratings.train_validation_test`` describes them.
+
+    The same function serves one process and several workers: with ``reduce_sum`` summing arrays over the workers,
+    each worker passes the entries it holds and gets the masks of its entries. ``random`` needs only that sum (the
+    sizes and the key thresholds are global); ``per_user`` and ``time`` need every entry of a user on one worker.
+    """
+    users = np.asarray(users)
+    keys = entry_keys(users, items, num_items, seed)
+    if strategy == "random":
+        total = int((reduce_sum or (lambda x: x))(np.array([keys.size], np.int64))[0])
+        num_test = int(np.floor(total * test_fraction))
+        num_validation = int(np.floor(total * validation_fraction))
+        test = np.zeros(keys.size, bool)
+        if num_test:
+            test = keys <= kth_smallest(keys, num_test - 1, reduce_sum)
+        validation = np.zeros(keys.size, bool)
+        if num_validation:
+            validation = ~test & (keys <= kth_smallest(keys, num_test + num_validation - 1, reduce_sum))
+        return validation, test
+    primary = np.asarray(timestamps) if strategy == "time" else keys
+    order = np.lexsort((keys, primary, users))  # by user, then oldest (or seeded random) first
+    _, first, counts = np.unique(users[order], return_index=True, return_counts=True)
+    n = np.repeat(counts, counts)
+    rank = np.empty(keys.size, np.int64)
+    rank[order] = np.arange(keys.size) - np.repeat(first, counts)
+    n_entry = np.empty(keys.size, np.int64)
+    n_entry[order] = n
+    first_test = n_entry - np.floor(n_entry * test_fraction).astype(np.int64)
+    test = rank >= first_test
+    validation = ~test & (rank >= first_test - np.floor(n_entry * validation_fraction).astype(np.int64))
+    return validation, test
 
 
 def _finite_column(frame: pd.DataFrame, column: str, label: str, source: str, first_line: int) -> np.ndarray:
@@ -268,7 +337,13 @@ def _lookup(vocab: np.ndarray, raw_ids, what: str) -> np.ndarray:
     return pos
 
 
-def read_ratings(path: str, delimiter: str = "\t", headers: bool = False, compression: str | None = "infer") -> Ratings:
+def read_ratings(
+    path: str,
+    delimiter: str = "\t",
+    headers: bool = False,
+    compression: str | None = "infer",
+    text: TextRange | None = None,
+) -> Ratings:
     """Reads a user, item, rating[, timestamp] file (local, ``gs://`` or any ``tf.io.gfile`` path).
 
     Args:
@@ -277,6 +352,8 @@ def read_ratings(path: str, delimiter: str = "\t", headers: bool = False, compre
         delimiter: the field separator.
         headers: whether the first line is a header (skipped).
         compression: as in ``pandas.read_csv`` (gzip is inferred from a ``.gz`` suffix).
+        text: a ``TextRange`` of ``path`` (one worker's lines, ``text_range``) to read instead of the whole file;
+            the ids keep the raw values and lines keep their numbers in the file.
 
     Raises:
         FileNotFoundError: no such file.
@@ -293,9 +370,9 @@ def read_ratings(path: str, delimiter: str = "\t", headers: bool = False, compre
     doubled = len(delimiter) == 2 and delimiter[0] == delimiter[1]
     sep = delimiter[0] if doubled else delimiter
     if compression == "infer":
-        compression = "gzip" if path.endswith(".gz") else None
+        compression = "gzip" if path.endswith(".gz") and text is None else None
     try:
-        frame = _read_chunks(path, sep, headers, compression)
+        frame = _read_chunks(path, sep, headers, compression, text)
     except pd.errors.EmptyDataError:
         what = "only a header line" if headers else "no data"
         raise RatingsError(f"{path}: the file is empty ({what})") from None
@@ -315,7 +392,7 @@ def read_ratings(path: str, delimiter: str = "\t", headers: bool = False, compre
     if "timestamp" in names and pd.to_numeric(frame["timestamp"], errors="coerce").isna().any():
         logger.warning("%s: the fourth column is not all numbers, so it is not used as timestamps", path)
         frame = frame.drop(columns="timestamp")
-    first_line = 2 if headers else 1
+    first_line = text.first_line if text is not None else (2 if headers else 1)
     logger.info("read %d lines from %s", len(frame), path)
     return Ratings.from_dataframe(
         frame,
@@ -326,11 +403,12 @@ def read_ratings(path: str, delimiter: str = "\t", headers: bool = False, compre
     )
 
 
-def _read_chunks(path: str, sep: str, headers: bool, compression: str | None) -> pd.DataFrame:
-    """All fields of ``path`` as strings, read ``PROGRESS_ROWS`` lines at a time with a progress line per chunk."""
-    size = tf.io.gfile.stat(path).length
+def _read_chunks(path: str, sep: str, headers: bool, compression: str | None, text=None) -> pd.DataFrame:
+    """All fields of ``path`` (or of its ``text`` range) as strings, read ``PROGRESS_ROWS`` lines at a time with a
+    progress line per chunk."""
+    size = len(text.content) if text is not None else tf.io.gfile.stat(path).length
     chunks = []
-    with tf.io.gfile.GFile(path, "rb") as handle:
+    with _open(path, text) as handle:
         reader = pd.read_csv(
             handle,
             sep=sep,
@@ -386,15 +464,16 @@ def load_bundled() -> Ratings:
     return read_ratings(bundled_path(), delimiter=",", headers=True)
 
 
-def read_web_views(path: str) -> Ratings:
+def read_web_views(path: str, text: TextRange | None = None) -> Ratings:
     """Reads a Google Analytics export with header ``clientId,contentId,timeOnPage`` (local or ``gs://``).
 
     As in TF1, the time on page is summed per (clientId, contentId) pair and used as the rating, unscaled.
+    ``text`` (a ``TextRange`` with the header line) reads one worker's lines instead of the whole file.
     """
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"web views file not found: {path}")
     try:
-        with tf.io.gfile.GFile(path, "rb") as handle:
+        with _open(path, text) as handle:
             frame = pd.read_csv(handle, sep=",", dtype={"clientId": str, "contentId": str})
     except pd.errors.EmptyDataError:
         raise RatingsError(f"{path}: the file is empty") from None
@@ -406,8 +485,51 @@ def read_web_views(path: str) -> Ratings:
         raise RatingsError(f"{path}: missing column(s) {missing} in the header; found {list(frame.columns)}")
     if len(frame) == 0:
         raise RatingsError(f"{path}: no data rows after the header")
-    frame = frame.assign(timeOnPage=_finite_column(frame, "timeOnPage", "timeOnPage", path, first_line=2))
+    first_line = text.first_line if text is not None else 2
+    frame = frame.assign(timeOnPage=_finite_column(frame, "timeOnPage", "timeOnPage", path, first_line=first_line))
     summed = frame.groupby(["clientId", "contentId"], sort=True, as_index=False)["timeOnPage"].sum()
     summed.columns = list(COLUMNS)
     logger.info("read %d web-view rows (%d distinct pairs) from %s", len(frame), len(summed), path)
-    return Ratings.from_dataframe(summed, source=path, first_line=2)
+    return Ratings.from_dataframe(summed, source=path, first_line=first_line)
+
+
+class TextRange(NamedTuple):
+    """One worker's lines of a text file: ``content`` (the header line, if any, then the lines) and the line
+    number of its first data line in the file."""
+
+    content: bytes
+    first_line: int
+
+
+def _open(path: str, text: TextRange | None):
+    """A binary file object of ``text``'s content, or of ``path``."""
+    return io.BytesIO(text.content) if text is not None else tf.io.gfile.GFile(path, "rb")
+
+
+def line_range(path: str, rank: int, count: int, header: bool) -> tuple[bytes, bytes]:
+    """(header line, data lines) of worker ``rank`` of ``count``: the lines that start in its byte range
+    [s rank / count, s (rank + 1) / count) of the s-byte file (Hadoop-style splits, through ``tf.io.gfile``).
+
+    A ``.gz`` file cannot be split by bytes: it is decompressed whole and the worker keeps its contiguous range of
+    lines. ``header`` says the first line of the file is a header (returned apart, to every worker).
+    """
+    if path.endswith(".gz"):
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            lines = gzip.decompress(handle.read()).splitlines(keepends=True)
+        head = lines[0] if header and lines else b""
+        lines = lines[1:] if header else lines
+        bounds = np.linspace(0, len(lines), count + 1).astype(np.int64)
+        return head, b"".join(lines[bounds[rank] : bounds[rank + 1]])
+    size = tf.io.gfile.stat(path).length
+    start, end = size * rank // count, size * (rank + 1) // count
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        head = handle.readline() if header else b""
+        if start > 0:
+            handle.seek(start - 1)
+            handle.readline()  # the line holding byte start - 1 belongs to the previous worker
+        position = max(handle.tell(), len(head))
+        handle.seek(position)
+        text = handle.read(end - position) if position < end else b""
+        if text and not text.endswith(b"\n"):
+            text += handle.readline()
+    return head, text

@@ -1,0 +1,289 @@
+"""One training job, for one worker or many: load -> split -> fit -> metrics -> export.
+
+Every worker of the job runs ``run``; with one worker each collective is the identity:
+
+1. load its part of the input (``cli.load_part``: its byte range of the file, or all of it);
+2. ``wals2.sharding.distribute``: global vocabularies, its row and column blocks, the split (the same sets for
+   any number of workers);
+3. ``WALSModel.fit`` (after step 4) on the worker's ``engine.Partition`` under the job's strategy, with the callbacks: one log
+   line per sweep, per-sweep checkpoints (restored by every worker, written by the chief), and on the chief the
+   TensorBoard scalars and the ``--hypertune`` reports;
+4. before ``fit``, ``sharding.gather``: the whole train / validation / test sets on every worker (kept by the
+   chief): no collective runs after ``fit``, which the chief finishes alone;
+5. on the chief only: the final metrics (RMSE and ranking), then the outputs, staged and committed together:
+   ``model/`` (the serving SavedModel at its root, TF1's ``row.npy``, ``col.npy``, ``user.npy``, ``item.npy``,
+   and with biases ``row_bias.npy``, ``col_bias.npy``, ``global_mean.npy``, ``rating_range.npy``),
+   ``config.json`` and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainer import artifacts, cli, vertex
+from trainer import cluster as cluster_lib
+from trainer.checkpoints import SweepCheckpoint, fingerprint
+from trainer.config import TaskConfig
+from trainer.summaries import SweepSummaries
+from wals2 import WALSModel, metrics, sharding
+from wals2.collectives import Collectives, WorkerFailed
+from wals2.config import WALSConfig
+from wals2.data import RatingsError
+from wals2.export import export_saved_model
+
+logger = logging.getLogger(__name__)
+
+
+def run(task: TaskConfig, config: WALSConfig, preset: str | None, cluster: cluster_lib.Cluster) -> int:
+    """Runs this task's part of the job; returns the exit status (1 with a logged reason on any failure)."""
+    role = cluster.role
+    if not cluster.trains:
+        logger.info(
+            "task %s %d takes no part in training (only the chief trains a one-worker job); exiting",
+            role.task_type,
+            role.task_index,
+        )
+        return 0
+    staging = None
+    try:
+        dirs = vertex.resolve_dirs(task, role)
+        reporter = vertex.HypertuneReport() if task.hypertune and role.is_chief else None
+        if role.is_chief:
+            staging = artifacts.Staging(dirs.output, [dirs.model_entry, "config.json", "metrics.json"])
+        watchdog = None
+        if cluster.workers > 1:
+            watchdog = cluster_lib.Watchdog(
+                task.collective_timeout,
+                f"the {cluster.workers} workers did not all join within --collective-timeout="
+                f"{task.collective_timeout:g} s (is every address of TF_CONFIG / CLUSTER_SPEC reachable and its "
+                "task started?); the job stops",
+            )
+        strategy = cluster_lib.strategy(cluster, task.collective_timeout)
+        collectives = Collectives(strategy)  # the first collective: every worker has joined
+        if watchdog is not None:
+            watchdog.cancel()
+            logger.info("worker %d of %d joined the cluster", collectives.rank, collectives.count)
+        return _train(task, config, preset, dirs, staging, reporter, strategy, collectives)
+    except tf.errors.OpError as err:
+        logger.error(
+            "a worker failed or did not answer within --collective-timeout=%g s (%s: %s); the job stops. Restart "
+            "the whole job to resume from the chief's last checkpoint.",
+            task.collective_timeout,
+            type(err).__name__,
+            str(err).strip().splitlines()[0] if str(err).strip() else "",
+        )
+    except WorkerFailed as err:
+        logger.error("%s; the job stops", err)
+    except (ImportError, OSError, ValueError) as err:  # bad input: say what and where, without a traceback
+        logger.error("%s", err)
+    except BaseException:
+        if staging is not None:
+            staging.discard()
+        raise
+    if staging is not None:
+        staging.discard()
+    return 1
+
+
+def _train(task, config, preset, dirs, staging, reporter, strategy, collectives: Collectives) -> int:
+    started = time.perf_counter()
+    part = cli.load_part(task, collectives)
+    share = sharding.distribute(
+        part,
+        collectives,
+        task.validation_fraction,
+        task.test_fraction,
+        config.seed,
+        task.split,
+        aggregate=task.data_type == "web_views",
+    )
+    sizes = collectives.all_reduce_sum(np.array([share.train.nnz, share.validation.nnz, share.test.nnz]))
+    if not sizes[0]:
+        raise RatingsError(f"{part.source}: no training ratings")
+    m, n = share.partition.shape
+    logger.info(
+        "data: %s; %d users x %d items; %d train / %d validation / %d test ratings (%s split, seed %d)%s",
+        part.source,
+        m,
+        n,
+        *sizes,
+        task.split,
+        config.seed,
+        f"; worker {collectives.rank} of {collectives.count}" if collectives.count > 1 else "",
+    )
+    logger.info("hyperparameters%s: %s", f" (preset {preset})" if preset else "", cli.describe(config))
+    chief = staging is not None
+    with strategy.scope():
+        model = WALSModel(m, n, config)
+        model.compile(jit_compile=False)
+    heldout_name, heldout = ("validation", share.validation) if sizes[1] else ("test", share.test)
+    sweeps = SweepLog(config.num_iters, heldout_name)
+    digest = sharding.fingerprint(share.train, collectives)
+    run_id = fingerprint(config, digest, (m, n), {"source": part.source, "split": task.split})
+    checkpoint = SweepCheckpoint(dirs.checkpoints, model, run_id, write=chief)
+    initial = checkpoint.restore(config.num_iters)
+    callbacks = [sweeps, checkpoint]
+    summaries = None
+    if chief:
+        summaries = SweepSummaries(dirs.logs, heldout_name, sweeps.seconds)
+        callbacks += [summaries] + ([reporter] if reporter else [])
+    # Every collective of the job comes before ``fit``: the whole sets for the chief's metrics and export.
+    train, validation, test = (sharding.gather(x, collectives) for x in (share.train, share.validation, share.test))
+    if not chief:
+        del train, validation, test
+    load_seconds = time.perf_counter() - started
+    model.fit(
+        share.partition,
+        epochs=config.num_iters,
+        initial_epoch=initial,
+        validation_data=heldout if sizes[1] or sizes[2] else None,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    if not chief:
+        logger.info("worker %d of %d done; the chief writes the outputs", collectives.rank, collectives.count)
+        return 0
+
+    # The chief evaluates and exports a one-process copy of the trained model, as a one-worker job does.
+    final = WALSModel(m, n, config, name=model.name)
+    final.set_weights(model.get_weights())
+    final.set_seen_items(train.users, train.items)
+    rmse = {name: final.rmse(x) for name, x in (("train", train), ("validation", validation), ("test", test))}
+    ranking = {}
+    for name, x, exclude in (("validation", validation, None), ("test", test, validation)):
+        if x.nnz:
+            scores = metrics.heldout_ranking(final, x, task.top_k, exclude if exclude and exclude.nnz else None)
+            ranking.update({f"{name}_{key}": value for key, value in scores.items()})
+    cold = _cold_test_entries(train, test)
+    seconds = sweeps.seconds[1:] or sweeps.seconds
+    history = model.history.history if model.history else {}
+    results = {
+        "train_rmse": rmse["train"],
+        "validation_rmse": rmse["validation"],
+        "test_rmse": rmse["test"],
+        **ranking,
+        "top_k": task.top_k,
+        "sweeps": config.num_iters,
+        "resumed_from_sweep": initial,
+        "workers": collectives.count,
+        "median_seconds_per_sweep": float(np.median(seconds)) if seconds else None,
+        "first_sweep_seconds": sweeps.seconds[0] if sweeps.seconds else None,
+        "load_seconds": load_seconds,
+        "num_users": m,
+        "num_items": n,
+        "num_train": train.nnz,
+        "num_validation": validation.nnz,
+        "num_test": test.nnz,
+        "test_entries_with_cold_user_or_item": cold,
+        "history": {k: [float(np.ravel(x)[0]) for x in v] for k, v in history.items()},
+    }
+    logger.info(
+        "done: train RMSE = %.4f, validation RMSE = %s, test RMSE = %s after %d sweeps (median %.3f s/sweep); %d of "
+        "%d test ratings touch a user or item with no training ratings (their factors are 0)",
+        rmse["train"],
+        _text(rmse["validation"]),
+        _text(rmse["test"]),
+        config.num_iters,
+        results["median_seconds_per_sweep"] or 0.0,
+        cold,
+        test.nnz,
+    )
+    for name in ("validation", "test"):
+        if f"{name}_users" in ranking:
+            values = "  ".join(f"{m}@{task.top_k} {ranking[f'{name}_{m}@{task.top_k}']:.4f}" for m in metrics.METRICS)
+            logger.info("ranking on %s items (%d users): %s", name, ranking[f"{name}_users"], values)
+    summaries.write_final(
+        {f"{name}/rmse": value for name, value in rmse.items()}
+        | {key.replace("_", "/", 1): value for key, value in ranking.items() if not key.endswith("_users")},
+        step=config.num_iters,
+    )
+    write_outputs(final, train, staging, dirs, task, preset, collectives.count)
+    artifacts.write_json(staging.path("metrics.json"), results)
+    staging.commit()
+    logger.info("wrote %s (checkpoints %s, TensorBoard logs %s)", staging.destination, dirs.checkpoints, dirs.logs)
+    return 0
+
+
+def write_outputs(model: WALSModel, train, staging, dirs, task: TaskConfig, preset, workers: int) -> None:
+    """The staged outputs: the SavedModel and TF1's ``.npy`` files under ``model/``, ``config.json``."""
+    model_dir = staging.path(dirs.model_entry)
+    # The serving SavedModel at the model directory's root (where Vertex AI and TF Serving look for it), with
+    # TF1's .npy files beside it.
+    export_saved_model(model, train, model_dir, top_k=min(task.export_top_k, train.num_items))
+    arrays = {
+        "row": model.user_factors,
+        "col": model.item_factors,
+        "user": train.user_ids,
+        "item": train.item_ids,
+    }
+    if model.mode.biases:  # mu + b_i + c_j + u_i.v_j, clipped to the rating range
+        arrays |= {
+            "row_bias": model.user_bias,
+            "col_bias": model.item_bias,
+            "global_mean": model.global_mean,
+            "rating_range": model.rating_range,
+        }
+    for name, value in arrays.items():
+        artifacts.save_npy(posixpath.join(model_dir, f"{name}.npy"), keras.ops.convert_to_numpy(value))
+    artifacts.write_json(
+        staging.path("config.json"),
+        {
+            "model": model.config.to_dict(),
+            "task": task.to_dict(),
+            "preset": preset,
+            "data_source": train.source,
+            "workers": workers,
+        },
+    )
+
+
+def _text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _cold_test_entries(train, test) -> int:
+    """Test ratings whose user or item has no training rating."""
+    cold_users = train.user_counts() == 0
+    cold_items = train.item_counts() == 0
+    return int(np.count_nonzero(cold_users[test.users] | cold_items[test.items]))
+
+
+class SweepLog(keras.callbacks.Callback):
+    """Logs one line per sweep and keeps each sweep's seconds (the train step alone).
+
+    ``heldout`` names the set behind ``val_rmse`` in the lines: validation, or test without one.
+    """
+
+    def __init__(self, total: int, heldout: str = "test"):
+        super().__init__()
+        self.total = total
+        self.heldout = heldout
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(np.ravel(v)[0]) for k, v in (logs or {}).items()}
+        test = f"  {self.heldout} RMSE {logs['val_rmse']:.4f}" if "val_rmse" in logs else ""
+        loss = f"  loss {logs['loss']:.6g}" if "loss" in logs else ""
+        logger.info(
+            "sweep %*d/%d  %.3f s  train RMSE %.4f%s%s",
+            len(str(self.total)),
+            epoch + 1,
+            self.total,
+            self.seconds[-1],
+            logs.get("rmse", float("nan")),
+            test,
+            loss,
+        )

@@ -1,0 +1,93 @@
+"""Host-side collectives of the workers of a ``tf.distribute`` strategy, for the data that precedes training.
+
+Every worker calls each function with its own array, together, in the same order; the result is the same on
+every worker. Under the default strategy (one process) each is the identity, without a copy. The in-graph
+collectives of the sweep itself go through the replica context (``engine``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+
+class WorkerFailed(RuntimeError):
+    """Another worker failed (its own log says why); raised on the workers that did not."""
+
+
+class Collectives:
+    """all-gather, all-reduce and agreement of numpy arrays over the replicas (one per worker) of ``strategy``.
+
+    Args:
+        strategy: a ``MultiWorkerMirroredStrategy`` with one replica per worker, or None for one process.
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy | None = None):
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.count = int(self.strategy.num_replicas_in_sync)
+        self.rank = 0
+        if self.count > 1:
+            ids = self.strategy.run(lambda: tf.constant(tf.distribute.get_replica_context().replica_id_in_sync_group))
+            self.rank = int(self.strategy.experimental_local_results(ids)[0])
+
+    def _run(self, fn, value):
+        result = self.strategy.run(fn, args=(tf.convert_to_tensor(value),))
+        return self.strategy.experimental_local_results(result)[0].numpy()
+
+    def all_reduce_sum(self, value) -> np.ndarray:
+        """The sum over workers of a numeric array of the same shape and dtype on every worker."""
+        value = np.asarray(value)
+        if self.count == 1 or not value.size:  # a collective of an empty tensor crashes TensorFlow
+            return value
+        return self._run(lambda x: tf.distribute.get_replica_context().all_reduce("sum", x), value)
+
+    def sizes(self, size: int) -> np.ndarray:
+        """int64 [P], every worker's ``size`` in rank order."""
+        one_hot = np.zeros(self.count, np.int64)
+        one_hot[self.rank] = size
+        return self.all_reduce_sum(one_hot)
+
+    def all_gather(self, value) -> list[np.ndarray]:
+        """Every worker's numeric array in rank order; the arrays may differ in their first dimension.
+
+        Each array is padded to the largest first dimension for the collective and trimmed after.
+        """
+        value = np.asarray(value)
+        if self.count == 1:
+            return [value]
+        sizes = self.sizes(value.shape[0])
+        if not sizes.max() or not np.prod(value.shape[1:]):
+            return [np.zeros((int(size), *value.shape[1:]), value.dtype) for size in sizes]
+        padded = np.zeros((int(sizes.max()), *value.shape[1:]), value.dtype)
+        padded[: value.shape[0]] = value
+        flat = self._run(lambda x: tf.distribute.get_replica_context().all_gather(x, axis=0), padded)
+        return [part[:size] for part, size in zip(np.split(flat, self.count), sizes)]
+
+    def all_gather_strings(self, values) -> list[np.ndarray]:
+        """Every worker's 1-D array of strings in rank order (sent as UTF-8 bytes and lengths)."""
+        values = np.asarray(values, dtype=str)
+        if self.count == 1:
+            return [values]
+        encoded = [v.encode("utf-8", "surrogatepass") for v in values.tolist()]
+        lengths = np.array([len(b) for b in encoded], np.int64)
+        blob = np.frombuffer(b"".join(encoded), np.uint8)
+        out = []
+        for part_lengths, part in zip(self.all_gather(lengths), self.all_gather(blob)):
+            data = part.tobytes()
+            bounds = np.concatenate([[0], np.cumsum(part_lengths)])
+            out.append(
+                np.array([data[a:b].decode("utf-8", "surrogatepass") for a, b in zip(bounds[:-1], bounds[1:])], str)
+            )
+        return out
+
+    def check(self, error: BaseException | None) -> None:
+        """Raises ``error`` on the worker that has one and ``WorkerFailed`` on the others, or returns on all.
+
+        Every worker calls it after a step that may fail on some of them (reading its shard, validating it), so
+        that all stop together instead of waiting for a failed peer until the collective timeout.
+        """
+        failed = self.all_reduce_sum(np.array([error is not None], np.int64))
+        if error is not None:
+            raise error
+        if failed[0]:
+            raise WorkerFailed(f"{int(failed[0])} other worker(s) failed; their logs say why")
