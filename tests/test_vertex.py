@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from conftest import ROOT
 
-from trainer import vertex
+from trainer import cluster, vertex
 from trainer.config import TaskConfig
 from trainer.task import main
 
@@ -39,28 +39,28 @@ def small_file(tmp_path, users=40, items=30, fraction=0.4, seed=0):
 @pytest.mark.parametrize(
     "env, expected",
     [
-        ({}, vertex.Role(None, 0, None, True)),
+        ({}, cluster.Role(None, 0, None, True)),
         ({"TF_CONFIG": '{"cluster": {"chief": ["h:1"], "worker": ["h:2"]}, "task": {"type": "chief", "index": 0}}'},
-         vertex.Role("chief", 0, None, True)),
+         cluster.Role("chief", 0, None, True)),
         ({"TF_CONFIG": '{"cluster": {"chief": ["h:1"], "worker": ["h:2"]}, "task": {"type": "worker", "index": 0}}'},
-         vertex.Role("worker", 0, None, False)),
+         cluster.Role("worker", 0, None, False)),
         ({"TF_CONFIG": '{"cluster": {"worker": ["h:1", "h:2"]}, "task": {"type": "worker", "index": 0}}'},
-         vertex.Role("worker", 0, None, True)),
-        ({"TF_CONFIG": '{"task": {"type": "master", "index": 0, "trial": "7"}}'}, vertex.Role("master", 0, "7", True)),
+         cluster.Role("worker", 0, None, True)),
+        ({"TF_CONFIG": '{"task": {"type": "master", "index": 0, "trial": "7"}}'}, cluster.Role("master", 0, "7", True)),
         ({"CLUSTER_SPEC": '{"cluster": {"workerpool0": ["h:1"]}, "task": {"type": "workerpool0", "index": 0}}'},
-         vertex.Role("workerpool0", 0, None, True)),
+         cluster.Role("workerpool0", 0, None, True)),
         ({"CLUSTER_SPEC": '{"cluster": {"workerpool0": ["h:1"]}, "task": {"type": "workerpool1", "index": 2}}',
-          "CLOUD_ML_TRIAL_ID": "3"}, vertex.Role("workerpool1", 2, "3", False)),
-        ({"TF_CONFIG": '{"environment": "cloud"}'}, vertex.Role(None, 0, None, True)),
+          "CLOUD_ML_TRIAL_ID": "3"}, cluster.Role("workerpool1", 2, "3", False)),
+        ({"TF_CONFIG": '{"environment": "cloud"}'}, cluster.Role(None, 0, None, True)),
     ],
 )  # fmt: skip
 def test_role(env, expected):
-    assert vertex.role(env) == expected
+    assert cluster.role(env) == expected
 
 
 def test_role_rejects_malformed_json():
     with pytest.raises(ValueError, match=r"`TF_CONFIG` should be a JSON object. Received: TF_CONFIG='\{chief'"):
-        vertex.role({"TF_CONFIG": "{chief"})
+        cluster.role({"TF_CONFIG": "{chief"})
 
 
 def test_directories_from_flags_then_env():
@@ -69,7 +69,7 @@ def test_directories_from_flags_then_env():
         "AIP_CHECKPOINT_DIR": "gs://b/run/checkpoints/",
         "AIP_TENSORBOARD_LOG_DIR": "gs://b/run/logs/",
     }
-    chief = vertex.Role()
+    chief = cluster.Role()
     dirs = vertex.resolve_dirs(TaskConfig(), chief, env)
     assert dirs == vertex.Dirs("gs://b/run", "model", "gs://b/run/checkpoints", "gs://b/run/logs")
     assert dirs.model == "gs://b/run/model"
@@ -77,9 +77,9 @@ def test_directories_from_flags_then_env():
     assert dirs == vertex.Dirs("gs://b/tf1", "model", "ck", "gs://b/run/logs")
     # TF1 tuning: --job-dir gets the trial appended; AIP_MODEL_DIR is per trial already.
     tuned = TaskConfig(job_dir="gs://b/tf1", hypertune=True, validation_fraction=0.1)
-    assert vertex.resolve_dirs(tuned, vertex.Role(trial="4"), {}).output == "gs://b/tf1/4"
+    assert vertex.resolve_dirs(tuned, cluster.Role(trial="4"), {}).output == "gs://b/tf1/4"
     tuned = TaskConfig(hypertune=True, validation_fraction=0.1)
-    assert vertex.resolve_dirs(tuned, vertex.Role(trial="4"), env).model == "gs://b/run/model"
+    assert vertex.resolve_dirs(tuned, cluster.Role(trial="4"), env).model == "gs://b/run/model"
     plain = vertex.resolve_dirs(TaskConfig(), chief, {})
     assert plain.output.startswith("jobs/") and plain.checkpoints == plain.output + "/checkpoints"
 

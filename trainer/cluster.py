@@ -1,14 +1,18 @@
 """The job's cluster, parsed once: this task's role, the workers, the strategy and the time limits.
 
-``TF_CONFIG`` (or Vertex AI's ``CLUSTER_SPEC``: ``workerpool0`` is the chief, ``workerpool1`` the workers) with
-more than one chief/worker task makes a multi-worker job: every chief and worker trains, on a
-``tf.distribute.MultiWorkerMirroredStrategy`` whose collectives wait at most ``--collective-timeout`` seconds.
-Anything else (no cluster, one task, or an evaluator / parameter-server task) is a one-worker job on the default
-strategy, in which only the chief trains and writes.
+- Role: from ``TF_CONFIG`` (``task.type`` ``chief``/``master``; ``worker`` 0 when the cluster has no chief) or
+  Vertex AI's ``CLUSTER_SPEC`` (``workerpool0`` is the chief, ``workerpool1`` the workers). No cluster at all is a
+  chief. The chief writes the outputs.
+- Workers: more than one chief/worker task makes a multi-worker job, in which every chief and worker trains, on a
+  ``tf.distribute.MultiWorkerMirroredStrategy``. Anything else (no cluster, one task, or an evaluator /
+  parameter-server task) is a one-worker job on the default strategy, in which only the chief trains.
+- Time limits: joining the cluster, every collective and the shutdown barrier wait at most
+  ``--collective-timeout`` seconds, then fail with an error (``strategy``).
+- SIGTERM: while a worker waits for its peers, the main thread sits inside TensorFlow, and TensorFlow's
+  coordination agent installs a SIGTERM handler that only records the signal; ``supervise`` therefore runs a
+  multi-worker task in a child process and ends it at once on SIGTERM.
 
-Failure is bounded: ``Watchdog`` ends the process when the cluster has not formed within the timeout (a chief
-that is not listening), and ``exit_on_sigterm`` makes SIGTERM end the process within a second, even while the
-main thread waits inside TensorFlow for a peer (TensorFlow's own SIGTERM handler would otherwise swallow it).
+This module imports no TensorFlow at import time: ``python -m trainer.task`` decides to supervise before it loads it.
 """
 
 from __future__ import annotations
@@ -18,15 +22,28 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
-import threading
 from collections.abc import Mapping
 
 logger = logging.getLogger(__name__)
 
+CHIEF_TYPES = ("chief", "master", "workerpool0")
 _POOLS = {"workerpool0": "chief", "workerpool1": "worker"}
+#: Set in the environment of a supervised child (``supervise``).
+SUPERVISED = "WALS2_SUPERVISED_WORKER"
 #: Exit status after SIGTERM, as a shell reports a process ended by it.
 SIGTERM_STATUS = 128 + signal.SIGTERM
+
+
+@dataclasses.dataclass(frozen=True)
+class Role:
+    """This task's place in the job: ``task_type`` None means a single-machine run (the chief)."""
+
+    task_type: str | None = None
+    task_index: int = 0
+    trial: str | None = None
+    is_chief: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +51,12 @@ class Cluster:
     """This task's place in the job.
 
     Attributes:
-        role: ``vertex.Role`` (task type, index, trial, chief).
+        role: ``Role`` (task type, index, trial, chief).
         tf_config: the ``TF_CONFIG`` of the chief/worker tasks of a multi-worker job, else None.
         workers: the number of training workers (1 without a multi-worker cluster).
     """
 
-    role: vertex.Role  # noqa: F821 (imported where needed)
+    role: Role
     tf_config: dict | None = None
     workers: int = 1
 
@@ -49,20 +66,51 @@ class Cluster:
         return self.tf_config is not None or self.role.is_chief
 
 
+def _specs(environ: Mapping[str, str]):
+    """(variable name, parsed JSON object) of ``TF_CONFIG`` / ``CLUSTER_SPEC``, the set ones, in that order."""
+    for name in ("TF_CONFIG", "CLUSTER_SPEC"):
+        text = environ.get(name, "").strip()
+        if not text:
+            continue
+        try:
+            spec = json.loads(text)
+            if not isinstance(spec, dict):
+                raise TypeError(type(spec).__name__)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"`{name}` should be a JSON object. Received: {name}={text[:200]!r} ({err})") from None
+        yield name, spec
+
+
+def role(environ: Mapping[str, str] = os.environ) -> Role:
+    """The task's role from ``TF_CONFIG``, else ``CLUSTER_SPEC``; a chief when neither is set.
+
+    Raises:
+        ValueError: either variable is not a JSON object.
+    """
+    trial = environ.get("CLOUD_ML_TRIAL_ID") or None
+    for _, spec in _specs(environ):
+        task = spec.get("task") or {}
+        task_type = task.get("type")
+        if not task_type:
+            continue
+        index = int(task.get("index", 0))
+        cluster = spec.get("cluster") or {}
+        chief = task_type in CHIEF_TYPES or (
+            task_type == "worker" and index == 0 and not any(c in cluster for c in CHIEF_TYPES)
+        )
+        trial = str(task["trial"]) if task.get("trial") not in (None, "") else trial
+        return Role(task_type, index, trial, chief)
+    return Role(trial=trial)
+
+
 def from_environ(environ: Mapping[str, str] = os.environ) -> Cluster:
     """The ``Cluster`` of ``TF_CONFIG`` / ``CLUSTER_SPEC`` (see the module docstring).
 
     Raises:
         ValueError: a variable that is not a JSON object.
     """
-    from trainer import vertex  # imports Keras: not at module level (see ``exit_on_sigterm``)
-
-    role = vertex.role(environ)
-    for name in ("TF_CONFIG", "CLUSTER_SPEC"):
-        text = environ.get(name, "").strip()
-        if not text:
-            continue
-        spec = json.loads(text)  # vertex.role has checked that it is a JSON object
+    this = role(environ)
+    for name, spec in _specs(environ):
         task, cluster = spec.get("task") or {}, spec.get("cluster") or {}
         if name == "CLUSTER_SPEC":
             cluster = {_POOLS[pool]: hosts for pool, hosts in cluster.items() if pool in _POOLS}
@@ -70,55 +118,74 @@ def from_environ(environ: Mapping[str, str] = os.environ) -> Cluster:
         workers = sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
         if workers > 1 and task.get("type") in ("chief", "worker"):  # evaluators and ps take no part
             tf_config = {"cluster": {k: cluster[k] for k in ("chief", "worker") if k in cluster}, "task": task}
-            return Cluster(role, tf_config, workers)
-        return Cluster(role)
-    return Cluster(role)
+            return Cluster(this, tf_config, workers)
+        return Cluster(this)
+    return Cluster(this)
 
 
 def strategy(cluster: Cluster, timeout: float):
-    """The job's ``tf.distribute`` strategy: ``MultiWorkerMirroredStrategy`` for a multi-worker cluster (every
-    collective bounded by ``timeout`` seconds), else the default strategy."""
+    """The job's ``tf.distribute`` strategy: ``MultiWorkerMirroredStrategy`` for a multi-worker cluster, else the
+    default strategy.
+
+    Joining the cluster, every collective, and the shutdown barrier at exit each wait at most ``timeout`` seconds
+    (``tf.errors.DeadlineExceededError`` or another ``OpError`` after that).
+    """
     import tensorflow as tf
 
     if cluster.tf_config is None:
         return tf.distribute.get_strategy()
     os.environ["TF_CONFIG"] = json.dumps(cluster.tf_config)
+    _configure_coordination(cluster.tf_config["cluster"], timeout)
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
-class Watchdog:
-    """Ends the process with status 1 and ``message`` unless ``cancel()`` is called within ``seconds``."""
+def _configure_coordination(spec: dict, timeout: float) -> None:
+    """The coordination service of ``MultiWorkerMirroredStrategy`` (which keeps a configured one) with bounded
+    registration and shutdown. TensorFlow has no public option for these, hence the internal modules."""
+    import tensorflow as tf
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
 
-    def __init__(self, seconds: float, message: str):
-        self._timer = threading.Timer(seconds, self._expire, args=(message,))
-        self._timer.daemon = True
-        self._timer.start()
+    cluster_spec = tf.train.ClusterSpec(spec)
+    milliseconds = int(timeout * 1000)
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(cluster_spec),
+        coordinated_jobs=[
+            coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster_spec.num_tasks(job))
+            for job in ("chief", "worker")
+            if job in cluster_spec.jobs
+        ],
+        cluster_register_timeout_in_ms=milliseconds,
+        shutdown_barrier_timeout_in_ms=milliseconds,
+    )
 
-    @staticmethod
-    def _expire(message: str) -> None:
-        logger.error("%s", message)
-        logging.shutdown()
-        os._exit(1)
 
-    def cancel(self) -> None:
-        self._timer.cancel()
+def needs_supervisor(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process should run the job in a supervised child: a multi-worker task, not yet a child."""
+    try:
+        return from_environ(environ).tf_config is not None and not environ.get(SUPERVISED)
+    except ValueError:
+        return False  # the child reports the bad variable
 
 
-def exit_on_sigterm() -> None:
-    """Makes SIGTERM end the process (status ``SIGTERM_STATUS``) with one log line, whatever the main thread does.
+def supervise(argv: list[str]) -> int:
+    """Runs ``python -m trainer.task argv`` as a child and returns its exit status; SIGTERM (or SIGINT) ends the
+    child at once (SIGKILL) and this process with ``SIGTERM_STATUS`` (130 for SIGINT)."""
+    child = subprocess.Popen([sys.executable, "-m", "trainer.task", *argv], env={**os.environ, SUPERVISED: "1"})
 
-    SIGTERM is blocked in this thread, so in every thread started after it (call this before importing anything
-    that starts threads), and a daemon thread takes it with ``sigwait``: no handler that TensorFlow installs later
-    can swallow it, and a main thread blocked in a collective does not delay it.
-    """
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    def stop(signum, frame):
+        child.kill()  # no wait() here: the interrupted Popen.wait holds its lock
+        print(
+            f"trainer.task: received {signal.Signals(signum).name}; stopped the worker (a rerun of the whole job "
+            "resumes from the chief's last checkpoint)",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(128 + signum)
 
-    def wait():
-        signal.sigwait({signal.SIGTERM})
-        logger.error("received SIGTERM: stopping (a rerun resumes from the last checkpoint)")
-        logging.shutdown()
-        sys.stdout.flush()
-        os._exit(SIGTERM_STATUS)
-
-    threading.Thread(target=wait, name="sigterm", daemon=True).start()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return child.wait()

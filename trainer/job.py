@@ -56,24 +56,22 @@ def run(task: TaskConfig, config: WALSConfig, preset: str | None, cluster: clust
         reporter = vertex.HypertuneReport() if task.hypertune and role.is_chief else None
         if role.is_chief:
             staging = artifacts.Staging(dirs.output, [dirs.model_entry, "config.json", "metrics.json"])
-        watchdog = None
         if cluster.workers > 1:
-            watchdog = cluster_lib.Watchdog(
+            logger.info(
+                "joining a cluster of %d workers (waiting at most --collective-timeout=%g s)",
+                cluster.workers,
                 task.collective_timeout,
-                f"the {cluster.workers} workers did not all join within --collective-timeout="
-                f"{task.collective_timeout:g} s (is every address of TF_CONFIG / CLUSTER_SPEC reachable and its "
-                "task started?); the job stops",
             )
         strategy = cluster_lib.strategy(cluster, task.collective_timeout)
         collectives = Collectives(strategy)  # the first collective: every worker has joined
-        if watchdog is not None:
-            watchdog.cancel()
+        if cluster.workers > 1:
             logger.info("worker %d of %d joined the cluster", collectives.rank, collectives.count)
         return _train(task, config, preset, dirs, staging, reporter, strategy, collectives)
     except tf.errors.OpError as err:
         logger.error(
-            "a worker failed or did not answer within --collective-timeout=%g s (%s: %s); the job stops. Restart "
-            "the whole job to resume from the chief's last checkpoint.",
+            "a worker failed, or the workers did not all answer within --collective-timeout=%g s (is every address "
+            "of TF_CONFIG / CLUSTER_SPEC reachable and its task started?) (%s: %s); the job stops. Restart the "
+            "whole job to resume from the chief's last checkpoint.",
             task.collective_timeout,
             type(err).__name__,
             str(err).strip().splitlines()[0] if str(err).strip() else "",

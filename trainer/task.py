@@ -15,13 +15,14 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from trainer import cluster  # noqa: E402  (no TensorFlow: SIGTERM must be blocked before threads start)
+import sys  # noqa: E402
 
-if __name__ == "__main__":
-    cluster.exit_on_sigterm()
+from trainer import cluster  # noqa: E402  (imports no TensorFlow)
+
+if __name__ == "__main__" and cluster.needs_supervisor():
+    sys.exit(cluster.supervise(sys.argv[1:]))
 
 import logging  # noqa: E402
-import sys  # noqa: E402
 
 from trainer import cli, job  # noqa: E402
 

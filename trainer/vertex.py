@@ -3,8 +3,7 @@
 - Directories: ``--job-dir``/``--output-dir`` (TF1) win; otherwise the outputs go to the parent of
   ``$AIP_MODEL_DIR`` with the model files in ``$AIP_MODEL_DIR`` itself; checkpoints default to
   ``$AIP_CHECKPOINT_DIR`` and TensorBoard scalars to ``$AIP_TENSORBOARD_LOG_DIR``.
-- Role: from ``TF_CONFIG`` (``task.type`` ``chief``/``master``; ``worker`` 0 when the cluster has no chief) or
-  ``CLUSTER_SPEC`` (``workerpool0``). No cluster at all is a chief. Only the chief trains and writes.
+- Role: ``trainer.cluster.role`` (the chief writes).
 - Tuning: ``cloudml-hypertune`` records the validation RMSE after every sweep under ``HPT_METRIC_TAG``, which is
   the ``metricId`` of the tuning job spec.
 """
@@ -25,17 +24,6 @@ logger = logging.getLogger(__name__)
 
 #: ``hyperparameter_metric_tag`` of the reports; the tuning job's ``metricId`` (goal MINIMIZE).
 HPT_METRIC_TAG = "val_rmse"
-CHIEF_TYPES = ("chief", "master", "workerpool0")
-
-
-@dataclasses.dataclass(frozen=True)
-class Role:
-    """This task's place in the job: ``task_type`` None means a single-machine run (the chief)."""
-
-    task_type: str | None = None
-    task_index: int = 0
-    trial: str | None = None
-    is_chief: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,38 +40,7 @@ class Dirs:
         return posixpath.join(self.output, self.model_entry)
 
 
-def role(environ: Mapping[str, str] = os.environ) -> Role:
-    """The task's role from ``TF_CONFIG``, else ``CLUSTER_SPEC``; a chief when neither is set.
-
-    Raises:
-        ValueError: either variable is not a JSON object.
-    """
-    trial = environ.get("CLOUD_ML_TRIAL_ID") or None
-    for name in ("TF_CONFIG", "CLUSTER_SPEC"):
-        text = environ.get(name, "").strip()
-        if not text:
-            continue
-        try:
-            spec = json.loads(text)
-            if not isinstance(spec, dict):
-                raise TypeError(type(spec).__name__)
-        except (ValueError, TypeError) as err:
-            raise ValueError(f"`{name}` should be a JSON object. Received: {name}={text[:200]!r} ({err})") from None
-        task = spec.get("task") or {}
-        task_type = task.get("type")
-        if not task_type:
-            continue
-        index = int(task.get("index", 0))
-        cluster = spec.get("cluster") or {}
-        chief = task_type in CHIEF_TYPES or (
-            task_type == "worker" and index == 0 and not any(c in cluster for c in CHIEF_TYPES)
-        )
-        trial = str(task["trial"]) if task.get("trial") not in (None, "") else trial
-        return Role(task_type, index, trial, chief)
-    return Role(trial=trial)
-
-
-def resolve_dirs(task, this: Role, environ: Mapping[str, str] = os.environ) -> Dirs:
+def resolve_dirs(task, this, environ: Mapping[str, str] = os.environ) -> Dirs:
     """Output, model, checkpoint and log directories of a run (precedence in the module docstring).
 
     With ``--hypertune`` and a trial id, an explicit ``--job-dir``/``--output-dir`` gets ``/<trial>`` appended as
