@@ -25,7 +25,8 @@ DEFAULT_CUSTOM_DIMENSION = 10
 FIRST_DATE, LAST_DATE = "00010101", "99991231"
 #: The nested ``hits`` column as DuckDB reads it from a CSV export (JSON text; only the fields the query uses).
 HITS_TYPE = (
-    'STRUCT("time" BIGINT, hitNumber BIGINT, "type" VARCHAR, customDimensions STRUCT("index" BIGINT, value VARCHAR)[])[]'
+    'STRUCT("time" BIGINT, hitNumber BIGINT, "type" VARCHAR, '
+    'customDimensions STRUCT("index" BIGINT, value VARCHAR)[])[]'
 )
 #: Where a local export is registered in DuckDB, as ``${project}.${dataset}.${table}``.
 LOCAL_TABLE = {"project": "memory", "dataset": "main", "table": "ga_sessions"}
