@@ -116,11 +116,11 @@ def register_export(connection, path: str) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"GA export not found: {path}")
     lower = path.lower()
-    text = {"fullVisitorId": "VARCHAR", "date": "VARCHAR"}
+    csv = lower.endswith((".csv", ".csv.gz"))
     if lower.endswith(".parquet"):
         source = connection.read_parquet(path)
-    elif lower.endswith((".csv", ".csv.gz")):
-        source = connection.read_csv(path, header=True, dtype={**text, "hits": "VARCHAR"})
+    elif csv:
+        source = connection.read_csv(path, header=True, all_varchar=True)
     elif lower.endswith((".jsonl", ".ndjson", ".json")):
         source = connection.read_json(path, format="newline_delimited")
     else:
@@ -129,10 +129,11 @@ def register_export(connection, path: str) -> None:
     if missing:
         raise ValueError(f"GA export {path}: missing column(s) {missing}; found {source.columns}")
     connection.register("ga_export", source)
-    hits = f"CAST(CAST(hits AS JSON) AS {HITS_TYPE})" if lower.endswith((".csv", ".csv.gz")) else "hits"
+    hits = f"CAST(CAST(hits AS JSON) AS {HITS_TYPE})" if csv else "hits"
     connection.execute(
         f"CREATE OR REPLACE VIEW {LOCAL_TABLE['table']} AS SELECT * REPLACE (CAST(fullVisitorId AS VARCHAR) AS "
-        f"fullVisitorId, CAST(date AS VARCHAR) AS date, {hits} AS hits) FROM ga_export"
+        f"fullVisitorId, CAST(visitNumber AS BIGINT) AS visitNumber, CAST(date AS VARCHAR) AS date, {hits} AS hits) "
+        "FROM ga_export"
     )
 
 
@@ -148,6 +149,8 @@ def web_views(export_path: str, **values):
     try:
         register_export(connection, export_path)
         frame = connection.execute(duckdb_sql(), params).df()
+    except duckdb.Error as err:  # e.g. hits that are not GA-shaped JSON, a visitNumber that is not a number
+        raise ValueError(f"GA export {export_path}: the query failed: {err}") from None
     finally:
         connection.close()
     logger.info("query: %d web-view rows from %s", len(frame), export_path)
