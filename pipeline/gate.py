@@ -163,12 +163,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _optional_float(text: str) -> float | None:
+    if text.strip() == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or nothing, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def add_rule_flags(parser: argparse.ArgumentParser) -> None:
     """``--metric``, ``--threshold``, ``--tolerance``: the gate's rule, for every entry point that gates."""
     parser.add_argument(
         "--metric", default=DEFAULT_METRIC, help=f"key of metrics.json to compare (default {DEFAULT_METRIC})"
     )
-    parser.add_argument("--threshold", type=float, help="an absolute bound the metric must meet")
+    parser.add_argument(
+        "--threshold", type=_optional_float, help="an absolute bound the metric must meet (empty: none)"
+    )
     parser.add_argument(
         "--tolerance", type=float, default=0.0, help="relative slack against the serving model (default 0)"
     )
