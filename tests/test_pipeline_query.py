@@ -151,3 +151,28 @@ def test_bad_table_name_and_export(tmp_path):
     broken.write_text('fullVisitorId,visitNumber,date,hits\n1,one,20170801,"[]"\n')
     with pytest.raises(ValueError, match="broken.csv: the query failed"):
         query.web_views(str(broken))
+
+
+def test_imports_stay_light():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    checks = {
+        # The library never imports the pipeline layer.
+        "import wals2": ("pipeline", "duckdb", "sqlglot", "kfp"),
+        # The local flow and the gate import TensorFlow, DuckDB and kfp only when they run.
+        "import pipeline.local, pipeline.gate, pipeline.query, pipeline.sample, pipeline.vertex": (
+            "tensorflow",
+            "duckdb",
+            "sqlglot",
+            "kfp",
+            "google_cloud_pipeline_components",
+        ),
+    }
+    for statement, heavy in checks.items():
+        code = f"import sys\n{statement}\nprint([m for m in {heavy!r} if m in sys.modules])"
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip().splitlines()[-1] == "[]", statement
