@@ -77,7 +77,7 @@ def train(train_file: str, job_dir: str, extra: list[str]) -> None:
     """
     command = [sys.executable, "-m", "trainer.task", *TRAINER_FLAGS, "--train-file", train_file, "--job-dir", job_dir]
     command += extra
-    logger.info("train: %s", " ".join(command[1:]))
+    logger.info("train: python %s", " ".join(command[1:]))
     status = subprocess.run(command, check=False).returncode
     if status != 0:
         raise RuntimeError(f"the trainer exited with status {status} (its log is above): {' '.join(command[1:])}")
