@@ -77,6 +77,8 @@ def build(
     if len(parts) != 3:
         raise ValueError(f"`ga_table` should be project.dataset.table. Received: ga_table={ga_table!r}")
     sql = query.render(*parts)
+    if '"' in sql or "\\" in sql:  # BigqueryQueryJobOp splices the query into a JSON string as it is
+        raise ValueError(f"the query {query.SQL_FILE} should hold no double quote or backslash")
 
     export_op = dsl.component(
         export_table, base_image="python:3.11-slim", packages_to_install=["google-cloud-bigquery>=3"]

@@ -78,7 +78,9 @@ def test_steps_order_and_retries(spec):
 
 def test_query_step_runs_the_packaged_sql_with_parameters(spec):
     task = spec["root"]["dag"]["tasks"]["bigquery-query-job"]
-    assert _constant(task, "query") == query.render("my-project", "GA360_test", "ga_sessions_*")
+    sql = _constant(task, "query")
+    assert sql == query.render("my-project", "GA360_test", "ga_sessions_*")
+    assert '"' not in sql and "\\" not in sql  # the component splices it into a JSON string unescaped
     parameters = {p["name"]: p for p in _constant(task, "query_parameters")}
     assert set(parameters) == {"custom_dimension_index", "start_date", "end_date"}
     assert parameters["custom_dimension_index"]["parameterType"]["type"] == "INT64"
