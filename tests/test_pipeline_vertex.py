@@ -2,15 +2,13 @@
 
 import pytest
 
+import json
+import sys
+import types
+
+from pipeline import gate, query, vertex
+
 REASON = 'the Vertex AI pipeline needs kfp and google-cloud-pipeline-components: pip install "wals2[pipeline]"'
-pytest.importorskip("kfp", reason=REASON)
-pytest.importorskip("google_cloud_pipeline_components", reason=REASON)
-
-import json  # noqa: E402
-
-import yaml  # noqa: E402  (a kfp dependency)
-
-from pipeline import gate, query, vertex  # noqa: E402
 
 IMAGE = "us-docker.pkg.dev/my-project/wals2/trainer:2026-12-01"
 GA_TABLE = "my-project.GA360_test.ga_sessions_*"
@@ -18,9 +16,17 @@ GA_TABLE = "my-project.GA360_test.ga_sessions_*"
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
+    _need_kfp()
+    import yaml  # a kfp dependency
+
     path = vertex.compile_pipeline(str(tmp_path_factory.mktemp("spec") / "p.yaml"), image_uri=IMAGE, ga_table=GA_TABLE)
     with open(path) as handle:
         return yaml.safe_load(handle)
+
+
+def _need_kfp():
+    pytest.importorskip("kfp", reason=REASON)
+    pytest.importorskip("google_cloud_pipeline_components", reason=REASON)
 
 
 def _tasks(spec, dag=None, found=None):
@@ -150,5 +156,45 @@ def test_upload_and_deploy(spec):
 
 
 def test_bad_table_is_refused():
+    _need_kfp()
     with pytest.raises(ValueError, match="project.dataset.table"):
         vertex.build(IMAGE, "GA360_test.ga_sessions")
+
+
+def test_export_step_extracts_one_csv_with_a_header(monkeypatch):
+    calls = []
+
+    class Job:
+        def result(self):
+            calls.append("waited")
+
+    class Client:
+        def __init__(self, project):
+            calls.append(("client", project))
+
+        def extract_table(self, source, destination, location, job_config):
+            calls.append((source, destination, location, job_config))
+            return Job()
+
+    bigquery = types.SimpleNamespace(Client=Client, ExtractJobConfig=lambda **kw: kw)
+    cloud = types.ModuleType("google.cloud")
+    cloud.bigquery = bigquery
+    monkeypatch.setitem(sys.modules, "google.cloud", cloud)
+    monkeypatch.setitem(sys.modules, "google.cloud.bigquery", bigquery)
+    paths = vertex.export_table("p", "US", "GA360_test", "recommendation_events", "gs://b/wals2/", "job-7")
+    assert paths == (
+        "gs://b/wals2/runs/job-7/web_views.csv",
+        "gs://b/wals2/runs/job-7/job",
+        "gs://b/wals2/runs/job-7/job/model",
+    )
+    assert paths.train_file.endswith("web_views.csv")
+    assert calls == [
+        ("client", "p"),
+        (
+            "p.GA360_test.recommendation_events",
+            "gs://b/wals2/runs/job-7/web_views.csv",
+            "US",
+            {"destination_format": "CSV", "print_header": True},
+        ),
+        "waited",
+    ]
