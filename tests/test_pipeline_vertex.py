@@ -1,10 +1,10 @@
 """The Vertex AI pipeline compiled to its YAML spec (offline): steps, order, parameters, retries and commands."""
 
-import pytest
-
 import json
 import sys
 import types
+
+import pytest
 
 from pipeline import gate, query, vertex
 
