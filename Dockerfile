@@ -19,6 +19,8 @@ COPY setup.py pyproject.toml README.md ./
 COPY wals2 ./wals2
 COPY trainer ./trainer
 COPY tuning ./tuning
+# The retraining pipeline runs its gate step (python -m pipeline.gate) in this image.
+COPY pipeline ./pipeline
 
 RUN pip install --no-cache-dir "tensorflow${TF_EXTRAS}==${TF_VERSION}" "./[vertex]" \
     && useradd --uid 1000 --create-home trainer

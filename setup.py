@@ -9,8 +9,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["wals2", "wals2.*", "trainer", "trainer.*", "tuning", "tuning.*"]),
-    package_data={"wals2": ["data/ml-latest-small/*"]},
+    packages=find_packages(
+        include=["wals2", "wals2.*", "trainer", "trainer.*", "tuning", "tuning.*", "pipeline", "pipeline.*"]
+    ),
+    package_data={"wals2": ["data/ml-latest-small/*"], "pipeline": ["sql/*.sql"]},
     include_package_data=True,
     # Loose on purpose: a Vertex AI prebuilt TF 2.17 / Python 3.10 image must not get its TF replaced.
     install_requires=[
@@ -38,8 +40,15 @@ setup(
             "keras-tuner>=1.4",
             "scikit-learn",
             "tensorboard",
+            "duckdb>=1.1",
+            "sqlglot>=25",
         ],
         "bench": ["implicit>=0.7", "psutil>=5"],
+        # python -m pipeline.local: the extraction query on DuckDB (sqlglot transpiles the BigQuery SQL).
+        "pipeline-local": ["duckdb>=1.1", "sqlglot>=25"],
+        # python -m pipeline.vertex: Kubeflow Pipelines v2 and Google Cloud's components (~300 MB; they pin
+        # protobuf < 7 and an exact requests, which TensorFlow 2.21 accepts).
+        "pipeline": ["duckdb>=1.1", "sqlglot>=25", "kfp>=2.7,<3", "google-cloud-pipeline-components>=2.14,<3"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -1,0 +1,165 @@
+"""python -m pipeline.local end to end on a generated GA export, and the promotion gate it shares with Vertex."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("duckdb")
+pytest.importorskip("sqlglot")
+
+from conftest import ROOT  # noqa: E402
+
+from pipeline import gate, local, sample, versions  # noqa: E402
+
+#: Few sweeps keep each training run to a few seconds; the TF1 web preset (k = 30) is kept.
+TRAINER = ["--", "--num_iters", "4"]
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    return sample.write_export(sample.generate(seed=0), str(tmp_path_factory.mktemp("ga") / "ga.parquet"))
+
+
+@pytest.fixture(autouse=True)
+def _trainer_importable(monkeypatch):
+    # The trainer runs as `python -m trainer.task` in a subprocess, which must find the repository's packages.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+
+
+def _flow(export, models, *extra, work=None):
+    argv = ["--export", export, "--models-dir", str(models), "--name", "wals2", *extra]
+    if work:
+        argv += ["--work-dir", str(work)]
+    return local.main(argv + TRAINER)
+
+
+def _entries(base):
+    return sorted(os.listdir(base)) if os.path.isdir(base) else []
+
+
+def _popularity_recall(train_file, k=10):
+    """recall@k on the trainer's validation split of recommending the most-read unseen articles (the baseline a
+    personalised model must beat)."""
+    from wals2 import data
+
+    ratings = data.read_web_views(train_file)
+    train, validation, _ = ratings.train_validation_test(0.1, 0.1, seed=0, strategy="random")
+    order = np.argsort(-np.bincount(train.items, minlength=ratings.num_items), kind="stable")
+    seen, held = {}, {}
+    for u, i in zip(train.users, train.items):
+        seen.setdefault(u, set()).add(i)
+    for u, i in zip(validation.users, validation.items):
+        held.setdefault(u, set()).add(i)
+    recalls = []
+    for u, items in held.items():
+        top = [i for i in order if i not in seen.get(u, ())][:k]
+        recalls.append(len(items.intersection(top)) / len(items))
+    return float(np.mean(recalls))
+
+
+def test_two_runs_give_versions_1_and_2_and_a_worse_model_none(export, tmp_path):
+    import tensorflow as tf
+
+    base = tmp_path / "models" / "wals2"
+    assert _flow(export, tmp_path / "models", work=tmp_path / "work") == 0
+    assert _entries(base) == ["1"]
+    assert _flow(export, tmp_path / "models") == 0
+    assert _entries(base) == ["1", "2"]  # no staging directory left behind
+    for version in ("1", "2"):
+        files = set(os.listdir(base / version))
+        assert {"saved_model.pb", "variables", "row.npy", "col.npy", "user.npy", "item.npy"} <= files
+        assert {"metrics.json", "config.json"} <= files
+
+    metrics = json.loads((base / "2" / "metrics.json").read_text())
+    assert metrics["sweeps"] == 4 and metrics["num_validation"] > 0
+    # A non-trivial model: well above recommending the most-read articles to everyone.
+    (train_file,) = [p for p in (tmp_path / "work").iterdir() if p.name == "web_views.csv"]
+    baseline = _popularity_recall(str(train_file))
+    assert metrics["validation_recall@10"] > 1.5 * baseline, (metrics["validation_recall@10"], baseline)
+
+    # The version directory is the SavedModel root, as TF Serving loads it.
+    served = tf.saved_model.load(str(base / "2"))
+    user = str(np.load(base / "2" / "user.npy", allow_pickle=False)[0])
+    answer = served.signatures["serving_default"](user_id=tf.constant([user, "nobody"]))
+    assert answer["known_user"].numpy().tolist() == [True, False]
+    assert answer["item_ids"].shape == (2, 10)
+
+    # The serving model (version 2) claims a far better validation RMSE: the gate rejects the new one.
+    record = dict(metrics, validation_rmse=1.0)
+    (base / "2" / "metrics.json").write_text(json.dumps(record))
+    assert _flow(export, tmp_path / "models") == local.REJECTED
+    assert _entries(base) == ["1", "2"]
+
+
+def test_trainer_failure_writes_no_version(export, tmp_path):
+    argv = ["--export", export, "--models-dir", str(tmp_path / "models"), "--", "--latent_factors", "-3"]
+    assert local.main(argv) == 1
+    assert _entries(tmp_path / "models" / "wals2") == []
+
+
+def test_flags_the_pipeline_owns_are_refused(export, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        local.main(["--export", export, "--models-dir", str(tmp_path), "--", "--job-dir=elsewhere"])
+    assert exit_info.value.code == 2
+    assert "--job-dir is set by the pipeline" in capsys.readouterr().err
+
+
+def test_versions_ignore_staging_and_other_entries(tmp_path):
+    base = str(tmp_path)
+    for name in ("1", "3", "10", ".staging-x", "latest", "0"):
+        os.makedirs(os.path.join(base, name))
+    assert versions.versions(base) == [1, 3, 10]
+    staged = versions.stage(base)
+    assert os.path.basename(staged).startswith(versions.STAGING_PREFIX)
+    open(os.path.join(staged, "saved_model.pb"), "w").close()
+    assert versions.publish(staged, base) == 11
+    assert os.path.exists(os.path.join(base, "11", "saved_model.pb")) and not os.path.exists(staged)
+
+
+# The gate: one rule for the local flow and the Vertex AI pipeline step.
+
+
+def test_gate_rmse_is_minimised():
+    assert gate.decide({"validation_rmse": 10.0}).passed  # first run, no threshold
+    assert gate.decide({"validation_rmse": 10.0}, {"validation_rmse": 10.0}).passed
+    worse = gate.decide({"validation_rmse": 10.5}, {"validation_rmse": 10.0})
+    assert not worse.passed and "worse than the serving model's 10" in worse.reason
+    assert gate.decide({"validation_rmse": 10.5}, {"validation_rmse": 10.0}, tolerance=0.05).passed
+    assert not gate.decide({"validation_rmse": 10.6}, {"validation_rmse": 10.0}, tolerance=0.05).passed
+    assert not gate.decide({"validation_rmse": 10.0}, threshold=9.0).passed
+    assert not gate.decide({"validation_rmse": 8.0}, {"validation_rmse": 7.0}, threshold=9.0).passed
+
+
+def test_gate_ranking_metrics_are_maximised():
+    metric = "validation_ndcg@10"
+    assert gate.decide({metric: 0.30}, {metric: 0.25}, metric=metric).passed
+    assert not gate.decide({metric: 0.20}, {metric: 0.25}, metric=metric).passed
+    assert gate.decide({metric: 0.24}, {metric: 0.25}, metric=metric, tolerance=0.05).passed
+    assert not gate.decide({metric: 0.20}, metric=metric, threshold=0.21).passed
+
+
+def test_gate_errors_name_the_problem():
+    with pytest.raises(ValueError, match=r"no finite `validation_rmse` \(validation metrics need"):
+        gate.decide({"validation_rmse": None, "test_rmse": 3.0})
+    with pytest.raises(ValueError, match="incumbent's metrics have no finite `validation_rmse`"):
+        gate.decide({"validation_rmse": 3.0}, {"test_rmse": 3.0})
+    with pytest.raises(ValueError, match="metric='seconds'"):
+        gate.decide({"seconds": 3.0}, metric="seconds")
+    with pytest.raises(ValueError, match="tolerance"):
+        gate.decide({"validation_rmse": 3.0}, tolerance=-0.1)
+
+
+def test_gate_command_line(tmp_path):
+    candidate, incumbent, decision = tmp_path / "new.json", tmp_path / "served" / "metrics.json", tmp_path / "out"
+    candidate.write_text(json.dumps({"validation_rmse": 5.0}))
+    check = ["check", "--candidate", str(candidate), "--incumbent", str(incumbent), "--decision-file", str(decision)]
+    assert gate.main(check) == 0 and decision.read_text() == "true"  # no served model yet
+    assert gate.main(["record", "--candidate", str(candidate), "--incumbent", str(incumbent)]) == 0
+    assert json.loads(incumbent.read_text()) == {"validation_rmse": 5.0}
+    candidate.write_text(json.dumps({"validation_rmse": 6.0}))
+    assert gate.main(check) == 0 and decision.read_text() == "false"
+    assert gate.main(check + ["--tolerance", "0.25"]) == 0 and decision.read_text() == "true"
+    candidate.write_text("[1, 2]")
+    assert gate.main(check) == 1  # not a JSON object: an error, no decision
