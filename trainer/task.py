@@ -153,6 +153,7 @@ def _run(task: TaskConfig, config, preset, dirs: vertex.Dirs, staging: artifacts
         config.seed,
     )
     logger.info("hyperparameters%s: %s", f" (preset {preset})" if preset else "", _describe(config))
+    data.check_training(ratings, train, config)  # before anything is written: errors name the input line
     cold = _cold_test_entries(train, test)
     model = WALSModel(ratings.num_users, ratings.num_items, config)
     model.compile(jit_compile=False)

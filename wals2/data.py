@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from wals2 import objective
+
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("user", "item", "rating")
@@ -277,6 +279,82 @@ class Ratings:
 
     def item_index(self, raw_ids) -> np.ndarray:
         return _lookup(self.item_ids, raw_ids, "item")
+
+
+def check_training(ratings: Ratings, train: Ratings, config) -> None:
+    """Checks the ratings against the hyperparameters before training, naming the line (or the ids) of an entry
+    that the solver would reject in the middle of a sweep; warns about a rank the data cannot use.
+
+    Args:
+        ratings: all ratings as read (with ``first_line`` when they come from a file).
+        train: the training part of ``ratings``; the mode's weights come from its statistics, as in training.
+        config: the run's ``WALSConfig``.
+
+    Raises:
+        RatingsError: negative ratings in the implicit mode (anywhere: they have no confidence 1 + alpha r), or a
+            training entry whose weighted rating (w0 + d_ij) a_ij, weight d_ij or the solver's scaled weighted
+            rating (w0 + d_ij) a_ij / sqrt(C_j) overflows float32.
+    """
+    if config.mode == "implicit":
+        negative = np.flatnonzero(ratings.values < 0)
+        if negative.size:
+            raise RatingsError(
+                f"{_where(ratings, ratings, negative[0])}: rating {ratings.values[negative[0]]:g} is negative; "
+                f"--mode implicit needs ratings >= 0 (the confidence of a rating r is 1 + alpha * r) "
+                f"({negative.size} such rating(s) in all)",
+                _line(ratings, ratings, negative[0]),
+            )
+    if train.nnz:
+        stats = objective.statistics(train.items, train.values, train.num_items)
+        weighting = objective.weighting(config, train.values, train.shape, stats)
+        observed = weighting.observed_weight(train.users, train.items)
+        weighted = np.abs(observed * weighting.targets)
+        magnitude = np.maximum(weighted, observed - weighting.unobserved_weight)
+        if weighting.col_weights is not None:
+            scale = weighting.col_weights[train.items].astype(np.float64)
+            magnitude = np.maximum(magnitude, weighted / np.sqrt(np.where(scale > 0, scale, 1.0)))
+        bad = np.flatnonzero(~(magnitude < _FLOAT32_MAX))
+        if bad.size:
+            entry = bad[0]
+            raise RatingsError(
+                f"{_where(ratings, train, entry)}: rating {train.values[entry]:g} gives a weighted rating "
+                f"(w0 + d) a = {observed[entry] * weighting.targets[entry]:.4g} that overflows float32 in --mode "
+                f"{config.mode}; lower the ratings' scale or the weights (--unobs_weight, --feature_wt_factor, "
+                f"--alpha) ({bad.size} such training rating(s) in all)",
+                _line(ratings, train, entry),
+            )
+    rank = min(ratings.num_users, ratings.num_items)
+    if config.latent_factors > rank:
+        logger.warning(
+            "--latent_factors %d is more than the %d %s (the data has %d users x %d items): U V' has rank %d at "
+            "most, so %d of the factors add no fit and only cost time (k x k solves); training goes on, since "
+            "--regularization > 0 keeps every system solvable",
+            config.latent_factors,
+            rank,
+            "items" if ratings.num_items <= ratings.num_users else "users",
+            ratings.num_users,
+            ratings.num_items,
+            rank,
+            config.latent_factors - rank,
+        )
+
+
+def _line(ratings: Ratings, part: Ratings, entry: int) -> int | None:
+    """The line of ``ratings`` that entry ``entry`` of ``part`` (``ratings`` or a subset of it) was read from."""
+    if ratings.first_line is None:
+        return None
+    if part is not ratings:  # (user, item) pairs are unique, so the pair finds the entry
+        entry = np.flatnonzero((ratings.users == part.users[entry]) & (ratings.items == part.items[entry]))[0]
+    return int(entry) + ratings.first_line
+
+
+def _where(ratings: Ratings, part: Ratings, entry: int) -> str:
+    """``source: line N (user u, item i)`` of entry ``entry`` of ``part``, for messages."""
+    line = _line(ratings, part, entry)
+    ids = (
+        f"user {quote(part.user_ids[part.users[entry]].item())}, item {quote(part.item_ids[part.items[entry]].item())}"
+    )
+    return f"{ratings.source}: line {line} ({ids})" if line is not None else f"{ratings.source}: {ids}"
 
 
 def _finite_column(frame: pd.DataFrame, column: str, label: str, source: str, first_line: int) -> np.ndarray:
