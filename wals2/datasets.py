@@ -81,12 +81,19 @@ def load_movielens(name: str, data_dir: str | None = None, download: bool = True
         f"Without network, download {url} elsewhere and put it into {manual_dir(data_dir)}/ (unchanged: TFDS "
         "checks its sha256)."
     )
-    if download and not _obtainable_offline(tfds, builder_name, name, data_dir, manual_zip):
-        reason = unreachable(url)
-        if reason:
-            raise OSError(f"cannot download {builder_name} into {data_dir}: {reason}.\n{offline}")
     try:
-        dataset = tfds.load(builder_name, split="train", data_dir=data_dir, download=download)
+        try:
+            dataset = tfds.load(builder_name, split="train", data_dir=data_dir, download=False)
+        except AssertionError:  # not prepared yet (TFDS's "could not find data"): download and prepare it
+            if not download:
+                raise
+            if not _downloaded(name, data_dir, manual_zip):
+                reason = unreachable(url)
+                if reason:
+                    raise _Unreachable(reason) from None
+            dataset = tfds.load(builder_name, split="train", data_dir=data_dir, download=True)
+    except _Unreachable as err:
+        raise OSError(f"cannot download {builder_name} into {data_dir}: {err}.\n{offline}") from None
     except Exception as err:  # TFDS raises many types (network, checksum, missing files): report them all alike
         if type(err).__name__ == "NonMatchingChecksumError" and tf.io.gfile.exists(manual_zip):
             found = "; ".join(line.strip("* ") for line in str(err).splitlines()[1:3])
@@ -119,6 +126,10 @@ def load_movielens(name: str, data_dir: str | None = None, download: bool = True
     return Ratings.from_dataframe(frame, source=f"tfds:{builder_name}", timestamp_col="timestamp")
 
 
+class _Unreachable(Exception):
+    """The download host cannot be reached (raised before TFDS would retry it for minutes)."""
+
+
 def unreachable(url: str, seconds: float | None = None) -> str | None:
     """Why ``url``'s host (or the proxy for its scheme) cannot be reached within ``seconds``; None when it can.
 
@@ -147,15 +158,10 @@ def unreachable(url: str, seconds: float | None = None) -> str | None:
     return f"{host}:{port} cannot be reached ({failure[0]})" if failure else None
 
 
-def _obtainable_offline(tfds, builder_name: str, name: str, data_dir: str, manual_zip: str) -> bool:
-    """Whether TFDS may load ``name`` without network: a zip in the manual directory, an earlier download in
-    ``<data_dir>/downloads`` (complete or not: TFDS decides), or a prepared copy."""
-    if tf.io.gfile.exists(manual_zip) or tf.io.gfile.glob(os.path.join(data_dir, "downloads", f"*_{name}*")):
-        return True
-    try:
-        return tfds.builder(builder_name, data_dir=data_dir).is_prepared()
-    except Exception:  # noqa: BLE001 - unknown here; tfds.load reports it
-        return True
+def _downloaded(name: str, data_dir: str, manual_zip: str) -> bool:
+    """Whether TFDS has ``name``'s zip without network: in the manual directory, or an earlier download in
+    ``<data_dir>/downloads`` (complete or not: TFDS decides)."""
+    return tf.io.gfile.exists(manual_zip) or bool(tf.io.gfile.glob(os.path.join(data_dir, "downloads", f"*_{name}*")))
 
 
 def _decode(ids: np.ndarray) -> np.ndarray:
