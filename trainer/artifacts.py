@@ -6,7 +6,7 @@ rename; on URL file systems such as ``gs://`` not even one directory can (it is 
 commit is made atomic by a marker instead, as Hadoop and Spark do with ``_SUCCESS``:
 
 1. every output is written into a staging directory ``<destination>/.staging-<id>/``;
-2. a manifest naming the entries is written into it (``COMMIT``, written to a temporary name and renamed): from
+2. a manifest naming the entries is written into it (``COMMIT``, written under another name and renamed): from
    here on the outputs are complete, and the entries they name in the destination belong to this commit;
 3. each entry is moved into the destination;
 4. the manifest is renamed to ``<destination>/_SUCCESS``, the commit marker: a reader that sees it sees all of
@@ -149,9 +149,9 @@ class Staging:
         missing = [e for e in self.entries if not tf.io.gfile.exists(_join(self.root, e))]
         if missing:
             raise RuntimeError(f"staged outputs missing before commit: {missing}")
-        manifest = _join(self.root, MANIFEST)
-        _write(manifest + ".tmp", json.dumps({"entries": self.entries}) + "\n")
-        _rename(manifest + ".tmp", manifest)
+        manifest, temporary = _join(self.root, MANIFEST), _join(self.root, f".{MANIFEST}.tmp")
+        _write(temporary, json.dumps({"entries": self.entries}) + "\n")
+        _rename(temporary, manifest)
         for entry in self.entries:
             _move(_join(self.root, entry), _join(self.destination, entry))
         _rename(manifest, _join(self.destination, MARKER))
