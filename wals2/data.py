@@ -440,14 +440,10 @@ def read_ratings(path: str, delimiter: str = "\t", headers: bool = False, compre
     if tf.io.gfile.isdir(path):
         raise RatingsError(f"{path}: is a directory, expected a ratings file")
     delimiter = normalize_delimiter(delimiter)
-    # A doubled one-character separator such as ML-1M's '::' is read with the fast C parser as that character,
-    # and the empty fields between the doubled characters are dropped.
-    doubled = len(delimiter) == 2 and delimiter[0] == delimiter[1]
-    sep = delimiter[0] if doubled else delimiter
     if compression == "infer":
         compression = "gzip" if path.endswith(".gz") else None
     try:
-        frame = _read_chunks(path, sep, headers, compression)
+        frame = _read_fields(path, delimiter, headers, compression)
     except pd.errors.EmptyDataError:
         what = "only a header line" if headers else "no data"
         raise RatingsError(f"{path}: the file is empty ({what})") from None
@@ -458,8 +454,6 @@ def read_ratings(path: str, delimiter: str = "\t", headers: bool = False, compre
         raise RatingsError(
             f"{path}: line {line}: {quote(data)} is not UTF-8 text; ratings files should be UTF-8 encoded", line
         ) from None
-    if doubled:
-        frame = frame.iloc[:, ::2]
     if frame.shape[1] < 3:
         hint = _delimiter_hint(path, delimiter)
         raise RatingsError(
@@ -557,6 +551,24 @@ def _read_chunks(path: str, sep: str, headers: bool, compression: str | None) ->
                     done = 100.0 * handle.tell() / size if size else 100.0
                     logger.info("%s: %d lines read (%.0f%% of the file)", path, len(chunks) * PROGRESS_ROWS, done)
     return pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+
+
+def _read_fields(path: str, delimiter: str, headers: bool, compression: str | None) -> pd.DataFrame:
+    """The fields of ``path`` split at ``delimiter``, as strings.
+
+    A doubled one-character delimiter such as ML-1M's '::' is first read with the fast C parser as that one
+    character, dropping the empty fields between the doubled characters; when a field holds the character
+    itself (every second field is not empty then, or the rows differ in length), the file is read again with
+    the whole delimiter.
+    """
+    if len(delimiter) == 2 and delimiter[0] == delimiter[1]:
+        try:
+            frame = _read_chunks(path, delimiter[0], headers, compression)
+        except pd.errors.ParserError:
+            frame = None
+        if frame is not None and frame.shape[1] % 2 and not frame.iloc[:, 1::2].fillna("").ne("").any().any():
+            return frame.iloc[:, ::2]
+    return _read_chunks(path, delimiter, headers, compression)
 
 
 def _undecodable_line(path: str, compression: str | None) -> tuple[int, bytes]:
