@@ -142,7 +142,7 @@ def test_stale_staging_of_the_job_goes_and_foreign_outputs_are_refused(tmp_path)
     # Outputs without a marker (another program, an older version) are never deleted: the run is refused.
     legacy = tmp_path / "legacy"
     (legacy / "model").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"already holds \['model'\]; choose a new --job-dir"):
+    with pytest.raises(ValueError, match=r"already holds \['model'\] without the commit marker _SUCCESS"):
         artifacts.Staging(str(legacy), ENTRIES)
     assert (legacy / "model").exists()
 

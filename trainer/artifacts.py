@@ -17,8 +17,13 @@ commit is made atomic by a marker instead, as Hadoop and Spark do with ``_SUCCES
 A run killed at any point is repaired by the next ``Staging`` of the same destination (``recover``): without a
 marker, the entries named by a staged manifest are deleted (the interrupted commit is replaced by the new run's),
 and every stale staging directory of the job goes, also the ``.<job>.staging-<id>`` siblings older versions
-left. Each step is a single rename or write, or is only ever undone, so a kill between any two of them leaves
-either a committed destination or one that the next run cleans. One run writes to one destination at a time.
+left. Every step is one write, rename or removal, and before the marker every change to the destination is one
+that ``recover`` undoes, so a kill between any two steps leaves either a committed destination or one that the
+next run cleans (tested by a kill injected at each step). One run writes to one destination at a time.
+
+Why a marker and not one rename: the entries share the job directory with the checkpoints and logs of the same
+run (a rerun resumes from them), so the directory cannot be swapped whole, and ``gs://`` has no atomic rename of
+a directory at all; the one operation that is atomic everywhere is the creation of a single small object.
 """
 
 from __future__ import annotations
@@ -113,7 +118,7 @@ class Staging:
         except tf.errors.OpError as err:
             raise OSError(f"output directory {self.destination} cannot be read or cleaned: {err}") from None
         if replaced:
-            logger.warning("removed what interrupted runs left: %s", ", ".join(_shorten(p) for p in replaced))
+            logger.warning("removed what interrupted runs left: %s", ", ".join(replaced))
         if committed(self.destination):
             raise ValueError(
                 f"output directory {self.destination} already holds the committed outputs of a run "
@@ -121,7 +126,11 @@ class Staging:
             )
         clashes = [e for e in self.entries if tf.io.gfile.exists(_join(self.destination, e))]
         if clashes:
-            raise ValueError(f"output directory {self.destination} already holds {clashes}; choose a new --job-dir")
+            raise ValueError(
+                f"output directory {self.destination} already holds {clashes} without the commit marker {MARKER} "
+                "(outputs of another program, or of a run killed by an older version): remove them or choose a new "
+                "--job-dir"
+            )
         try:
             tf.io.gfile.makedirs(self.root)
             probe = _join(self.root, ".probe")
@@ -185,10 +194,6 @@ def _manifest_entries(root: str) -> list[str]:
 
 def _plain_name(name: str) -> bool:
     return bool(name) and "/" not in name and name not in (".", "..", MARKER) and not _STAGING.fullmatch(name)
-
-
-def _shorten(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit // 2] + " ... " + text[-limit // 2 :]
 
 
 def _join(*parts: str) -> str:
