@@ -305,22 +305,16 @@ def check_training(ratings: Ratings, train: Ratings, config) -> None:
                 _line(ratings, ratings, negative[0]),
             )
     if train.nnz:
-        stats = objective.statistics(train.items, train.values, train.num_items)
-        weighting = objective.weighting(config, train.values, train.shape, stats)
-        observed = weighting.observed_weight(train.users, train.items)
-        weighted = np.abs(observed * weighting.targets)
-        magnitude = np.maximum(weighted, observed - weighting.unobserved_weight)
-        if weighting.col_weights is not None:
-            scale = weighting.col_weights[train.items].astype(np.float64)
-            magnitude = np.maximum(magnitude, weighted / np.sqrt(np.where(scale > 0, scale, 1.0)))
-        bad = np.flatnonzero(~(magnitude < _FLOAT32_MAX))
+        bad = _overflowing(train, config)
         if bad.size:
             entry = bad[0]
+            weighting = objective.weighting(config, train.values[[entry]], train.shape, _statistics(train))
+            weighted = weighting.observed_weight(train.users[[entry]], train.items[[entry]]) * weighting.targets
             raise RatingsError(
                 f"{_where(ratings, train, entry)}: rating {train.values[entry]:g} gives a weighted rating "
-                f"(w0 + d) a = {observed[entry] * weighting.targets[entry]:.4g} that overflows float32 in --mode "
-                f"{config.mode}; lower the ratings' scale or the weights (--unobs_weight, --feature_wt_factor, "
-                f"--alpha) ({bad.size} such training rating(s) in all)",
+                f"(w0 + d) a = {weighted[0]:.4g} that overflows float32 in --mode {config.mode}; lower the ratings' "
+                f"scale or the weights (--unobs_weight, --feature_wt_factor, --alpha) ({bad.size} such training "
+                "rating(s) in all)",
                 _line(ratings, train, entry),
             )
     rank = min(ratings.num_users, ratings.num_items)
@@ -337,6 +331,26 @@ def check_training(ratings: Ratings, train: Ratings, config) -> None:
             rank,
             config.latent_factors - rank,
         )
+
+
+def _statistics(train: Ratings) -> objective.Statistics:
+    return objective.statistics(train.items, train.values, train.num_items)
+
+
+def _overflowing(train: Ratings, config) -> np.ndarray:
+    """Entries of ``train`` whose float32 solver inputs overflow: (w0 + d) a, d, and (w0 + d) a / sqrt(C_j)
+    (the separable layout's scaling), with the weights of ``config.mode`` as training computes them."""
+    weighting = objective.weighting(config, train.values, train.shape, _statistics(train))
+    observed = weighting.observed_weight(train.users, train.items)  # w0 + d
+    weighted = np.abs(observed * weighting.targets)
+    observed -= weighting.unobserved_weight  # d
+    bad = ~(weighted < _FLOAT32_MAX) | ~(observed < _FLOAT32_MAX)
+    del observed
+    if weighting.col_weights is not None:
+        root = np.sqrt(weighting.col_weights[train.items].astype(np.float64))
+        root[root == 0] = 1.0
+        bad |= ~(np.divide(weighted, root, out=weighted) < _FLOAT32_MAX)
+    return np.flatnonzero(bad)
 
 
 def _line(ratings: Ratings, part: Ratings, entry: int) -> int | None:
