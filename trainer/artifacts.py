@@ -62,18 +62,14 @@ def recover(destination: str) -> list[str]:
     destination = destination.rstrip("/") or destination
     removed = []
     parent, base = _split(destination)
-    sibling = re.compile(rf"\.{re.escape(base)}{_STAGING.pattern}")
-    for name in _listdir(parent) if base else []:
-        if sibling.fullmatch(name.rstrip("/")):  # a staging directory of this job left by an older version
-            removed.append(_join(parent, name.rstrip("/")) if parent else name.rstrip("/"))
-            _rmtree(removed[-1])
+    if base:  # staging directories of this job that older versions left beside it
+        for path in _staging_dirs(parent, f".{base}"):
+            removed.append(path)
+            _rmtree(path)
     if not tf.io.gfile.isdir(destination):
         return removed
     done = committed(destination)
-    for name in sorted(_listdir(destination)):
-        if not _STAGING.fullmatch(name.rstrip("/")):
-            continue
-        root = _join(destination, name.rstrip("/"))
+    for root in _staging_dirs(destination, ""):
         if not done:
             removed += _undo(destination, root)
         removed.append(root)
@@ -209,10 +205,13 @@ def _split(path: str) -> tuple[str, str]:
     return f"{scheme}://{parent}", base
 
 
-def _listdir(directory: str) -> list[str]:
-    """Names in ``directory`` (the current directory for ``""``); [] when it does not exist."""
-    directory = directory or "."
-    return tf.io.gfile.listdir(directory) if tf.io.gfile.isdir(directory) else []
+def _staging_dirs(directory: str, prefix: str) -> list[str]:
+    """Paths ``<directory>/<prefix>.staging-<id>`` (a glob, which lists only that prefix on ``gs://``)."""
+    pattern = f"{prefix}.staging-*"
+    found = tf.io.gfile.glob(_join(directory, pattern) if directory else pattern)
+    return sorted(
+        p.rstrip("/") for p in found if re.fullmatch(re.escape(prefix) + _STAGING.pattern, _split(p.rstrip("/"))[1])
+    )
 
 
 def _move(src: str, dst: str) -> None:
