@@ -113,7 +113,8 @@ def test_web_views_forces_power_law_weights():
         ({"unobs_weight": float("nan")}, r"`unobs_weight` should be a finite number >= 0"),
         ({"wt_type": 2}, r"`wt_type` should be 0 \('log', power law\) or 1 \('linear'\). Received: wt_type=2"),
         ({"init": "zeros"}, r"`init` should be one of"),
-        ({"num_iters": 1.5}, r"`num_iters` should be an integer >= 0"),
+        ({"num_iters": 1.5}, r"`num_iters` should be a positive integer"),
+        ({"num_iters": 0}, r"`num_iters` should be a positive integer \(0 sweeps would leave the random initial"),
     ],
 )
 def test_config_errors_name_the_field(kwargs, message):

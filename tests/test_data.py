@@ -1,5 +1,6 @@
 """Reading, validating, mapping and splitting ratings; every bad input names the file and line or count."""
 
+import dataclasses
 import gzip
 
 import numpy as np
@@ -7,8 +8,9 @@ import pandas as pd
 import pytest
 from conftest import shared_file
 
-from wals2 import Ratings, RatingsError, load_bundled, read_ratings
-from wals2.data import read_web_views
+from wals2 import Ratings, RatingsError, WALSConfig, data, load_bundled, modes, read_ratings
+from wals2.data import bundled_path, read_web_views
+from wals2.layout import build_layouts
 from wals2.weights import item_weights, resolve
 
 
@@ -143,3 +145,128 @@ def test_weight_arguments():
         resolve(-1.0, 3, "col_weights")
     with pytest.raises(ValueError, match=r"shape \(3,\). Received shape \(2,\)"):
         resolve([1.0, 2.0], 3, "row_weights")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("1\t2\t3\n1e30\t2\t4\n-4\t3\t5\n", r"line 2: user id '1e30' is a number but not an integer .*\(2 such row"),
+        ("1\t2\t3\n2\t2.5\t4\n", r"line 2: item id '2.5' is a number but not an integer"),
+        ("alice\tm1\t3\n-4\tm2\t4\n", r"line 2: user id '-4' is a number but not an integer"),  # among names
+        ("9223372036854775808\t1\t3\n", r"line 1: user id '9223372036854775808' is a number but not an integer"),
+        ("1\t2\t3\n1\t3\t-1e39\n", r"line 2: rating '-1e39' overflows float32 \(ratings are stored as float32"),
+        ("1\t2\t3\n2\t\xe9t\xe9\t4\n", r"line 2: b'\\xe9t\\xe9\\t4\\n' is not UTF-8 text"),
+        ("user\titem\trating\n1\t2\t3\n", r"line 1: rating 'rating' is not .*; if line 1 is a header, pass --headers"),
+    ],
+)
+def test_ids_overflow_encoding_and_header_hint(tmp_path, text, message):
+    path = tmp_path / "r.tsv.gz"  # through gzip, so that the line search reads the decompressed text
+    path.write_bytes(gzip.compress(text.encode("latin-1")))
+    with pytest.raises(RatingsError, match=message) as err:
+        read_ratings(str(path))
+    assert str(path) in str(err.value)
+
+
+def test_numeric_ids_mixed_with_names_and_the_largest_int64_stay_valid(tmp_path):
+    r = read_ratings(write(tmp_path, "m.tsv", "alice\t12\t3\nbob\tm2\t4\n"))
+    assert list(r.item_ids) == ["12", "m2"]
+    r = read_ratings(write(tmp_path, "big.tsv", "9223372036854775807\t1\t3\n"))
+    assert r.user_ids.tolist() == [2**63 - 1]
+
+
+@pytest.mark.parametrize("delimiter", ["\\t", "tab", "TAB", "<>", " | ", "..", "\\s"])
+def test_any_delimiter_reads_as_a_literal_string(tmp_path, delimiter):
+    sep = "\t" if delimiter.lower() in ("\\t", "tab") else delimiter
+    rows = [(1, 10, 4.0), (2, 10, 3.5), (2, 30, 1.0)]
+    r = read_ratings(write(tmp_path, "d.txt", "".join(f"{u}{sep}{i}{sep}{v}\n" for u, i, v in rows)), delimiter)
+    assert sorted(zip(r.user_ids[r.users].tolist(), r.item_ids[r.items].tolist(), r.values.tolist())) == rows
+
+
+def test_long_fields_are_cut_in_messages(tmp_path):
+    long = "y" * 1_000_000
+    with pytest.raises(RatingsError) as err:
+        read_ratings(write(tmp_path, "l.tsv", f"1\t2\t3\n1\t{long}\t4\n1\t{long}\t5\n"))
+    text = str(err.value)
+    assert len(text) < 400 and "user 1, item 'yyyy" in text and "(1,000,000 characters)" in text
+    assert data.quote("abc") == "'abc'" and data.quote("z" * 61) == "'" + "z" * 59 + "... (61 characters)"
+
+
+def solver_accepts(train, config):
+    """The solver's own check: ``build_layouts`` with the mode's weights, as ``WALSModel`` calls it."""
+    mode = modes.mode_of(config)
+    w = mode.weighting(train.values, train.shape, modes.statistics(train.items, train.values, train.num_items))
+    try:
+        build_layouts(
+            train.users,
+            train.items,
+            w.targets,
+            train.shape,
+            w.row_weights,
+            w.col_weights,
+            w.unobserved_weight,
+            entry_weights=w.entry_weights,
+            bias_offsets=mode.biases,
+        )
+    except ValueError as err:
+        assert "overflow float32" in str(err)
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "mode, flags",
+    [
+        ("tf1", {}),
+        ("tf1", {"feature_wt_factor": 1e-6}),
+        ("tf1", {"wt_type": 0, "unobs_weight": 1.0}),
+        ("implicit", {}),
+        ("explicit", {}),
+    ],
+)
+def test_check_training_refuses_exactly_what_the_solver_refuses(mode, flags):
+    # 6 users x 4 items, every item with positive ratings (TF1's separable layout); item 3 has a single rating.
+    cells = [(u, i) for u in range(6) for i in range(3) if (u + i) % 3] + [(0, 3)]
+    outcomes = set()
+    for scale in [*10.0 ** np.arange(34, 38.5, 0.25), 2e38, 2.5e38, 3e38, 3.3e38, 3.4e38]:
+        values = np.array([1.0 + (u * 7 + i) % 5 for u, i in cells]) * scale / 5
+        if mode == "explicit":  # r - mu overflows when r and the mean mu lie far apart
+            values[0], values[1:] = scale, -values[1:]
+        if np.abs(values).max() > np.finfo(np.float32).max:
+            continue
+        users, items = map(np.asarray, zip(*cells))
+        r = Ratings(
+            users.astype(np.int32),
+            items.astype(np.int32),
+            values.astype(np.float32),
+            np.arange(6),
+            np.arange(4),
+            "m",
+            first_line=1,
+        )
+        config = WALSConfig(mode=mode, **flags)
+        accepted = solver_accepts(r, config)
+        outcomes.add(accepted)
+        if accepted:
+            modes.check_training(r, r, config)
+        else:
+            with pytest.raises(RatingsError, match=r"m: line \d+ \(user \d, item \d\): rating .* overflows float32"):
+                modes.check_training(r, r, config)
+    assert outcomes == {True, False}  # the scales cross the solver's limit
+
+
+def test_check_training_names_the_line_of_a_split_entry_and_warns_about_rank(caplog):
+    r = read_ratings(bundled_path(), ",", headers=True)
+    train, _, test = r.train_validation_test(0.0, 0.1, seed=0)
+    entry = int(np.flatnonzero(train.item_counts()[train.items] == 1)[0])  # C_j = 130: 1e37 (w0 + C_j) > float32
+    big = dataclasses.replace(train, values=train.values.copy())
+    big.values[entry] = 1e37
+    line = int(np.flatnonzero((r.users == train.users[entry]) & (r.items == train.items[entry]))[0]) + 2
+    user, item = r.user_ids[train.users[entry]], r.item_ids[train.items[entry]]
+    with pytest.raises(RatingsError, match=rf"ratings.csv.gz: line {line} \(user {user}, item {item}\): rating 1e\+37"):
+        modes.check_training(r, big, WALSConfig())
+    users, items = np.divmod(np.arange(15), 3)  # 5 users x 3 items, all rated
+    small = Ratings(users.astype(np.int32), items.astype(np.int32), np.ones(15, np.float32), np.arange(5), np.arange(3))
+    modes.check_training(small, small, WALSConfig(latent_factors=3))
+    assert not caplog.records
+    modes.check_training(small, small, WALSConfig(latent_factors=4))
+    assert "--latent_factors 4 is more than the 3 items" in caplog.text

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import logging
+import time
 import zipfile
 
 import numpy as np
@@ -96,7 +97,7 @@ def test_real_prepare_path_from_a_zip_in_the_manual_dir(tmp_path, monkeypatch):
     write_ml100k_zip(archive)
     assert datasets.manual_dir(str(data_dir)) == str(manual)
     # The genuine zip's sha256 is registered; a different zip is refused with a hint.
-    with pytest.raises(OSError, match=r"(?s)wrong checksum.*downloads/manual/ \(unchanged: TFDS checks its sha256\)"):
+    with pytest.raises(OSError, match=r"downloads/manual/ml-100k.zip, in TFDS.s manual directory, fails its checksum"):
         datasets.load_movielens("ml-100k", data_dir=str(data_dir))
     blob = archive.read_bytes()
     info = tfds.core.download.checksums.UrlInfo(
@@ -188,3 +189,68 @@ def test_real_ml_1m_subset_reads_with_double_colon():
     ratings = read_ratings(str(path), delimiter="::")
     assert ratings.nnz == 487650 and ratings.num_users == 2999 and ratings.num_items == 3615
     assert ratings.timestamps.min() > 9e8
+
+
+def not_prepared(*args, download=True, **kwargs):
+    """``tfds.load`` of a data set that is not prepared, and that may not be downloaded in the test."""
+    if not download:
+        raise AssertionError("Dataset movielens: could not find data in the data directory")
+    pytest.fail("tfds.load(download=True) was called although the download host cannot be reached")
+
+
+@pytest.mark.parametrize(
+    "connect, message",
+    [
+        ("refused", r"files.grouplens.org:443 cannot be reached \(ConnectionRefusedError: \[Errno 111\] refused\)"),
+        ("hangs", r"files.grouplens.org:443 gave no answer within 0.2 s"),
+    ],
+)
+def test_unreachable_download_host_fails_fast_without_tfds_retries(tmp_path, monkeypatch, connect, message):
+    calls = []
+
+    def create_connection(address, timeout=None):
+        calls.append((address, timeout))
+        if connect == "hangs":
+            time.sleep(3)
+        raise ConnectionRefusedError(111, "refused")
+
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(datasets.socket, "create_connection", create_connection)
+    monkeypatch.setattr(datasets, "PROBE_SECONDS", 0.2)
+    monkeypatch.setattr(tfds, "load", not_prepared)
+    started = time.perf_counter()
+    with pytest.raises(OSError, match=rf"(?s)cannot download movielens/1m-ratings into .*{message}.*Without network"):
+        datasets.load_movielens("ml-1m", data_dir=str(tmp_path / "tfds"))
+    assert time.perf_counter() - started < 2.0
+    assert calls == [(("files.grouplens.org", 443), 0.2)]
+
+
+def test_probe_goes_to_the_https_proxy(monkeypatch):
+    calls = []
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+    class Connection:
+        def close(self):
+            calls.append("closed")
+
+    monkeypatch.setattr(datasets.socket, "create_connection", lambda a, timeout: calls.append(a) or Connection())
+    assert datasets.unreachable("https://files.grouplens.org/datasets/movielens/ml-1m.zip") is None
+    assert calls == [("proxy.example", 3128), "closed"]
+
+
+def test_no_probe_for_a_prepared_copy_or_a_zip_in_the_manual_dir(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        pytest.fail("probed the download host")
+
+    monkeypatch.setattr(datasets.socket, "create_connection", no_network)
+    with tfds.testing.mock_data(as_dataset_fn=fake_movielens):  # prepared: the first tfds.load answers
+        assert datasets.load_movielens("ml-1m", data_dir=str(tmp_path / "a")).nnz == len(TRIPLES)
+    manual = tmp_path / "b" / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    (manual / "ml-1m.zip").write_bytes(b"not the GroupLens zip")  # real TFDS, offline: its checksum check fails
+    with pytest.raises(OSError, match=r"ml-1m.zip, in TFDS's manual directory, fails its checksum \(Expected"):
+        datasets.load_movielens("ml-1m", data_dir=str(tmp_path / "b"))

@@ -124,7 +124,7 @@ def test_workers_equal_one_process_and_only_the_chief_writes(tmp_path, workers, 
     np.testing.assert_array_equal(np.load(job / "model" / "item.npy"), ratings.item_ids)
     assert json.loads((job / "metrics.json").read_text())["workers"] == workers
     # Only the chief (worker 0) wrote: the job directory holds one run's outputs, and nothing else was created.
-    assert sorted(p.name for p in job.iterdir()) == ["checkpoints", "config.json", "metrics.json", "model"]
+    assert sorted(p.name for p in job.iterdir()) == ["_SUCCESS", "checkpoints", "config.json", "metrics.json", "model"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".log" and p != path) == ["job"]
     assert "wrote" in logs[0] and not any("wrote" in log for log in logs[1:])
 

@@ -4,16 +4,18 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 from conftest import ROOT, shared_file
 
+from trainer import artifacts
 from trainer.task import main
 
 
-def run_task(args, timeout=600):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+def run_task(args, timeout=600, **env_vars):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **env_vars)
     return subprocess.run(
         [sys.executable, "-m", "trainer.task", *args],
         cwd=ROOT,
@@ -202,3 +204,137 @@ def test_tfds_load_failure_is_a_clear_error_without_output(tmp_path, caplog, mon
     assert "cannot load movielens/1m-ratings" in caplog.text and "ConnectionError: no network" in caplog.text
     assert f"put it into {datasets.manual_dir(str(data_dir))}/" in caplog.text
     assert list(tmp_path.iterdir()) == []
+
+
+# A 4-user x 3-item file, ten ratings, all valid: the base of the cases below.
+GOOD = "1\t1\t4\n1\t2\t3\n1\t3\t5\n2\t1\t2\n2\t3\t1\n3\t1\t5\n3\t2\t4\n4\t2\t2\n4\t3\t3\n2\t2\t4\n"
+LONG_FIELD = "x" * (10 << 20)  # 10 MB in one field
+DUPLICATE = "{file}: 1 duplicate (user, item) pair(s); the first is user 4, item 3 on lines [9, 11]"
+#: A proxy nobody listens on: the trainer cannot reach the download host, with or without network here.
+NO_NETWORK = {"HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "NO_PROXY": ""}
+
+# case: (file bytes or None, extra flags, exit status, texts the output must hold; "{file}", "{dir}" filled in).
+HARDENING = {
+    "id_1e30": (
+        b"1\t2\t3\n1e30\t2\t4\n-4\t3\t5\n",
+        [],
+        1,
+        ["{file}: line 2: user id '1e30' is a number but not an integer"],
+    ),
+    "num_iters_0": (
+        GOOD.encode(),
+        ["--num_iters", "0"],
+        2,
+        [
+            "`num_iters` should be a positive integer (0 sweeps would leave the random initial factors).",
+            "Received: num_iters=0",
+        ],
+    ),
+    "k_above_items": (
+        GOOD.encode(),
+        ["--latent_factors", "4"],
+        0,
+        [
+            "WARNING --latent_factors 4 is more than the 3 items (the data has 4 users x 3 items):",
+            "U V' has rank 3 at most, so 1 of the factors add no fit",
+        ],
+    ),
+    "not_utf8": (b"1\t2\t3\n2\t\xff\xfe\t3\n", [], 1, ["{file}: line 2: b'\\xff\\xfe\\t3\\n' is not UTF-8 text"]),
+    "rating_1e39": (b"1\t2\t3\n1\t3\t1e39\n", [], 1, ["{file}: line 2: rating '1e39' overflows float32"]),
+    "long_field": (
+        f"1\t2\t3\n1\t3\t{LONG_FIELD}\n".encode(),
+        [],
+        1,
+        ["{file}: line 2: rating 'xxxxxxxxxx", "... (10,485,760 characters) is not a finite number"],
+    ),
+    "implicit_negative": (
+        GOOD.replace("2\t3\t1", "2\t3\t-1").encode(),
+        ["--mode", "implicit"],
+        1,
+        ["{file}: line 5 (user 2, item 3): rating -1 is negative; --mode implicit needs ratings >= 0"],
+    ),
+    "weighted_overflow": (
+        GOOD.replace("2\t3\t1", "2\t3\t1e38").encode(),
+        [],
+        1,
+        ["{file}: line 5 (user 2, item 3): rating 1e+38 gives a weighted rating", "overflows float32 in --mode tf1"],
+    ),
+    "no_headers_flag": (
+        b"user\titem\trating\n" + GOOD.encode(),
+        [],
+        1,
+        [
+            "{file}: line 1: rating 'rating' is not a finite number (1 such row(s) in all);",
+            "(1 such row(s) in all); if line 1 is a header, pass --headers",
+        ],
+    ),
+    "delimiter_backslash_t": (GOOD.encode(), ["--delimiter", "\\t"], 0, ["4 users x 3 items"]),
+    # Read, then stopped by a duplicate that only a right split finds: quicker than a whole run.
+    "delimiter_tab": ((GOOD + "4\t3\t1\n").encode(), ["--delimiter", "tab"], 1, [DUPLICATE]),
+    "delimiter_multi": (GOOD.replace("\t", "<>").encode(), ["--delimiter", "<>"], 0, ["4 users x 3 items"]),
+    "delimiter_regex_chars": (
+        (GOOD + "4\t3\t1\n").replace("\t", " | ").encode(),
+        ["--delimiter", " | "],
+        1,
+        [DUPLICATE],
+    ),
+    "delimiter_multi_bad_row": (
+        b"1<>2<>3\n1<>3<>4<>5<>6\n",
+        ["--delimiter", "<>"],
+        1,
+        ["{file}: cannot parse with delimiter '<>': Expected 3 fields in line 2, saw 5"],
+    ),
+    "dataset_offline": (
+        None,
+        ["--dataset", "ml-1m", "--data-dir", "{dir}/tfds"],
+        1,
+        [
+            "cannot download movielens/1m-ratings into {dir}/tfds: 127.0.0.1:9 cannot be reached",
+            "put it into {dir}/tfds/downloads/manual/",
+        ],
+    ),
+    "dataset_bad_manual_zip": (
+        None,
+        ["--dataset", "ml-1m", "--data-dir", "{dir}/tfds"],
+        1,
+        [
+            "{dir}/tfds/downloads/manual/ml-1m.zip, in TFDS's manual directory, fails its checksum",
+            "fails its checksum (Expected: UrlInfo(size=5.64 MiB",
+            "Replace it with an unchanged copy of https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HARDENING))
+def test_hardening_cases_exit_status_message_and_outputs(tmp_path, case):
+    text, flags, status, messages = HARDENING[case]
+    data = tmp_path / "data.tsv"
+    inputs = {"data.tsv"} if text is not None else set()
+    if text is not None:
+        data.write_bytes(text)
+    if case.startswith("dataset"):
+        pytest.importorskip("tensorflow_datasets")
+        if case == "dataset_bad_manual_zip":
+            inputs.add("tfds")
+            (tmp_path / "tfds" / "downloads" / "manual").mkdir(parents=True)
+            (tmp_path / "tfds" / "downloads" / "manual" / "ml-1m.zip").write_bytes(b"not the GroupLens zip")
+    job = tmp_path / "job"
+    args = [a.replace("{dir}", str(tmp_path)) for a in flags] + ["--job-dir", str(job), "--num_iters=1"]
+    if text is not None:
+        args = ["--train-file", str(data), *args]
+    if "--num_iters" in flags:
+        args.remove("--num_iters=1")
+    started = time.perf_counter()
+    result = run_task(args, timeout=120, **NO_NETWORK)
+    seconds = time.perf_counter() - started
+    output = result.stdout + result.stderr
+    assert result.returncode == status, output[-3000:]
+    for message in messages:
+        assert message.format(file=data, dir=tmp_path) in output, output[-3000:]
+    assert "Traceback" not in output and max(len(line) for line in output.splitlines()) < 2000
+    if status == 0:
+        assert artifacts.committed(str(job)) and (job / "model" / "row.npy").exists()
+        inputs.add("job")
+    assert {p.name for p in tmp_path.iterdir()} == inputs  # no job dir and no staging beside it on failure
+    assert seconds < 60  # ml-1m without network: no minutes of download retries

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from wals2.data import SPLITS
+from wals2.data import SPLITS, normalize_delimiter
 from wals2.datasets import DATASETS
 
 DATA_TYPES = ("ratings", "web_views")
@@ -66,7 +66,8 @@ class TaskConfig:
     )
     delimiter: str = _field(
         "\t",
-        "Field separator of --train-file for ratings: tab (u.data), '::' (ratings.dat), ',' (ratings.csv).",
+        "Field separator of --train-file for ratings, any string: tab (u.data; also '\\t' or 'tab'), '::' "
+        "(ratings.dat), ',' (ratings.csv).",
         "--delimiter",
     )
     headers: bool = _field(False, "The ratings file starts with a header line.", "--headers")
@@ -133,8 +134,7 @@ class TaskConfig:
                 f"`collective_timeout` should be a number of seconds > 0. Received: {self.collective_timeout!r}"
             )
         self._check_conflicts()
-        if self.delimiter == "":
-            raise ValueError("`delimiter` should be a non-empty string. Received: delimiter=''")
+        object.__setattr__(self, "delimiter", normalize_delimiter(self.delimiter))
         if self.data_type == "web_views" and self.delimiter not in ("\t", ","):
             raise ValueError(
                 f"`delimiter` is fixed to ',' for --data-type web_views. Received: delimiter={self.delimiter!r}"

@@ -31,7 +31,7 @@ from trainer import cluster as cluster_lib
 from trainer.checkpoints import SweepCheckpoint, fingerprint
 from trainer.config import TaskConfig
 from trainer.summaries import SweepSummaries
-from wals2 import WALSModel, metrics, sharding
+from wals2 import WALSModel, metrics, modes, sharding
 from wals2.collectives import Collectives, WorkerFailed
 from wals2.config import WALSConfig
 from wals2.data import RatingsError
@@ -101,6 +101,12 @@ def _train(task, config, preset, dirs, staging, reporter, strategy, collectives:
         task.split,
         aggregate=task.data_type == "web_views",
     )
+    error = None
+    try:  # what the solver would refuse mid-sweep, named by line
+        modes.check_training(share.part, share.train, config, share.partition.stats)
+    except RatingsError as err:
+        error = err
+    collectives.check(error)
     sizes = collectives.all_reduce_sum(np.array([share.train.nnz, share.validation.nnz, share.test.nnz]))
     if not sizes[0]:
         raise RatingsError(f"{part.source}: no training ratings")

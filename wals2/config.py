@@ -110,7 +110,7 @@ class WALSConfig:
             )
         object.__setattr__(self, "wt_type", int(wt))
         _check_int(self, "latent_factors", minimum=1)
-        _check_int(self, "num_iters", minimum=0)
+        _check_int(self, "num_iters", minimum=1, why="0 sweeps would leave the random initial factors")
         _check_int(self, "seed", minimum=0)
         _check_int(self, "batch_entries", minimum=1)
         _check_int(self, "cg_steps", minimum=1)
@@ -150,11 +150,12 @@ class WALSConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _check_int(config: WALSConfig, name: str, minimum: int) -> None:
+def _check_int(config: WALSConfig, name: str, minimum: int, why: str = "") -> None:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"`{name}` should be {what}. Received: {name}={value!r}")
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"`{name}` should be {what}{reason}. Received: {name}={value!r}")
     object.__setattr__(config, name, int(value))
 
 

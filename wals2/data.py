@@ -7,11 +7,13 @@ import gzip
 import io
 import logging
 import os
+import re
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+
 
 logger = logging.getLogger(__name__)
 
@@ -20,10 +22,42 @@ COLUMNS = ("user", "item", "rating")
 SPLITS = ("random", "per_user", "time")
 #: Lines per chunk when reading ratings files; every full chunk logs a progress line.
 PROGRESS_ROWS = 1_000_000
+#: Characters of an input field quoted in a message at most (``quote``); longer fields are cut.
+QUOTE_CHARS = 60
+#: ``--delimiter`` spellings of a tab besides the tab character itself (a shell passes ``'\t'`` as two characters).
+TAB_NAMES = ("\\t", "tab")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class RatingsError(ValueError):
-    """Input ratings that cannot be used; the message names the source and the offending line or count."""
+    """Input ratings that cannot be used; the message names the source and the offending line or count.
+
+    Attributes:
+        line: the line (or row, counted from the source's first line) the message is about, or None.
+    """
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.line = line
+
+
+def quote(value) -> str:
+    """``repr(value)`` for a message, cut to ``QUOTE_CHARS`` characters (with the full length) when longer."""
+    text = repr(value)
+    if len(text) <= QUOTE_CHARS:
+        return text
+    return f"{text[:QUOTE_CHARS]}... ({len(str(value)):,} characters)"
+
+
+def normalize_delimiter(delimiter: str) -> str:
+    """The field separator meant by ``delimiter``: ``\\t`` (backslash, t) and ``tab`` are a tab.
+
+    Raises:
+        ValueError: an empty delimiter.
+    """
+    if delimiter == "":
+        raise ValueError("`delimiter` should be a non-empty string. Received: delimiter=''")
+    return "\t" if delimiter.lower() in TAB_NAMES else delimiter
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -38,6 +72,8 @@ class Ratings:
         item_ids: [num_items] raw item id of each index, sorted ascending.
         source: where the ratings came from, for messages.
         timestamps: int64 [nnz] time of each entry (seconds), or None when the input had none.
+        first_line: the line of entry 0 when entry e comes from line e + first_line of ``source`` (as read), or
+            None once entries are a subset (``subset``, the splits).
     """
 
     users: np.ndarray
@@ -47,6 +83,7 @@ class Ratings:
     item_ids: np.ndarray
     source: str = "<ratings>"
     timestamps: np.ndarray | None = None
+    first_line: int | None = None
 
     @property
     def num_users(self) -> int:
@@ -93,11 +130,13 @@ class Ratings:
             source: named in messages.
             first_line: the line number of the first row, for messages.
             timestamp_col: optional column of integer times, kept as ``timestamps`` (for the ``time`` split).
-            nonnegative_ids: reject negative integer ids (MovieLens-style files, whose ids TF1 used as indices).
+            nonnegative_ids: ids that are numbers should be integers >= 0 (MovieLens-style files, whose ids TF1
+                used as indices); names that are not numbers stay allowed.
 
         Raises:
-            RatingsError: missing columns, no rows, non-numeric or non-finite ratings or timestamps, negative ids
-                when ``nonnegative_ids``, or duplicate (user, item) pairs; the message names ``source`` and the line.
+            RatingsError: missing columns, no rows, non-numeric or non-finite ratings or timestamps, ratings that
+                overflow float32, with ``nonnegative_ids`` ids that are negative or numbers but not integers, or
+                duplicate (user, item) pairs; the message names ``source`` and the line.
         """
         missing = [c for c in (user_col, item_col, rating_col) if c not in frame.columns]
         if missing:
@@ -105,19 +144,22 @@ class Ratings:
         if len(frame) == 0:
             raise RatingsError(f"{source}: no ratings (the input has no data rows)")
         rating = _finite_column(frame, rating_col, "rating", source, first_line)
+        big = np.flatnonzero(np.abs(rating) > FLOAT32_MAX)
+        if big.size:
+            line = int(big[0]) + first_line
+            raise RatingsError(
+                f"{source}: line {line}: rating {quote(frame[rating_col].iloc[big[0]])} overflows float32 (ratings "
+                f"are stored as float32, |rating| <= {FLOAT32_MAX:.4g}) ({big.size} such row(s) in all)",
+                line,
+            )
         for col in (user_col, item_col):
             if frame[col].isna().any():
                 row = int(np.flatnonzero(frame[col].isna().to_numpy())[0])
-                raise RatingsError(f"{source}: line {row + first_line}: empty {col} id")
+                raise RatingsError(f"{source}: line {row + first_line}: empty {col} id", row + first_line)
         raw = {col: _id_array(frame[col]) for col in (user_col, item_col)}
         if nonnegative_ids:
             for col, ids in raw.items():
-                if ids.dtype.kind == "i" and ids.size and ids.min() < 0:
-                    row = int(np.flatnonzero(ids < 0)[0])
-                    raise RatingsError(
-                        f"{source}: line {row + first_line}: {col} id {ids[row]} is negative; ids should be integers "
-                        ">= 0 in this format"
-                    )
+                _check_ids(frame[col], ids, col, source, first_line)
         timestamps = None
         if timestamp_col is not None:
             timestamps = _finite_column(frame, timestamp_col, "timestamp", source, first_line).astype(np.int64)
@@ -132,10 +174,11 @@ class Ratings:
             lines = np.flatnonzero(keys == sorted_keys[dup[0]])[:2] + first_line
             u, i = divmod(int(sorted_keys[dup[0]]), len(item_ids))
             raise RatingsError(
-                f"{source}: {dup.size} duplicate (user, item) pair(s); the first is user {user_ids[u].item()!r}, "
-                f"item {item_ids[i].item()!r} on lines {lines.tolist()}. Remove or aggregate duplicates first."
+                f"{source}: {dup.size} duplicate (user, item) pair(s); the first is user {quote(user_ids[u].item())}, "
+                f"item {quote(item_ids[i].item())} on lines {lines.tolist()}. Remove or aggregate duplicates first.",
+                int(lines[-1]),
             )
-        return cls(users, items, rating.astype(np.float32), user_ids, item_ids, source, timestamps)
+        return cls(users, items, rating.astype(np.float32), user_ids, item_ids, source, timestamps, first_line)
 
     def to_frame(self) -> pd.DataFrame:
         """Raw ids and ratings as a DataFrame with columns user, item, rating."""
@@ -151,6 +194,7 @@ class Ratings:
             items=self.items[entries],
             values=self.values[entries],
             timestamps=None if self.timestamps is None else self.timestamps[entries],
+            first_line=None,
         )
 
     def split(self, test_fraction: float = 0.1, seed: int | None = 0) -> tuple[Ratings, Ratings]:
@@ -222,6 +266,24 @@ class Ratings:
 
     def item_index(self, raw_ids) -> np.ndarray:
         return _lookup(self.item_ids, raw_ids, "item")
+
+
+def line_of(ratings: Ratings, part: Ratings, entry: int) -> int | None:
+    """The line of ``ratings`` that entry ``entry`` of ``part`` (``ratings`` or a subset of it) was read from."""
+    if ratings.first_line is None:
+        return None
+    if part is not ratings:  # (user, item) pairs are unique, so the pair finds the entry
+        entry = np.flatnonzero((ratings.users == part.users[entry]) & (ratings.items == part.items[entry]))[0]
+    return int(entry) + ratings.first_line
+
+
+def where(ratings: Ratings, part: Ratings, entry: int) -> str:
+    """``source: line N (user u, item i)`` of entry ``entry`` of ``part``, for messages."""
+    line = line_of(ratings, part, entry)
+    ids = (
+        f"user {quote(part.user_ids[part.users[entry]].item())}, item {quote(part.item_ids[part.items[entry]].item())}"
+    )
+    return f"{ratings.source}: line {line} ({ids})" if line is not None else f"{ratings.source}: {ids}"
 
 
 def entry_keys(users, items, num_items: int, seed: int | None) -> np.ndarray:
@@ -311,10 +373,39 @@ def _finite_column(frame: pd.DataFrame, column: str, label: str, source: str, fi
     if bad.size:
         row = int(bad[0])
         raise RatingsError(
-            f"{source}: line {row + first_line}: {label} {frame[column].iloc[row]!r} is not a finite number "
-            f"({bad.size} such row(s) in all)"
+            f"{source}: line {row + first_line}: {label} {quote(frame[column].iloc[row])} is not a finite number "
+            f"({bad.size} such row(s) in all)",
+            row + first_line,
         )
     return values
+
+
+def _check_ids(column: pd.Series, ids: np.ndarray, label: str, source: str, first_line: int) -> None:
+    """Raises a RatingsError naming the first id of ``column`` that is a number but not an integer >= 0.
+
+    ``ids`` is ``_id_array(column)``: int64 ids only need the sign check; str ids (names) may not include numbers
+    such as ``1e30``, ``2.5`` or ``-4``, which would otherwise turn the whole column into strings.
+    """
+    if ids.dtype.kind == "i":
+        bad = np.flatnonzero(ids < 0)
+        column = pd.Series(ids, dtype=object)
+        what = "is negative"
+    else:
+        text = column.astype(str).str.strip()
+        number = pd.to_numeric(text, errors="coerce").notna().to_numpy()
+        if not number.any():
+            return
+        digits = text.str.fullmatch(r"[0-9]{1,19}")  # a string comparison is numeric between 19-digit strings
+        integer = (digits & ~((text.str.len() == 19) & (text > str(np.iinfo(np.int64).max)))).to_numpy()
+        bad = np.flatnonzero(number & ~integer)
+        what = "is a number but not an integer in [0, 2**63)"
+    if bad.size:
+        line = int(bad[0]) + first_line
+        raise RatingsError(
+            f"{source}: line {line}: {label} id {quote(column.iloc[bad[0]])} {what}; ids in this format should be "
+            f"integers >= 0 (or names that are not numbers) ({bad.size} such row(s) in all)",
+            line,
+        )
 
 
 def _id_array(series: pd.Series) -> np.ndarray:
@@ -333,7 +424,8 @@ def _lookup(vocab: np.ndarray, raw_ids, what: str) -> np.ndarray:
     pos = np.clip(pos, 0, len(vocab) - 1)
     unknown = vocab[pos] != raw
     if np.any(unknown):
-        raise KeyError(f"unknown {what} id {np.atleast_1d(raw)[np.flatnonzero(np.atleast_1d(unknown))[0]].item()!r}")
+        first = np.atleast_1d(raw)[np.flatnonzero(np.atleast_1d(unknown))[0]].item()
+        raise KeyError(f"unknown {what} id {quote(first)}")
     return pos
 
 
@@ -344,47 +436,46 @@ def read_ratings(
     compression: str | None = "infer",
     text: TextRange | None = None,
 ) -> Ratings:
-    """Reads a user, item, rating[, timestamp] file (local, ``gs://`` or any ``tf.io.gfile`` path).
+    """Reads a user, item, rating[, timestamp] UTF-8 file (local, ``gs://`` or any ``tf.io.gfile`` path).
 
     Args:
         path: the file. ML-100k ``u.data`` uses the tab default; ML-1M ``ratings.dat`` ``delimiter="::"``;
             ML-20M ``ratings.csv`` ``delimiter=","`` and ``headers=True``.
-        delimiter: the field separator.
+        delimiter: the field separator, any string (``\\t`` and ``tab`` also mean a tab: ``normalize_delimiter``).
         headers: whether the first line is a header (skipped).
         compression: as in ``pandas.read_csv`` (gzip is inferred from a ``.gz`` suffix).
-        text: a ``TextRange`` of ``path`` (one worker's lines, ``text_range``) to read instead of the whole file;
-            the ids keep the raw values and lines keep their numbers in the file.
+        text: a ``TextRange`` of ``path`` (one worker's lines, ``line_range``) to read instead of the whole file;
+            the ids keep their raw values and the lines their numbers in the file.
 
     Raises:
         FileNotFoundError: no such file.
-        RatingsError: empty or header-only file, too few columns (with a delimiter hint), bad or duplicate rows.
+        RatingsError: empty or header-only file, bytes that are not UTF-8, too few columns (with a delimiter hint),
+            bad or duplicate rows (a rating on line 1 that is not a number hints at ``--headers``).
     """
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"ratings file not found: {path}")
     if tf.io.gfile.isdir(path):
         raise RatingsError(f"{path}: is a directory, expected a ratings file")
-    if delimiter == "":
-        raise ValueError("`delimiter` should be a non-empty string. Received: delimiter=''")
-    # A doubled one-character separator such as ML-1M's '::' is read with the fast C parser as that character,
-    # and the empty fields between the doubled characters are dropped.
-    doubled = len(delimiter) == 2 and delimiter[0] == delimiter[1]
-    sep = delimiter[0] if doubled else delimiter
+    delimiter = normalize_delimiter(delimiter)
     if compression == "infer":
         compression = "gzip" if path.endswith(".gz") and text is None else None
     try:
-        frame = _read_chunks(path, sep, headers, compression, text)
+        frame = _read_fields(path, delimiter, headers, compression, text)
     except pd.errors.EmptyDataError:
         what = "only a header line" if headers else "no data"
         raise RatingsError(f"{path}: the file is empty ({what})") from None
     except pd.errors.ParserError as err:
-        raise RatingsError(f"{path}: cannot parse with delimiter {delimiter!r}: {err}") from err
-    if doubled:
-        frame = frame.iloc[:, ::2]
+        raise RatingsError(f"{path}: cannot parse with delimiter {quote(delimiter)}: {_cut(str(err))}") from None
+    except UnicodeDecodeError:
+        line, data = _undecodable_line(path, compression, text, headers)
+        raise RatingsError(
+            f"{path}: line {line}: {quote(data)} is not UTF-8 text; ratings files should be UTF-8 encoded", line
+        ) from None
     if frame.shape[1] < 3:
         hint = _delimiter_hint(path, delimiter)
         raise RatingsError(
-            f"{path}: found {frame.shape[1]} column(s) with delimiter {delimiter!r}, expected user, item, rating"
-            f"[, timestamp]{hint}"
+            f"{path}: found {frame.shape[1]} column(s) with delimiter {quote(delimiter)}, expected user, item, "
+            f"rating[, timestamp]{hint}"
         )
     names = [*COLUMNS, "timestamp"][: min(frame.shape[1], 4)]
     frame = frame.iloc[:, : len(names)].replace("", np.nan)
@@ -394,29 +485,80 @@ def read_ratings(
         frame = frame.drop(columns="timestamp")
     first_line = text.first_line if text is not None else (2 if headers else 1)
     logger.info("read %d lines from %s", len(frame), path)
-    return Ratings.from_dataframe(
-        frame,
-        source=path,
-        first_line=first_line,
-        timestamp_col="timestamp" if "timestamp" in frame.columns else None,
-        nonnegative_ids=True,
-    )
+    try:
+        return Ratings.from_dataframe(
+            frame,
+            source=path,
+            first_line=first_line,
+            timestamp_col="timestamp" if "timestamp" in frame.columns else None,
+            nonnegative_ids=True,
+        )
+    except RatingsError as err:
+        if headers or err.line != 1 or _is_number(frame["rating"].iloc[0]):
+            raise
+        raise RatingsError(f"{err}; if line 1 is a header, pass --headers", err.line) from None
+
+
+def _is_number(text) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _cut(text: str, limit: int = 4 * QUOTE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, for library messages that may quote a whole input line."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+class _ReadableFile(io.RawIOBase):
+    """A ``tf.io.gfile.GFile`` opened "rb" as a standard binary file, for readers (pandas' python engine, gzip)
+    that need the attributes of one (``closed``, ``readable``, ``readinto``)."""
+
+    def __init__(self, handle):
+        self._handle = handle
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._handle.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _open_binary(path: str, compression: str | None, text: TextRange | None = None):
+    """(handle, stream): ``path`` as a buffered binary file through ``tf.io.gfile``, decompressed when
+    ``compression`` is gzip; or the content of ``text``."""
+    if text is not None:
+        stream = io.BytesIO(text.content)
+        return stream, stream
+    handle = tf.io.gfile.GFile(path, "rb")
+    stream = io.BufferedReader(_ReadableFile(handle), buffer_size=1 << 20)
+    if compression == "gzip":
+        return handle, gzip.GzipFile(fileobj=stream)
+    return handle, stream
 
 
 def _read_chunks(path: str, sep: str, headers: bool, compression: str | None, text=None) -> pd.DataFrame:
-    """All fields of ``path`` (or of its ``text`` range) as strings, read ``PROGRESS_ROWS`` lines at a time with a
-    progress line per chunk."""
+    """All fields of ``path`` as strings, read ``PROGRESS_ROWS`` lines at a time with a progress line per chunk.
+
+    A one-character ``sep`` uses pandas' C parser; a longer one the python parser, as a literal string (pandas
+    would read it as a regular expression).
+    """
     size = len(text.content) if text is not None else tf.io.gfile.stat(path).length
     chunks = []
-    with _open(path, text) as handle:
+    handle, stream = _open_binary(path, compression, text)
+    with handle, stream:
         reader = pd.read_csv(
-            handle,
-            sep=sep,
+            stream,
+            sep=sep if len(sep) == 1 else re.escape(sep),
             header=None,
             skiprows=1 if headers else 0,
             dtype=str,
-            compression=compression,
             engine="c" if len(sep) == 1 else "python",
+            encoding="utf-8",
             skip_blank_lines=True,
             keep_default_na=False,
             chunksize=PROGRESS_ROWS,
@@ -428,6 +570,38 @@ def _read_chunks(path: str, sep: str, headers: bool, compression: str | None, te
                     done = 100.0 * handle.tell() / size if size else 100.0
                     logger.info("%s: %d lines read (%.0f%% of the file)", path, len(chunks) * PROGRESS_ROWS, done)
     return pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+
+
+def _read_fields(path: str, delimiter: str, headers: bool, compression: str | None, text=None) -> pd.DataFrame:
+    """The fields of ``path`` split at ``delimiter``, as strings.
+
+    A doubled one-character delimiter such as ML-1M's '::' is first read with the fast C parser as that one
+    character, dropping the empty fields between the doubled characters; when a field holds the character
+    itself (every second field is not empty then, or the rows differ in length), the file is read again with
+    the whole delimiter.
+    """
+    if len(delimiter) == 2 and delimiter[0] == delimiter[1]:
+        try:
+            frame = _read_chunks(path, delimiter[0], headers, compression, text)
+        except pd.errors.ParserError:
+            frame = None
+        if frame is not None and frame.shape[1] % 2 and not frame.iloc[:, 1::2].fillna("").ne("").any().any():
+            return frame.iloc[:, ::2]
+    return _read_chunks(path, delimiter, headers, compression, text)
+
+
+def _undecodable_line(path: str, compression: str | None, text=None, headers: bool = False) -> tuple[int, bytes]:
+    """(line number, the bytes that are not UTF-8) of the first such line of ``path`` (or of its ``text``, whose
+    header line, with ``headers``, comes first); (0, b"") when none."""
+    handle, stream = _open_binary(path, compression, text)
+    start = 1 if text is None else text.first_line - int(headers)
+    with handle, stream:
+        for number, line in enumerate(stream, start=start):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return number, line[err.start : err.start + 8]
+    return 0, b""
 
 
 def _delimiter_hint(path: str, delimiter: str) -> str:
@@ -473,8 +647,9 @@ def read_web_views(path: str, text: TextRange | None = None) -> Ratings:
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"web views file not found: {path}")
     try:
-        with _open(path, text) as handle:
-            frame = pd.read_csv(handle, sep=",", dtype={"clientId": str, "contentId": str})
+        handle, stream = _open_binary(path, None, text)
+        with handle, stream:
+            frame = pd.read_csv(stream, sep=",", dtype={"clientId": str, "contentId": str})
     except pd.errors.EmptyDataError:
         raise RatingsError(f"{path}: the file is empty") from None
     except pd.errors.ParserError as err:
@@ -499,11 +674,6 @@ class TextRange(NamedTuple):
 
     content: bytes
     first_line: int
-
-
-def _open(path: str, text: TextRange | None):
-    """A binary file object of ``text``'s content, or of ``path``."""
-    return io.BytesIO(text.content) if text is not None else tf.io.gfile.GFile(path, "rb")
 
 
 def line_range(path: str, rank: int, count: int, header: bool) -> tuple[bytes, bytes]:

@@ -3,16 +3,22 @@
 The TFDS builder downloads the GroupLens zip into ``<data_dir>/downloads`` (network needed) and prepares it
 once; later loads read the prepared copy. Offline, a zip fetched elsewhere is used when it lies in the manual
 directory, by default ``<data_dir>/downloads/manual/<name>.zip`` (``ml-1m.zip`` and so on); TFDS checks it against
-its registered size and sha256.
+its registered size and sha256. When a download is needed, the host is probed first (``unreachable``): TFDS
+retries an unreachable host ten times with backoff, for minutes, before it fails.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import threading
+import urllib.parse
+import urllib.request
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from wals2.data import PROGRESS_ROWS, Ratings
 
@@ -22,6 +28,8 @@ logger = logging.getLogger(__name__)
 DATASETS = {"ml-100k": "100k", "ml-1m": "1m", "ml-20m": "20m", "ml-25m": "25m", "ml-latest-small": "latest-small"}
 #: Rows per batch read from the prepared TFDS dataset.
 BATCH = 65536
+#: Seconds the download host (or the HTTPS proxy) may take to resolve and accept a connection.
+PROBE_SECONDS = 5.0
 
 
 def tfds_name(name: str) -> str:
@@ -54,8 +62,8 @@ def load_movielens(name: str, data_dir: str | None = None, download: bool = True
 
     Raises:
         ImportError: tensorflow-datasets is not installed.
-        OSError: the data set is neither prepared nor obtainable (no network and no zip in the manual directory,
-            or a zip whose checksum does not match).
+        OSError: the data set is neither prepared nor obtainable: the download host cannot be reached and there is
+            no zip in the manual directory (nor an earlier download), or the zip there fails its checksum.
         RatingsError: the prepared data has no rows or holds duplicate (user, movie) pairs.
     """
     builder_name = tfds_name(name)
@@ -67,14 +75,33 @@ def load_movielens(name: str, data_dir: str | None = None, download: bool = True
         ) from err
     data_dir = data_dir or default_data_dir()
     logger.info("loading %s (TFDS, data_dir %s)", builder_name, data_dir)
+    url = f"https://files.grouplens.org/datasets/movielens/{name}.zip"
+    manual_zip = os.path.join(manual_dir(data_dir), f"{name}.zip")
+    offline = (
+        f"Without network, download {url} elsewhere and put it into {manual_dir(data_dir)}/ (unchanged: TFDS "
+        "checks its sha256)."
+    )
     try:
-        dataset = tfds.load(builder_name, split="train", data_dir=data_dir, download=download)
+        try:
+            dataset = tfds.load(builder_name, split="train", data_dir=data_dir, download=False)
+        except AssertionError:  # not prepared yet (TFDS's "could not find data"): download and prepare it
+            if not download:
+                raise
+            if not _downloaded(name, data_dir, manual_zip):
+                reason = unreachable(url)
+                if reason:
+                    raise _Unreachable(reason) from None
+            dataset = tfds.load(builder_name, split="train", data_dir=data_dir, download=True)
+    except _Unreachable as err:
+        raise OSError(f"cannot download {builder_name} into {data_dir}: {err}.\n{offline}") from None
     except Exception as err:  # TFDS raises many types (network, checksum, missing files): report them all alike
-        raise OSError(
-            f"cannot load {builder_name} into {data_dir}: {type(err).__name__}: {err}\n"
-            f"Without network, download https://files.grouplens.org/datasets/movielens/{name}.zip elsewhere and "
-            f"put it into {manual_dir(data_dir)}/ (unchanged: TFDS checks its sha256)."
-        ) from err
+        if type(err).__name__ == "NonMatchingChecksumError" and tf.io.gfile.exists(manual_zip):
+            found = "; ".join(line.strip("* ") for line in str(err).splitlines()[1:3])
+            raise OSError(
+                f"cannot load {builder_name}: {manual_zip}, in TFDS's manual directory, fails its checksum ({found}): "
+                f"it is incomplete or another file. Replace it with an unchanged copy of {url}."
+            ) from err
+        raise OSError(f"cannot load {builder_name} into {data_dir}: {type(err).__name__}: {err}\n{offline}") from err
     columns = ("user_id", "movie_id", "user_rating", "timestamp")
     batches = dataset.map(lambda ex: tuple(ex[c] for c in columns)).batch(BATCH).prefetch(2)
     parts: list[list[np.ndarray]] = [[] for _ in columns]
@@ -97,6 +124,44 @@ def load_movielens(name: str, data_dir: str | None = None, download: bool = True
     )
     logger.info("read %d ratings from %s", len(frame), builder_name)
     return Ratings.from_dataframe(frame, source=f"tfds:{builder_name}", timestamp_col="timestamp")
+
+
+class _Unreachable(Exception):
+    """The download host cannot be reached (raised before TFDS would retry it for minutes)."""
+
+
+def unreachable(url: str, seconds: float | None = None) -> str | None:
+    """Why ``url``'s host (or the proxy for its scheme) cannot be reached within ``seconds``; None when it can.
+
+    One TCP connection is opened and closed, on a daemon thread, so a name lookup that hangs is bounded too.
+    """
+    seconds = PROBE_SECONDS if seconds is None else seconds
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxied = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxied.hostname, proxied.port or (443 if proxied.scheme == "https" else 80)
+    failure: list[str] = []
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=seconds).close()
+        except OSError as err:
+            failure.append(f"{type(err).__name__}: {err}")
+
+    thread = threading.Thread(target=connect, name="probe", daemon=True)
+    thread.start()
+    thread.join(seconds + 1.0)
+    if thread.is_alive():
+        return f"{host}:{port} gave no answer within {seconds:g} s"
+    return f"{host}:{port} cannot be reached ({failure[0]})" if failure else None
+
+
+def _downloaded(name: str, data_dir: str, manual_zip: str) -> bool:
+    """Whether TFDS has ``name``'s zip without network: in the manual directory, or an earlier download in
+    ``<data_dir>/downloads`` (complete or not: TFDS decides)."""
+    return tf.io.gfile.exists(manual_zip) or bool(tf.io.gfile.glob(os.path.join(data_dir, "downloads", f"*_{name}*")))
 
 
 def _decode(ids: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ Every mode turns the observed entries (i, j, r_ij) into the coefficients of one 
 
     (lambda_i I + w0 Y'Y + sum_{j in obs(i)} d_ij y_j y_j') x_i = sum_{j in obs(i)} (w0 + d_ij) a_ij y_j,
 
-and every mode minimises the same weighted objective (``engine.objective``) with its own W_ij = w0 + d_ij, w0 and
+and every mode minimises the same weighted objective (``engine.SweepEngine.metrics``) with its own W_ij = w0 + d_ij, w0 and
 targets a_ij, and predicts p_ij = mu + b_i + c_j + u_i.v_j (mu = b = c = 0 without biases), clipped to the
 mode's rating range:
 
@@ -25,12 +25,17 @@ Nothing outside this module branches on a mode's name: callers ask the object (`
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar, NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
 from wals2 import weights as weights_lib
+from wals2.data import FLOAT32_MAX, Ratings, RatingsError, line_of, where
+
+logger = logging.getLogger(__name__)
+
 
 
 class Statistics(NamedTuple):
@@ -163,6 +168,13 @@ class Mode:
         """
         raise NotImplementedError
 
+    def invalid_ratings(self, values: np.ndarray) -> np.ndarray:
+        """bool [nnz]: the ratings this mode cannot train on (see ``invalid_reason``)."""
+        return np.zeros(np.shape(values), bool)
+
+    #: Why ``invalid_ratings`` refuses a rating, for messages.
+    invalid_reason: ClassVar[str] = ""
+
     def fold_in_item_weights(self, positive_counts: np.ndarray) -> np.ndarray | None:
         """The item weights C [n] of the fold-in system from n_j, or None where the mode has none."""
         return None
@@ -231,10 +243,15 @@ class Implicit(Mode):
     ranked = True
     hyperparameters = ("alpha", "scale_regularization")
 
+    invalid_reason = "is negative; --mode implicit needs ratings >= 0 (the confidence of a rating r is 1 + alpha * r)"
+
+    def invalid_ratings(self, values):
+        return np.asarray(values) < 0
+
     def weighting(self, values, shape, stats, given=None):
         self._refuse_weights(given)
         values = np.asarray(values, np.float64)
-        if np.any(values < 0):
+        if np.any(self.invalid_ratings(values)):
             raise ValueError("Implicit mode needs non-negative values (confidence 1 + alpha * r).")
         return Weighting(1.0, np.ones_like(values), None, None, self.config.alpha * values, 0.0, (-np.inf, np.inf))
 
@@ -243,6 +260,75 @@ class Implicit(Mode):
 
     def fold_in_terms(self, item_factors, items, ratings, mask, params):
         return FoldInTerms(item_factors, tf.constant(1.0), tf.cast(params.alpha, tf.float32) * ratings, mask)
+
+
+def check_training(ratings: Ratings, train: Ratings, config, stats: Statistics | None = None) -> None:
+    """Checks the ratings against the hyperparameters before training, naming the line (or the ids) of an entry
+    that the solver would reject in the middle of a sweep; warns about a rank the data cannot use.
+
+    Args:
+        ratings: all ratings as read (with ``first_line`` when they come from a file).
+        train: the training part of ``ratings``; the mode's weights come from its statistics, as in training.
+        config: the run's ``WALSConfig``.
+        stats: ``Statistics`` of every worker's training entries (default: those of ``train``).
+
+    Raises:
+        RatingsError: negative ratings in the implicit mode (anywhere: they have no confidence 1 + alpha r), or a
+            training entry whose weighted rating (w0 + d_ij) a_ij, weight d_ij or the solver's scaled weighted
+            rating (w0 + d_ij) a_ij / sqrt(C_j) overflows float32.
+    """
+    mode = mode_of(config)
+    stats = stats or statistics(train.items, train.values, train.num_items)
+    invalid = np.flatnonzero(mode.invalid_ratings(ratings.values))
+    if invalid.size:
+        raise RatingsError(
+            f"{where(ratings, ratings, invalid[0])}: rating {ratings.values[invalid[0]]:g} {mode.invalid_reason} "
+            f"({invalid.size} such rating(s) in all)",
+            line_of(ratings, ratings, invalid[0]),
+        )
+    if train.nnz:
+        bad = _overflowing(train, mode, stats)
+        if bad.size:
+            entry = bad[0]
+            weighting = mode.weighting(train.values[[entry]], train.shape, stats)
+            weighted = weighting.observed_weight(train.users[[entry]], train.items[[entry]]) * weighting.targets
+            raise RatingsError(
+                f"{where(ratings, train, entry)}: rating {train.values[entry]:g} gives a weighted rating "
+                f"(w0 + d) a = {weighted[0]:.4g} that overflows float32 in --mode {config.mode}; lower the ratings' "
+                f"scale or the weights (--unobs_weight, --feature_wt_factor, --alpha) ({bad.size} such training "
+                "rating(s) in all)",
+                line_of(ratings, train, entry),
+            )
+    rank = min(ratings.num_users, ratings.num_items)
+    if config.latent_factors > rank:
+        logger.warning(
+            "--latent_factors %d is more than the %d %s (the data has %d users x %d items): U V' has rank %d at "
+            "most, so %d of the factors add no fit and only cost time (k x k solves); training goes on, since "
+            "--regularization > 0 keeps every system solvable",
+            config.latent_factors,
+            rank,
+            "items" if ratings.num_items <= ratings.num_users else "users",
+            ratings.num_users,
+            ratings.num_items,
+            rank,
+            config.latent_factors - rank,
+        )
+
+
+def _overflowing(train: Ratings, mode: Mode, stats: Statistics) -> np.ndarray:
+    """Entries of ``train`` whose float32 solver inputs overflow: (w0 + d) a, d, and (w0 + d) a / sqrt(C_j)
+    (the separable layout's scaling), with the weights of ``mode`` as training computes them."""
+    weighting = mode.weighting(train.values, train.shape, stats)
+    observed = weighting.observed_weight(train.users, train.items)  # w0 + d
+    weighted = np.abs(observed * weighting.targets)
+    observed -= weighting.unobserved_weight  # d
+    bad = ~(weighted < FLOAT32_MAX) | ~(observed < FLOAT32_MAX)
+    del observed
+    if weighting.col_weights is not None:
+        root = np.sqrt(weighting.col_weights[train.items].astype(np.float64))
+        root[root == 0] = 1.0
+        bad |= ~(np.divide(weighted, root, out=weighted) < FLOAT32_MAX)
+    return np.flatnonzero(bad)
 
 
 MODES: dict[str, type[Mode]] = {cls.name: cls for cls in (Tf1, Explicit, Implicit)}

@@ -38,11 +38,13 @@ class Distributed(NamedTuple):
     """One worker's share after ``distribute``.
 
     Attributes:
+        part: this worker's part of the input with the global vocabularies (as read: ``first_line`` kept).
         train, validation, test: the parts' entries of this worker's row block, as ``Ratings`` with the global
             vocabularies (so every worker's parts together are the whole sets).
         partition: the ``engine.Partition`` of the training matrix (row block, column block, statistics).
     """
 
+    part: Ratings
     train: Ratings
     validation: Ratings
     test: Ratings
@@ -64,7 +66,7 @@ def global_vocabulary(part: Ratings, collectives: Collectives) -> Ratings:
     user_ids, item_ids = maps
     users = np.searchsorted(user_ids, part.user_ids.astype(user_ids.dtype))[part.users].astype(np.int32)
     items = np.searchsorted(item_ids, part.item_ids.astype(item_ids.dtype))[part.items].astype(np.int32)
-    return Ratings(users, items, part.values, user_ids, item_ids, part.source, part.timestamps)
+    return Ratings(users, items, part.values, user_ids, item_ids, part.source, part.timestamps, part.first_line)
 
 
 def _pack(ratings: Ratings) -> np.ndarray:
@@ -191,7 +193,7 @@ def distribute(
         Entries(by_col.users.astype(np.int64), by_col.items.astype(np.int64), by_col.values.astype(np.float64)),
         stats,
     )
-    return Distributed(train, by_row.subset(validation), by_row.subset(test), partition)
+    return Distributed(part, train, by_row.subset(validation), by_row.subset(test), partition)
 
 
 def fingerprint(ratings: Ratings, collectives: Collectives) -> str:
