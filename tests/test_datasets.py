@@ -138,8 +138,18 @@ def write(tmp_path, name, text):
 
 def test_random_split_is_tf1s_and_validation_comes_from_the_rest():
     ratings = load_bundled()
-    # Oracle: TF1's draw, floor(N/10) entries uniformly without replacement, here seeded.
-    test_idx = np.random.default_rng(3).choice(ratings.nnz, size=ratings.nnz // 10, replace=False)
+    # Oracle: TF1's size, floor(N/10) entries, drawn as documented: those of smallest splitmix64 key of
+    # (user * n + item + (seed + 1) * golden) mod 2^64, here in Python integers.
+    mask, n = (1 << 64) - 1, ratings.num_items
+
+    def key(user, item):
+        z = (int(user) * n + int(item) + 4 * 0x9E3779B97F4A7C15) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    keys = np.array([key(u, i) for u, i in zip(ratings.users, ratings.items)], dtype=np.uint64)
+    test_idx = np.argsort(keys)[: ratings.nnz // 10]
     train2, test2 = ratings.split(0.1, seed=3)
     train, validation, test = ratings.train_validation_test(0.0, 0.1, seed=3)
     expected = set(zip(ratings.users[test_idx], ratings.items[test_idx]))

@@ -1,9 +1,16 @@
-"""Multi-worker training: 2 and 3 local worker processes against one process, chief-only writes, a killed worker."""
+"""One job for one worker or many: N loopback workers write what one process writes, in every mode and split.
+
+Each case runs ``python -m trainer.task`` once as one process and once as a cluster of loopback workers (a
+``TF_CONFIG`` chief and workers on 127.0.0.1), then compares the chief's outputs with the single process's: the
+factors (and biases), every figure of ``metrics.json``, the SavedModel's recommendations, and predictions rebuilt
+from the ``.npy`` files. Failure cases: a killed worker, a chief that never listens, SIGTERM while waiting.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import pathlib
 import signal
 import socket
@@ -14,27 +21,39 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, SHARED_DATA
-from oracle import random_problem
+from conftest import ROOT
 
-import wals2
-from trainer import multiworker
-from wals2 import distributed, objective
+from trainer import cluster
+from wals2 import data, sharding
+from wals2.collectives import Collectives
 
 TIMEOUT = 60  # --collective-timeout of the workers, seconds
-DEADLINE = 240  # a whole test run, seconds
+DEADLINE = 300  # one whole run, seconds
+FLAGS = ["--latent_factors", "4", "--num_iters", "3", "--regularization", "0.5", "--validation-fraction", "0.1"]
+MODES = {"tf1": [], "explicit": ["--mode", "explicit"], "implicit": ["--mode", "implicit", "--alpha", "2"]}
+SAME_TO = 1e-5
 
 
-def _ratings_file(tmp_path: pathlib.Path) -> pathlib.Path:
-    """ml-100k's u.data when ../shared is present, else a synthetic tab-separated file of the same format."""
-    path = SHARED_DATA / "ml-100k" / "u.data"
-    if path.exists():
-        return path
-    rows, cols, values = random_problem(0, shape=(300, 200), nnz=6000)
-    path = tmp_path / "synthetic.data"
-    lines = [f"{u + 1}\t{i + 1}\t{int(r)}\t0" for u, i, r in zip(rows, cols, values)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, pathlib.Path]:
+    """A ratings file with timestamps (ids and times skewed like MovieLens) and a GA web-views export."""
+    root = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(0)
+    users = rng.zipf(1.5, 6000) % 300 + 1
+    items = rng.zipf(1.4, 6000) % 200 + 1
+    keys = np.unique(users * 1000 + items)
+    users, items = keys // 1000, keys % 1000
+    ratings = root / "ratings.tsv"
+    lines = [f"{u}\t{i}\t{rng.integers(1, 6)}\t{rng.integers(1e9, 1.1e9)}" for u, i in zip(users, items)]
+    ratings.write_text("\n".join(lines) + "\n")
+    views = root / "views.csv"
+    rows = ["clientId,contentId,timeOnPage"]
+    for _ in range(4000):  # repeated (client, content) pairs are summed, also across the workers' byte ranges
+        client = f"{rng.integers(1, 10**6)}.{rng.integers(10**9)}" if rng.random() < 0.02 else None
+        client = client or f"c{rng.zipf(1.6) % 150}"
+        rows.append(f"{client},/article/{rng.zipf(1.5) % 90},{rng.integers(5, 600)}")
+    views.write_text("\n".join(rows) + "\n")
+    return {"ratings": ratings, "views": views}
 
 
 def _free_ports(count: int) -> list[int]:
@@ -48,96 +67,125 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _start(count: int, tmp_path: pathlib.Path, args: list[str]) -> list[subprocess.Popen]:
-    hosts = [f"127.0.0.1:{port}" for port in _free_ports(count)]
+def _start(workers: int, logs: pathlib.Path, args: list[str], hosts: list[str] | None = None):
+    """``workers`` processes of ``python -m trainer.task args``: alone for 1, else a chief and workers."""
+    logs.mkdir(parents=True, exist_ok=True)
+    hosts = hosts or [f"127.0.0.1:{port}" for port in _free_ports(workers)]
     procs = []
-    for index in range(count):
-        config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
-        env = dict(os.environ, TF_CONFIG=json.dumps(config), CUDA_VISIBLE_DEVICES="")
-        log = open(tmp_path / f"worker{index}.log", "w")  # noqa: SIM115 (closed with the process)
-        command = [sys.executable, "-m", "trainer.multiworker", "--collective-timeout", str(TIMEOUT), *args]
+    for index in range(workers):
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+        if workers > 1:
+            task = {"type": "chief", "index": 0} if index == 0 else {"type": "worker", "index": index - 1}
+            spec = {"cluster": {"chief": hosts[:1], "worker": hosts[1:]}, "task": task}
+            env["TF_CONFIG"] = json.dumps(spec)
+        log = open(logs / f"worker{index}.log", "w")  # noqa: SIM115 (closed with the process)
+        command = [sys.executable, "-m", "trainer.task", "--collective-timeout", str(TIMEOUT), *args]
         procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
     return procs
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-
-
-def _wait(procs: list[subprocess.Popen], deadline: float = DEADLINE) -> list[int]:
-    end = time.monotonic() + deadline
-    for proc in procs:
-        proc.wait(timeout=max(end - time.monotonic(), 1))
-    return [proc.returncode for proc in procs]
-
-
-def _single_process(path, config: wals2.WALSConfig, test_fraction: float = 0.1):
-    """U, V of one WALSModel on the training entries of ``multiworker.split_masks``."""
-    ratings = wals2.read_ratings(str(path))
-    validation, test = multiworker.split_masks(
-        ratings.user_ids[ratings.users], ratings.item_ids[ratings.items], 0.0, test_fraction, config.seed
-    )
-    model = wals2.WALSModel(ratings.num_users, ratings.num_items, config)
-    model.compile(jit_compile=False)
-    model.fit(ratings.subset(~(validation | test)), verbose=0)
-    return model.user_factors.numpy(), model.item_factors.numpy(), ratings
+def _run(workers: int, job: pathlib.Path, args: list[str]) -> list[str]:
+    procs = _start(workers, job.parent / f"{job.name}-logs", ["--job-dir", str(job), *args])
+    try:
+        end = time.monotonic() + DEADLINE
+        codes = [proc.wait(timeout=max(end - time.monotonic(), 1)) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    logs = [(job.parent / f"{job.name}-logs" / f"worker{i}.log").read_text() for i in range(workers)]
+    assert codes == [0] * workers, "\n".join(logs)
+    return logs
 
 
 def _relative_error(got, want) -> float:
-    """|got - want|_F / |want|_F (the blocks' chunks sum in another order than one process's)."""
-    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+    want = np.asarray(want, np.float64)
+    return float(np.linalg.norm(np.asarray(got, np.float64) - want) / max(np.linalg.norm(want), 1e-30))
+
+
+def _npy(job: pathlib.Path) -> dict[str, np.ndarray]:
+    return {p.stem: np.load(p) for p in sorted((job / "model").glob("*.npy"))}
+
+
+def _assert_same_outputs(one: pathlib.Path, many: pathlib.Path, workers: int) -> None:
+    """The N-worker chief's outputs equal the single process's (see the module docstring)."""
+    a, b = _npy(one), _npy(many)
+    assert sorted(a) == sorted(b)
+    for name in ("user", "item"):
+        np.testing.assert_array_equal(b[name], a[name])
+    for name in set(a) - {"user", "item"}:
+        assert _relative_error(b[name], a[name]) < SAME_TO, name
+    metrics_a, metrics_b = (json.loads((job / "metrics.json").read_text()) for job in (one, many))
+    assert metrics_b["workers"] == workers and metrics_a["workers"] == 1
+    figures = [k for k, v in metrics_a.items() if k.endswith(("_rmse", "@10")) and v is not None]
+    assert "test_rmse" in figures and "test_ndcg@10" in figures and "validation_precision@10" in figures
+    for key in figures + ["num_train", "num_validation", "num_test", "test_entries_with_cold_user_or_item"]:
+        assert metrics_b[key] == pytest.approx(metrics_a[key], rel=SAME_TO, abs=1e-9), key
+    for key in ("rmse", "val_rmse"):
+        np.testing.assert_allclose(metrics_b["history"][key], metrics_a["history"][key], rtol=SAME_TO)
+    # The SavedModels recommend the same items, and the .npy files rebuild the model's predictions.
+    served = [tf.saved_model.load(str(job / "model")) for job in (one, many)]
+    users = tf.constant(a["user"][:: max(1, len(a["user"]) // 40)].astype(str))
+    tops = [s.signatures["serving_default"](user_id=users) for s in served]
+    np.testing.assert_array_equal(tops[1]["item_ids"].numpy(), tops[0]["item_ids"].numpy())
+    np.testing.assert_allclose(tops[1]["scores"].numpy(), tops[0]["scores"].numpy(), rtol=1e-4, atol=1e-5)
+    rng = np.random.default_rng(1)
+    u, i = rng.integers(0, len(b["user"]), 200), rng.integers(0, len(b["item"]), 200)
+    rebuilt = np.sum(b["row"][u] * b["col"][i], axis=1)
+    if "global_mean" in b:
+        rebuilt = np.clip(rebuilt + b["global_mean"] + b["row_bias"][u] + b["col_bias"][i], *b["rating_range"])
+    scored = served[1].signatures["score"](
+        user_id=tf.constant(b["user"][u].astype(str)), item_id=tf.constant(b["item"][i].astype(str))
+    )
+    known = scored["known_user"].numpy() & scored["known_item"].numpy()
+    assert known.mean() > 0.5
+    np.testing.assert_allclose(scored["scores"].numpy()[known], rebuilt[known], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "workers, flags",
-    [
-        (2, ["--latent_factors", "5", "--num_iters", "3"]),
-        (3, ["--latent_factors", "4", "--num_iters", "3", "--mode", "explicit", "--regularization", "0.5"]),
-    ],
-    ids=["2-workers-tf1", "3-workers-explicit"],
+    "workers, mode", [(2, "tf1"), (2, "explicit"), (2, "implicit"), (3, "explicit")], ids=lambda x: str(x)
 )
-def test_workers_equal_one_process_and_only_the_chief_writes(tmp_path, workers, flags):
-    path = _ratings_file(tmp_path)
-    job = tmp_path / "job"
-    procs = _start(workers, tmp_path, ["--train-file", str(path), "--job-dir", str(job), *flags])
-    try:
-        codes = _wait(procs)
-    finally:
-        _stop(procs)
-    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(workers)]
-    assert codes == [0] * workers, logs
-    values = dict(zip(flags[::2], flags[1::2]))
-    config = wals2.WALSConfig(
-        latent_factors=int(values["--latent_factors"]),
-        num_iters=int(values["--num_iters"]),
-        mode=values.get("--mode", "tf1"),
-        regularization=float(values.get("--regularization", 0.07)),
+def test_workers_write_what_one_process_writes(files, tmp_path, workers, mode):
+    args = ["--train-file", str(files["ratings"]), *FLAGS, *MODES[mode]]
+    _run(1, tmp_path / "one", args)
+    logs = _run(workers, tmp_path / "many", args)
+    _assert_same_outputs(tmp_path / "one", tmp_path / "many", workers)
+    # Only the chief wrote; the other workers trained and said so.
+    assert "wrote" in logs[0] and all("the chief writes the outputs" in log for log in logs[1:])
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == sorted(
+        p.name for p in (tmp_path / "one").iterdir()
     )
-    u, v, ratings = _single_process(path, config)
-    assert _relative_error(np.load(job / "model" / "row.npy"), u) < 1e-5
-    assert _relative_error(np.load(job / "model" / "col.npy"), v) < 1e-5
-    np.testing.assert_array_equal(np.load(job / "model" / "user.npy"), ratings.user_ids)
-    np.testing.assert_array_equal(np.load(job / "model" / "item.npy"), ratings.item_ids)
-    assert json.loads((job / "metrics.json").read_text())["workers"] == workers
-    # Only the chief (worker 0) wrote: the job directory holds one run's outputs, and nothing else was created.
-    assert sorted(p.name for p in job.iterdir()) == ["_SUCCESS", "checkpoints", "config.json", "metrics.json", "model"]
-    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".log" and p != path) == ["job"]
-    assert "wrote" in logs[0] and not any("wrote" in log for log in logs[1:])
 
 
 @pytest.mark.slow
-def test_a_killed_worker_fails_the_job_with_a_clear_error(tmp_path):
-    path = _ratings_file(tmp_path)
-    args = ["--train-file", str(path), "--job-dir", str(tmp_path / "job"), "--num_iters", "100000"]
-    procs = _start(2, tmp_path, args)
-    log = tmp_path / "worker0.log"
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("per_user", ["--split", "per_user"]),
+        ("time", ["--split", "time", "--mode", "explicit"]),
+        ("web_views", ["--data-type", "web_views"]),
+    ],
+    ids=lambda x: x if isinstance(x, str) else None,
+)
+def test_every_split_and_web_views_on_two_workers(files, tmp_path, name, args):
+    source = files["views" if name == "web_views" else "ratings"]
+    common = ["--train-file", str(source), *FLAGS, *args]
+    _run(1, tmp_path / "one", common)
+    _run(2, tmp_path / "many", common)
+    _assert_same_outputs(tmp_path / "one", tmp_path / "many", 2)
+    if name == "web_views":  # string client ids, as a GA export has them
+        assert _npy(tmp_path / "many")["user"].dtype.kind == "U"
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_the_job_with_a_clear_error(files, tmp_path):
+    args = ["--train-file", str(files["ratings"]), "--job-dir", str(tmp_path / "job"), "--num_iters", "100000"]
+    procs = _start(2, tmp_path / "logs", args)
+    log = tmp_path / "logs" / "worker0.log"
     try:
         end = time.monotonic() + DEADLINE
-        while "sweep 2/" not in log.read_text():
+        while not re.search(r"sweep +2/", log.read_text()):
             assert time.monotonic() < end and procs[0].poll() is None, log.read_text()
             time.sleep(0.5)
         procs[1].send_signal(signal.SIGKILL)
@@ -145,60 +193,150 @@ def test_a_killed_worker_fails_the_job_with_a_clear_error(tmp_path):
         code = procs[0].wait(timeout=2 * TIMEOUT)
         waited = time.monotonic() - killed
     finally:
-        _stop(procs)
+        for proc in procs:
+            proc.kill()
     text = log.read_text()
     assert code == 1, text
     assert waited < 2 * TIMEOUT
-    assert "a worker failed or did not answer" in text
+    assert "a worker failed" in text
     assert not (tmp_path / "job" / "model").exists()
 
 
-@pytest.mark.parametrize("mode", ["tf1", "explicit", "implicit"])
-def test_one_worker_sweep_and_metrics_equal_the_model(mode):
-    rows, cols, values = random_problem(1, shape=(50, 40), nnz=600)
-    config = wals2.WALSConfig(mode=mode, latent_factors=3, regularization=0.3, compute_loss=True)
-    model = wals2.WALSModel(50, 40, config)
-    model.compile(jit_compile=False)
-    u0, v0 = model.user_factors.numpy(), model.item_factors.numpy()
-    train = wals2.Ratings(
-        rows.astype(np.int32), cols.astype(np.int32), values.astype(np.float32), np.arange(50), np.arange(40)
+@pytest.mark.slow
+def test_a_worker_whose_chief_never_listens_exits_within_the_timeout(files, tmp_path):
+    hosts = [f"127.0.0.1:{port}" for port in _free_ports(2)]  # nothing listens on the chief's port
+    args = ["--train-file", str(files["ratings"]), "--job-dir", str(tmp_path / "job"), "--collective-timeout", "5"]
+    started = time.monotonic()
+    spec = {"cluster": {"chief": hosts[:1], "worker": hosts[1:]}, "task": {"type": "worker", "index": 0}}
+    out = subprocess.run(
+        [sys.executable, "-m", "trainer.task", *args],
+        cwd=ROOT,
+        env=dict(os.environ, TF_CONFIG=json.dumps(spec)),
+        capture_output=True,
+        text=True,
+        timeout=5 + 60,
     )
-    history = model.fit(train, epochs=2, verbose=0).history
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    sweep = distributed.DistributedSweep(
-        strategy, rows, cols, values, (50, 40), config, objective.statistics(cols, values, 40)
-    )
-    if mode == "explicit":
-        u0, v0 = (np.concatenate([x, np.zeros((x.shape[0], 1), np.float32)], axis=1) for x in (u0, v0))
-    u, v = u0, v0
-    for _ in range(2):
-        u, v = sweep(u, v)
-    np.testing.assert_allclose(u[:, :3], model.user_factors.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(v[:, :3], model.item_factors.numpy(), rtol=1e-5, atol=1e-6)
-    logs = sweep.metrics(u, v)
-    assert logs["rmse"] == pytest.approx(history["rmse"][-1], rel=1e-5)
-    assert logs["loss"] == pytest.approx(history["loss"][-1], rel=1e-5)
+    elapsed = time.monotonic() - started
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert elapsed < 5 + 30
+    assert "did not all answer within --collective-timeout=5 s" in out.stdout
+    assert not (tmp_path / "job").exists()
 
 
-def test_block_bounds_and_cluster_config():
-    np.testing.assert_array_equal(distributed.block_bounds(10, 3), [0, 4, 7, 10])
-    with pytest.raises(ValueError, match="`count` should be a positive integer"):
-        distributed.block_bounds(10, 0)
+@pytest.mark.slow
+def test_sigterm_ends_a_waiting_worker_within_seconds(files, tmp_path):
+    hosts = [f"127.0.0.1:{port}" for port in _free_ports(2)]  # nothing listens on the chief's port
+    spec = {"cluster": {"chief": hosts[:1], "worker": hosts[1:]}, "task": {"type": "worker", "index": 0}}
+    log = tmp_path / "waiting.log"
+    with open(log, "w") as handle:
+        args = ["--train-file", str(files["ratings"]), "--job-dir", str(tmp_path / "j"), "--collective-timeout", "600"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trainer.task", *args],
+            cwd=ROOT,
+            env=dict(os.environ, TF_CONFIG=json.dumps(spec)),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        end = time.monotonic() + 120
+        while "joining a cluster of 2 workers" not in log.read_text():
+            assert time.monotonic() < end and proc.poll() is None, log.read_text()
+            time.sleep(0.2)
+        time.sleep(2)  # inside TensorFlow's wait for the chief
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        code = proc.wait(timeout=30)
+        waited = time.monotonic() - sent
+    finally:
+        proc.kill()
+    assert code == cluster.SIGTERM_STATUS and waited < 10, log.read_text()
+    assert "received SIGTERM" in log.read_text()
+
+
+def test_cluster_from_tf_config_and_cluster_spec():
     spec = {
         "cluster": {"workerpool0": ["a:1"], "workerpool1": ["b:1", "c:1"]},
         "task": {"type": "workerpool1", "index": 1},
     }
-    got = multiworker.cluster_config({"CLUSTER_SPEC": json.dumps(spec)})
-    assert got == {"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]}, "task": {"type": "worker", "index": 1}}
+    got = cluster.from_environ({"CLUSTER_SPEC": json.dumps(spec)})
+    want = {"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]}, "task": {"type": "worker", "index": 1}}
+    assert got.tf_config == want
+    assert got.workers == 3 and got.trains and not got.role.is_chief
     alone = {"cluster": {"chief": ["a:1"]}, "task": {"type": "chief", "index": 0}}
-    assert not multiworker.is_multiworker({"TF_CONFIG": json.dumps(alone)})
-    assert not multiworker.is_multiworker({})
+    assert cluster.from_environ({"TF_CONFIG": json.dumps(alone)}).tf_config is None
+    evaluator = {"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "evaluator", "index": 0}}
+    assert not cluster.from_environ({"TF_CONFIG": json.dumps(evaluator)}).trains
+    assert cluster.needs_supervisor({"CLUSTER_SPEC": json.dumps(spec)})
+    assert not cluster.needs_supervisor({"CLUSTER_SPEC": json.dumps(spec), cluster.SUPERVISED: "1"})
 
 
-def test_split_masks_do_not_depend_on_the_sharding():
-    users, items = np.arange(5000) % 97, np.arange(5000) // 3
-    validation, test = multiworker.split_masks(users, items, 0.1, 0.2, seed=3)
-    assert not np.any(validation & test)
-    assert 0.17 < test.mean() < 0.23 and 0.07 < validation.mean() < 0.13
-    half = multiworker.split_masks(users[2500:], items[2500:], 0.1, 0.2, seed=3)
-    np.testing.assert_array_equal(half[1], test[2500:])
+@pytest.mark.parametrize("strategy", ["random", "per_user", "time"])
+def test_split_is_the_same_for_any_order_and_any_blocks(strategy):
+    """The split masks of row blocks (each user's entries on one worker, ``random`` thresholds summed over the
+    blocks) equal the masks of the whole set in another order; sizes are TF1's floor(N f)."""
+    rng = np.random.default_rng(4)
+    keys = np.unique(rng.integers(0, 97 * 60, 3000))
+    users, items = keys // 60, keys % 60
+    stamps = rng.integers(0, 50, keys.size)  # many ties: broken by the seeded key
+    whole = data.split_masks(users, items, stamps, 60, 0.1, 0.2, 3, strategy)
+    assert not np.any(whole[0] & whole[1])
+    if strategy == "random":
+        assert whole[1].sum() == int(np.floor(keys.size * 0.2)) and whole[0].sum() == int(np.floor(keys.size * 0.1))
+    perm = rng.permutation(keys.size)
+    shuffled = data.split_masks(users[perm], items[perm], stamps[perm], 60, 0.1, 0.2, 3, strategy)
+    np.testing.assert_array_equal(shuffled[0], whole[0][perm])
+    np.testing.assert_array_equal(shuffled[1], whole[1][perm])
+    # Three row blocks, their random-split histograms summed as the workers' all-reduce would.
+    blocks = [users < 30, (users >= 30) & (users < 70), users >= 70]
+    if strategy == "random":
+        got = _lockstep_random_split(users, items, blocks)
+    else:
+        got = [data.split_masks(users[b], items[b], stamps[b], 60, 0.1, 0.2, 3, strategy) for b in blocks]
+    for b, (validation, test) in zip(blocks, got):
+        np.testing.assert_array_equal(validation, whole[0][b])
+        np.testing.assert_array_equal(test, whole[1][b])
+
+
+def _lockstep_random_split(users, items, blocks):
+    """Runs ``split_masks`` for every block in threads whose ``reduce_sum`` sums the blocks' arrays."""
+    import threading
+
+    barrier = threading.Barrier(len(blocks))
+    slots: list = [None] * len(blocks)
+    results: list = [None] * len(blocks)
+    total: dict = {}
+
+    def worker(p):
+        def reduce_sum(x):
+            slots[p] = np.asarray(x)
+            if barrier.wait() == 0:
+                total["sum"] = np.sum(slots, axis=0)
+            barrier.wait()
+            out = total["sum"]
+            barrier.wait()
+            return out
+
+        b = blocks[p]
+        results[p] = data.split_masks(users[b], items[b], None, 60, 0.1, 0.2, 3, "random", reduce_sum)
+
+    threads = [threading.Thread(target=worker, args=(p,)) for p in range(len(blocks))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_one_process_sharding_is_the_identity():
+    ratings = data.Ratings(
+        np.array([0, 1, 1], np.int32),
+        np.array([1, 0, 1], np.int32),
+        np.array([1.0, 2.0, 3.0], np.float32),
+        np.array([10, 20]),
+        np.array([5, 7]),
+    )
+    one = Collectives()
+    assert one.count == 1 and one.rank == 0
+    assert sharding.gather(ratings, one) is ratings
+    assert sharding.fingerprint(ratings, one) == sharding.fingerprint(ratings.subset(np.array([2, 0, 1])), one)
+    assert sharding.fingerprint(ratings, one) != sharding.fingerprint(ratings.subset(np.array([0, 1])), one)

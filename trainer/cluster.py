@@ -6,8 +6,9 @@
 - Workers: more than one chief/worker task makes a multi-worker job, in which every chief and worker trains, on a
   ``tf.distribute.MultiWorkerMirroredStrategy``. Anything else (no cluster, one task, or an evaluator /
   parameter-server task) is a one-worker job on the default strategy, in which only the chief trains.
-- Time limits: joining the cluster, every collective and the shutdown barrier wait at most
-  ``--collective-timeout`` seconds, then fail with an error (``strategy``).
+- Time limits: joining the cluster, the data exchange and the shutdown barrier wait at most
+  ``--collective-timeout`` seconds, then fail with an error; a peer that dies during the sweeps is found by the
+  coordination service's heartbeats (``strategy``).
 - SIGTERM: while a worker waits for its peers, the main thread sits inside TensorFlow, and TensorFlow's
   coordination agent installs a SIGTERM handler that only records the signal; ``supervise`` therefore runs a
   multi-worker task in a child process and ends it at once on SIGTERM.
@@ -127,8 +128,11 @@ def strategy(cluster: Cluster, timeout: float):
     """The job's ``tf.distribute`` strategy: ``MultiWorkerMirroredStrategy`` for a multi-worker cluster, else the
     default strategy.
 
-    Joining the cluster, every collective, and the shutdown barrier at exit each wait at most ``timeout`` seconds
-    (``tf.errors.DeadlineExceededError`` or another ``OpError`` after that).
+    Joining the cluster and the shutdown barrier at exit wait at most ``timeout`` seconds
+    (``tf.errors.DeadlineExceededError`` after that); the host collectives take it too (``Collectives``). The
+    sweep's own collectives have no timeout of their own: a collective with one starts a thread that sleeps for the
+    timeout (about 20 per sweep), so short sweeps would pile up thousands; a dead or silent peer is found by the
+    coordination service's heartbeats instead, and the collectives are aborted with an error.
     """
     import tensorflow as tf
 
@@ -136,8 +140,7 @@ def strategy(cluster: Cluster, timeout: float):
         return tf.distribute.get_strategy()
     os.environ["TF_CONFIG"] = json.dumps(cluster.tf_config)
     _configure_coordination(cluster.tf_config["cluster"], timeout)
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
-    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def _configure_coordination(spec: dict, timeout: float) -> None:

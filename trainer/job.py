@@ -63,7 +63,7 @@ def run(task: TaskConfig, config: WALSConfig, preset: str | None, cluster: clust
                 task.collective_timeout,
             )
         strategy = cluster_lib.strategy(cluster, task.collective_timeout)
-        collectives = Collectives(strategy)  # the first collective: every worker has joined
+        collectives = Collectives(strategy, task.collective_timeout)  # the first collective: all have joined
         if cluster.workers > 1:
             logger.info("worker %d of %d joined the cluster", collectives.rank, collectives.count)
         return _train(task, config, preset, dirs, staging, reporter, strategy, collectives)

@@ -20,10 +20,12 @@ class Collectives:
 
     Args:
         strategy: a ``MultiWorkerMirroredStrategy`` with one replica per worker, or None for one process.
+        timeout: seconds each collective waits for the other workers before it fails (None: no limit).
     """
 
-    def __init__(self, strategy: tf.distribute.Strategy | None = None):
+    def __init__(self, strategy: tf.distribute.Strategy | None = None, timeout: float | None = None):
         self.strategy = strategy or tf.distribute.get_strategy()
+        self._options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
         self.count = int(self.strategy.num_replicas_in_sync)
         self.rank = 0
         if self.count > 1:
@@ -39,7 +41,7 @@ class Collectives:
         value = np.asarray(value)
         if self.count == 1 or not value.size:  # a collective of an empty tensor crashes TensorFlow
             return value
-        return self._run(lambda x: tf.distribute.get_replica_context().all_reduce("sum", x), value)
+        return self._run(lambda x: tf.distribute.get_replica_context().all_reduce("sum", x, self._options), value)
 
     def sizes(self, size: int) -> np.ndarray:
         """int64 [P], every worker's ``size`` in rank order."""
@@ -60,7 +62,7 @@ class Collectives:
             return [np.zeros((int(size), *value.shape[1:]), value.dtype) for size in sizes]
         padded = np.zeros((int(sizes.max()), *value.shape[1:]), value.dtype)
         padded[: value.shape[0]] = value
-        flat = self._run(lambda x: tf.distribute.get_replica_context().all_gather(x, axis=0), padded)
+        flat = self._run(lambda x: tf.distribute.get_replica_context().all_gather(x, 0, self._options), padded)
         return [part[:size] for part, size in zip(np.split(flat, self.count), sizes)]
 
     def all_gather_strings(self, values) -> list[np.ndarray]:
@@ -70,7 +72,8 @@ class Collectives:
             return [values]
         encoded = [v.encode("utf-8", "surrogatepass") for v in values.tolist()]
         lengths = np.array([len(b) for b in encoded], np.int64)
-        blob = np.frombuffer(b"".join(encoded), np.uint8)
+        joined = b"".join(encoded)
+        blob = np.frombuffer(joined + bytes(-len(joined) % 8), np.int64)  # collectives take no uint8: 8 bytes a word
         out = []
         for part_lengths, part in zip(self.all_gather(lengths), self.all_gather(blob)):
             data = part.tobytes()

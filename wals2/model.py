@@ -79,6 +79,7 @@ class WALSModel(keras.Model):
         self.engine: SweepEngine | None = None
         self._heldout: Entries | None = None
         self._seen: tuple[np.ndarray, np.ndarray] | None = None
+        self._fitting = False
         self.initialize_factors()
         self.built = True
 
@@ -190,6 +191,7 @@ class WALSModel(keras.Model):
         dummy = tf.data.Dataset.from_tensors(tf.zeros([1], tf.float32)).repeat().batch(replicas)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        self._fitting = True
         try:
             return super().fit(
                 dummy.with_options(options), epochs=epochs, steps_per_epoch=1, shuffle=False, **kwargs
@@ -202,6 +204,8 @@ class WALSModel(keras.Model):
                     f"(config: {self.config})."
                 ) from err
             raise
+        finally:
+            self._fitting = False
 
     def shape_of(self) -> tuple[int, int]:
         return self.num_users, self.num_items
@@ -269,7 +273,9 @@ class WALSModel(keras.Model):
 
     @property
     def metrics(self):
-        return [self._squared_error]
+        # ``evaluate`` accumulates the squared errors; ``fit`` logs the engine's all-reduced sums instead, so its
+        # epochs read no metric variable (under several workers each read would be a collective of its own).
+        return [] if self._fitting else [self._squared_error]
 
     def compile(self, jit_compile: bool = False, **kwargs):
         """Keras ``compile``; XLA is off by default (it is slower on the sweep and cannot run sparse ops)."""
