@@ -1,14 +1,16 @@
 """Bounded loopback load test of ``python -m trainer.serve``: requests/s, p50/p99 latency and errors.
 
     python -m benchmarks.loadtest                          # trains on bundled latest-small, then both routes
-    python -m benchmarks.loadtest --model-dir DIR --clients 16 --requests 5000 --duration 60
+    python -m benchmarks.loadtest --model-dir DIR --clients 8 32 128 --requests 5000 --duration 60
 
 Without ``--model-dir`` it trains a model on the bundled MovieLens latest-small ratings (TF1 defaults, 90 %
 train split) and exports it to a temporary directory. It then starts the server as a subprocess on a free
-127.0.0.1 port and, per route, runs ``--clients`` threads, each with one keep-alive connection, until
-``--requests`` requests are done or ``--duration`` seconds have passed, whichever comes first. Users are drawn
+127.0.0.1 port and, per route and per count in ``--clients`` (default 8, 32 and 128), runs that many client
+threads, each with one keep-alive connection, until ``--requests`` requests are done or ``--duration`` seconds
+have passed, whichever comes first. Users are drawn
 with a fixed seed from the training users, plus ``--unknown-fraction`` of ids that are not in the model. Any
-answer other than 200, and any connection error, counts as an error. Client and server share the machine.
+answer other than 200, and any connection error, counts as an error. Client and server share the machine: the
+table notes the 1-minute load average before each run. ``--server-args`` are passed to ``python -m trainer.serve``.
 """
 
 from __future__ import annotations
@@ -49,11 +51,12 @@ def train_and_export(path: str, sweeps: int, top_k: int) -> list[str]:
     return [str(u) for u in train.user_ids[np.unique(train.users)]]
 
 
-def start_server(model_dir: str) -> tuple[subprocess.Popen, int]:
+def start_server(model_dir: str, extra: list[str] = ()) -> tuple[subprocess.Popen, int]:
     """Starts ``python -m trainer.serve`` on 127.0.0.1 and a free port; returns (process, port)."""
     env = dict(os.environ, AIP_PREDICT_ROUTE=PREDICT_ROUTE)
+    command = [sys.executable, "-m", "trainer.serve", "--model-dir", model_dir, "--host", "127.0.0.1", "--port", "0"]
     server = subprocess.Popen(
-        [sys.executable, "-m", "trainer.serve", "--model-dir", model_dir, "--host", "127.0.0.1", "--port", "0"],
+        [*command, *extra],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -92,8 +95,9 @@ def request_for(route: str, user: str, batch: int) -> tuple[str, str, bytes | No
     return "POST", PREDICT_ROUTE, json.dumps({"instances": [{"user_id": user}] * batch}).encode()
 
 
-def run_load(port: int, route: str, users: list[str], args) -> dict:
-    """Runs one bounded load on ``route``; returns the figures."""
+def run_load(port: int, route: str, clients: int, users: list[str], args) -> dict:
+    """Runs one bounded load of ``clients`` threads on ``route``; returns the figures."""
+    load = os.getloadavg()[0]
     lock = threading.Lock()
     issued = [0]
     latencies: list[float] = []
@@ -135,7 +139,7 @@ def run_load(port: int, route: str, users: list[str], args) -> dict:
             latencies.extend(own)
             errors[0] += failed
 
-    threads = [threading.Thread(target=client) for _ in range(args.clients)]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -144,7 +148,7 @@ def run_load(port: int, route: str, users: list[str], args) -> dict:
     ms = np.array(latencies) * 1000.0
     return {
         "route": route,
-        "clients": args.clients,
+        "clients": clients,
         "batch": args.batch if route == "vertex" else 1,
         "requests": len(latencies),
         "seconds": round(seconds, 2),
@@ -153,6 +157,7 @@ def run_load(port: int, route: str, users: list[str], args) -> dict:
         "p99_ms": round(float(np.percentile(ms, 99)), 2) if ms.size else None,
         "max_ms": round(float(ms.max()), 2) if ms.size else None,
         "errors": errors[0],
+        "load_average": round(load, 2),
     }
 
 
@@ -170,19 +175,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.loadtest", description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", help="a wals2 serving SavedModel (default: train on bundled data and export)")
     parser.add_argument("--routes", nargs="+", choices=ROUTES, default=list(ROUTES))
-    parser.add_argument("--clients", type=int, default=8, help="concurrent client threads")
+    parser.add_argument(
+        "--clients", type=int, nargs="+", default=[8, 32, 128], help="concurrent client threads, one run each"
+    )
     parser.add_argument("--requests", type=int, default=10000, help="requests per route (upper bound)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per route (upper bound)")
     parser.add_argument("--batch", type=int, default=1, help="user ids per Vertex request")
     parser.add_argument("--unknown-fraction", type=float, default=0.05, help="share of unknown ids (Vertex route)")
     parser.add_argument("--sweeps", type=int, default=20, help="training sweeps without --model-dir")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--server-args", default="", help="extra flags of trainer.serve, as one string")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("clients", "requests", "batch", "sweeps"):
+    if min(args.clients) < 1:
+        raise SystemExit(f"`--clients` should be >= 1. Received: clients={args.clients}")
+    for name in ("requests", "batch", "sweeps"):
         if getattr(args, name) < 1:
             raise SystemExit(f"`--{name}` should be >= 1. Received: {name}={getattr(args, name)}")
     with tempfile.TemporaryDirectory() as scratch:
@@ -198,18 +208,22 @@ def main(argv: list[str] | None = None) -> int:
             loaded = tf.saved_model.load(model_dir)
             users = [u.decode() for u in loaded.user_vocabulary.numpy()]
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(model_dir) for f in files) / 1024**2
-        server, port = start_server(model_dir)
+        server, port = start_server(model_dir, args.server_args.split())
         try:
-            results = [run_load(port, route, users, args) for route in args.routes]
+            results = [run_load(port, r, c, users, args) for c in args.clients for r in args.routes]
         finally:
             stop_server(server)
     print(f"machine: {machine()}; SavedModel {size:.2f} MiB")
-    print("| route | clients | users/request | requests | seconds | requests/s | p50 ms | p99 ms | max ms | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| route | clients | users/request | requests | seconds | requests/s | p50 ms | p99 ms | max ms | errors "
+        "| load average |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['route']} | {r['clients']} | {r['batch']} | {r['requests']} | {r['seconds']} | "
-            f"{r['requests_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['errors']} |"
+            f"{r['requests_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['errors']} "
+            f"| {r['load_average']} |"
         )
     for r in results:
         print(json.dumps(r))
