@@ -5,9 +5,12 @@ import json
 import os
 import queue
 import re
+import socket
+import struct
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,53 +20,100 @@ from conftest import ROOT
 import wals2
 from wals2 import WALSModel, export_saved_model
 
-HEALTH = "/v1/models/wals"
-PREDICT = "/v1/models/wals:predict"
+HEALTH = "/v1/endpoints/1/deployedModels/2"  # the routes Vertex AI gives a custom container
+PREDICT = "/v1/endpoints/1/deployedModels/2:predict"
 NUM_ITEMS = 9724
+TEST_FLAGS = [
+    *("--header-timeout", "1", "--body-timeout", "1", "--idle-timeout", "2"),
+    *("--max-connections", "64", "--workers", "2"),
+]
+
+
+class Server:
+    """``python -m trainer.serve`` as a subprocess on 127.0.0.1: ``port``, ``pid``, ``log`` (its output lines)."""
+
+    def __init__(self, model_dir, *flags, env=None):
+        env = dict(
+            os.environ, TF_CPP_MIN_LOG_LEVEL="2", AIP_HEALTH_ROUTE=HEALTH, AIP_PREDICT_ROUTE=PREDICT, **(env or {})
+        )
+        env.pop("AIP_HTTP_PORT", None)
+        command = [sys.executable, "-m", "trainer.serve", "--model-dir", str(model_dir), "--host", "127.0.0.1"]
+        self.process = subprocess.Popen(
+            [*command, "--port", "0", *flags],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.pid = self.process.pid
+        self.log: list[str] = []
+        lines: queue.Queue = queue.Queue()
+
+        def pump():
+            for line in self.process.stdout:
+                self.log.append(line)
+                lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+        self.port = None
+        deadline = time.monotonic() + 120
+        while self.port is None:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                self.stop()
+                pytest.fail("the server did not start within 120 s: " + "".join(self.log))
+            match = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
+            self.port = int(match.group(1)) if match else None
+            if self.port is None and self.process.poll() is not None:
+                pytest.fail("the server exited: " + "".join(self.log))
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def proc_status(self, field):
+        """A number from /proc/<pid>/status (VmRSS in kB, Threads), or None without /proc."""
+        try:
+            with open(f"/proc/{self.pid}/status", encoding="ascii") as f:
+                return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+        except OSError:
+            return None
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """(port, train ratings) of a server over a latest-small model; the server is always terminated."""
+def exported(tmp_path_factory):
+    """(SavedModel path, train ratings, the in-process ServingModule) of a latest-small model."""
     ratings = wals2.load_bundled()
     train, _ = ratings.split(0.1, seed=0)
     model = WALSModel(ratings.num_users, ratings.num_items, latent_factors=5)
     model.compile(jit_compile=False)
     model.fit(train, epochs=2, verbose=0)
     path = tmp_path_factory.mktemp("serve") / "model"
-    export_saved_model(model, train, str(path), top_k=10)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", AIP_HEALTH_ROUTE=HEALTH, AIP_PREDICT_ROUTE=PREDICT)
-    env.pop("AIP_HTTP_PORT", None)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "trainer.serve", "--model-dir", str(path), "--host", "127.0.0.1", "--port", "0"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in server.stdout], daemon=True).start()
+    module = export_saved_model(model, train, str(path), top_k=10)
+    return path, train, module
+
+
+@pytest.fixture(scope="module")
+def server(exported):
+    path, _, _ = exported
+    running = Server(path, *TEST_FLAGS)
     try:
-        port, seen = None, []
-        while port is None:
-            try:
-                line = lines.get(timeout=120)
-            except queue.Empty:
-                pytest.fail("the server did not start within 120 s: " + "".join(seen))
-            seen.append(line)
-            match = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
-            port = int(match.group(1)) if match else None
-            assert server.poll() is None, "".join(seen)
-        assert call(port, "GET", HEALTH)[0] == 200
-        yield port, train
+        assert call(running.port, "GET", HEALTH)[0] == 200
+        yield running
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def served(server, exported):
+    """(port, train ratings) of the module's server."""
+    return server.port, exported[1]
 
 
 def call(port, method, path, body=None, headers=None):
@@ -87,7 +137,9 @@ def predict(port, request):
 def test_health_routes(served):
     port, _ = served
     assert call(port, "GET", HEALTH)[0] == 200
-    assert call(port, "GET", "/readiness_check")[::2] == (200, "")
+    for route in (HEALTH, "/readiness_check"):
+        status, kind, text = call(port, "GET", route)
+        assert (status, kind, json.loads(text)) == (200, "application/json", {"status": "ok", "model_version": "1"})
 
 
 def test_vertex_predict_known_unknown_and_new_users(served):
@@ -137,14 +189,25 @@ def test_tf1_recommendation_route(served):
         ("?userId=1&numRecs=2.5", "User id and number of recs arguments must be integers."),
         ("?userId=999999", "User Id not found : 999999"),
         ("?userId=0", "User Id not found : 0"),
-        ("?userId=1&numRecs=0", f"`numRecs` should be an integer in [1, {NUM_ITEMS}]. Received: numRecs=0"),
-        ("?userId=1&numRecs=-3", f"`numRecs` should be an integer in [1, {NUM_ITEMS}]. Received: numRecs=-3"),
-        ("?userId=1&numRecs=9725", f"`numRecs` should be an integer in [1, {NUM_ITEMS}]. Received: numRecs=9725"),
+        ("?userId=%D9%A1", "User id and number of recs arguments must be integers."),  # ARABIC-INDIC DIGIT ONE
+        ("?userId=1_0", "User id and number of recs arguments must be integers."),
+        ("?userId=%201", "User id and number of recs arguments must be integers."),
+        ("?userId=1&numRecs=%EF%BC%93", "User id and number of recs arguments must be integers."),  # FULLWIDTH 3
     ],
 )
 def test_tf1_bad_requests_get_tf1_messages(served, query, message):
     port, _ = served
     assert call(port, "GET", "/recommendation" + query) == (400, "text/plain; charset=utf-8", message)
+
+
+@pytest.mark.parametrize("num_recs", ["0", "-3", str(NUM_ITEMS + 1)])
+def test_tf1_num_recs_out_of_range_is_a_json_400(served, num_recs):
+    port, _ = served
+    status, kind, text = call(port, "GET", f"/recommendation?userId=1&numRecs={num_recs}")
+    assert (status, kind) == (400, "application/json")
+    assert (
+        json.loads(text)["error"] == f"`numRecs` should be an integer in [1, {NUM_ITEMS}]. Received: numRecs={num_recs}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -160,13 +223,39 @@ def test_tf1_bad_requests_get_tf1_messages(served, query, message):
         ({"instances": [{"user_id": 1.5}]}, 400, "`instances[0].user_id` should be a string or an integer id"),
         ({"instances": [{"user_id": True}]}, 400, "`instances[0].user_id` should be a string or an integer id"),
         ({"instances": [{"user_id": None}]}, 400, "`instances[0].user_id` should be a string or an integer id"),
-        ({"instances": [{"user_id": "1"}] * 1001}, 413, "at most 1000 instances"),
+        ({"instances": [{"user_id": "1"}] * 1001}, 413, "at most 1000 instances (--max-instances). Received: 1001"),
+        (
+            {"instances": [{"user_id": "1"}] * 11, "parameters": {"k": NUM_ITEMS}},
+            413,
+            f"instances x k should be at most 100000 (--max-results). Received: 11 x {NUM_ITEMS} = {11 * NUM_ITEMS}",
+        ),
+        (
+            {
+                "instances": [{"item_ids": ["1"] * 1000, "ratings": [1] * 1000}]
+                + [{"item_ids": ["1"], "ratings": [1]}] * 100
+            },
+            413,
+            "fold-in instances x their longest item list should be at most 100000 (--max-fold-in-items). "
+            "Received: 101 x 1000 = 101000",
+        ),
+        ('{"instances": [{"user_id": "\\ud800"}]}', 400, "`instances[0].user_id` should be valid Unicode"),
+        (
+            '{"instances": [{"item_ids": ["1", "\\udfff"], "ratings": [1, 2]}]}',
+            400,
+            "`instances[0].item_ids` should be valid Unicode",
+        ),
+        ('{"instances": [{"user_id": ' + "7" * 5000 + "}]}", 400, "JSON integers should have at most 19 digits"),
+        ('{"instances": [{"user_id": "1"}], "parameters": {"k": ' + "5" * 5000 + "}}", 400, "at most 19 digits"),
+        ('{"instances": [{"item_ids": ["1"], "ratings": [' + "9" * 400 + "]}]}", 400, "at most 19 digits"),
+        ({"instances": [{"item_ids": ["1"], "ratings": [1e39]}]}, 400, "should be finite float32 numbers"),
+        ('{"instances": ' + "[" * 5000 + "]" * 5000 + "}", 400, "nested less deeply"),
+        (b'{"instances": [{"user_id": "\xff"}]}', 400, "should be JSON in UTF-8"),
         ({"instances": [{"user_id": "1"}], "parameters": {"k": 0}}, 400, '"parameters.k" should be an integer'),
         ({"instances": [{"user_id": "1"}], "parameters": {"k": 9725}}, 400, '"parameters.k" should be an integer'),
         ({"instances": [{"user_id": "1"}], "parameters": {"k": "5"}}, 400, '"parameters.k" should be an integer'),
         ({"instances": [{"user_id": "1"}], "parameters": {"top": 5}}, 400, '"parameters" should be an object'),
         ({"instances": [{"item_ids": ["1"], "ratings": [1, 2]}]}, 400, "lists of the same length"),
-        ({"instances": [{"item_ids": [], "ratings": []}]}, 400, "should hold 1 to 10000 items"),
+        ({"instances": [{"item_ids": [], "ratings": []}]}, 400, "should hold at least 1 item"),
         ('{"instances": [{"item_ids": ["1"], "ratings": [NaN]}]}', 400, "should be finite numbers"),
         ({"instances": [{"item_ids": ["1"], "ratings": ["5"]}]}, 400, "should be finite numbers"),
         (
@@ -194,6 +283,8 @@ def test_bad_http_requests_get_4xx(served):
     assert call(port, "GET", "/nowhere")[0] == 404
     assert call(port, "POST", "/nowhere", {"instances": [{"user_id": "1"}]})[0] == 404
     assert call(port, "DELETE", PREDICT)[0] == 405
+    status, _, text = call(port, "GET", PREDICT)  # a known route, the wrong method
+    assert status == 405 and "use POST" in json.loads(text)["error"]
     assert call(port, "GET", HEALTH)[0] == 200  # still serving
 
 
@@ -221,3 +312,246 @@ def test_the_server_loads_the_saved_model_without_wals2():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == "False"
+
+
+def exchange(port, data: bytes, timeout=15.0) -> bytes:
+    """Sends raw bytes to 127.0.0.1:port and reads until the server closes (or ``timeout``)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    received = b""
+    try:
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass  # the server may answer and close before it has read everything
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(1 << 16)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            received += chunk
+    finally:
+        sock.close()
+    return received
+
+
+def responses(data: bytes, head_request=False) -> list[tuple[int, dict, bytes]]:
+    """The (status, headers, body) of each HTTP response in ``data``, in order."""
+    out = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        assert sep, f"a truncated response: {data[:200]!r}"
+        lines = head.decode("latin-1").split("\r\n")
+        assert re.fullmatch(r"HTTP/1\.1 \d{3} .+", lines[0]), lines[0]
+        headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+        size = 0 if head_request else int(headers["content-length"])
+        out.append((int(lines[0].split()[1]), headers, rest[:size]))
+        data = rest[size:]
+    return out
+
+
+def post(body: bytes | str, path=PREDICT, headers: bytes = b"") -> bytes:
+    body = body.encode() if isinstance(body, str) else body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(body)}\r\n".encode()
+        + headers
+        + b"\r\n"
+        + body
+    )
+
+
+def get(path: str, version="HTTP/1.1", headers: bytes = b"Connection: close\r\n", method="GET") -> bytes:
+    return f"{method} {path} {version}\r\nHost: x\r\n".encode() + headers + b"\r\n"
+
+
+HOSTILE = {  # name: (raw request, expected status)
+    "lone surrogate in a user id": (post('{"instances": [{"user_id": "\\ud800"}]}'), 400),
+    "lone surrogate in a fold-in item id": (
+        post('{"instances": [{"item_ids": ["\\ud800"], "ratings": [5]}]}'),
+        400,
+    ),
+    "JSON nested 5,000 deep": (post('{"instances": ' + "[" * 5000 + "]" * 5000 + "}"), 400),
+    "5,000-digit user_id": (post('{"instances": [{"user_id": ' + "1" * 5000 + "}]}"), 400),
+    "5,000-digit k": (post('{"instances": [{"user_id": "1"}], "parameters": {"k": ' + "1" * 5000 + "}}"), 400),
+    "400-digit integer rating": (post('{"instances": [{"item_ids": ["1"], "ratings": [' + "9" * 400 + "]}]}"), 400),
+    "non-ASCII Content-Length": (
+        f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: ".encode() + "١٢".encode() + b"\r\n\r\n{}",
+        400,
+    ),
+    "1,000 instances x k = all items": (
+        post(json.dumps({"instances": [{"user_id": str(u)} for u in range(1000)], "parameters": {"k": NUM_ITEMS}})),
+        413,
+    ),
+    "fold-in of 1,000 rows padded to 10,000 items": (
+        post(
+            json.dumps(
+                {
+                    "instances": [{"item_ids": [str(i) for i in range(10000)], "ratings": [1] * 10000}]
+                    + [{"item_ids": ["1"], "ratings": [1]}] * 999
+                }
+            )
+        ),
+        413,
+    ),
+    "TF Serving row format, 1,000 x k = all": (
+        post(
+            json.dumps({"signature_name": "recommend", "inputs": {"user_id": ["1"] * 1000, "k": NUM_ITEMS}}),
+            "/v1/models/wals:predict",
+        ),
+        413,
+    ),
+    "body over --max-body-bytes": (get(PREDICT, headers=b"Content-Length: 99999999\r\n", method="POST"), 413),
+    "20-digit Content-Length": (get(PREDICT, headers=b"Content-Length: 99999999999999999999\r\n", method="POST"), 400),
+    "negative Content-Length": (get(PREDICT, headers=b"Content-Length: -1\r\n", method="POST"), 400),
+    "chunked body": (get(PREDICT, headers=b"Transfer-Encoding: chunked\r\n", method="POST") + b"0\r\n\r\n", 411),
+    "POST without Content-Length": (get(PREDICT, method="POST"), 411),
+    "unknown method": (get("/health", method="FOO"), 501),
+    "HTTP/2.0": (get("/health", version="HTTP/2.0"), 505),
+    "HTTP/1.x garbage version": (get("/health", version="HTTP/1.x"), 400),
+    "binary request line": (b"\x00\xff\xfe garbage\r\n\r\n", 400),
+    "absolute-form target": (get("http://example.com/health"), 400),
+    "space before a header colon": (get("/health", headers=b"Host : x\r\n"), 400),
+    "folded header line": (get("/health", headers=b"X-A: 1\r\n  2\r\n"), 400),
+    "100 KB header": (get("/health", headers=b"X: " + b"a" * 100_000 + b"\r\n"), 431),
+    "200 header lines": (get("/health", headers=b"".join(b"X-%d: 1\r\n" % i for i in range(200))), 431),
+    "stalled body": (get(PREDICT, headers=b"Content-Length: 100\r\n", method="POST") + b'{"inst', 408),
+    "request head never finished": (b"GET /health HTTP/1.1\r\nHost: x\r\n", 408),
+    "invalid UTF-8 in the query": (get("/recommendation?userId=%FF"), 400),
+    "unknown route": (get("/nowhere"), 404),
+    "TF Serving route, unknown model": (get("/v1/models/other"), 404),
+}
+
+
+def hostile_round(port) -> list[tuple[str, int, dict, bytes]]:
+    """Each HOSTILE request on its own connection, 8 at a time: (name, status, headers, body) of its answers."""
+
+    def one(name):
+        got = responses(exchange(port, HOSTILE[name][0]))
+        assert len(got) == 1, (name, got)
+        return (name, *got[0])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(one, HOSTILE))
+
+
+def test_hostile_requests_each_get_an_http_status_and_memory_stays_bounded(server):
+    hostile_round(server.port)  # the first round allocates what a server keeps (pools, caches)
+    rss_before = server.proc_status("VmRSS")
+    for _ in range(3):
+        for name, status, headers, body in hostile_round(server.port):
+            assert status == HOSTILE[name][1], (name, status, body)
+            assert headers["content-type"] == "application/json", name
+            assert json.loads(body)["error"], name
+            assert headers["connection"] == "close", name
+    rss_after = server.proc_status("VmRSS")
+    assert call(server.port, "GET", HEALTH)[0] == 200
+    if rss_before is not None:  # before the limits, one "1,000 x k = all" request added 1.8 GB
+        assert rss_after - rss_before < 64 * 1024, (rss_before, rss_after)
+
+
+def test_413_names_the_limit_and_its_flag(server):
+    ((status, _, body),) = responses(exchange(server.port, HOSTILE["1,000 instances x k = all items"][0]))
+    assert status == 413
+    assert json.loads(body)["error"] == (
+        f"instances x k should be at most 100000 (--max-results). Received: 1000 x {NUM_ITEMS} = {1000 * NUM_ITEMS}"
+    )
+
+
+def test_random_mutations_of_valid_requests_all_get_a_status(server):
+    rng = np.random.default_rng(0)
+    valid = [
+        post(json.dumps({"instances": [{"user_id": "1"}, {"item_ids": ["1", "50"], "ratings": [5, 4]}]})),
+        post(json.dumps({"instances": ["1", "196"]}), "/v1/models/wals:predict"),
+        get("/recommendation?userId=1&numRecs=3"),
+    ]
+    cases = []
+    for n in range(120):
+        data = bytearray(valid[n % len(valid)])
+        for _ in range(int(rng.integers(1, 4))):
+            data[int(rng.integers(len(data)))] = int(rng.integers(256))
+        cases.append(bytes(data))
+
+    def one(data):
+        return [status for status, _, _ in responses(exchange(server.port, data, timeout=20))]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(one, cases))
+    for data, statuses in zip(cases, answers):
+        assert statuses and all(s < 500 or s in (501, 505) for s in statuses), (data, statuses)
+    assert call(server.port, "GET", HEALTH)[0] == 200
+
+
+def test_conflicting_content_lengths_get_400_and_the_rest_never_runs(server):
+    smuggled = f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n".encode()
+    got = responses(exchange(server.port, smuggled + b"{}GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert [status for status, _, _ in got] == [400]
+    assert "Conflicting Content-Length" in json.loads(got[0][2])["error"]
+
+
+def test_http_1_0_keep_alive_is_answered_and_kept(server):
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        for _ in range(2):  # two requests on one HTTP/1.0 connection, as `ab -k` sends them
+            sock.sendall(f"GET {HEALTH} HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n".encode())
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+                data += sock.recv(4096)
+            ((status, headers, _),) = responses(data)
+            assert status == 200 and headers["connection"] == "keep-alive"
+    finally:
+        sock.close()
+    # Without keep-alive an HTTP/1.0 connection is closed after the answer.
+    ((status, headers, _),) = responses(exchange(server.port, f"GET {HEALTH} HTTP/1.0\r\n\r\n".encode(), timeout=10))
+    assert status == 200 and headers["connection"] == "close"
+
+
+def test_head_gets_headers_without_a_body(server):
+    _, _, text = call(server.port, "GET", HEALTH)
+    raw = exchange(server.port, get(HEALTH, method="HEAD"))
+    ((status, headers, body),) = responses(raw, head_request=True)
+    assert status == 200 and raw.endswith(b"\r\n\r\n") and body == b""
+    assert int(headers["content-length"]) == len(text.encode())
+    ((status, _, body),) = responses(exchange(server.port, get(PREDICT, method="HEAD")), head_request=True)
+    assert status == 405 and body == b""
+
+
+def test_each_client_reset_logs_one_line_at_most(server):
+    body = json.dumps({"instances": [{"user_id": str(u)} for u in range(1, 200)], "parameters": {"k": 500}})
+    start = len(server.log)
+    for _ in range(20):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(post(body))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+        sock.close()
+    assert call(server.port, "GET", HEALTH)[0] == 200
+    time.sleep(0.5)
+    new = server.log[start:]
+    assert len(new) <= 20 and not any("Traceback" in line for line in new), "".join(new)
+
+
+def test_slow_and_surplus_connections_are_bounded(server):
+    threads_before = server.proc_status("Threads")
+    socks = []
+    try:
+        for _ in range(100):  # more than --max-connections 64, each sending half a request head
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            socks.append(sock)
+        if threads_before is not None:  # no thread per connection
+            assert server.proc_status("Threads") == threads_before
+        statuses = []
+        for sock in socks:  # --header-timeout 1: every one is answered (408, or 503 beyond the cap) and closed
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+            statuses.append(responses(data)[0][0])
+    finally:
+        for sock in socks:
+            sock.close()
+    assert set(statuses) <= {408, 503} and statuses.count(408) <= 64 and statuses.count(503) >= 36, statuses
+    deadline = time.monotonic() + 10
+    while call(server.port, "GET", HEALTH)[0] != 200:  # the slots free as the server sees the closes
+        assert time.monotonic() < deadline, "the server did not free its connection slots"
+        time.sleep(0.1)
