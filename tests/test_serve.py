@@ -1,5 +1,6 @@
-"""``python -m trainer.serve`` as a subprocess on a loopback port: Vertex and TF1 routes, health, bad requests."""
+"""``python -m trainer.serve`` on a loopback port: Vertex, TF1 and TF Serving routes, hostile requests, limits."""
 
+import base64
 import http.client
 import json
 import os
@@ -15,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import ROOT
 
 import wals2
@@ -555,3 +557,172 @@ def test_slow_and_surplus_connections_are_bounded(server):
     while call(server.port, "GET", HEALTH)[0] != 200:  # the slots free as the server sees the closes
         assert time.monotonic() < deadline, "the server did not free its connection slots"
         time.sleep(0.1)
+
+
+class TFServingClient:
+    """What a client written for TF Serving's REST API sends: POST /v1/models/<name>[/versions/<v>]:predict."""
+
+    def __init__(self, port, model="wals", version=None):
+        self.port = port
+        self.path = f"/v1/models/{model}" + (f"/versions/{version}" if version else "")
+
+    def predict(self, **request):
+        status, kind, text = call(self.port, "POST", self.path + ":predict", request)
+        assert kind == "application/json"
+        return status, json.loads(text)
+
+
+def signature(module, name, **inputs):
+    """The in-process ServingModule's answer (the oracle), as JSON-like lists."""
+    fn = {"serving_default": module.serve, "recommend": module.recommend, "score": module.score}.get(name)
+    fn = fn or module.fold_in_recommend
+    out = fn(**{key: tf.constant(value) for key, value in inputs.items()})
+    return {key: value.numpy().tolist() for key, value in out.items()}
+
+
+def assert_rows_match(predictions, expected):
+    """Row-format predictions (one object per row) against column-wise expected outputs."""
+    assert len(predictions) == len(next(iter(expected.values())))
+    for b, row in enumerate(predictions):
+        assert set(row) == set(expected)
+        for key, want in expected.items():
+            want = want[b]
+            if key == "item_ids":
+                assert row[key] == [w.decode() for w in want]
+            elif key == "scores":
+                np.testing.assert_allclose(row[key], want, rtol=1e-6)
+            else:
+                assert row[key] == want
+
+
+def test_tf_serving_row_format_with_bare_strings_and_objects(served, exported):
+    port, _ = served
+    _, _, module = exported
+    client = TFServingClient(port)
+    users = ["196", "1", "nobody"]
+    expected = signature(module, "serving_default", user_id=users)
+    status, body = client.predict(instances=users)
+    assert status == 200 and set(body) == {"predictions"}
+    assert_rows_match(body["predictions"], expected)
+    assert [row["known_user"] for row in body["predictions"]] == [True, True, False]
+    status, objects = client.predict(instances=[{"user_id": u} for u in users], signature_name="serving_default")
+    assert status == 200 and objects == body
+    status, b64 = client.predict(instances=[{"b64": base64.b64encode(u.encode()).decode()} for u in users])
+    assert status == 200 and b64 == body
+    status, versioned = TFServingClient(port, version="1").predict(instances=users)
+    assert status == 200 and versioned == body
+
+
+def test_tf_serving_columnar_format_and_the_recommend_signature(served, exported):
+    port, _ = served
+    _, _, module = exported
+    client = TFServingClient(port)
+    status, body = client.predict(inputs=["1", "2"])
+    expected = signature(module, "serving_default", user_id=["1", "2"])
+    assert status == 200 and set(body) == {"outputs"}
+    assert body["outputs"]["item_ids"] == [[i.decode() for i in row] for row in expected["item_ids"]]
+    np.testing.assert_allclose(body["outputs"]["scores"], expected["scores"], rtol=1e-6)
+    status, named = client.predict(inputs={"user_id": ["1", "2"]})
+    assert status == 200 and named == body
+    # recommend's k is a scalar: the columnar format carries it, the row format cannot.
+    status, body = client.predict(signature_name="recommend", inputs={"user_id": ["1", "610"], "k": 3})
+    expected = signature(module, "recommend", user_id=["1", "610"], k=3)
+    assert status == 200 and np.array(body["outputs"]["item_ids"]).shape == (2, 3)
+    assert body["outputs"]["item_ids"] == [[i.decode() for i in row] for row in expected["item_ids"]]
+    status, body = client.predict(signature_name="recommend", instances=[{"user_id": "1", "k": 3}])
+    assert status == 400 and "scalar input 'k'" in body["error"] and '"inputs"' in body["error"]
+
+
+def test_tf_serving_score_and_fold_in_signatures(served, exported):
+    port, _ = served
+    _, _, module = exported
+    client = TFServingClient(port)
+    pairs = [{"user_id": "1", "item_id": "50"}, {"user_id": "1", "item_id": "no-item"}]
+    status, body = client.predict(signature_name="score", instances=pairs)
+    expected = signature(module, "score", user_id=["1", "1"], item_id=["50", "no-item"])
+    assert status == 200
+    assert [row["known_item"] for row in body["predictions"]] == [True, False]
+    np.testing.assert_allclose([row["scores"] for row in body["predictions"]], expected["scores"], rtol=1e-6)
+    rows = [{"item_ids": ["1", "50", "260"], "ratings": [5, 4, 1]}, {"item_ids": ["1", "", ""], "ratings": [3, 0, 0]}]
+    status, body = client.predict(signature_name="fold_in_recommend", instances=rows)
+    expected = signature(
+        module,
+        "fold_in_recommend",
+        item_ids=[r["item_ids"] for r in rows],
+        ratings=np.array([r["ratings"] for r in rows], np.float32),
+    )
+    assert status == 200
+    assert_rows_match(body["predictions"], expected)
+    assert [row["num_known_items"] for row in body["predictions"]] == [3, 1]
+
+
+@pytest.mark.parametrize(
+    "path, request_body, status, message",
+    [
+        ("/v1/models/other:predict", {"instances": ["1"]}, 404, "Servable not found for request: Latest(other)"),
+        ("/v1/models/wals/versions/2:predict", {"instances": ["1"]}, 404, "Specific(wals, 2)"),
+        ("/v1/models/wals:predict", {"instances": ["1"], "signature_name": "nope"}, 400, "not found in signature"),
+        ("/v1/models/wals:predict", {"instances": ["1"], "inputs": ["1"]}, 400, "exactly one of"),
+        ("/v1/models/wals:predict", {"instances": [["1"]]}, 400, "should have shape [None]"),
+        ("/v1/models/wals:predict", {"instances": [1.5]}, 400, "should be a string or an integer id"),
+        ("/v1/models/wals:predict", {"instances": ["\ud800"]}, 400, "should be valid Unicode"),
+        (
+            "/v1/models/wals:predict",
+            {
+                "signature_name": "fold_in_recommend",
+                "instances": [{"item_ids": ["1"], "ratings": [5]}, {"item_ids": ["1", "2"], "ratings": [5, 4]}],
+            },
+            400,
+            "ragged",
+        ),
+        (
+            "/v1/models/wals:predict",
+            {"signature_name": "recommend", "inputs": {"user_id": ["1"], "k": 0}},
+            400,
+            "`inputs.k` should be an integer in [1, 9724]",
+        ),
+        ("/v1/models/wals:predict", {"instances": ["1"] * 1001}, 413, "at most 1000 instances"),
+    ],
+)
+def test_tf_serving_bad_requests_get_a_clear_4xx(served, path, request_body, status, message):
+    port, _ = served
+    got, kind, text = call(port, "POST", path, json.dumps(request_body))
+    assert (got, kind) == (status, "application/json") and message in json.loads(text)["error"], text
+
+
+def test_tf_serving_status_and_metadata_routes(served):
+    port, _ = served
+    for path in ("/v1/models/wals", "/v1/models/wals/versions/1"):
+        status, _, text = call(port, "GET", path)
+        assert status == 200
+        assert json.loads(text) == {
+            "model_version_status": [
+                {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            ]
+        }
+    status, _, text = call(port, "GET", "/v1/models/wals/metadata")
+    defs = json.loads(text)["metadata"]["signature_def"]["signature_def"]
+    assert status == 200 and set(defs) == {"serving_default", "recommend", "score", "fold_in_recommend"}
+    assert defs["recommend"]["inputs"]["k"]["tensor_shape"]["dim"] == []
+    assert defs["serving_default"]["inputs"]["user_id"]["dtype"] == "DT_STRING"
+    assert call(port, "POST", "/v1/models/wals", "{}")[0] == 405
+    assert call(port, "GET", "/v1/models/wals:predict")[0] == 405
+
+
+def test_loadtest_smoke_run_reports_its_figures(exported):
+    path, _, _ = exported
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.loadtest", "--model-dir", str(path), "--clients", "2", "4"]
+        + ["--requests", "40", "--duration", "10"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [(r["route"], r["clients"]) for r in rows] == [("vertex", 2), ("tf1", 2), ("vertex", 4), ("tf1", 4)]
+    for r in rows:
+        assert r["requests"] == 40 and r["errors"] == 0 and 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert r["requests_per_s"] > 0
