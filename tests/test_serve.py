@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -726,3 +727,88 @@ def test_loadtest_smoke_run_reports_its_figures(exported):
     for r in rows:
         assert r["requests"] == 40 and r["errors"] == 0 and 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
         assert r["requests_per_s"] > 0
+
+
+def test_a_new_version_is_swapped_in_under_load_and_a_broken_one_skipped(exported, tmp_path):
+    path, train, module = exported
+    base = tmp_path / "models" / "wals"
+    shutil.copytree(path, base / "1")
+    # Version 2: another model, whose answer for user 1 differs from version 1's.
+    other = WALSModel(train.num_users, train.num_items, latent_factors=3, seed=7)
+    other.compile(jit_compile=False)
+    other.fit(train, epochs=1, verbose=0)
+    answers = {}
+    for version, served_module in (("1", module), ("2", None)):
+        if served_module is None:
+            staging = tmp_path / "staging-2"
+            served_module = export_saved_model(other, train, str(staging), top_k=10)
+        items = served_module.serve(tf.constant(["1"]))["item_ids"].numpy()[0]
+        answers[version] = [i.decode() for i in items]
+    assert answers["1"] != answers["2"]
+    running = Server(base, "--poll-interval", "0.5", "--workers", "2")
+    try:
+        assert json.loads(call(running.port, "GET", HEALTH)[2])["model_version"] == "1"
+        log: list[tuple[float, int, str | None]] = []  # (time, status, version whose answer it was)
+        stop = threading.Event()
+
+        def client():
+            connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=30)
+            body = json.dumps({"instances": [{"user_id": "1"}]})
+            for _ in range(20000):  # bounded in count and, by `stop`, in time
+                if stop.is_set():
+                    break
+                try:
+                    connection.request("POST", PREDICT, body=body, headers={"Content-Type": "application/json"})
+                    response = connection.getresponse()
+                    data = json.loads(response.read())
+                    status = response.status
+                except (OSError, http.client.HTTPException, ValueError):
+                    log.append((time.monotonic(), -1, None))
+                    connection.close()
+                    continue
+                items = data["predictions"][0]["item_ids"] if status == 200 else None
+                which = next((v for v, want in answers.items() if items == want), None)
+                log.append((time.monotonic(), status, which))
+            connection.close()
+
+        clients = [threading.Thread(target=client) for _ in range(4)]
+        for thread in clients:
+            thread.start()
+        try:
+            time.sleep(1.0)
+            appeared = time.monotonic()
+            os.rename(staging, base / "2")  # a complete version directory appears at once
+            deadline = appeared + 120
+            while not any(which == "2" for _, _, which in log):
+                assert time.monotonic() < deadline, "version 2 was not served within 120 s"
+                time.sleep(0.05)
+            first_answer = next(t for t, _, which in log if which == "2") - appeared
+            during = sum(appeared <= t <= appeared + first_answer for t, _, _ in log)
+            # Version 3 is broken: its saved_model.pb is not a SavedModel.
+            (base / "3" / "variables").mkdir(parents=True)
+            (base / "3" / "saved_model.pb").write_bytes(b"not a SavedModel")
+            deadline = time.monotonic() + 60
+            while not any("skipped version 3" in line for line in running.log):
+                assert time.monotonic() < deadline, "version 3 was neither served nor skipped: " + "".join(running.log)
+                time.sleep(0.1)
+            time.sleep(1.0)  # more polls, while the load goes on
+        finally:
+            stop.set()
+            for thread in clients:
+                thread.join(timeout=60)
+        statuses = [status for _, status, _ in log]
+        versions = [which for _, _, which in log]
+        print(
+            f"reload: {len(log)} requests, {len(log) - statuses.count(200)} failed; version 2 answered "
+            f"{first_answer:.2f} s after its directory appeared, {during} requests answered meanwhile"
+        )
+        assert statuses.count(200) == len(log), [s for s in statuses if s != 200][:5]
+        assert set(versions) == {"1", "2"}  # every answer is one model's, whole
+        assert versions[-1] == "2" and versions.count("2") > 10
+        health = json.loads(call(running.port, "GET", HEALTH)[2])
+        assert health["model_version"] == "2"
+        status = json.loads(call(running.port, "GET", "/v1/models/wals")[2])["model_version_status"][0]
+        assert (status["version"], status["state"]) == ("2", "AVAILABLE")
+        assert call(running.port, "GET", "/v1/models/wals/versions/1")[0] == 404
+    finally:
+        running.stop()

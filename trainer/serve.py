@@ -39,7 +39,7 @@ import sys  # noqa: E402
 from http import HTTPStatus  # noqa: E402
 from urllib.parse import parse_qs  # noqa: E402
 
-from trainer import tf_serving  # noqa: E402
+from trainer import model_versions, tf_serving  # noqa: E402
 from trainer.http_server import HTTPServer, Limits, Request, Response, error_response, json_response  # noqa: E402
 from trainer.serve_model import BadRequest, Recommender, WorkLimits, brief, load_json, rating, raw_id  # noqa: E402
 
@@ -264,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults_http.idle_timeout_s,
         help="seconds a kept-alive connection may wait for its next request",
     )
+    parser.add_argument(
+        "--poll-interval",
+        type=_positive_float,
+        default=5.0,
+        help="seconds between looks for a new version when --model-dir holds numbered versions (default 5)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -302,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     try:
-        models = _Fixed(Recommender(args.model_dir))
+        if model_versions.is_versioned(args.model_dir):
+            models = model_versions.VersionedModels(args.model_dir)
+            models.watch(args.poll_interval)
+        else:
+            models = _Fixed(Recommender(args.model_dir))
     except (OSError, KeyError, ValueError, AttributeError, tf.errors.OpError) as err:
         logger.error("cannot load a wals2 serving SavedModel from %s: %s", args.model_dir, err)
         return 1
