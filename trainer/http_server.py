@@ -52,7 +52,7 @@ class Limits:
     """
 
     max_connections: int = 256
-    workers: int = 4
+    workers: int = 16
     max_head_bytes: int = 16 << 10
     max_body_bytes: int = 4 << 20
     idle_timeout_s: float = 30.0

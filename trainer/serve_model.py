@@ -5,10 +5,13 @@ Loads a wals2 serving SavedModel (``wals2/export.py``) with TensorFlow alone: no
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
 import math
+import threading
+from concurrent.futures import Future
 from http import HTTPStatus
 
 import numpy as np
@@ -19,6 +22,7 @@ logger = logging.getLogger(__name__)
 REQUIRED_SIGNATURES = ("serving_default", "recommend", "fold_in_recommend")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_INT_DIGITS = 19  # a JSON integer with more digits is refused before Python converts it
+BATCH_USERS = 256  # concurrent top-k requests are joined into one signature call of at most this many users
 
 
 class BadRequest(Exception):
@@ -143,6 +147,7 @@ class Recommender:
         self.input_specs = {name: fn.structured_input_signature[1] for name, fn in self.signatures.items()}
         self.num_items = int(loaded.item_vocabulary.shape[0])
         self.top_k = int(self.signatures["serving_default"].structured_outputs["scores"].shape[1])
+        self._batcher = _Batcher(self._call_top_k, BATCH_USERS)
         self.warm_up()
 
     def warm_up(self) -> None:
@@ -165,13 +170,21 @@ class Recommender:
             raise BadRequest(f"The {signature!r} signature refused its inputs: {err.message.splitlines()[0]}") from None
         return {name: value.numpy() for name, value in out.items()}
 
-    def users(self, user_ids: list[str], k: int | None) -> list[dict]:
-        """Top-k of known or unknown raw user ids (k None: the export's top_k), empty slots trimmed."""
+    def _call_top_k(self, user_ids: list, k: int | None) -> dict[str, np.ndarray]:
         ids = np.array(user_ids, dtype=object)
         if k is None:
-            out = self.call("serving_default", {"user_id": ids})
-        else:
-            out = self.call("recommend", {"user_id": ids, "k": np.int32(k)})
+            return self.call("serving_default", {"user_id": ids})
+        return self.call("recommend", {"user_id": ids, "k": np.int32(k)})
+
+    def top_items(self, user_ids: list, k: int | None) -> dict[str, np.ndarray]:
+        """The outputs of ``serving_default`` (k None) or ``recommend`` for raw user ids (str or bytes).
+
+        Calls from concurrent threads are joined into one signature call per k (``_Batcher``)."""
+        return self._batcher.submit(user_ids, k).result()
+
+    def users(self, user_ids: list[str], k: int | None) -> list[dict]:
+        """Top-k of known or unknown raw user ids (k None: the export's top_k), empty slots trimmed."""
+        out = self.top_items(user_ids, k)
         return [
             dict(_trim(items, scores), known_user=bool(flag))
             for items, scores, flag in zip(out["item_ids"], out["scores"], out["known_user"])
@@ -188,6 +201,64 @@ class Recommender:
         out = self.call("fold_in_recommend", {"item_ids": ids, "ratings": values})
         rows = zip(out["item_ids"], out["scores"], out["num_known_items"])
         return [dict(_trim(items[:k], scores[:k]), num_known_items=int(n)) for items, scores, n in rows]
+
+
+class _Batcher:
+    """Joins concurrent top-k calls into one call of ``run(user_ids, k)`` per k, first come first served.
+
+    Each caller's users go into a queue; one thread (started on demand, gone after a second with nothing to do)
+    takes everything queued, up to ``max_users`` users (a larger request goes alone), runs one call per distinct k
+    and hands each caller its rows. With W worker threads waiting, one call serves up to W requests: the cost of a
+    call grows far slower than its batch (one user 0.7 ms, eight 1.5 ms on latest-small), so throughput grows with
+    the number of concurrent requests instead of falling.
+    """
+
+    def __init__(self, run, max_users: int):
+        self._run = run
+        self._max_users = max_users
+        self._queue: collections.deque = collections.deque()
+        self._ready = threading.Condition()
+        self._running = False
+
+    def submit(self, user_ids: list[str], k: int | None) -> Future:
+        """A future of ``run``'s outputs for ``user_ids`` alone (rows sliced out of the joined call)."""
+        future: Future = Future()
+        with self._ready:
+            self._queue.append((user_ids, k, future))
+            if self._running:
+                self._ready.notify()
+            else:
+                self._running = True
+                threading.Thread(target=self._loop, name="serve-batcher", daemon=True).start()
+        return future
+
+    def _loop(self) -> None:
+        while True:
+            with self._ready:
+                if not self._queue:
+                    self._ready.wait(timeout=1.0)
+                    if not self._queue:
+                        self._running = False
+                        return
+                batch = [self._queue.popleft()]
+                total = len(batch[0][0])
+                while self._queue and total + len(self._queue[0][0]) <= self._max_users:
+                    total += len(self._queue[0][0])
+                    batch.append(self._queue.popleft())
+            groups: dict = {}
+            for entry in batch:
+                groups.setdefault(entry[1], []).append(entry)
+            for k, entries in groups.items():
+                try:
+                    out = self._run([user for ids, _, _ in entries for user in ids], k)
+                except BaseException as err:  # handed to every caller of this call, who re-raises it
+                    for _, _, future in entries:
+                        future.set_exception(err)
+                    continue
+                start = 0
+                for ids, _, future in entries:
+                    future.set_result({name: value[start : start + len(ids)] for name, value in out.items()})
+                    start += len(ids)
 
 
 def _trim(items: np.ndarray, scores: np.ndarray) -> dict:

@@ -87,7 +87,12 @@ def predict(body: bytes, recommender: Recommender, limits: WorkLimits) -> dict:
     rows = "instances" in request
     inputs = _rows(request["instances"], specs, signature) if rows else _columns(request["inputs"], specs)
     _check_work(signature, inputs, recommender, limits)
-    outputs = recommender.call(signature, inputs)
+    if signature == "serving_default":
+        outputs = recommender.top_items(list(inputs["user_id"]), None)
+    elif signature == "recommend":
+        outputs = recommender.top_items(list(inputs["user_id"]), int(inputs["k"]))
+    else:
+        outputs = recommender.call(signature, inputs)
     if rows:
         names = list(outputs)
         batch = len(next(iter(outputs.values())))
