@@ -852,3 +852,17 @@ def test_the_batcher_joins_concurrent_calls_per_k_and_gives_each_its_rows():
         (["u3", "v3"], 1),
         (["boom"], 7),  # second take: 5 users
     ]
+
+
+def test_the_readme_limits_table_matches_the_flags():
+    from trainer.serve import build_parser
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("#### Limits", 1)[1].split("\n\n")[2]
+    rows = re.findall(r"^\| `(--[a-z-]+)` \| ([0-9.]+)( s)? \|", table, re.MULTILINE)
+    defaults = {action.option_strings[0]: action.default for action in build_parser()._actions if action.option_strings}
+    limit_flags = {"--max-instances", "--max-results", "--max-fold-in-items", "--max-body-bytes", "--max-connections"}
+    limit_flags |= {"--header-timeout", "--body-timeout", "--idle-timeout", "--workers"}
+    assert {flag for flag, _, _ in rows} == limit_flags
+    for flag, value, _ in rows:
+        assert float(value) == defaults[flag], flag

@@ -225,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("AIP_HTTP_PORT", "8080")), help="0 picks a free port"
+        "--port",
+        type=int,
+        default=int(os.environ.get("AIP_HTTP_PORT", "8080")),
+        help="default $AIP_HTTP_PORT or 8080; 0 picks a free port",
     )
     parser.add_argument(
         "--model-name",
@@ -234,35 +237,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group = parser.add_argument_group("limits (more gives 413, 431, 408 or 503)")
     positive = _positive_int
-    group.add_argument("--max-instances", type=positive, default=defaults_work.max_instances, help="per request")
     group.add_argument(
-        "--max-results", type=positive, default=defaults_work.max_results, help="instances x k per request"
+        "--max-instances",
+        type=positive,
+        default=defaults_work.max_instances,
+        help="instances per request (default %(default)s)",
+    )
+    group.add_argument(
+        "--max-results",
+        type=positive,
+        default=defaults_work.max_results,
+        help="instances x k per request (default %(default)s)",
     )
     group.add_argument(
         "--max-fold-in-items",
         type=positive,
         default=defaults_work.max_fold_in_items,
-        help="fold-in instances x their longest item list, per request",
+        help="fold-in instances x their longest item list, per request (default %(default)s)",
     )
-    group.add_argument("--max-body-bytes", type=positive, default=defaults_http.max_body_bytes, help="request body")
     group.add_argument(
-        "--max-connections", type=positive, default=defaults_http.max_connections, help="open connections"
+        "--max-body-bytes",
+        type=positive,
+        default=defaults_http.max_body_bytes,
+        help="request body bytes (default %(default)s)",
     )
-    group.add_argument("--workers", type=positive, default=defaults_http.workers, help="threads that call the model")
+    group.add_argument(
+        "--max-connections",
+        type=positive,
+        default=defaults_http.max_connections,
+        help="open connections (default %(default)s)",
+    )
+    group.add_argument(
+        "--workers",
+        type=positive,
+        default=defaults_http.workers,
+        help="threads that call the model (default %(default)s)",
+    )
     group.add_argument(
         "--header-timeout",
         type=_positive_float,
         default=defaults_http.header_timeout_s,
-        help="seconds for a request head, from its first byte",
+        help="seconds for a request head, from its first byte (default %(default)s)",
     )
     group.add_argument(
-        "--body-timeout", type=_positive_float, default=defaults_http.body_timeout_s, help="seconds for a request body"
+        "--body-timeout",
+        type=_positive_float,
+        default=defaults_http.body_timeout_s,
+        help="seconds for a request body (default %(default)s)",
     )
     group.add_argument(
         "--idle-timeout",
         type=_positive_float,
         default=defaults_http.idle_timeout_s,
-        help="seconds a kept-alive connection may wait for its next request",
+        help="seconds a kept-alive connection may wait for its next request (default %(default)s)",
     )
     parser.add_argument(
         "--poll-interval",
