@@ -4,6 +4,7 @@ import base64
 import http.client
 import json
 import os
+import pathlib
 import queue
 import re
 import shutil
@@ -866,3 +867,38 @@ def test_the_readme_limits_table_matches_the_flags():
     assert {flag for flag, _, _ in rows} == limit_flags
     for flag, value, _ in rows:
         assert float(value) == defaults[flag], flag
+
+
+def test_versioned_models_skip_broken_versions_and_retry_them_only_when_their_files_change(tmp_path):
+    from trainer.model_versions import VersionedModels, is_versioned
+
+    loads = []
+
+    class Loaded:
+        def __init__(self, path, version):
+            loads.append(version)
+            if (pathlib.Path(path) / "saved_model.pb").read_bytes() == b"broken":
+                raise ValueError("cannot parse saved_model.pb")
+            self.version = version
+
+    def write(version, content):
+        (tmp_path / version).mkdir(exist_ok=True)
+        (tmp_path / version / "saved_model.pb").write_bytes(content)
+
+    write("1", b"good")
+    write("2", b"broken")
+    (tmp_path / "notes").mkdir()  # not a version
+    (tmp_path / "7").mkdir()  # no saved_model.pb: not a version yet
+    assert is_versioned(str(tmp_path)) and not is_versioned(str(tmp_path / "1"))
+    models = VersionedModels(str(tmp_path), load=Loaded)
+    assert models.current.version == "1" and loads == ["2", "1"]  # the highest that loads
+    assert not models.poll() and loads == ["2", "1"]  # 2 unchanged: not tried again
+    write("2", b"fixed now")
+    assert models.poll() and models.current.version == "2" and loads[-1] == "2"
+    write("3", b"broken")
+    assert not models.poll() and models.current.version == "2"
+    (tmp_path / "1").rename(tmp_path / "0")  # not a version number; lower versions are never loaded anyway
+    write("1", b"good")
+    assert not models.poll() and loads.count("1") == 1
+    with pytest.raises(ValueError, match="no version under"):
+        VersionedModels(str(tmp_path / "3"), load=Loaded)

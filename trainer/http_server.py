@@ -170,6 +170,8 @@ class HTTPServer:
             await self._serve_connection(reader, writer, client)
         except _Gone as gone:
             logger.info("client %s: %s", client, gone)
+        except Exception:  # a bug here must not end the server: log it once, with its traceback, and close
+            logger.exception("client %s: connection ended by an internal error", client)
         finally:
             self.open_connections -= 1
             await self._close(writer)
