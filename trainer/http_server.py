@@ -167,7 +167,7 @@ class HTTPServer:
             return
         self.open_connections += 1
         try:
-            await self._serve_connection(reader, writer, client)
+            await self._serve_connection(reader, writer)
         except _Gone as gone:
             logger.info("client %s: %s", client, gone)
         except Exception:  # a bug here must not end the server: log it once, with its traceback, and close
@@ -176,7 +176,7 @@ class HTTPServer:
             self.open_connections -= 1
             await self._close(writer)
 
-    async def _serve_connection(self, reader, writer, client: str) -> None:
+    async def _serve_connection(self, reader, writer) -> None:
         while True:
             try:
                 request = await self._read_request(reader)
