@@ -1,69 +1,123 @@
-"""``python -m trainer.serve`` as a subprocess on a loopback port: Vertex and TF1 routes, health, bad requests."""
+"""``python -m trainer.serve`` on a loopback port: Vertex, TF1 and TF Serving routes, hostile requests, limits."""
 
+import base64
 import http.client
 import json
 import os
+import pathlib
 import queue
 import re
+import shutil
+import socket
+import struct
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import ROOT
 
 import wals2
 from wals2 import WALSModel, export_saved_model
 
-HEALTH = "/v1/models/wals"
-PREDICT = "/v1/models/wals:predict"
+HEALTH = "/v1/endpoints/1/deployedModels/2"  # the routes Vertex AI gives a custom container
+PREDICT = "/v1/endpoints/1/deployedModels/2:predict"
 NUM_ITEMS = 9724
+TEST_FLAGS = [
+    *("--header-timeout", "1", "--body-timeout", "1", "--idle-timeout", "2"),
+    *("--max-connections", "64", "--workers", "2"),
+]
+
+
+class Server:
+    """``python -m trainer.serve`` as a subprocess on 127.0.0.1: ``port``, ``pid``, ``log`` (its output lines)."""
+
+    def __init__(self, model_dir, *flags, env=None):
+        env = dict(
+            os.environ, TF_CPP_MIN_LOG_LEVEL="2", AIP_HEALTH_ROUTE=HEALTH, AIP_PREDICT_ROUTE=PREDICT, **(env or {})
+        )
+        env.pop("AIP_HTTP_PORT", None)
+        command = [sys.executable, "-m", "trainer.serve", "--model-dir", str(model_dir), "--host", "127.0.0.1"]
+        self.process = subprocess.Popen(
+            [*command, "--port", "0", *flags],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.pid = self.process.pid
+        self.log: list[str] = []
+        lines: queue.Queue = queue.Queue()
+
+        def pump():
+            for line in self.process.stdout:
+                self.log.append(line)
+                lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+        self.port = None
+        deadline = time.monotonic() + 120
+        while self.port is None:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                self.stop()
+                pytest.fail("the server did not start within 120 s: " + "".join(self.log))
+            match = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
+            self.port = int(match.group(1)) if match else None
+            if self.port is None and self.process.poll() is not None:
+                pytest.fail("the server exited: " + "".join(self.log))
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def proc_status(self, field):
+        """A number from /proc/<pid>/status (VmRSS in kB, Threads), or None without /proc."""
+        try:
+            with open(f"/proc/{self.pid}/status", encoding="ascii") as f:
+                return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+        except OSError:
+            return None
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """(port, train ratings) of a server over a latest-small model; the server is always terminated."""
+def exported(tmp_path_factory):
+    """(SavedModel path, train ratings, the in-process ServingModule) of a latest-small model."""
     ratings = wals2.load_bundled()
     train, _ = ratings.split(0.1, seed=0)
     model = WALSModel(ratings.num_users, ratings.num_items, latent_factors=5)
     model.compile(jit_compile=False)
     model.fit(train, epochs=2, verbose=0)
     path = tmp_path_factory.mktemp("serve") / "model"
-    export_saved_model(model, train, str(path), top_k=10)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", AIP_HEALTH_ROUTE=HEALTH, AIP_PREDICT_ROUTE=PREDICT)
-    env.pop("AIP_HTTP_PORT", None)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "trainer.serve", "--model-dir", str(path), "--host", "127.0.0.1", "--port", "0"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in server.stdout], daemon=True).start()
+    module = export_saved_model(model, train, str(path), top_k=10)
+    return path, train, module
+
+
+@pytest.fixture(scope="module")
+def server(exported):
+    path, _, _ = exported
+    running = Server(path, *TEST_FLAGS)
     try:
-        port, seen = None, []
-        while port is None:
-            try:
-                line = lines.get(timeout=120)
-            except queue.Empty:
-                pytest.fail("the server did not start within 120 s: " + "".join(seen))
-            seen.append(line)
-            match = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
-            port = int(match.group(1)) if match else None
-            assert server.poll() is None, "".join(seen)
-        assert call(port, "GET", HEALTH)[0] == 200
-        yield port, train
+        assert call(running.port, "GET", HEALTH)[0] == 200
+        yield running
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def served(server, exported):
+    """(port, train ratings) of the module's server."""
+    return server.port, exported[1]
 
 
 def call(port, method, path, body=None, headers=None):
@@ -87,7 +141,9 @@ def predict(port, request):
 def test_health_routes(served):
     port, _ = served
     assert call(port, "GET", HEALTH)[0] == 200
-    assert call(port, "GET", "/readiness_check")[::2] == (200, "")
+    for route in (HEALTH, "/readiness_check"):
+        status, kind, text = call(port, "GET", route)
+        assert (status, kind, json.loads(text)) == (200, "application/json", {"status": "ok", "model_version": "1"})
 
 
 def test_vertex_predict_known_unknown_and_new_users(served):
@@ -137,14 +193,25 @@ def test_tf1_recommendation_route(served):
         ("?userId=1&numRecs=2.5", "User id and number of recs arguments must be integers."),
         ("?userId=999999", "User Id not found : 999999"),
         ("?userId=0", "User Id not found : 0"),
-        ("?userId=1&numRecs=0", f"`numRecs` should be an integer in [1, {NUM_ITEMS}]. Received: numRecs=0"),
-        ("?userId=1&numRecs=-3", f"`numRecs` should be an integer in [1, {NUM_ITEMS}]. Received: numRecs=-3"),
-        ("?userId=1&numRecs=9725", f"`numRecs` should be an integer in [1, {NUM_ITEMS}]. Received: numRecs=9725"),
+        ("?userId=%D9%A1", "User id and number of recs arguments must be integers."),  # ARABIC-INDIC DIGIT ONE
+        ("?userId=1_0", "User id and number of recs arguments must be integers."),
+        ("?userId=%201", "User id and number of recs arguments must be integers."),
+        ("?userId=1&numRecs=%EF%BC%93", "User id and number of recs arguments must be integers."),  # FULLWIDTH 3
     ],
 )
 def test_tf1_bad_requests_get_tf1_messages(served, query, message):
     port, _ = served
     assert call(port, "GET", "/recommendation" + query) == (400, "text/plain; charset=utf-8", message)
+
+
+@pytest.mark.parametrize("num_recs", ["0", "-3", str(NUM_ITEMS + 1)])
+def test_tf1_num_recs_out_of_range_is_a_json_400(served, num_recs):
+    port, _ = served
+    status, kind, text = call(port, "GET", f"/recommendation?userId=1&numRecs={num_recs}")
+    assert (status, kind) == (400, "application/json")
+    assert (
+        json.loads(text)["error"] == f"`numRecs` should be an integer in [1, {NUM_ITEMS}]. Received: numRecs={num_recs}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -160,13 +227,39 @@ def test_tf1_bad_requests_get_tf1_messages(served, query, message):
         ({"instances": [{"user_id": 1.5}]}, 400, "`instances[0].user_id` should be a string or an integer id"),
         ({"instances": [{"user_id": True}]}, 400, "`instances[0].user_id` should be a string or an integer id"),
         ({"instances": [{"user_id": None}]}, 400, "`instances[0].user_id` should be a string or an integer id"),
-        ({"instances": [{"user_id": "1"}] * 1001}, 413, "at most 1000 instances"),
+        ({"instances": [{"user_id": "1"}] * 1001}, 413, "at most 1000 instances (--max-instances). Received: 1001"),
+        (
+            {"instances": [{"user_id": "1"}] * 11, "parameters": {"k": NUM_ITEMS}},
+            413,
+            f"instances x k should be at most 100000 (--max-results). Received: 11 x {NUM_ITEMS} = {11 * NUM_ITEMS}",
+        ),
+        (
+            {
+                "instances": [{"item_ids": ["1"] * 1000, "ratings": [1] * 1000}]
+                + [{"item_ids": ["1"], "ratings": [1]}] * 100
+            },
+            413,
+            "fold-in instances x their longest item list should be at most 100000 (--max-fold-in-items). "
+            "Received: 101 x 1000 = 101000",
+        ),
+        ('{"instances": [{"user_id": "\\ud800"}]}', 400, "`instances[0].user_id` should be valid Unicode"),
+        (
+            '{"instances": [{"item_ids": ["1", "\\udfff"], "ratings": [1, 2]}]}',
+            400,
+            "`instances[0].item_ids` should be valid Unicode",
+        ),
+        ('{"instances": [{"user_id": ' + "7" * 5000 + "}]}", 400, "JSON integers should have at most 19 digits"),
+        ('{"instances": [{"user_id": "1"}], "parameters": {"k": ' + "5" * 5000 + "}}", 400, "at most 19 digits"),
+        ('{"instances": [{"item_ids": ["1"], "ratings": [' + "9" * 400 + "]}]}", 400, "at most 19 digits"),
+        ({"instances": [{"item_ids": ["1"], "ratings": [1e39]}]}, 400, "should be finite float32 numbers"),
+        ('{"instances": ' + "[" * 5000 + "]" * 5000 + "}", 400, "nested less deeply"),
+        (b'{"instances": [{"user_id": "\xff"}]}', 400, "should be JSON in UTF-8"),
         ({"instances": [{"user_id": "1"}], "parameters": {"k": 0}}, 400, '"parameters.k" should be an integer'),
         ({"instances": [{"user_id": "1"}], "parameters": {"k": 9725}}, 400, '"parameters.k" should be an integer'),
         ({"instances": [{"user_id": "1"}], "parameters": {"k": "5"}}, 400, '"parameters.k" should be an integer'),
         ({"instances": [{"user_id": "1"}], "parameters": {"top": 5}}, 400, '"parameters" should be an object'),
         ({"instances": [{"item_ids": ["1"], "ratings": [1, 2]}]}, 400, "lists of the same length"),
-        ({"instances": [{"item_ids": [], "ratings": []}]}, 400, "should hold 1 to 10000 items"),
+        ({"instances": [{"item_ids": [], "ratings": []}]}, 400, "should hold at least 1 item"),
         ('{"instances": [{"item_ids": ["1"], "ratings": [NaN]}]}', 400, "should be finite numbers"),
         ({"instances": [{"item_ids": ["1"], "ratings": ["5"]}]}, 400, "should be finite numbers"),
         (
@@ -194,6 +287,8 @@ def test_bad_http_requests_get_4xx(served):
     assert call(port, "GET", "/nowhere")[0] == 404
     assert call(port, "POST", "/nowhere", {"instances": [{"user_id": "1"}]})[0] == 404
     assert call(port, "DELETE", PREDICT)[0] == 405
+    status, _, text = call(port, "GET", PREDICT)  # a known route, the wrong method
+    assert status == 405 and "use POST" in json.loads(text)["error"]
     assert call(port, "GET", HEALTH)[0] == 200  # still serving
 
 
@@ -221,3 +316,589 @@ def test_the_server_loads_the_saved_model_without_wals2():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == "False"
+
+
+def exchange(port, data: bytes, timeout=15.0) -> bytes:
+    """Sends raw bytes to 127.0.0.1:port and reads until the server closes (or ``timeout``)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    received = b""
+    try:
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass  # the server may answer and close before it has read everything
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(1 << 16)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            received += chunk
+    finally:
+        sock.close()
+    return received
+
+
+def responses(data: bytes, head_request=False) -> list[tuple[int, dict, bytes]]:
+    """The (status, headers, body) of each HTTP response in ``data``, in order."""
+    out = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        assert sep, f"a truncated response: {data[:200]!r}"
+        lines = head.decode("latin-1").split("\r\n")
+        assert re.fullmatch(r"HTTP/1\.1 \d{3} .+", lines[0]), lines[0]
+        headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+        size = 0 if head_request else int(headers["content-length"])
+        out.append((int(lines[0].split()[1]), headers, rest[:size]))
+        data = rest[size:]
+    return out
+
+
+def post(body: bytes | str, path=PREDICT, headers: bytes = b"") -> bytes:
+    body = body.encode() if isinstance(body, str) else body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(body)}\r\n".encode()
+        + headers
+        + b"\r\n"
+        + body
+    )
+
+
+def get(path: str, version="HTTP/1.1", headers: bytes = b"Connection: close\r\n", method="GET") -> bytes:
+    return f"{method} {path} {version}\r\nHost: x\r\n".encode() + headers + b"\r\n"
+
+
+HOSTILE = {  # name: (raw request, expected status)
+    "lone surrogate in a user id": (post('{"instances": [{"user_id": "\\ud800"}]}'), 400),
+    "lone surrogate in a fold-in item id": (
+        post('{"instances": [{"item_ids": ["\\ud800"], "ratings": [5]}]}'),
+        400,
+    ),
+    "JSON nested 5,000 deep": (post('{"instances": ' + "[" * 5000 + "]" * 5000 + "}"), 400),
+    "5,000-digit user_id": (post('{"instances": [{"user_id": ' + "1" * 5000 + "}]}"), 400),
+    "5,000-digit k": (post('{"instances": [{"user_id": "1"}], "parameters": {"k": ' + "1" * 5000 + "}}"), 400),
+    "400-digit integer rating": (post('{"instances": [{"item_ids": ["1"], "ratings": [' + "9" * 400 + "]}]}"), 400),
+    "non-ASCII Content-Length": (
+        f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: ".encode() + "١٢".encode() + b"\r\n\r\n{}",
+        400,
+    ),
+    "1,000 instances x k = all items": (
+        post(json.dumps({"instances": [{"user_id": str(u)} for u in range(1000)], "parameters": {"k": NUM_ITEMS}})),
+        413,
+    ),
+    "fold-in of 1,000 rows padded to 10,000 items": (
+        post(
+            json.dumps(
+                {
+                    "instances": [{"item_ids": [str(i) for i in range(10000)], "ratings": [1] * 10000}]
+                    + [{"item_ids": ["1"], "ratings": [1]}] * 999
+                }
+            )
+        ),
+        413,
+    ),
+    "TF Serving row format, 1,000 x k = all": (
+        post(
+            json.dumps({"signature_name": "recommend", "inputs": {"user_id": ["1"] * 1000, "k": NUM_ITEMS}}),
+            "/v1/models/wals:predict",
+        ),
+        413,
+    ),
+    "body over --max-body-bytes": (get(PREDICT, headers=b"Content-Length: 99999999\r\n", method="POST"), 413),
+    "20-digit Content-Length": (get(PREDICT, headers=b"Content-Length: 99999999999999999999\r\n", method="POST"), 400),
+    "negative Content-Length": (get(PREDICT, headers=b"Content-Length: -1\r\n", method="POST"), 400),
+    "chunked body": (get(PREDICT, headers=b"Transfer-Encoding: chunked\r\n", method="POST") + b"0\r\n\r\n", 411),
+    "POST without Content-Length": (get(PREDICT, method="POST"), 411),
+    "unknown method": (get("/health", method="FOO"), 501),
+    "HTTP/2.0": (get("/health", version="HTTP/2.0"), 505),
+    "HTTP/1.x garbage version": (get("/health", version="HTTP/1.x"), 400),
+    "binary request line": (b"\x00\xff\xfe garbage\r\n\r\n", 400),
+    "absolute-form target": (get("http://example.com/health"), 400),
+    "space before a header colon": (get("/health", headers=b"Host : x\r\n"), 400),
+    "folded header line": (get("/health", headers=b"X-A: 1\r\n  2\r\n"), 400),
+    "100 KB header": (get("/health", headers=b"X: " + b"a" * 100_000 + b"\r\n"), 431),
+    "200 header lines": (get("/health", headers=b"".join(b"X-%d: 1\r\n" % i for i in range(200))), 431),
+    "stalled body": (get(PREDICT, headers=b"Content-Length: 100\r\n", method="POST") + b'{"inst', 408),
+    "request head never finished": (b"GET /health HTTP/1.1\r\nHost: x\r\n", 408),
+    "invalid UTF-8 in the query": (get("/recommendation?userId=%FF"), 400),
+    "unknown route": (get("/nowhere"), 404),
+    "TF Serving route, unknown model": (get("/v1/models/other"), 404),
+}
+
+
+def hostile_round(port) -> list[tuple[str, int, dict, bytes]]:
+    """Each HOSTILE request on its own connection, 8 at a time: (name, status, headers, body) of its answers."""
+
+    def one(name):
+        got = responses(exchange(port, HOSTILE[name][0]))
+        assert len(got) == 1, (name, got)
+        return (name, *got[0])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(one, HOSTILE))
+
+
+def test_hostile_requests_each_get_an_http_status_and_memory_stays_bounded(server):
+    hostile_round(server.port)  # the first round allocates what a server keeps (pools, caches)
+    rss_before = server.proc_status("VmRSS")
+    for _ in range(3):
+        for name, status, headers, body in hostile_round(server.port):
+            assert status == HOSTILE[name][1], (name, status, body)
+            assert headers["content-type"] == "application/json", name
+            assert json.loads(body)["error"], name
+            assert headers["connection"] == "close", name
+    rss_after = server.proc_status("VmRSS")
+    assert call(server.port, "GET", HEALTH)[0] == 200
+    if rss_before is not None:  # before the limits, one "1,000 x k = all" request added 1.8 GB
+        assert rss_after - rss_before < 64 * 1024, (rss_before, rss_after)
+
+
+def test_413_names_the_limit_and_its_flag(server):
+    ((status, _, body),) = responses(exchange(server.port, HOSTILE["1,000 instances x k = all items"][0]))
+    assert status == 413
+    assert json.loads(body)["error"] == (
+        f"instances x k should be at most 100000 (--max-results). Received: 1000 x {NUM_ITEMS} = {1000 * NUM_ITEMS}"
+    )
+
+
+def test_random_mutations_of_valid_requests_all_get_a_status(server):
+    rng = np.random.default_rng(0)
+    valid = [
+        post(json.dumps({"instances": [{"user_id": "1"}, {"item_ids": ["1", "50"], "ratings": [5, 4]}]})),
+        post(json.dumps({"instances": ["1", "196"]}), "/v1/models/wals:predict"),
+        get("/recommendation?userId=1&numRecs=3"),
+    ]
+    cases = []
+    for n in range(120):
+        data = bytearray(valid[n % len(valid)])
+        for _ in range(int(rng.integers(1, 4))):
+            data[int(rng.integers(len(data)))] = int(rng.integers(256))
+        cases.append(bytes(data))
+
+    def one(data):
+        return [status for status, _, _ in responses(exchange(server.port, data, timeout=20))]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(one, cases))
+    for data, statuses in zip(cases, answers):
+        assert statuses and all(s < 500 or s in (501, 505) for s in statuses), (data, statuses)
+    assert call(server.port, "GET", HEALTH)[0] == 200
+
+
+def test_conflicting_content_lengths_get_400_and_the_rest_never_runs(server):
+    smuggled = f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n".encode()
+    got = responses(exchange(server.port, smuggled + b"{}GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert [status for status, _, _ in got] == [400]
+    assert "Conflicting Content-Length" in json.loads(got[0][2])["error"]
+
+
+def test_http_1_0_keep_alive_is_answered_and_kept(server):
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        for _ in range(2):  # two requests on one HTTP/1.0 connection, as `ab -k` sends them
+            sock.sendall(f"GET {HEALTH} HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n".encode())
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+                data += sock.recv(4096)
+            ((status, headers, _),) = responses(data)
+            assert status == 200 and headers["connection"] == "keep-alive"
+    finally:
+        sock.close()
+    # Without keep-alive an HTTP/1.0 connection is closed after the answer.
+    ((status, headers, _),) = responses(exchange(server.port, f"GET {HEALTH} HTTP/1.0\r\n\r\n".encode(), timeout=10))
+    assert status == 200 and headers["connection"] == "close"
+
+
+def test_head_gets_headers_without_a_body(server):
+    _, _, text = call(server.port, "GET", HEALTH)
+    raw = exchange(server.port, get(HEALTH, method="HEAD"))
+    ((status, headers, body),) = responses(raw, head_request=True)
+    assert status == 200 and raw.endswith(b"\r\n\r\n") and body == b""
+    assert int(headers["content-length"]) == len(text.encode())
+    ((status, _, body),) = responses(exchange(server.port, get(PREDICT, method="HEAD")), head_request=True)
+    assert status == 405 and body == b""
+
+
+def test_each_client_reset_logs_one_line_at_most(server):
+    body = json.dumps({"instances": [{"user_id": str(u)} for u in range(1, 200)], "parameters": {"k": 500}})
+    start = len(server.log)
+    for _ in range(20):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(post(body))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+        sock.close()
+    assert call(server.port, "GET", HEALTH)[0] == 200
+    time.sleep(0.5)
+    new = server.log[start:]
+    assert len(new) <= 20 and not any("Traceback" in line for line in new), "".join(new)
+
+
+def test_slow_and_surplus_connections_are_bounded(server):
+    threads_before = server.proc_status("Threads")
+    socks = []
+    try:
+        for _ in range(100):  # more than --max-connections 64, each sending half a request head
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            socks.append(sock)
+        if threads_before is not None:  # no thread per connection (the batcher thread may have ended meanwhile)
+            assert server.proc_status("Threads") <= threads_before
+        statuses = []
+        for sock in socks:  # --header-timeout 1: every one is answered (408, or 503 beyond the cap) and closed
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+            statuses.append(responses(data)[0][0])
+    finally:
+        for sock in socks:
+            sock.close()
+    assert set(statuses) <= {408, 503} and statuses.count(408) <= 64 and statuses.count(503) >= 36, statuses
+    deadline = time.monotonic() + 10
+    while call(server.port, "GET", HEALTH)[0] != 200:  # the slots free as the server sees the closes
+        assert time.monotonic() < deadline, "the server did not free its connection slots"
+        time.sleep(0.1)
+
+
+class TFServingClient:
+    """What a client written for TF Serving's REST API sends: POST /v1/models/<name>[/versions/<v>]:predict."""
+
+    def __init__(self, port, model="wals", version=None):
+        self.port = port
+        self.path = f"/v1/models/{model}" + (f"/versions/{version}" if version else "")
+
+    def predict(self, **request):
+        status, kind, text = call(self.port, "POST", self.path + ":predict", request)
+        assert kind == "application/json"
+        return status, json.loads(text)
+
+
+def signature(module, name, **inputs):
+    """The in-process ServingModule's answer (the oracle), as JSON-like lists."""
+    fn = {"serving_default": module.serve, "recommend": module.recommend, "score": module.score}.get(name)
+    fn = fn or module.fold_in_recommend
+    out = fn(**{key: tf.constant(value) for key, value in inputs.items()})
+    return {key: value.numpy().tolist() for key, value in out.items()}
+
+
+def assert_rows_match(predictions, expected):
+    """Row-format predictions (one object per row) against column-wise expected outputs."""
+    assert len(predictions) == len(next(iter(expected.values())))
+    for b, row in enumerate(predictions):
+        assert set(row) == set(expected)
+        for key, want in expected.items():
+            want = want[b]
+            if key == "item_ids":
+                assert row[key] == [w.decode() for w in want]
+            elif key == "scores":
+                np.testing.assert_allclose(row[key], want, rtol=1e-6)
+            else:
+                assert row[key] == want
+
+
+def test_tf_serving_row_format_with_bare_strings_and_objects(served, exported):
+    port, _ = served
+    _, _, module = exported
+    client = TFServingClient(port)
+    users = ["196", "1", "nobody"]
+    expected = signature(module, "serving_default", user_id=users)
+    status, body = client.predict(instances=users)
+    assert status == 200 and set(body) == {"predictions"}
+    assert_rows_match(body["predictions"], expected)
+    assert [row["known_user"] for row in body["predictions"]] == [True, True, False]
+    status, objects = client.predict(instances=[{"user_id": u} for u in users], signature_name="serving_default")
+    assert status == 200 and objects == body
+    status, b64 = client.predict(instances=[{"b64": base64.b64encode(u.encode()).decode()} for u in users])
+    assert status == 200 and b64 == body
+    status, versioned = TFServingClient(port, version="1").predict(instances=users)
+    assert status == 200 and versioned == body
+
+
+def test_tf_serving_columnar_format_and_the_recommend_signature(served, exported):
+    port, _ = served
+    _, _, module = exported
+    client = TFServingClient(port)
+    status, body = client.predict(inputs=["1", "2"])
+    expected = signature(module, "serving_default", user_id=["1", "2"])
+    assert status == 200 and set(body) == {"outputs"}
+    assert body["outputs"]["item_ids"] == [[i.decode() for i in row] for row in expected["item_ids"]]
+    np.testing.assert_allclose(body["outputs"]["scores"], expected["scores"], rtol=1e-6)
+    status, named = client.predict(inputs={"user_id": ["1", "2"]})
+    assert status == 200 and named == body
+    # recommend's k is a scalar: the columnar format carries it, the row format cannot.
+    status, body = client.predict(signature_name="recommend", inputs={"user_id": ["1", "610"], "k": 3})
+    expected = signature(module, "recommend", user_id=["1", "610"], k=3)
+    assert status == 200 and np.array(body["outputs"]["item_ids"]).shape == (2, 3)
+    assert body["outputs"]["item_ids"] == [[i.decode() for i in row] for row in expected["item_ids"]]
+    status, body = client.predict(signature_name="recommend", instances=[{"user_id": "1", "k": 3}])
+    assert status == 400 and "scalar input 'k'" in body["error"] and '"inputs"' in body["error"]
+
+
+def test_tf_serving_score_and_fold_in_signatures(served, exported):
+    port, _ = served
+    _, _, module = exported
+    client = TFServingClient(port)
+    pairs = [{"user_id": "1", "item_id": "50"}, {"user_id": "1", "item_id": "no-item"}]
+    status, body = client.predict(signature_name="score", instances=pairs)
+    expected = signature(module, "score", user_id=["1", "1"], item_id=["50", "no-item"])
+    assert status == 200
+    assert [row["known_item"] for row in body["predictions"]] == [True, False]
+    np.testing.assert_allclose([row["scores"] for row in body["predictions"]], expected["scores"], rtol=1e-6)
+    rows = [{"item_ids": ["1", "50", "260"], "ratings": [5, 4, 1]}, {"item_ids": ["1", "", ""], "ratings": [3, 0, 0]}]
+    status, body = client.predict(signature_name="fold_in_recommend", instances=rows)
+    expected = signature(
+        module,
+        "fold_in_recommend",
+        item_ids=[r["item_ids"] for r in rows],
+        ratings=np.array([r["ratings"] for r in rows], np.float32),
+    )
+    assert status == 200
+    assert_rows_match(body["predictions"], expected)
+    assert [row["num_known_items"] for row in body["predictions"]] == [3, 1]
+
+
+@pytest.mark.parametrize(
+    "path, request_body, status, message",
+    [
+        ("/v1/models/other:predict", {"instances": ["1"]}, 404, "Servable not found for request: Latest(other)"),
+        ("/v1/models/wals/versions/2:predict", {"instances": ["1"]}, 404, "Specific(wals, 2)"),
+        ("/v1/models/wals:predict", {"instances": ["1"], "signature_name": "nope"}, 400, "not found in signature"),
+        ("/v1/models/wals:predict", {"instances": ["1"], "inputs": ["1"]}, 400, "exactly one of"),
+        ("/v1/models/wals:predict", {"instances": [["1"]]}, 400, "should have shape [None]"),
+        ("/v1/models/wals:predict", {"instances": [1.5]}, 400, "should be a string or an integer id"),
+        ("/v1/models/wals:predict", {"instances": ["\ud800"]}, 400, "should be valid Unicode"),
+        (
+            "/v1/models/wals:predict",
+            {
+                "signature_name": "fold_in_recommend",
+                "instances": [{"item_ids": ["1"], "ratings": [5]}, {"item_ids": ["1", "2"], "ratings": [5, 4]}],
+            },
+            400,
+            "ragged",
+        ),
+        (
+            "/v1/models/wals:predict",
+            {"signature_name": "recommend", "inputs": {"user_id": ["1"], "k": 0}},
+            400,
+            "`inputs.k` should be an integer in [1, 9724]",
+        ),
+        ("/v1/models/wals:predict", {"instances": ["1"] * 1001}, 413, "at most 1000 instances"),
+    ],
+)
+def test_tf_serving_bad_requests_get_a_clear_4xx(served, path, request_body, status, message):
+    port, _ = served
+    got, kind, text = call(port, "POST", path, json.dumps(request_body))
+    assert (got, kind) == (status, "application/json") and message in json.loads(text)["error"], text
+
+
+def test_tf_serving_status_and_metadata_routes(served):
+    port, _ = served
+    for path in ("/v1/models/wals", "/v1/models/wals/versions/1"):
+        status, _, text = call(port, "GET", path)
+        assert status == 200
+        assert json.loads(text) == {
+            "model_version_status": [
+                {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            ]
+        }
+    status, _, text = call(port, "GET", "/v1/models/wals/metadata")
+    defs = json.loads(text)["metadata"]["signature_def"]["signature_def"]
+    assert status == 200 and set(defs) == {"serving_default", "recommend", "score", "fold_in_recommend"}
+    assert defs["recommend"]["inputs"]["k"]["tensor_shape"]["dim"] == []
+    assert defs["serving_default"]["inputs"]["user_id"]["dtype"] == "DT_STRING"
+    assert call(port, "POST", "/v1/models/wals", "{}")[0] == 405
+    assert call(port, "GET", "/v1/models/wals:predict")[0] == 405
+
+
+def test_loadtest_smoke_run_reports_its_figures(exported):
+    path, _, _ = exported
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.loadtest", "--model-dir", str(path), "--clients", "2", "4"]
+        + ["--requests", "40", "--duration", "10"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [(r["route"], r["clients"]) for r in rows] == [("vertex", 2), ("tf1", 2), ("vertex", 4), ("tf1", 4)]
+    for r in rows:
+        assert r["requests"] == 40 and r["errors"] == 0 and 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert r["requests_per_s"] > 0
+
+
+def test_a_new_version_is_swapped_in_under_load_and_a_broken_one_skipped(exported, tmp_path):
+    path, train, module = exported
+    base = tmp_path / "models" / "wals"
+    shutil.copytree(path, base / "1")
+    # Version 2: another model, whose answer for user 1 differs from version 1's.
+    other = WALSModel(train.num_users, train.num_items, latent_factors=3, seed=7)
+    other.compile(jit_compile=False)
+    other.fit(train, epochs=1, verbose=0)
+    answers = {}
+    for version, served_module in (("1", module), ("2", None)):
+        if served_module is None:
+            staging = tmp_path / "staging-2"
+            served_module = export_saved_model(other, train, str(staging), top_k=10)
+        items = served_module.serve(tf.constant(["1"]))["item_ids"].numpy()[0]
+        answers[version] = [i.decode() for i in items]
+    assert answers["1"] != answers["2"]
+    running = Server(base, "--poll-interval", "0.5", "--workers", "2")
+    try:
+        assert json.loads(call(running.port, "GET", HEALTH)[2])["model_version"] == "1"
+        log: list[tuple[float, int, str | None]] = []  # (time, status, version whose answer it was)
+        stop = threading.Event()
+
+        def client():
+            connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=30)
+            body = json.dumps({"instances": [{"user_id": "1"}]})
+            for _ in range(20000):  # bounded in count and, by `stop`, in time
+                if stop.is_set():
+                    break
+                try:
+                    connection.request("POST", PREDICT, body=body, headers={"Content-Type": "application/json"})
+                    response = connection.getresponse()
+                    data = json.loads(response.read())
+                    status = response.status
+                except (OSError, http.client.HTTPException, ValueError):
+                    log.append((time.monotonic(), -1, None))
+                    connection.close()
+                    continue
+                items = data["predictions"][0]["item_ids"] if status == 200 else None
+                which = next((v for v, want in answers.items() if items == want), None)
+                log.append((time.monotonic(), status, which))
+            connection.close()
+
+        clients = [threading.Thread(target=client) for _ in range(4)]
+        for thread in clients:
+            thread.start()
+        try:
+            time.sleep(1.0)
+            appeared = time.monotonic()
+            os.rename(staging, base / "2")  # a complete version directory appears at once
+            deadline = appeared + 120
+            while not any(which == "2" for _, _, which in log):
+                assert time.monotonic() < deadline, "version 2 was not served within 120 s"
+                time.sleep(0.05)
+            first_answer = next(t for t, _, which in log if which == "2") - appeared
+            during = sum(appeared <= t <= appeared + first_answer for t, _, _ in log)
+            # Version 3 is broken: its saved_model.pb is not a SavedModel.
+            (base / "3" / "variables").mkdir(parents=True)
+            (base / "3" / "saved_model.pb").write_bytes(b"not a SavedModel")
+            deadline = time.monotonic() + 60
+            while not any("skipped version 3" in line for line in running.log):
+                assert time.monotonic() < deadline, "version 3 was neither served nor skipped: " + "".join(running.log)
+                time.sleep(0.1)
+            time.sleep(1.0)  # more polls, while the load goes on
+        finally:
+            stop.set()
+            for thread in clients:
+                thread.join(timeout=60)
+        statuses = [status for _, status, _ in log]
+        versions = [which for _, _, which in log]
+        print(
+            f"reload: {len(log)} requests, {len(log) - statuses.count(200)} failed; version 2 answered "
+            f"{first_answer:.2f} s after its directory appeared, {during} requests answered meanwhile"
+        )
+        assert statuses.count(200) == len(log), [s for s in statuses if s != 200][:5]
+        assert set(versions) == {"1", "2"}  # every answer is one model's, whole
+        assert versions[-1] == "2" and versions.count("2") > 10
+        health = json.loads(call(running.port, "GET", HEALTH)[2])
+        assert health["model_version"] == "2"
+        status = json.loads(call(running.port, "GET", "/v1/models/wals")[2])["model_version_status"][0]
+        assert (status["version"], status["state"]) == ("2", "AVAILABLE")
+        assert call(running.port, "GET", "/v1/models/wals/versions/1")[0] == 404
+    finally:
+        running.stop()
+
+
+def test_the_batcher_joins_concurrent_calls_per_k_and_gives_each_its_rows():
+    from trainer.serve_model import _Batcher
+
+    calls = []
+    first = threading.Event()
+
+    def run(ids, k):
+        calls.append((list(ids), k))
+        if len(calls) == 1:
+            first.wait(timeout=10)  # holds the first call while the others queue
+        if "boom" in ids:
+            raise ValueError("boom")
+        return {"ids": np.array(ids, dtype=object), "k": np.array([k] * len(ids), dtype=object)}
+
+    batcher = _Batcher(run, max_users=5)
+    head = batcher.submit(["a"], None)
+    deadline = time.monotonic() + 10
+    while not calls:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    queued = [batcher.submit([f"u{n}", f"v{n}"], n % 2 or None) for n in range(4)]
+    failing = batcher.submit(["boom"], 7)
+    first.set()
+    assert head.result(timeout=10)["ids"].tolist() == ["a"]
+    for n, future in enumerate(queued):
+        out = future.result(timeout=10)
+        assert out["ids"].tolist() == [f"u{n}", f"v{n}"] and out["k"].tolist() == [n % 2 or None] * 2
+    with pytest.raises(ValueError, match="boom"):
+        failing.result(timeout=10)
+    # The queue (9 users) is taken in arrival order, at most 5 users at a time, one call per k in each take.
+    assert calls == [
+        (["a"], None),
+        (["u0", "v0"], None),
+        (["u1", "v1"], 1),  # first take: 4 users (the next request would make 6)
+        (["u2", "v2"], None),
+        (["u3", "v3"], 1),
+        (["boom"], 7),  # second take: 5 users
+    ]
+
+
+def test_the_readme_limits_table_matches_the_flags():
+    from trainer.serve import build_parser
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("#### Limits", 1)[1].split("\n\n")[2]
+    rows = re.findall(r"^\| `(--[a-z-]+)` \| ([0-9.]+)( s)? \|", table, re.MULTILINE)
+    defaults = {action.option_strings[0]: action.default for action in build_parser()._actions if action.option_strings}
+    limit_flags = {"--max-instances", "--max-results", "--max-fold-in-items", "--max-body-bytes", "--max-connections"}
+    limit_flags |= {"--header-timeout", "--body-timeout", "--idle-timeout", "--workers"}
+    assert {flag for flag, _, _ in rows} == limit_flags
+    for flag, value, _ in rows:
+        assert float(value) == defaults[flag], flag
+
+
+def test_versioned_models_skip_broken_versions_and_retry_them_only_when_their_files_change(tmp_path):
+    from trainer.model_versions import VersionedModels, is_versioned
+
+    loads = []
+
+    class Loaded:
+        def __init__(self, path, version):
+            loads.append(version)
+            if (pathlib.Path(path) / "saved_model.pb").read_bytes() == b"broken":
+                raise ValueError("cannot parse saved_model.pb")
+            self.version = version
+
+    def write(version, content):
+        (tmp_path / version).mkdir(exist_ok=True)
+        (tmp_path / version / "saved_model.pb").write_bytes(content)
+
+    write("1", b"good")
+    write("2", b"broken")
+    (tmp_path / "notes").mkdir()  # not a version
+    (tmp_path / "7").mkdir()  # no saved_model.pb: not a version yet
+    assert is_versioned(str(tmp_path)) and not is_versioned(str(tmp_path / "1"))
+    models = VersionedModels(str(tmp_path), load=Loaded)
+    assert models.current.version == "1" and loads == ["2", "1"]  # the highest that loads
+    assert not models.poll() and loads == ["2", "1"]  # 2 unchanged: not tried again
+    write("2", b"fixed now")
+    assert models.poll() and models.current.version == "2" and loads[-1] == "2"
+    write("3", b"broken")
+    assert not models.poll() and models.current.version == "2"
+    (tmp_path / "1").rename(tmp_path / "0")  # not a version number; lower versions are never loaded anyway
+    write("1", b"good")
+    assert not models.poll() and loads.count("1") == 1
+    with pytest.raises(ValueError, match="no version under"):
+        VersionedModels(str(tmp_path / "3"), load=Loaded)

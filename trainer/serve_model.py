@@ -1,0 +1,267 @@
+"""The served SavedModel, the per-request work limits and the request-value checks that every route shares.
+
+Loads a wals2 serving SavedModel (``wals2/export.py``) with TensorFlow alone: no wals2 module is imported.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import math
+import threading
+from concurrent.futures import Future
+from http import HTTPStatus
+
+import numpy as np
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_SIGNATURES = ("serving_default", "recommend", "fold_in_recommend")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_INT_DIGITS = 19  # a JSON integer with more digits is refused before Python converts it
+BATCH_USERS = 256  # concurrent top-k requests are joined into one signature call of at most this many users
+
+
+class BadRequest(Exception):
+    """A client error: HTTP ``status`` with ``message``; ``plain`` asks for a text/plain body (TF1's route)."""
+
+    def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST, plain: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.plain = plain
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkLimits:
+    """Work one request may ask for (more gives 413 naming the limit and its flag).
+
+    Attributes:
+        max_instances: instances (users, rows) per request (``--max-instances``).
+        max_results: returned (item, score) slots per request, instances x k (``--max-results``).
+        max_fold_in_items: fold-in cells per request, fold-in instances x their longest item list
+            (``--max-fold-in-items``): the padded [b, L] input of ``fold_in_recommend``.
+    """
+
+    max_instances: int = 1000
+    max_results: int = 100_000
+    max_fold_in_items: int = 100_000
+
+    def check_instances(self, count: int) -> None:
+        if count > self.max_instances:
+            raise BadRequest(
+                f"A request should hold at most {self.max_instances} instances (--max-instances). Received: {count}",
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            )
+
+    def check_results(self, count: int, k: int) -> None:
+        if count * k > self.max_results:
+            raise BadRequest(
+                f"instances x k should be at most {self.max_results} (--max-results). "
+                f"Received: {count} x {k} = {count * k}",
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            )
+
+    def check_fold_in(self, count: int, width: int) -> None:
+        if count * width > self.max_fold_in_items:
+            raise BadRequest(
+                f"fold-in instances x their longest item list should be at most {self.max_fold_in_items} "
+                f"(--max-fold-in-items). Received: {count} x {width} = {count * width}",
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            )
+
+
+def load_json(body: bytes):
+    """The JSON value of a request body; BadRequest (400) for anything that is not bounded, valid JSON."""
+    try:
+        return json.loads(body, parse_int=_bounded_int)
+    except RecursionError:
+        raise BadRequest("The request body should be JSON nested less deeply (Python's recursion limit).") from None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise BadRequest(f"The request body should be JSON in UTF-8. Received invalid JSON: {err}") from None
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise BadRequest(
+            f"JSON integers should have at most {MAX_INT_DIGITS} digits (send a long id as a string). "
+            f"Received an integer of {len(text.lstrip('-'))} digits."
+        )
+    return int(text)
+
+
+def raw_id(value, where: str) -> str:
+    """A raw id: a string that is valid Unicode (no lone surrogate), or an integer as its decimal string."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise BadRequest(
+                f"`{where}` should be valid Unicode. Received a string with {err.reason} at index {err.start}: "
+                f"{brief(value)}"
+            ) from None
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise BadRequest(f"`{where}` should be a string or an integer id. Received: {brief(value)}")
+
+
+def rating(value, where: str) -> float:
+    """A finite number that float32 holds (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BadRequest(f"`{where}` should be finite numbers. Received: {brief(value)}")
+    if abs(value) > FLOAT32_MAX:
+        raise BadRequest(f"`{where}` should be finite float32 numbers (|x| <= {FLOAT32_MAX:.4g}). Received: {value:g}")
+    return float(value)
+
+
+def brief(value, limit: int = 80) -> str:
+    """``value`` as JSON (surrogates escaped), cut to ``limit`` characters."""
+    text = repr(value) if isinstance(value, bytes) else json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Recommender:
+    """A loaded wals2 serving SavedModel: its signatures, their input specs, and calls with validated inputs.
+
+    Args:
+        model_dir: the SavedModel directory (local or any TF filesystem such as gs://).
+        version: the version it is served as (TF Serving's status routes report it).
+
+    Raises:
+        OSError, KeyError, ValueError, tf.errors.OpError: the directory holds no wals2 serving SavedModel, or the
+        warm-up call of a signature failed.
+    """
+
+    def __init__(self, model_dir: str, version: str = "1"):
+        loaded = tf.saved_model.load(model_dir)
+        self._loaded = loaded  # keeps the restored variables and tables alive
+        self.model_dir = model_dir
+        self.version = version
+        self.signatures = dict(loaded.signatures)
+        missing = [name for name in REQUIRED_SIGNATURES if name not in self.signatures]
+        if missing:
+            raise KeyError(f"{model_dir} has no signature {', '.join(missing)}: not a wals2 serving SavedModel")
+        self.input_specs = {name: fn.structured_input_signature[1] for name, fn in self.signatures.items()}
+        self.num_items = int(loaded.item_vocabulary.shape[0])
+        self.top_k = int(self.signatures["serving_default"].structured_outputs["scores"].shape[1])
+        self._batcher = _Batcher(self._call_top_k, BATCH_USERS)
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """Calls every signature once (the first call of each is slow) and checks the shapes it answers."""
+        for k in (None, 1):
+            (answer,) = self.users(["warm-up"], k)
+            if len(answer["item_ids"]) != (k or self.top_k):
+                raise ValueError(f"{self.model_dir}: the warm-up call answered {len(answer['item_ids'])} items")
+        self.new_users([(["warm-up"], [0.0])], None)
+        if "score" in self.signatures:
+            self.call("score", {"user_id": np.array(["warm-up"], object), "item_id": np.array(["warm-up"], object)})
+
+    def call(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs ``signature`` on numpy ``inputs`` (already checked against its specs); numpy outputs."""
+        specs = self.input_specs[signature]
+        feeds = {name: tf.constant(value, specs[name].dtype) for name, value in inputs.items()}
+        try:
+            out = self.signatures[signature](**feeds)
+        except tf.errors.InvalidArgumentError as err:
+            raise BadRequest(f"The {signature!r} signature refused its inputs: {err.message.splitlines()[0]}") from None
+        return {name: value.numpy() for name, value in out.items()}
+
+    def _call_top_k(self, user_ids: list, k: int | None) -> dict[str, np.ndarray]:
+        ids = np.array(user_ids, dtype=object)
+        if k is None:
+            return self.call("serving_default", {"user_id": ids})
+        return self.call("recommend", {"user_id": ids, "k": np.int32(k)})
+
+    def top_items(self, user_ids: list, k: int | None) -> dict[str, np.ndarray]:
+        """The outputs of ``serving_default`` (k None) or ``recommend`` for raw user ids (str or bytes).
+
+        Calls from concurrent threads are joined into one signature call per k (``_Batcher``)."""
+        return self._batcher.submit(user_ids, k).result()
+
+    def users(self, user_ids: list[str], k: int | None) -> list[dict]:
+        """Top-k of known or unknown raw user ids (k None: the export's top_k), empty slots trimmed."""
+        out = self.top_items(user_ids, k)
+        return [
+            dict(_trim(items, scores), known_user=bool(flag))
+            for items, scores, flag in zip(out["item_ids"], out["scores"], out["known_user"])
+        ]
+
+    def new_users(self, rated: list[tuple[list[str], list[float]]], k: int | None) -> list[dict]:
+        """Fold-in top-k (the export's top_k, cut to k) of new users given (item ids, ratings)."""
+        width = max(len(items) for items, _ in rated)
+        ids = np.full((len(rated), width), "", dtype=object)
+        values = np.zeros((len(rated), width), np.float32)
+        for b, (items, ratings) in enumerate(rated):
+            ids[b, : len(items)] = items
+            values[b, : len(items)] = ratings
+        out = self.call("fold_in_recommend", {"item_ids": ids, "ratings": values})
+        rows = zip(out["item_ids"], out["scores"], out["num_known_items"])
+        return [dict(_trim(items[:k], scores[:k]), num_known_items=int(n)) for items, scores, n in rows]
+
+
+class _Batcher:
+    """Joins concurrent top-k calls into one call of ``run(user_ids, k)`` per k, first come first served.
+
+    Each caller's users go into a queue; one thread (started on demand, gone after a second with nothing to do)
+    takes everything queued, up to ``max_users`` users (a larger request goes alone), runs one call per distinct k
+    and hands each caller its rows. With W worker threads waiting, one call serves up to W requests: the cost of a
+    call grows far slower than its batch (one user 0.7 ms, eight 1.5 ms on latest-small), so throughput grows with
+    the number of concurrent requests instead of falling.
+    """
+
+    def __init__(self, run, max_users: int):
+        self._run = run
+        self._max_users = max_users
+        self._queue: collections.deque = collections.deque()
+        self._ready = threading.Condition()
+        self._running = False
+
+    def submit(self, user_ids: list[str], k: int | None) -> Future:
+        """A future of ``run``'s outputs for ``user_ids`` alone (rows sliced out of the joined call)."""
+        future: Future = Future()
+        with self._ready:
+            self._queue.append((user_ids, k, future))
+            if self._running:
+                self._ready.notify()
+            else:
+                self._running = True
+                threading.Thread(target=self._loop, name="serve-batcher", daemon=True).start()
+        return future
+
+    def _loop(self) -> None:
+        while True:
+            with self._ready:
+                if not self._queue:
+                    self._ready.wait(timeout=1.0)
+                    if not self._queue:
+                        self._running = False
+                        return
+                batch = [self._queue.popleft()]
+                total = len(batch[0][0])
+                while self._queue and total + len(self._queue[0][0]) <= self._max_users:
+                    total += len(self._queue[0][0])
+                    batch.append(self._queue.popleft())
+            groups: dict = {}
+            for entry in batch:
+                groups.setdefault(entry[1], []).append(entry)
+            for k, entries in groups.items():
+                try:
+                    out = self._run([user for ids, _, _ in entries for user in ids], k)
+                except BaseException as err:  # handed to every caller of this call, who re-raises it
+                    for _, _, future in entries:
+                        future.set_exception(err)
+                    continue
+                start = 0
+                for ids, _, future in entries:
+                    future.set_result({name: value[start : start + len(ids)] for name, value in out.items()})
+                    start += len(ids)
+
+
+def _trim(items: np.ndarray, scores: np.ndarray) -> dict:
+    """JSON lists, without the empty slots ("" / -inf) of a user with fewer than k unseen items."""
+    keep = items != b""
+    return {"item_ids": [i.decode() for i in items[keep]], "scores": [float(s) for s in scores[keep]]}
