@@ -1,11 +1,12 @@
-"""Seconds per exact sweep with 1, 2 and 3 local workers (``wals2.distributed``) on synthetic MovieLens shapes.
+"""Seconds per exact sweep with 1, 2 and 3 local workers on synthetic MovieLens shapes, through ``WALSModel.fit``.
 
 ``python -m benchmarks.multiworker ml-1m --workers 1 2 3 --sweeps 3 --k 32`` starts, for each worker count, that
-many processes on 127.0.0.1 with a ``TF_CONFIG`` each. Every worker loads the cached synthetic ratings, builds
-its blocks' layouts (``DistributedSweep`` from the global COO), runs one untimed warm-up sweep and then
-``--sweeps`` timed sweeps; the chief prints one JSON line per worker count (median seconds per sweep, layout
-seconds, the load average). The workers share the machine's cores, so the ratio to 1 worker is the
-communication and duplication overhead, not a speed-up.
+many processes on 127.0.0.1 with a ``TF_CONFIG`` each (one process without). Every worker loads the cached
+synthetic ratings, keeps its contiguous part of the entries, and goes the trainer's way: ``sharding.distribute``
+(vocabularies, row and column blocks, no held-out part), then ``WALSModel.fit`` under the job's strategy for one
+untimed warm-up sweep (tracing) and ``--sweeps`` timed sweeps; the chief prints one JSON line per worker count
+(median seconds per sweep, distribute seconds, the load average). The workers share the machine's cores, so the
+ratio to 1 worker is the communication and duplication overhead, not a speed-up.
 """
 
 from __future__ import annotations
@@ -22,38 +23,56 @@ import numpy as np
 
 
 def worker(name: str, sweeps: int, k: int) -> None:
-    import tensorflow as tf
+    import keras
 
     from benchmarks.synthetic import synthetic
-    from wals2 import WALSConfig, distributed, objective
+    from trainer import cluster
+    from wals2 import Ratings, WALSConfig, WALSModel, sharding
+    from wals2.collectives import Collectives
+    from wals2.engine import block_bounds
 
+    strategy = cluster.strategy(cluster.from_environ(), timeout=1800)
+    collectives = Collectives(strategy, timeout=1800)
     ratings = synthetic(name)
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=1800)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    config = WALSConfig(latent_factors=k, regularization=0.1)
-    values = ratings.values.astype(np.float64)
+    m, n = ratings.shape
+    bounds = block_bounds(len(ratings.values), collectives.count)
+    part = slice(bounds[collectives.rank], bounds[collectives.rank + 1])
     started = time.perf_counter()
-    stats = objective.statistics(ratings.cols, values, ratings.shape[1])
-    sweep = distributed.DistributedSweep(strategy, ratings.rows, ratings.cols, values, ratings.shape, config, stats)
-    layout_seconds = time.perf_counter() - started
-    rng = np.random.default_rng(0)
-    u = rng.standard_normal((ratings.shape[0], k), dtype=np.float32)
-    v = rng.standard_normal((ratings.shape[1], k), dtype=np.float32)
-    u, v = sweep(u, v)  # warm-up: tracing
-    seconds = []
-    for _ in range(sweeps):
-        start = time.perf_counter()
-        u, v = sweep(u, v)
-        _ = u.numpy()
-        seconds.append(time.perf_counter() - start)
-    if sweep.rank == 0:
+    mine = Ratings(
+        ratings.rows[part].astype(np.int32),
+        ratings.cols[part].astype(np.int32),
+        ratings.values[part].astype(np.float32),
+        np.arange(m),
+        np.arange(n),
+        name,
+    )
+    share = sharding.distribute(mine, collectives, 0.0, 0.0, seed=0)
+    with strategy.scope():
+        model = WALSModel(m, n, WALSConfig(latent_factors=k, regularization=0.1))
+        model.compile(jit_compile=False)
+    model.set_training_data(share.partition)
+    distribute_seconds = time.perf_counter() - started
+
+    class Timer(keras.callbacks.Callback):
+        seconds: list = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seconds.append(time.perf_counter() - self.start)
+
+    timer = Timer()
+    model.fit(epochs=sweeps + 1, callbacks=[timer], verbose=0)  # the first sweep traces
+    if collectives.rank == 0:
         record = {
             "data": name,
-            "workers": sweep.num_workers,
+            "workers": collectives.count,
             "k": k,
-            "seconds_per_sweep": float(np.median(seconds)),
-            "sweeps": seconds,
-            "layout_seconds": layout_seconds,
+            "seconds_per_sweep": float(np.median(timer.seconds[1:])),
+            "sweeps": timer.seconds[1:],
+            "first_sweep_seconds": timer.seconds[0],
+            "distribute_and_layout_seconds": distribute_seconds,
             "loadavg": os.getloadavg(),
         }
         print(json.dumps(record), flush=True)
@@ -69,10 +88,10 @@ def launch(name: str, count: int, sweeps: int, k: int) -> None:
     procs = []
     try:
         for index in range(count):
-            env = dict(
-                os.environ,
-                TF_CONFIG=json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}),
-            )
+            env = dict(os.environ)
+            if count > 1:
+                spec = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+                env["TF_CONFIG"] = json.dumps(spec)
             command = [
                 sys.executable,
                 "-m",

@@ -211,9 +211,8 @@ def check() -> bool:
     import tensorflow as tf
 
     from benchmarks import numpy_ref
-    from benchmarks.worker import wals2_sweep_fn, wals2_sweep_parameters
+    from benchmarks.worker import wals2_sweep_fn
     from wals2.config import SOLVERS
-    from wals2.layout import build_layouts
 
     shape, k, lam, w0, sizes = (300, 200), 16, 0.5, 0.1, {"batch_entries": 256, "max_row_length": 24}
     rows, cols, values = check_problem()
@@ -225,7 +224,7 @@ def check() -> bool:
     }
     # k conjugate-gradient steps solve a k x k system exactly (up to rounding), so an iterative solver is held
     # to the same tolerance as the exact one.
-    cg_steps = k if "cg_steps" in wals2_sweep_parameters() else None
+    cg_steps = k
     ok = True
     for case, (r, c) in cases.items():
         exact = numpy_ref.build_layouts(rows, cols, values, shape, r, c, w0, dtype=np.float64, **sizes)
@@ -235,9 +234,21 @@ def check() -> bool:
             "numpy": numpy_ref.sweep(ref32, None, v0, lam, w0),
             "numpy-2threads": numpy_ref.sweep(ref32, None, v0, lam, w0, ThreadPoolExecutor(2)),
         }
-        layouts = build_layouts(rows, cols, values, shape, r.astype(np.float32), c.astype(np.float32), w0, **sizes)
         for name in SOLVERS:
-            fn = wals2_sweep_fn(layouts, name, cg_steps, regularization=lam, unobserved_weight=w0)
+            fn = wals2_sweep_fn(
+                rows,
+                cols,
+                values,
+                shape,
+                r.astype(np.float32),
+                c.astype(np.float32),
+                name,
+                cg_steps,
+                k,
+                lam,
+                w0,
+                **sizes,
+            )
             u, v = fn(tf.zeros([shape[0], k]), tf.constant(v0, tf.float32))
             candidates[f"wals2-{name}"] = (u.numpy(), v.numpy())
         for system, got in candidates.items():

@@ -9,7 +9,6 @@ Environment variables such as ``OPENBLAS_NUM_THREADS`` are set by the parent bef
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import resource
@@ -59,65 +58,61 @@ def time_sweeps(step: Callable[[], None], sweeps: int) -> dict:
     return {"warmup_s": warmup, "sweep_s": times, "cpu_util": cpu_util}
 
 
-def wals2_sweep_parameters() -> set[str]:
-    """Names of the parameters of ``wals2.solver.sweep``."""
-    from wals2 import solver
-
-    return set(inspect.signature(solver.sweep).parameters)
-
-
 def wals2_sweep_fn(
-    layouts,
+    rows,
+    cols,
+    values,
+    shape,
+    row_weights,
+    col_weights,
     solver_name: str,
     cg_steps: int | None,
+    factors: int,
     regularization: float = REGULARIZATION,
     unobserved_weight: float = UNOBSERVED_WEIGHT,
+    batch_entries: int = 65536,
+    max_row_length: int = 2048,
 ):
-    """``tf.function`` of one ``wals2.solver.sweep``, passing the solver's name and ``cg_steps`` if it takes them.
-
-    The name goes to the sweep's ``solver_name`` or ``solver`` parameter; a sweep without either runs only
-    "cholesky". ``cg_steps`` None keeps the sweep's default.
-    """
+    """``tf.function`` of one sweep of the one-worker ``wals2.engine.SweepEngine`` (tf1 mode, weights R and C)."""
     import tensorflow as tf
 
-    from wals2 import solver
+    from wals2.config import WALSConfig
+    from wals2.engine import Partition, SweepEngine
+    from wals2.modes import Tf1
 
-    params = wals2_sweep_parameters()
-    options = {}
-    name_param = next((p for p in ("solver_name", "solver") if p in params), None)
-    if name_param:
-        options[name_param] = solver_name
-    elif solver_name != "cholesky":
-        raise ValueError(f"wals2.solver.sweep takes no solver name; cannot run solver {solver_name!r}")
-    if cg_steps is not None:
-        if "cg_steps" not in params:
-            raise ValueError("wals2.solver.sweep takes no cg_steps")
-        options["cg_steps"] = cg_steps
-    return tf.function(lambda u, v: solver.sweep(layouts, u, v, regularization, unobserved_weight, **options))
+    options = {} if cg_steps is None else {"cg_steps": cg_steps}
+    config = WALSConfig(
+        latent_factors=factors,
+        regularization=regularization,
+        unobs_weight=unobserved_weight,
+        solver=solver_name,
+        batch_entries=batch_entries,
+        max_row_length=max_row_length,
+        **options,
+    )
+    engine = SweepEngine(Tf1(config), Partition.single(rows, cols, values, shape), (row_weights, col_weights))
+    return tf.function(engine.sweep, jit_compile=False)
 
 
 def run_wals2(args: argparse.Namespace, solver_name: str) -> dict:
-    """wals2's exact sweep on ``args.device``: layouts built once, then ``sweep_fn(u, v)`` per sweep."""
+    """wals2's sweep on ``args.device``: the engine's layouts built once, then ``sweep_fn(u, v)`` per sweep."""
     import tensorflow as tf
-
-    from wals2.layout import build_layouts
 
     start = time.perf_counter()
     data = synthetic.load(args.data)
     m, n = data.shape
     with tf.device("/GPU:0" if args.device == "gpu" else "/CPU:0"):
-        layouts = build_layouts(
+        sweep_fn = wals2_sweep_fn(
             data.rows,
             data.cols,
             data.values.astype(np.float32),
             data.shape,
             np.ones(m, np.float32),
             np.ones(n, np.float32),
-            UNOBSERVED_WEIGHT,
-            batch_entries=65536,
-            max_row_length=2048,
+            solver_name,
+            args.cg_steps,
+            args.factors,
         )
-        sweep_fn = wals2_sweep_fn(layouts, solver_name, args.cg_steps)
         state = [tf.constant(initial_factors(m, args.factors)), tf.constant(initial_factors(n, args.factors))]
         layout_s = time.perf_counter() - start
 

@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 from trainer import flags
-from trainer.config import TaskConfig
 from trainer.cli import build_parser, resolve_configs
+from trainer.config import TaskConfig
 from wals2.config import WALSConfig
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -153,9 +153,7 @@ def test_workers_write_what_one_process_writes(files, tmp_path, workers, mode):
     _assert_same_outputs(tmp_path / "one", tmp_path / "many", workers)
     # Only the chief wrote; the other workers trained and said so.
     assert "wrote" in logs[0] and all("the chief writes the outputs" in log for log in logs[1:])
-    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == sorted(
-        p.name for p in (tmp_path / "one").iterdir()
-    )
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
 
 @pytest.mark.slow

@@ -14,6 +14,8 @@ from conftest import ROOT
 
 from tuning.search import WALSHyperModel, is_chief, main, objective, search_space
 from wals2 import Ratings, WALSConfig, WALSModel
+from wals2.config import LOG_RATINGS
+from wals2.modes import mode_of
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +70,16 @@ def test_hyperband_and_implicit_ndcg_objective(ratings_file, tmp_path):
 
 def test_search_space_follows_tf1_config_tune():
     hp = kt.HyperParameters()
-    values = search_space(hp, "tf1")
+    values = search_space(hp, mode_of(WALSConfig()))
     assert set(values) == {"latent_factors", "regularization", "unobs_weight", "feature_wt_factor"}
     spaces = {p.name: p for p in hp.space}
     assert (spaces["regularization"].min_value, spaces["regularization"].max_value) == (1e-3, 10.0)
     assert (spaces["latent_factors"].min_value, spaces["latent_factors"].max_value) == (5, 50)
     assert spaces["feature_wt_factor"].sampling == "log"
-    assert "feature_wt_exp" in search_space(kt.HyperParameters(), "tf1", "web_views")
-    assert objective("implicit").direction == "max" and objective("tf1").direction == "min"
+    web_views = WALSConfig(wt_type=LOG_RATINGS)  # what --data-type web_views sets
+    assert "feature_wt_exp" in search_space(kt.HyperParameters(), mode_of(web_views))
+    for mode, direction in (("implicit", "max"), ("tf1", "min"), ("explicit", "min")):
+        assert objective(mode_of(WALSConfig(mode=mode))).direction == direction
 
 
 def test_diverging_trial_fails_cleanly():

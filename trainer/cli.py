@@ -74,7 +74,10 @@ def parse(argv: list[str] | None, parser: argparse.ArgumentParser | None = None)
 
 
 def configure_logging(verbose: bool = False) -> None:
-    """One line per record on stdout; TensorFlow's and absl's INFO lines (one per checkpoint save) unless verbose."""
+    """One line per record on stdout, flushed at each line (a job's log streams while it runs); TensorFlow's and
+    absl's INFO lines (one per checkpoint save) only when verbose."""
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",

@@ -176,8 +176,13 @@ def needs_supervisor(environ: Mapping[str, str] = os.environ) -> bool:
 
 def supervise(argv: list[str]) -> int:
     """Runs ``python -m trainer.task argv`` as a child and returns its exit status; SIGTERM (or SIGINT) ends the
-    child at once (SIGKILL) and this process with ``SIGTERM_STATUS`` (130 for SIGINT)."""
-    child = subprocess.Popen([sys.executable, "-m", "trainer.task", *argv], env={**os.environ, SUPERVISED: "1"})
+    child at once (SIGKILL) and this process with ``SIGTERM_STATUS`` (130 for SIGINT). On Linux the child is also
+    killed when this process dies of anything else (``PR_SET_PDEATHSIG``), so no orphan keeps training."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "trainer.task", *argv],
+        env={**os.environ, SUPERVISED: "1"},
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+    )
 
     def stop(signum, frame):
         child.kill()  # no wait() here: the interrupted Popen.wait holds its lock
@@ -192,3 +197,10 @@ def supervise(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     return child.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG, SIGKILL)``)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG

@@ -5,9 +5,9 @@ Every worker of the job runs ``run``; with one worker each collective is the ide
 1. load its part of the input (``cli.load_part``: its byte range of the file, or all of it);
 2. ``wals2.sharding.distribute``: global vocabularies, its row and column blocks, the split (the same sets for
    any number of workers);
-3. ``WALSModel.fit`` (after step 4) on the worker's ``engine.Partition`` under the job's strategy, with the callbacks: one log
-   line per sweep, per-sweep checkpoints (restored by every worker, written by the chief), and on the chief the
-   TensorBoard scalars and the ``--hypertune`` reports;
+3. ``WALSModel.fit`` (after step 4) on the worker's ``engine.Partition`` under the job's strategy, with the
+   callbacks: one log line per sweep, per-sweep checkpoints (restored by every worker, written by the chief),
+   and on the chief the TensorBoard scalars and the ``--hypertune`` reports;
 4. before ``fit``, ``sharding.gather``: the whole train / validation / test sets on every worker (kept by the
    chief): no collective runs after ``fit``, which the chief finishes alone;
 5. on the chief only: the final metrics (RMSE and ranking), then the outputs, staged and committed together:

@@ -31,19 +31,22 @@ TUNED = {
     },
 }
 
+#: Per mode: (label, presets by data type or data set). TF1's are per data type, the others' per data set.
+PRESETS = {"tf1": ("optimized", OPTIMIZED), **{mode: ("tuned", table) for mode, table in TUNED.items()}}
+
 #: The data set whose preset serves data sets without one of their own.
 FALLBACK = "ml-100k"
 
 
 def preset(mode: str, data_type: str, dataset: str) -> tuple[str, dict]:
-    """(name, hyperparameter values) of the ``--use-optimized`` preset for ``mode`` on ``dataset``."""
-    if mode == "tf1":
-        return f"tf1-optimized-{data_type}", dict(OPTIMIZED[data_type])
-    tuned = TUNED[mode]
-    if dataset not in tuned:
+    """(name, hyperparameter values) of the ``--use-optimized`` preset for ``mode`` on ``dataset`` of
+    ``data_type``: the mode's preset for the data set, else for the data type, else the ``FALLBACK`` one."""
+    label, table = PRESETS[mode]
+    key = next((k for k in (dataset, data_type) if k in table), None)
+    if key is None:
         logger.warning("no tuned %s preset for %s; using the %s one", mode, dataset, FALLBACK)
-        dataset = FALLBACK
-    return f"{mode}-tuned-{dataset}", dict(tuned[dataset])
+        key = FALLBACK
+    return f"{mode}-{label}-{key}", dict(table[key])
 
 
 def dataset_name(dataset: str | None, train_file: str | None) -> str:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import posixpath

@@ -31,10 +31,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from trainer import flags  # noqa: E402
-from trainer.config import TaskConfig  # noqa: E402
 from trainer.cli import load_data  # noqa: E402
+from trainer.config import TaskConfig  # noqa: E402
 from wals2 import NonFiniteFactorsError, Ratings, WALSModel, metrics  # noqa: E402
-from wals2.config import WALSConfig  # noqa: E402
+from wals2.config import LINEAR_RATINGS, WALSConfig  # noqa: E402
+from wals2.modes import Mode, mode_of  # noqa: E402
 
 logger = logging.getLogger("tuning.search")
 
@@ -81,30 +82,24 @@ class SearchConfig:
             raise ValueError(f"`max_trials` should be a positive integer. Received: max_trials={self.max_trials!r}")
 
 
-def objective(mode: str) -> kt.Objective:
-    """Validation NDCG@10 (maximised) for implicit feedback, validation RMSE (minimised) otherwise."""
-    return kt.Objective(NDCG, "max") if mode == "implicit" else kt.Objective("val_rmse", "min")
+def objective(mode: Mode) -> kt.Objective:
+    """Validation NDCG@10 (maximised) for a mode judged by ranking (implicit feedback), else validation RMSE."""
+    return kt.Objective(NDCG, "max") if mode.ranked else kt.Objective("val_rmse", "min")
 
 
-def search_space(hp: kt.HyperParameters, mode: str, data_type: str = "ratings") -> dict:
-    """The hyperparameters of ``mode`` with TF1's ``config_tune.json`` ranges and scales (lambda up to 100 outside
-    the tf1 mode)."""
-    # Outside the tf1 mode the best lambda sits near 10 on MovieLens (unscaled): search up to 100 there.
-    top = 10.0 if mode == "tf1" else 100.0
-    values = {
-        "latent_factors": hp.Int("latent_factors", 5, 50, sampling="log"),
-        "regularization": hp.Float("regularization", 1e-3, top, sampling="log"),
-    }
-    if mode == "tf1":
-        values["unobs_weight"] = hp.Float("unobs_weight", 1e-3, 5.0, sampling="log")
-        if data_type == "web_views":
-            values["feature_wt_exp"] = hp.Float("feature_wt_exp", 1e-4, 10.0)
+def search_space(hp: kt.HyperParameters, mode: Mode) -> dict:
+    """``latent_factors`` in [5, 50] and the mode's ``search_ranges`` (of its item-weight exponent or factor, the
+    one its ``wt_type`` uses)."""
+    unused = {"feature_wt_exp" if mode.config.wt_type == LINEAR_RATINGS else "feature_wt_factor"}
+    values = {"latent_factors": hp.Int("latent_factors", 5, 50, sampling="log")}
+    for name, spec in mode.search_ranges.items():
+        if name in unused:
+            continue
+        if spec is None:
+            values[name] = hp.Boolean(name)
         else:
-            values["feature_wt_factor"] = hp.Float("feature_wt_factor", 1.0, 200.0, sampling="log")
-    elif mode == "explicit":
-        values["scale_regularization"] = hp.Boolean("scale_regularization")
-    else:
-        values["alpha"] = hp.Float("alpha", 0.01, 100.0, sampling="log")
+            low, high, sampling = spec
+            values[name] = hp.Float(name, low, high, sampling=sampling)
     return values
 
 
@@ -130,7 +125,7 @@ class WALSHyperModel(kt.HyperModel):
         self.base, self.data_type, self.train, self.validation = base, data_type, train, validation
 
     def config(self, hp: kt.HyperParameters) -> WALSConfig:
-        return self.base.replace(**search_space(hp, self.base.mode, self.data_type))
+        return self.base.replace(**search_space(hp, mode_of(self.base)))
 
     def build(self, hp):
         model = WALSModel(self.train.num_users, self.train.num_items, self.config(hp))
@@ -144,7 +139,7 @@ class WALSHyperModel(kt.HyperModel):
             os.environ.get("KERASTUNER_TUNER_ID", "tuner"),
             {k: v for k, v in hp.values.items() if not k.startswith("tuner/")},
         )
-        if model.config.mode == "implicit":  # first, so that later callbacks see the metric
+        if model.mode.ranked:  # first, so that later callbacks see the metric
             callbacks.insert(0, ValidationRanking(self.validation))
         try:
             return model.fit(
@@ -161,7 +156,7 @@ class WALSHyperModel(kt.HyperModel):
 
 def make_tuner(search: SearchConfig, hypermodel: WALSHyperModel, project_name: str) -> kt.Tuner:
     common = dict(
-        objective=objective(hypermodel.base.mode),
+        objective=objective(mode_of(hypermodel.base)),
         directory=search.directory,
         project_name=project_name,
         overwrite=search.overwrite,

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("user", "item", "rating")

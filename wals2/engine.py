@@ -244,7 +244,9 @@ class SweepEngine:
         sums = [tf.reduce_sum(tf.square(self._targets - clipped)), tf.cast(tf.size(clipped), tf.float32)]
         if with_loss:
             w0 = self.unobserved_weight
-            observed = tf.reduce_sum(self._weight * tf.square(self._targets - predictions) - w0 * tf.square(predictions))
+            observed = tf.reduce_sum(
+                self._weight * tf.square(self._targets - predictions) - w0 * tf.square(predictions)
+            )
             scale_u, scale_v = self._reg_scale
             penalty = self.config.regularization * (
                 tf.reduce_sum(scale_u * tf.reduce_sum(tf.square(user_table[r0:r1]), axis=1))

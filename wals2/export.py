@@ -114,17 +114,17 @@ class ServingModule(tf.Module):
         self.user_table = _table(self.user_vocabulary, num_users)
         self.item_table = _table(self.item_vocabulary, num_items)
 
-    @tf.function(input_signature=[USER_ID])
+    @tf.function(input_signature=[USER_ID], autograph=False)
     def serve(self, user_id):
         """Top-K (fixed at export) for raw user ids: ``item_ids`` string [b, K], ``scores`` [b, K], ``known_user``."""
         return self._recommend(user_id, self.top_k)
 
-    @tf.function(input_signature=[USER_ID, K])
+    @tf.function(input_signature=[USER_ID, K], autograph=False)
     def recommend(self, user_id, k):
         """Top-k for raw user ids, 1 <= k <= n: ``item_ids`` string [b, k], ``scores`` [b, k], ``known_user``."""
         return self._recommend(user_id, k)
 
-    @tf.function(input_signature=[USER_ID, ITEM_ID])
+    @tf.function(input_signature=[USER_ID, ITEM_ID], autograph=False)
     def score(self, user_id, item_id):
         """The model's prediction per (user_id, item_id) pair; 0.0 where either is unknown."""
         users, known_user = self._lookup_users(user_id)
@@ -143,7 +143,7 @@ class ServingModule(tf.Module):
         scores = tf.where(known_user & known_item, predicted, tf.zeros_like(predicted))
         return {"scores": scores, "known_user": known_user, "known_item": known_item}
 
-    @tf.function(input_signature=[FOLD_IN_ITEM_IDS, FOLD_IN_RATINGS])
+    @tf.function(input_signature=[FOLD_IN_ITEM_IDS, FOLD_IN_RATINGS], autograph=False)
     def fold_in_recommend(self, item_ids, ratings):
         """Top-K for new users from their rated items (padded with ""), by the closed-form fold-in.
 

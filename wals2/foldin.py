@@ -137,7 +137,10 @@ def recommend(
     indices, values = _pad(items, ratings, model.num_items)
     factors, bias = split_solution(model.mode, _solve_model(model, train, indices, values), model.config.latent_factors)
     scores = scoring.item_scores(
-        factors, bias, tf.convert_to_tensor(model.item_factors), tf.convert_to_tensor(model.item_bias),
+        factors,
+        bias,
+        tf.convert_to_tensor(model.item_factors),
+        tf.convert_to_tensor(model.item_bias),
         tf.convert_to_tensor(model.global_mean),
     )
     rows, cols = np.nonzero(indices >= 0)

@@ -193,9 +193,7 @@ class WALSModel(keras.Model):
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         self._fitting = True
         try:
-            return super().fit(
-                dummy.with_options(options), epochs=epochs, steps_per_epoch=1, shuffle=False, **kwargs
-            )
+            return super().fit(dummy.with_options(options), epochs=epochs, steps_per_epoch=1, shuffle=False, **kwargs)
         except tf.errors.InvalidArgumentError as err:
             if "Cholesky" in str(err) or "not finite" in str(err):
                 raise NonFiniteFactorsError(
@@ -391,8 +389,7 @@ def _entries(heldout, shape: tuple[int, int]) -> Entries:
                 raise ValueError(f"`validation_data` {name} indices should be in [0, {size}).")
         return Entries(pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), values)
     raise TypeError(
-        "`validation_data` should be a wals2.Ratings or (pairs, ratings). "
-        f"Received: {type(heldout).__name__}"
+        f"`validation_data` should be a wals2.Ratings or (pairs, ratings). Received: {type(heldout).__name__}"
     )
 
 

@@ -5,9 +5,9 @@ Every mode turns the observed entries (i, j, r_ij) into the coefficients of one 
 
     (lambda_i I + w0 Y'Y + sum_{j in obs(i)} d_ij y_j y_j') x_i = sum_{j in obs(i)} (w0 + d_ij) a_ij y_j,
 
-and every mode minimises the same weighted objective (``engine.SweepEngine.metrics``) with its own W_ij = w0 + d_ij, w0 and
-targets a_ij, and predicts p_ij = mu + b_i + c_j + u_i.v_j (mu = b = c = 0 without biases), clipped to the
-mode's rating range:
+and every mode minimises the same weighted objective (``engine.SweepEngine.metrics``) with its own
+W_ij = w0 + d_ij, w0 and targets a_ij, and predicts p_ij = mu + b_i + c_j + u_i.v_j (mu = b = c = 0 without
+biases), clipped to the mode's rating range:
 
 * ``Tf1`` (TF1's ``WALSModel``): w0 = ``unobs_weight``, a = r, d_ij = R_i C_j with R = 1 and C_j from
   ``wt_type`` over n_j, the column's training entries with r > 0 (no weights at all, plain ALS, when
@@ -35,7 +35,6 @@ from wals2 import weights as weights_lib
 from wals2.data import FLOAT32_MAX, Ratings, RatingsError, line_of, where
 
 logger = logging.getLogger(__name__)
-
 
 
 class Statistics(NamedTuple):
@@ -124,12 +123,16 @@ class Mode:
         biases: the solve carries a user and an item bias (a bias column in the factor tables).
         ranked: judged by ranking metrics (NDCG@k) rather than by RMSE.
         hyperparameters: the ``WALSConfig`` fields this mode reads besides the common ones.
+        search_ranges: the fields a hyperparameter search varies in this mode besides ``latent_factors``, each
+            ``(low, high, sampling)`` for a number or None for a bool (TF1's ``config_tune.json`` ranges in the
+            tf1 mode; lambda up to 100 in the others, whose best lambda sits near 10 on MovieLens).
     """
 
     name: ClassVar[str]
     biases: ClassVar[bool] = False
     ranked: ClassVar[bool] = False
     hyperparameters: ClassVar[tuple[str, ...]] = ()
+    search_ranges: ClassVar[dict[str, tuple | None]] = {}
 
     def __init__(self, config):
         self.config = config
@@ -181,9 +184,7 @@ class Mode:
 
     def _refuse_weights(self, given) -> None:
         if given is not None:
-            raise ValueError(
-                f"`row_weights`/`col_weights` apply to mode 'tf1' only. Received: mode={self.name!r}"
-            )
+            raise ValueError(f"`row_weights`/`col_weights` apply to mode 'tf1' only. Received: mode={self.name!r}")
 
 
 class Tf1(Mode):
@@ -191,6 +192,12 @@ class Tf1(Mode):
 
     name = "tf1"
     hyperparameters = ("unobs_weight", "wt_type", "feature_wt_factor", "feature_wt_exp", "weights")
+    search_ranges = {
+        "regularization": (1e-3, 10.0, "log"),
+        "unobs_weight": (1e-3, 5.0, "log"),
+        "feature_wt_factor": (1.0, 200.0, "log"),  # C_j = f / n_j (wt_type 1)
+        "feature_wt_exp": (1e-4, 10.0, "linear"),  # C_j = n_j^-e (wt_type 0, web views)
+    }
 
     def weighting(self, values, shape, stats, given=None):
         cfg = self.config
@@ -223,6 +230,7 @@ class Explicit(Mode):
     name = "explicit"
     biases = True
     hyperparameters = ("scale_regularization",)
+    search_ranges = {"regularization": (1e-3, 100.0, "log"), "scale_regularization": None}
 
     def weighting(self, values, shape, stats, given=None):
         self._refuse_weights(given)
@@ -242,6 +250,7 @@ class Implicit(Mode):
     name = "implicit"
     ranked = True
     hyperparameters = ("alpha", "scale_regularization")
+    search_ranges = {"regularization": (1e-3, 100.0, "log"), "alpha": (0.01, 100.0, "log")}
 
     invalid_reason = "is negative; --mode implicit needs ratings >= 0 (the confidence of a rating r is 1 + alpha * r)"
 
