@@ -130,3 +130,56 @@ def test_cg_solver_runs_in_every_mode(ratings):
             model.compile()
             model.fit(ratings, epochs=10, verbose=0)
         assert cg.loss_value() <= exact.loss_value() * 1.005, mode
+
+
+def dense_objective(mode, ratings, u, v, bu, bv, mu, lam, scale, w0=0.01, c=None, alpha=0.0):
+    """The mode's objective, cell by cell over the dense float64 matrix (the oracle of ``WALSModel.loss_value``).
+
+    tf1: sum_all W (A - UV')^2 with W = w0 + C_j on observed cells, w0 elsewhere. explicit: sum_obs
+    (a - mu - b_i - c_j - u_i.v_j)^2. implicit: sum_all (1 + alpha r [observed]) (p - UV')^2, p = 1 on observed
+    cells. Plus sum_i lambda_i (|u_i|^2 + b_i^2) + sum_j lambda_j (|v_j|^2 + c_j^2), lambda_i = lambda (n_i).
+    """
+    m, n = SHAPE
+    observed = np.zeros((m, n), bool)
+    observed[ratings.users, ratings.items] = True
+    a = np.zeros((m, n))
+    a[ratings.users, ratings.items] = ratings.values
+    p = u @ v.T + mu + bu[:, None] + bv[None, :]
+    if mode == "tf1":
+        weight = np.where(observed, w0 + (c[None, :] if c is not None else 0.0), w0)
+        fit = np.sum(weight * (a - p) ** 2)
+    elif mode == "explicit":
+        fit = np.sum(np.where(observed, (a - p) ** 2, 0.0))
+    else:
+        fit = np.sum((1.0 + alpha * a * observed) * (observed - p) ** 2)
+    s_u = observed.sum(axis=1) if scale else np.ones(m)
+    s_v = observed.sum(axis=0) if scale else np.ones(n)
+    penalty = lam * (np.sum(s_u * (np.sum(u**2, axis=1) + bu**2)) + np.sum(s_v * (np.sum(v**2, axis=1) + bv**2)))
+    return fit + penalty
+
+
+@pytest.mark.parametrize(
+    "mode, overrides",
+    [
+        ("tf1", {}),
+        ("tf1", {"weights": False}),
+        ("explicit", {}),
+        ("explicit", {"scale_regularization": True}),
+        ("implicit", {"alpha": 3.0}),
+        ("implicit", {"alpha": 0.5, "scale_regularization": True}),
+    ],
+)
+def test_every_mode_objective_equals_the_dense_oracle(ratings, mode, overrides):
+    model = WALSModel(*SHAPE, mode=mode, latent_factors=3, regularization=0.4, compute_loss=True, **overrides)
+    model.compile(jit_compile=False)
+    history = model.fit(ratings, epochs=2, verbose=0).history
+    u, v, bu, bv, mu = numpy_of(model, "user_factors", "item_factors", "user_bias", "item_bias", "global_mean")
+    c = None
+    if mode == "tf1" and model.config.weights:  # TF1's linear item weights f / n_j over positive ratings
+        counts = np.bincount(ratings.items[ratings.values > 0], minlength=SHAPE[1]).astype(np.float64)
+        c = np.divide(model.config.feature_wt_factor, counts, out=np.zeros(SHAPE[1]), where=counts > 0)
+    want = dense_objective(
+        mode, ratings, u, v, bu, bv, float(mu), 0.4, model.config.scale_regularization, c=c, alpha=model.config.alpha
+    )
+    assert model.loss_value() == pytest.approx(want, rel=1e-4)
+    assert history["loss"][-1] == pytest.approx(want, rel=1e-4)
