@@ -42,6 +42,9 @@ setup(
             "tensorboard",
             "duckdb>=1.1",
             "sqlglot>=25",
+            # the Vertex pipeline's spec is compiled by the tests
+            "kfp>=2.7,<3",
+            "google-cloud-pipeline-components>=2.14,<3",
         ],
         "bench": ["implicit>=0.7", "psutil>=5"],
         # python -m pipeline.local: the extraction query on DuckDB (sqlglot transpiles the BigQuery SQL).
