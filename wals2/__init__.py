@@ -1,9 +1,11 @@
 """wals2: TF1's weighted alternating least squares (contrib ``WALSModel``) for TensorFlow 2 and Keras 3.
 
 Layers, bottom up: ``config`` and ``weights`` (hyperparameters, TF1 item weights) -> ``data`` (validated
-ratings, id maps, splits) -> ``layout`` and ``solver`` (the exact half-sweep, pure tensors) -> ``model``
-(the Keras model) -> ``foldin`` and ``export`` (new users, the serving SavedModel). Entry points (``trainer``,
-``tuning``) import from here, never the other way round.
+ratings, id maps, the split) -> ``layout`` and ``solver`` (the exact half-sweep, pure tensors) -> ``modes``
+(one object per mode), ``scoring``, ``collectives`` and ``engine`` (one worker's blocks, the sweep, the
+objective), ``sharding`` (the data of several workers) -> ``model`` (the Keras model) -> ``foldin`` and
+``export`` (new users, the serving SavedModel). Entry points (``trainer``, ``tuning``, ``pipeline``) import from
+here, never the other way round.
 """
 
 from wals2.config import LINEAR_RATINGS, LOG_RATINGS, WALSConfig

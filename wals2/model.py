@@ -183,7 +183,8 @@ class WALSModel(keras.Model):
             self.set_training_data(x)
         if self.engine is None:
             raise ValueError("`x` should be the training matrix: no training data was given to fit().")
-        self._heldout = None if validation_data is None else _entries(validation_data, self.shape_of())
+        shape = (self.num_users, self.num_items)
+        self._heldout = None if validation_data is None else _entries(validation_data, shape)
         self.train_function = None
         if epochs is None:
             epochs = self.config.num_iters
@@ -204,9 +205,6 @@ class WALSModel(keras.Model):
             raise
         finally:
             self._fitting = False
-
-    def shape_of(self) -> tuple[int, int]:
-        return self.num_users, self.num_items
 
     def _tables(self) -> tuple[tf.Tensor, tf.Tensor]:
         """The factor tables of the sweep: U and V, with the bias column [U, b], [V, c] in a mode with biases."""
