@@ -18,6 +18,7 @@ from conftest import ROOT
 from trainer import cluster, vertex
 from trainer.config import TaskConfig
 from trainer.task import main
+from wals2 import WALSConfig, modes
 
 AIP_VARS = ("AIP_MODEL_DIR", "AIP_CHECKPOINT_DIR", "AIP_TENSORBOARD_LOG_DIR", "TF_CONFIG", "CLUSTER_SPEC")
 
@@ -120,6 +121,24 @@ def test_hypertune_reports_validation_rmse_every_sweep(tmp_path, monkeypatch):
     reported = [float(r[vertex.HPT_METRIC_TAG]) for r in reports]
     np.testing.assert_allclose(reported, metrics["history"]["val_rmse"], rtol=1e-6)
     assert reported[-1] == pytest.approx(metrics["validation_rmse"], rel=1e-5)
+
+
+def test_hypertune_reports_validation_ndcg_in_the_implicit_mode(tmp_path, monkeypatch):
+    pytest.importorskip("hypertune")
+    metric_file = tmp_path / "hpt" / "output.metrics"
+    metric_file.parent.mkdir()
+    monkeypatch.setenv("CLOUD_ML_HP_METRIC_FILE", str(metric_file))
+    job = tmp_path / "job"
+    args = ["--train-file", str(small_file(tmp_path)), "--job-dir", str(job), "--hypertune", "--num_iters=3"]
+    assert main([*args, "--mode=implicit", "--validation-fraction=0.2"]) == 0
+    reports = [json.loads(line) for line in metric_file.read_text().splitlines()]
+    metrics = json.loads((job / "metrics.json").read_text())
+    key, tag, goal = vertex.hypertune_metric(modes.mode_of(WALSConfig(mode="implicit")), 10)
+    assert (key, tag, goal) == ("val_ndcg@10", "val_ndcg_at_10", "MAXIMIZE")
+    assert [r["global_step"] for r in reports] == ["1", "2", "3"] and all("val_rmse" not in r for r in reports)
+    reported = [float(r[tag]) for r in reports]
+    np.testing.assert_allclose(reported, metrics["history"]["val_ndcg@10"], rtol=1e-6)
+    assert reported[-1] == pytest.approx(metrics["validation_ndcg@10"], rel=1e-6) and 0.0 < reported[-1] <= 1.0
 
 
 def test_ram_filesystem_input_and_output_and_tensorboard_scalars(tmp_path):

@@ -32,6 +32,7 @@ from trainer.checkpoints import SweepCheckpoint, fingerprint
 from trainer.config import TaskConfig
 from trainer.summaries import SweepSummaries
 from wals2 import WALSModel, metrics, modes, sharding
+from wals2.callbacks import HeldoutRanking
 from wals2.collectives import Collectives, WorkerFailed
 from wals2.config import WALSConfig
 from wals2.data import RatingsError
@@ -53,7 +54,10 @@ def run(task: TaskConfig, config: WALSConfig, preset: str | None, cluster: clust
     staging = None
     try:
         dirs = vertex.resolve_dirs(task, role)
-        reporter = vertex.HypertuneReport() if task.hypertune and role.is_chief else None
+        reporter = None
+        if task.hypertune and role.is_chief:
+            key, tag, _ = vertex.hypertune_metric(modes.mode_of(config), task.top_k)
+            reporter = vertex.HypertuneReport(key, tag)
         if role.is_chief:
             staging = artifacts.Staging(dirs.output, [dirs.model_entry, "config.json", "metrics.json"])
         if cluster.workers > 1:
@@ -132,15 +136,18 @@ def _train(task, config, preset, dirs, staging, reporter, strategy, collectives:
     run_id = fingerprint(config, digest, (m, n), {"source": part.source, "split": task.split})
     checkpoint = SweepCheckpoint(dirs.checkpoints, model, run_id, write=chief)
     initial = checkpoint.restore(config.num_iters)
-    callbacks = [sweeps, checkpoint]
-    summaries = None
-    if chief:
-        summaries = SweepSummaries(dirs.logs, heldout_name, sweeps.seconds)
-        callbacks += [summaries] + ([reporter] if reporter else [])
     # Every collective of the job comes before ``fit``: the whole sets for the chief's metrics and export.
     train, validation, test = (sharding.gather(x, collectives) for x in (share.train, share.validation, share.test))
     if not chief:
         del train, validation, test
+    callbacks = [sweeps, checkpoint]
+    summaries = None
+    if chief:
+        if model.mode.ranked and validation.nnz:  # the validation ranking every sweep, before its readers
+            model.set_seen_items(train.users, train.items)
+            callbacks.insert(0, HeldoutRanking(validation, task.top_k))
+        summaries = SweepSummaries(dirs.logs, heldout_name, sweeps.seconds)
+        callbacks += [summaries] + ([reporter] if reporter else [])
     load_seconds = time.perf_counter() - started
     model.fit(
         share.partition,

@@ -4,8 +4,9 @@
   ``$AIP_MODEL_DIR`` with the model files in ``$AIP_MODEL_DIR`` itself; checkpoints default to
   ``$AIP_CHECKPOINT_DIR`` and TensorBoard scalars to ``$AIP_TENSORBOARD_LOG_DIR``.
 - Role: ``trainer.cluster.role`` (the chief writes).
-- Tuning: ``cloudml-hypertune`` records the validation RMSE after every sweep under ``HPT_METRIC_TAG``, which is
-  the ``metricId`` of the tuning job spec.
+- Tuning: ``cloudml-hypertune`` records the validation metric after every sweep under the tag that is the
+  ``metricId`` of the tuning job spec (``hypertune_metric``): ``val_rmse`` (MINIMIZE), or in a mode judged by
+  ranking (implicit feedback) ``val_ndcg_at_<k>`` (MAXIMIZE), NDCG@``--top-k``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,16 @@ import keras
 
 logger = logging.getLogger(__name__)
 
-#: ``hyperparameter_metric_tag`` of the reports; the tuning job's ``metricId`` (goal MINIMIZE).
+#: ``hyperparameter_metric_tag`` of the RMSE reports; the tuning job's ``metricId`` (goal MINIMIZE).
 HPT_METRIC_TAG = "val_rmse"
+
+
+def hypertune_metric(mode, top_k: int) -> tuple[str, str, str]:
+    """(log key, reported tag, goal) of ``--hypertune`` in ``mode`` (a ``wals2.modes.Mode``): the validation
+    NDCG@k where the mode is judged by ranking, else the validation RMSE."""
+    if mode.ranked:
+        return f"val_ndcg@{top_k}", f"val_ndcg_at_{top_k}", "MAXIMIZE"
+    return "val_rmse", HPT_METRIC_TAG, "MINIMIZE"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,13 +73,15 @@ def resolve_dirs(task, this, environ: Mapping[str, str] = os.environ) -> Dirs:
 
 
 class HypertuneReport(keras.callbacks.Callback):
-    """Reports ``val_rmse`` after every sweep (``global_step`` = sweep) through ``cloudml-hypertune``.
+    """Reports the log ``key`` after every sweep (``global_step`` = sweep) through ``cloudml-hypertune``, as
+    ``tag`` (``hypertune_metric``).
 
     Reporting every sweep lets a tuning job with ``measurementSelectionType: BEST_MEASUREMENT`` use the best sweep.
     """
 
-    def __init__(self):
+    def __init__(self, key: str = "val_rmse", tag: str = HPT_METRIC_TAG):
         super().__init__()
+        self.key, self.tag = key, tag
         try:
             import hypertune
         except ImportError as err:
@@ -78,8 +89,8 @@ class HypertuneReport(keras.callbacks.Callback):
         self._reporter = hypertune.HyperTune()
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get("val_rmse")
+        value = (logs or {}).get(self.key)
         if value is not None:
             self._reporter.report_hyperparameter_tuning_metric(
-                hyperparameter_metric_tag=HPT_METRIC_TAG, metric_value=float(value), global_step=epoch + 1
+                hyperparameter_metric_tag=self.tag, metric_value=float(value), global_step=epoch + 1
             )

@@ -25,7 +25,6 @@ import logging  # noqa: E402
 import posixpath  # noqa: E402
 import sys  # noqa: E402
 
-import keras  # noqa: E402
 import keras_tuner as kt  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -34,6 +33,7 @@ from trainer import flags  # noqa: E402
 from trainer.cli import load_data  # noqa: E402
 from trainer.config import TaskConfig  # noqa: E402
 from wals2 import NonFiniteFactorsError, Ratings, WALSModel, metrics  # noqa: E402
+from wals2.callbacks import HeldoutRanking  # noqa: E402
 from wals2.config import LINEAR_RATINGS, WALSConfig  # noqa: E402
 from wals2.modes import Mode, mode_of  # noqa: E402
 
@@ -103,20 +103,6 @@ def search_space(hp: kt.HyperParameters, mode: Mode) -> dict:
     return values
 
 
-class ValidationRanking(keras.callbacks.Callback):
-    """Adds the validation ranking metrics (``val_ndcg@10``, ...) to each sweep's logs."""
-
-    def __init__(self, validation: Ratings):
-        super().__init__()
-        self.validation = validation
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        scores = metrics.heldout_ranking(self.model, self.validation, RANKING_K)
-        logs.update({f"val_{name}": value for name, value in scores.items() if name != "users"})
-
-
 class WALSHyperModel(kt.HyperModel):
     """Builds a ``WALSModel`` per trial and fits it on the training part, validating on the validation part."""
 
@@ -140,7 +126,7 @@ class WALSHyperModel(kt.HyperModel):
             {k: v for k, v in hp.values.items() if not k.startswith("tuner/")},
         )
         if model.mode.ranked:  # first, so that later callbacks see the metric
-            callbacks.insert(0, ValidationRanking(self.validation))
+            callbacks.insert(0, HeldoutRanking(self.validation, RANKING_K))
         try:
             return model.fit(
                 self.train,
