@@ -77,6 +77,7 @@ class WALSModel(keras.Model):
         >>> model.compile(jit_compile=False)
         >>> model.fit(train, epochs=20, validation_data=test)
         >>> items, scores = model.recommend([0, 1], k=10)
+        >>> neighbours, cosine = model.similar_items([0], k=10)
 
     Args:
         num_users: m, the number of user rows.
