@@ -1,4 +1,5 @@
-"""Scores of a factor model: the prediction of (user, item) pairs, item scores and the top k without seen items.
+"""Scores of a factor model: the prediction of (user, item) pairs, item scores, cosine similarity of the factors and
+the top k without seen items.
 
 One formula for every mode and every caller (``WALSModel``, the engine's training error, fold-in and the
 serving SavedModel):
@@ -52,6 +53,13 @@ def item_scores(factors, user_bias, item_factors, item_bias, mean) -> tf.Tensor:
     """
     scores = tf.matmul(factors, item_factors, transpose_b=True) + item_bias[None, :]
     return scores + (user_bias + tf.cast(mean, tf.float32))[:, None]
+
+
+def unit_rows(factors) -> tf.Tensor:
+    """Each row of ``factors`` [r, k] divided by its L2 norm (a zero row stays zero): cosine similarity is a matmul."""
+    factors = tf.convert_to_tensor(factors, tf.float32)
+    norms = tf.norm(factors, axis=1, keepdims=True)
+    return factors / tf.where(norms > 0, norms, tf.ones_like(norms))
 
 
 def top_k_unseen(scores, seen_rows, seen_cols, k):
