@@ -261,10 +261,10 @@ class Ratings:
 
     def user_index(self, raw_ids) -> np.ndarray:
         """Indices of raw user ids; raises KeyError naming the first unknown id."""
-        return _lookup(self.user_ids, raw_ids, "user")
+        return lookup(self.user_ids, raw_ids, "user")
 
     def item_index(self, raw_ids) -> np.ndarray:
-        return _lookup(self.item_ids, raw_ids, "item")
+        return lookup(self.item_ids, raw_ids, "item")
 
 
 def line_of(ratings: Ratings, part: Ratings, entry: int) -> int | None:
@@ -417,7 +417,8 @@ def _id_array(series: pd.Series) -> np.ndarray:
     return np.asarray(series.astype(str).to_numpy(), dtype=str)
 
 
-def _lookup(vocab: np.ndarray, raw_ids, what: str) -> np.ndarray:
+def lookup(vocab: np.ndarray, raw_ids, what: str) -> np.ndarray:
+    """Positions of ``raw_ids`` in the sorted ``vocab``; a KeyError names the first unknown id (``what`` id)."""
     raw = np.asarray(raw_ids).astype(vocab.dtype) if vocab.dtype.kind in "iu" else np.asarray(raw_ids).astype(str)
     pos = np.searchsorted(vocab, raw)
     pos = np.clip(pos, 0, len(vocab) - 1)

@@ -9,12 +9,11 @@ import keras
 import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
-from keras.src.trainers.compile_utils import MetricsList
 
 from wals2 import scoring
 from wals2 import weights as weights_lib
 from wals2.config import WALSConfig
-from wals2.data import Ratings, _lookup
+from wals2.data import Ratings, lookup
 from wals2.engine import Entries, Partition, SweepEngine
 from wals2.modes import mode_of
 
@@ -47,20 +46,24 @@ class _Direction(keras.metrics.Metric):
         raise NotImplementedError(f"The {self.name!r} log is computed by the sweep engine, not by a metric.")
 
 
-class _LogDirections(MetricsList):
-    """The ``_Direction`` of every log, in the metrics container Keras' callbacks search; holds no state.
+def _log_directions() -> list:
+    """[a container of the ``_Direction`` of every log] in the class Keras' callbacks search (Keras has no public
+    name for it), or [] where this Keras lacks it (callbacks then need an explicit ``mode``). It holds no state,
+    and its ``result`` is empty, so Keras keeps the logs the train and test steps return."""
+    try:
+        from keras.src.trainers.compile_utils import MetricsList
+    except ImportError:
+        return []
 
-    Its ``result`` is empty, so Keras keeps the logs the train and test steps return.
-    """
+    class LogDirections(MetricsList):
+        def result(self):
+            return {}
 
-    def __init__(self, directions: dict[str, str]):
-        super().__init__([_Direction(name, direction) for name, direction in directions.items()], "log_directions")
-
-    def result(self):
-        return {}
+    metrics = [_Direction(name, direction) for name, direction in LOG_DIRECTIONS.items()]
+    return [LogDirections(metrics, "log_directions")]
 
 
-_LOG_DIRECTIONS = _LogDirections(LOG_DIRECTIONS)
+_LOG_DIRECTIONS = _log_directions()
 
 
 @keras.saving.register_keras_serializable(package="wals2")
@@ -330,7 +333,7 @@ class WALSModel(keras.Model):
         # ``evaluate`` accumulates the squared errors; ``fit`` logs the engine's all-reduced sums instead, so its
         # epochs read no metric variable (under several workers each read would be a collective of its own). The
         # stateless ``_LogDirections`` tell ``mode="auto"`` callbacks that ``rmse`` and ``loss`` improve downwards.
-        return [_LOG_DIRECTIONS] if self._fitting else [self._squared_error, _LOG_DIRECTIONS]
+        return _LOG_DIRECTIONS if self._fitting else [self._squared_error, *_LOG_DIRECTIONS]
 
     def compile(self, jit_compile: bool = False, **kwargs):
         """Keras ``compile``; XLA is off by default (it is slower on the sweep and cannot run sparse ops)."""
@@ -556,7 +559,7 @@ class _Vocabulary:
             raise ValueError(f"The raw {self._what} ids should be 1-D. Received shape {raw.shape}")
         if not raw.size:
             return np.zeros(0, np.int64)
-        return self._order[_lookup(self._sorted, raw, self._what)].astype(np.int64)
+        return self._order[lookup(self._sorted, raw, self._what)].astype(np.int64)
 
     def index_or_none(self, raw_ids) -> np.ndarray | None:
         return None if raw_ids is None else self.index(raw_ids)
