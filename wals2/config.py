@@ -88,7 +88,7 @@ class WALSConfig:
     solver: str = _field(
         "cholesky",
         "Row solver: 'cholesky' is the exact batched Cholesky solve; 'cg' takes cg_steps matrix-free "
-        "conjugate-gradient steps from the previous factors (inexact, like implicit's default).",
+        "conjugate-gradient steps from the previous factors (inexact; the implicit library's usual solver).",
         choices=SOLVERS,
     )
     cg_steps: int = _field(3, "Conjugate-gradient steps per row and half-sweep with solver='cg'.")
