@@ -199,3 +199,16 @@ def test_help_and_flag_errors_answer_without_tensorflow(argv, status, message):
     assert out.stdout.strip().splitlines()[-1] == f"status {status} False", (out.stdout, out.stderr)
     assert message in out.stdout + out.stderr
     assert seconds < 3.0  # importing TensorFlow alone takes longer than this (about 5 s on 2 cores)
+
+
+def test_search_help_states_the_defaults_the_search_applies():
+    pytest.importorskip("keras_tuner")
+    from tuning import search
+
+    actions = {a.option_strings[0]: a for a in search.build_parser()._actions if a.option_strings}
+    assert search.TASK_DEFAULTS == {"validation_fraction": 0.1}
+    assert actions["--validation-fraction"].help.endswith("(default: 0.1)")
+    assert actions["--test-fraction"].help.endswith("(default: 0.1)")  # the trainer's own
+    assert build_parser()._option_string_actions["--validation-fraction"].help.endswith("(default: 0.0)")
+    with pytest.raises(ValueError, match=r"`defaults` names fields that TaskConfig lacks: \['validation'\]"):
+        flags.add_flags(build_parser(), TaskConfig, "data", defaults={"validation": 0.1})
