@@ -1,8 +1,14 @@
 """WALSConfig validation and the command-line flags generated from it (round trip)."""
 
 import dataclasses
+import os
+import re
+import subprocess
+import sys
+import time
 
 import pytest
+from conftest import ROOT
 
 from trainer import flags
 from trainer.cli import build_parser, resolve_configs
@@ -140,3 +146,69 @@ def test_use_optimized_picks_the_preset_of_the_mode_and_data_set():
     assert preset == "implicit-tuned-ml-100k" and config.alpha == 3.0  # fallback preset; explicit flags win
     _, config, preset = parse(["--mode=tf1", "--use-optimized", "--dataset=ml-1m"])
     assert preset == "tf1-optimized-ratings" and config.latent_factors == 34
+
+
+def test_help_lists_the_choices_and_states_each_default_once():
+    from wals2.config import INITS, MODES, SOLVERS
+
+    parser = build_parser()
+    text = parser.format_help()
+    for flag, choices in (("--mode", MODES), ("--init", INITS), ("--solver", SOLVERS)):
+        assert f"{flag} {{{','.join(choices)}}}" in text
+    assert "(default: None)" not in text
+    for action in parser._actions:
+        if action.help and action.help != "==SUPPRESS==":
+            assert len(re.findall(r"\bdefault\b", action.help, re.IGNORECASE)) <= 1, action.help
+    job_dir = next(a for a in parser._actions if "--job-dir" in a.option_strings).help
+    assert job_dir == "Output directory (default: the parent of $AIP_MODEL_DIR, else jobs/<timestamp>)."
+    assert parse(["--solver=cg", "--init=scaled"])[1].solver == "cg"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--solver=lu"])
+
+
+#: Runs ``python -m trainer.task`` with the given arguments in this process, then prints its exit status and
+#: whether TensorFlow was imported (the supervisor of a multi-worker job is not involved: no TF_CONFIG).
+RUN_TASK = """
+import runpy, sys
+sys.argv = ["trainer.task", *sys.argv[1:]]
+try:
+    runpy.run_module("trainer.task", run_name="__main__")
+except SystemExit as exit:
+    print("status", exit.code, "tensorflow" in sys.modules, flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv, status, message",
+    [
+        (["--help"], 0, "usage: python -m trainer.task"),
+        (["--latent_factors=abc"], 2, "argument --latent_factors: invalid int value: 'abc'"),
+        (["--num_iters=0"], 2, "`num_iters` should be a positive integer"),
+        (["--mode=bpr"], 2, "argument --mode: invalid choice: 'bpr'"),
+        (["--dataset=ml-1m", "--train-file=x"], 2, "`dataset` and `train_file` should not both be given"),
+    ],
+)
+def test_help_and_flag_errors_answer_without_tensorflow(argv, status, message):
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "CLUSTER_SPEC")}
+    env["PYTHONPATH"] = str(ROOT)
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", RUN_TASK, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    seconds = time.perf_counter() - start
+    assert out.stdout.strip().splitlines()[-1] == f"status {status} False", (out.stdout, out.stderr)
+    assert message in out.stdout + out.stderr
+    assert seconds < 3.0  # importing TensorFlow alone takes longer than this (about 5 s on 2 cores)
+
+
+def test_search_help_states_the_defaults_the_search_applies():
+    pytest.importorskip("keras_tuner")
+    from tuning import search
+
+    actions = {a.option_strings[0]: a for a in search.build_parser()._actions if a.option_strings}
+    assert search.TASK_DEFAULTS == {"validation_fraction": 0.1}
+    assert actions["--validation-fraction"].help.endswith("(default: 0.1)")
+    assert actions["--test-fraction"].help.endswith("(default: 0.1)")  # the trainer's own
+    assert build_parser()._option_string_actions["--validation-fraction"].help.endswith("(default: 0.0)")
+    with pytest.raises(ValueError, match=r"`defaults` names fields that TaskConfig lacks: \['validation'\]"):
+        flags.add_flags(build_parser(), TaskConfig, "data", defaults={"validation": 0.1})

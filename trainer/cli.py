@@ -4,6 +4,9 @@
 - ``resolve_configs`` / ``parse``: (TaskConfig, WALSConfig, preset) from the flags, ``--use-optimized`` applied.
 - ``load_part``: this worker's part of the input (``--train-file``, ``--dataset`` or the bundled latest-small);
   with one worker, the whole input.
+
+The parser and the config resolution import no TensorFlow, so that ``--help`` and a bad flag answer at once;
+the loaders and ``describe`` import the library's TensorFlow modules when they are called.
 """
 
 from __future__ import annotations
@@ -12,17 +15,15 @@ import argparse
 import logging
 import posixpath
 import sys
-
-import numpy as np
-import tensorflow as tf
+from typing import TYPE_CHECKING
 
 from trainer import flags, presets
 from trainer.config import TaskConfig
-from wals2 import data, datasets
-from wals2.collectives import Collectives
 from wals2.config import LOG_RATINGS, WALSConfig
-from wals2.engine import block_bounds
-from wals2.modes import mode_of
+
+if TYPE_CHECKING:
+    from wals2 import data
+    from wals2.collectives import Collectives
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ def configure_logging(verbose: bool = False) -> None:
 
 def describe(config: WALSConfig) -> str:
     """The hyperparameters that matter in ``config.mode``, for the log."""
+    from wals2.modes import mode_of
+
     specific = mode_of(config).hyperparameters
     fields = ["mode", "latent_factors", "num_iters", "regularization", *specific, "solver", "init", "seed"]
     text = ", ".join(f"{f}={getattr(config, f)}" for f in fields)
@@ -112,6 +115,12 @@ def load_part(task: TaskConfig, collectives: Collectives | None = None) -> data.
     worker keeps its contiguous range of entries. With one worker this is the whole input. Every worker returns or
     raises together (``Collectives.check``).
     """
+    import tensorflow as tf
+
+    from wals2 import data, datasets
+    from wals2.collectives import Collectives
+    from wals2.engine import block_bounds
+
     collectives = collectives or Collectives()
     path = input_path(task)
     if task.data_type == "web_views" and path is None:
@@ -154,6 +163,10 @@ def load_part(task: TaskConfig, collectives: Collectives | None = None) -> data.
 
 
 def _empty(string_ids: bool, source: str) -> data.Ratings:
+    import numpy as np
+
+    from wals2 import data
+
     ids = np.zeros(0, str if string_ids else np.int64)
     empty = np.zeros(0, np.int32)
     return data.Ratings(empty, empty, np.zeros(0, np.float32), ids, ids, source)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from wals2.data import SPLITS, normalize_delimiter
-from wals2.datasets import DATASETS
+from wals2.options import DATASETS, SPLITS, normalize_delimiter
 
 DATA_TYPES = ("ratings", "web_views")
 

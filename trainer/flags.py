@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import typing
 from typing import Any
 
-#: Field names whose flag is spelled with hyphens (TF1: hyperparameters use underscores, everything else hyphens).
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+#: A help text that states its default: "default" followed by a value ("(TF1 default 5)", "(default: --job-dir)").
+_STATES_DEFAULT = re.compile(r"\bdefault:?\s+[^\s)]", re.IGNORECASE)
 
 
 def flag_name(field: dataclasses.Field) -> str:
@@ -31,16 +33,36 @@ def _wt_type(text: str) -> int | str:
     return value if value in ("linear", "log") else int(value)
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+def help_text(field: dataclasses.Field, default: Any = dataclasses.MISSING) -> str:
+    """The field's help with its default, ``(default: 20)``, unless the help states the default itself (``TF1
+    default 5``, ``default: --job-dir``) or the default is None (unset: the help says what happens then).
+
+    ``default`` replaces the field's own where a command uses another (``tuning.search``'s validation fraction).
+    """
+    text = field.metadata.get("help", "")
+    value = field.default if default is dataclasses.MISSING else default
+    if value is None or _STATES_DEFAULT.search(text):
+        return text
+    return f"{text} (default: {value!r})"
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, title: str, defaults: dict[str, Any] | None = None) -> None:
     """Adds one flag per field of dataclass ``cls``; defaults are ``argparse.SUPPRESS`` so that only flags given
-    on the command line appear in the namespace (``--use-optimized`` and the like can then tell them apart)."""
+    on the command line appear in the namespace (``--use-optimized`` and the like can then tell them apart).
+
+    ``defaults`` (field name -> value) are the defaults the command applies instead of the fields' own; they only
+    change the help text (the command applies them itself, so that it can still tell given flags apart).
+    """
+    defaults = defaults or {}
+    unknown = sorted(set(defaults) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"`defaults` names fields that {cls.__name__} lacks: {unknown}")
     group = parser.add_argument_group(title)
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         kind = hints[field.name]
-        default = field.default
-        help_text = f"{field.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
-        kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
+        text = help_text(field, defaults.get(field.name, dataclasses.MISSING)).replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": text}
         if kind is bool or kind == "bool":
             # --headers / --no-headers, and --headers=false as Vertex tuning may pass it.
             kwargs.update(nargs="?", const=True, type=_bool, metavar="BOOL")

@@ -8,7 +8,8 @@ import tensorflow as tf
 
 class SweepSummaries(keras.callbacks.Callback):
     """Per sweep: ``train/rmse``, ``<heldout>/rmse`` (validation, or test without one), ``train/loss`` with
-    ``compute_loss`` and ``sweep_seconds``; ``write_final`` adds the final metrics at the last sweep.
+    ``compute_loss`` and ``sweep_seconds``; ``write_final`` adds the final metrics at the last sweep. Each tag is
+    written once per step: a final metric already written at that step by the last sweep is not written again.
 
     Args:
         log_dir: the event file directory.
@@ -22,6 +23,7 @@ class SweepSummaries(keras.callbacks.Callback):
         self.seconds = seconds
         self.log_dir = log_dir
         self._writer = None  # created by the first write, so that a run failing before it leaves no event file
+        self._written: dict[str, int] = {}  # tag -> the last step it was written at
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -32,8 +34,9 @@ class SweepSummaries(keras.callbacks.Callback):
         self._write(scalars, epoch + 1)
 
     def write_final(self, metrics: dict[str, float | None], step: int) -> None:
-        """Writes ``{"test/ndcg@10": ..., ...}`` at ``step`` and closes the writer."""
-        self._write(metrics, step)
+        """Writes ``{"test/ndcg@10": ..., ...}`` at ``step``, but for the tags the sweep at ``step`` wrote (the
+        last sweep's ``train/rmse`` and held-out RMSE), and closes the writer."""
+        self._write({tag: value for tag, value in metrics.items() if self._written.get(tag) != step}, step)
         self._writer.close()
 
     def _write(self, scalars, step):
@@ -43,4 +46,5 @@ class SweepSummaries(keras.callbacks.Callback):
             for tag, value in scalars.items():
                 if value is not None:
                     tf.summary.scalar(tag, float(value))
+                    self._written[tag] = step
         self._writer.flush()

@@ -24,7 +24,7 @@ if __name__ == "__main__" and cluster.needs_supervisor():
 
 import logging  # noqa: E402
 
-from trainer import cli, job  # noqa: E402
+from trainer import cli  # noqa: E402  (the parser imports no TensorFlow)
 
 logger = logging.getLogger("trainer.task")
 
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parses ``argv``, finds this task's role in the cluster and runs the job; returns the exit status."""
     task, config, preset = cli.parse(argv)
     cli.configure_logging(task.verbose_logging)
+    from trainer import job  # TensorFlow, once the flags are known to be good
+
     try:
         this = cluster.from_environ()
     except ValueError as err:

@@ -42,6 +42,8 @@ logger = logging.getLogger("tuning.search")
 ALGORITHMS = ("random", "bayesian", "hyperband")
 RANKING_K = 10
 NDCG = f"val_ndcg@{RANKING_K}"
+#: The data defaults of a search that differ from the trainer's: the objective needs a validation part.
+TASK_DEFAULTS = {"validation_fraction": 0.1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="keras-tuner search over WALS hyperparameters on a validation split.",
     )
     flags.add_flags(parser, SearchConfig, "search")
-    flags.add_flags(parser, TaskConfig, "data (as in python -m trainer.task)")
+    flags.add_flags(parser, TaskConfig, "data (as in python -m trainer.task)", defaults=TASK_DEFAULTS)
     flags.add_flags(parser, WALSConfig, "fixed hyperparameters (--mode selects the objective and search space)")
     return parser
 
@@ -225,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         search = SearchConfig(**flags.given(namespace, SearchConfig))
-        # The objective needs a validation part: 10 % of the ratings unless given; the test part is drawn first,
+        # The objective needs a validation part (TASK_DEFAULTS: 10 % unless given); the test part is drawn first,
         # so it is the same test set as the trainer's with the same seed and --test-fraction.
-        task = TaskConfig(**{"validation_fraction": 0.1, **flags.given(namespace, TaskConfig)})
+        task = TaskConfig(**{**TASK_DEFAULTS, **flags.given(namespace, TaskConfig)})
         base = WALSConfig(**flags.given(namespace, WALSConfig))
         if task.validation_fraction <= 0:
             raise ValueError(

@@ -8,26 +8,38 @@ objective), ``sharding`` (the data of several workers) -> ``model`` (the Keras m
 here, never the other way round.
 """
 
-from wals2.config import LINEAR_RATINGS, LOG_RATINGS, WALSConfig
-from wals2.data import Ratings, RatingsError, load_bundled, read_ratings
-from wals2.export import export_saved_model
-from wals2.foldin import fold_in
-from wals2.model import NonFiniteFactorsError, WALSModel
-from wals2.solver import half_sweep
+import importlib
 
-__all__ = [
-    "LINEAR_RATINGS",
-    "LOG_RATINGS",
-    "NonFiniteFactorsError",
-    "Ratings",
-    "RatingsError",
-    "WALSConfig",
-    "WALSModel",
-    "export_saved_model",
-    "fold_in",
-    "half_sweep",
-    "load_bundled",
-    "read_ratings",
-]
+#: Public name -> the module that defines it. They are imported on first use (PEP 562), so that light modules
+#: (``wals2.config``, ``wals2.options``) can be imported, for a command line's ``--help``, without TensorFlow.
+_EXPORTS = {
+    "LINEAR_RATINGS": "wals2.config",
+    "LOG_RATINGS": "wals2.config",
+    "WALSConfig": "wals2.config",
+    "Ratings": "wals2.data",
+    "RatingsError": "wals2.data",
+    "load_bundled": "wals2.data",
+    "read_ratings": "wals2.data",
+    "export_saved_model": "wals2.export",
+    "fold_in": "wals2.foldin",
+    "NonFiniteFactorsError": "wals2.model",
+    "WALSModel": "wals2.model",
+    "half_sweep": "wals2.solver",
+}
+
+__all__ = sorted(_EXPORTS)
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``wals2.WALSModel`` and the other public names, imported from their module on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'wals2' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

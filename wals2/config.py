@@ -54,6 +54,7 @@ class WALSConfig:
         "Objective: 'tf1' (TF1 WALS weighting), 'explicit' (observed ratings only, with global mean and user/item "
         "biases, predictions clipped to the rating range) or 'implicit' (preference 1 on observed cells with "
         "confidence 1 + alpha * r, 0 elsewhere with confidence 1, as Spark's implicitPrefs and BigQuery ML).",
+        choices=MODES,
     )
     latent_factors: int = _field(5, "k, the number of latent factors per user and item (TF1 default 5).")
     num_iters: int = _field(20, "Number of sweeps; one sweep solves every row, then every column (TF1 default 20).")
@@ -79,13 +80,16 @@ class WALSConfig:
         True, "Use TF1's observed-entry weights w0 + R_i C_j; when False, every cell weighs w0 (plain ALS)."
     )
     init: str = _field(
-        "normal", "Initial factors: 'normal' is TF1's N(0, 1); 'scaled' is N(0, 1/k), so u.v starts near N(0, 1)."
+        "normal",
+        "Initial factors: 'normal' is TF1's N(0, 1); 'scaled' is N(0, 1/k), so u.v starts near N(0, 1).",
+        choices=INITS,
     )
     seed: int = _field(0, "Seed of the factor initialisation (and of the trainer's train/test split).")
     solver: str = _field(
         "cholesky",
         "Row solver: 'cholesky' is the exact batched Cholesky solve; 'cg' takes cg_steps matrix-free "
-        "conjugate-gradient steps from the previous factors (inexact, like implicit's default).",
+        "conjugate-gradient steps from the previous factors (inexact; the implicit library's usual solver).",
+        choices=SOLVERS,
     )
     cg_steps: int = _field(3, "Conjugate-gradient steps per row and half-sweep with solver='cg'.")
     compute_loss: bool = _field(False, "Compute TF1's objective after every sweep and report it as 'loss'.")

@@ -14,17 +14,15 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from wals2.options import SPLITS, TAB_NAMES, normalize_delimiter  # noqa: F401  (public here too)
+
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("user", "item", "rating")
-#: ``Ratings.train_validation_test`` strategies.
-SPLITS = ("random", "per_user", "time")
 #: Lines per chunk when reading ratings files; every full chunk logs a progress line.
 PROGRESS_ROWS = 1_000_000
 #: Characters of an input field quoted in a message at most (``quote``); longer fields are cut.
 QUOTE_CHARS = 60
-#: ``--delimiter`` spellings of a tab besides the tab character itself (a shell passes ``'\t'`` as two characters).
-TAB_NAMES = ("\\t", "tab")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -46,17 +44,6 @@ def quote(value) -> str:
     if len(text) <= QUOTE_CHARS:
         return text
     return f"{text[:QUOTE_CHARS]}... ({len(str(value)):,} characters)"
-
-
-def normalize_delimiter(delimiter: str) -> str:
-    """The field separator meant by ``delimiter``: ``\\t`` (backslash, t) and ``tab`` are a tab.
-
-    Raises:
-        ValueError: an empty delimiter.
-    """
-    if delimiter == "":
-        raise ValueError("`delimiter` should be a non-empty string. Received: delimiter=''")
-    return "\t" if delimiter.lower() in TAB_NAMES else delimiter
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

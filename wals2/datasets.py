@@ -21,11 +21,10 @@ import pandas as pd
 import tensorflow as tf
 
 from wals2.data import PROGRESS_ROWS, Ratings
+from wals2.options import DATASETS
 
 logger = logging.getLogger(__name__)
 
-#: ``--dataset`` names -> TFDS ``movielens`` builder config prefix.
-DATASETS = {"ml-100k": "100k", "ml-1m": "1m", "ml-20m": "20m", "ml-25m": "25m", "ml-latest-small": "latest-small"}
 #: Rows per batch read from the prepared TFDS dataset.
 BATCH = 65536
 #: Seconds the download host (or the HTTPS proxy) may take to resolve and accept a connection.
