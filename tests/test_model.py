@@ -100,6 +100,8 @@ def test_tensorboard_callback_writes_events(problem, tmp_path):
     model.fit(problem, epochs=2, callbacks=[keras.callbacks.TensorBoard(log_dir=str(tmp_path))], verbose=0)
     events = list(tmp_path.rglob("events.out.tfevents.*"))
     assert events, "TensorBoard wrote no event file"
+    tags = {v.tag for path in events for e in tf.compat.v1.train.summary_iterator(str(path)) for v in e.summary.value}
+    assert "epoch_rmse" in tags and not any("learning_rate" in tag for tag in tags), tags  # no optimizer here
 
 
 def test_predict_is_dot_product(problem):

@@ -97,7 +97,8 @@ class TaskConfig:
     top_k: int = _field(10, "k of the ranking metrics precision@k, recall@k, NDCG@k and MAP@k.", "--top-k")
     hypertune: bool = _field(
         False,
-        "Report the validation RMSE after every sweep to Vertex AI hyperparameter tuning (tag val_rmse).",
+        "Report the validation metric after every sweep to Vertex AI hyperparameter tuning: the RMSE (tag "
+        "val_rmse), or in the implicit mode NDCG@--top-k (tag val_ndcg_at_<k>).",
         "--hypertune",
     )
     verbose_logging: bool = _field(False, "Log at DEBUG level.", "--verbose-logging")

@@ -336,9 +336,12 @@ class WALSModel(keras.Model):
         return _LOG_DIRECTIONS if self._fitting else [self._squared_error, *_LOG_DIRECTIONS]
 
     def compile(self, jit_compile: bool = False, **kwargs):
-        """Keras ``compile``; XLA is off by default (it is slower on the sweep and cannot run sparse ops)."""
+        """Keras ``compile``; XLA is off by default (it is slower on the sweep and cannot run sparse ops), and there
+        is no optimizer (the sweeps are closed-form; Keras' default one would make TensorBoard log a learning rate
+        that means nothing here)."""
         if jit_compile is True:
             raise ValueError("`jit_compile` should be False for WALSModel: XLA slows the sweep 5-16x on CPU.")
+        kwargs.setdefault("optimizer", None)
         super().compile(jit_compile=False, **kwargs)
 
     def get_compile_config(self):
