@@ -253,3 +253,14 @@ def test_config_round_trip_through_get_config():
     model = WALSModel(5, 4, config, regularization=2.0)
     assert model.config == config.replace(regularization=2.0)
     assert WALSModel.from_config(model.get_config()).config == model.config
+
+
+def test_summary_lists_the_state_variables():
+    model = make_model()
+    printed = []
+    model.summary(print_fn=printed.append)
+    text = printed[0]
+    m, n, k = model.num_users, model.num_items, model.config.latent_factors
+    assert f"{m} users x {n} items" in text and f"k = {k}" in text
+    assert "user_factors" in text and f"({m}, {k})" in text and "item_bias" in text
+    assert f"{m * k + n * k + m + n + 1 + 2:,} non-trainable values" in text

@@ -344,6 +344,22 @@ class WALSModel(keras.Model):
         kwargs.setdefault("optimizer", None)
         super().compile(jit_compile=False, **kwargs)
 
+    def summary(self, print_fn=None, **kwargs):
+        """Prints the model's state variables and hyperparameters (it has no layers, so Keras' table would be empty).
+
+        Args:
+            print_fn: called with the whole text (default: ``print``); other Keras ``summary`` arguments are ignored.
+        """
+        rows = [(v.name, tuple(v.shape), int(np.prod(v.shape))) for v in self.weights]
+        width = max(len(name) for name, _, _ in rows)
+        lines = [
+            f'WALSModel "{self.name}": {self.num_users} users x {self.num_items} items, mode {self.config.mode}, '
+            f"k = {self.config.latent_factors} (updated by closed-form sweeps, not by an optimizer)",
+            *(f"  {name:<{width}}  {str(shape):<16} {size:>12,}" for name, shape, size in rows),
+            f"  {'total':<{width}}  {'':<16} {sum(size for _, _, size in rows):>12,} non-trainable values",
+        ]
+        (print_fn or print)("\n".join(lines))
+
     def get_compile_config(self):
         return {"jit_compile": False}
 
