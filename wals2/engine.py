@@ -102,7 +102,9 @@ class Partition(NamedTuple):
     @classmethod
     def single(cls, rows, cols, values, shape) -> Partition:
         """The one-worker partition of all entries."""
-        entries = Entries(np.asarray(rows), np.asarray(cols), np.asarray(values, np.float64))
+        values = np.asarray(values)
+        values = values if values.dtype.kind == "f" else values.astype(np.float32)
+        entries = Entries(np.asarray(rows), np.asarray(cols), values)
         stats = statistics(entries.cols, entries.values, shape[1])
         return cls((int(shape[0]), int(shape[1])), Blocks.of(shape), entries, entries, stats)
 
@@ -135,12 +137,8 @@ class SweepEngine:
         self.rows_layout = self._half(weight, by_row.rows - r0, by_row.cols, r1 - r0, n, (r0, r1), transposed=False)
         col_weight = mode.weighting(by_col.values, self.shape, partition.stats, given_weights)
         self.cols_layout = self._half(col_weight, by_col.cols - c0, by_col.rows, c1 - c0, m, (c0, c1), transposed=True)
-        # The row block's entries for the objective and the training error: each entry is in one row block.
-        # Their targets a_ij + mu are the ratings (1 in the implicit mode), as for held-out entries.
-        self._rows = tf.constant(by_row.rows.astype(np.int32))
-        self._cols = tf.constant(by_row.cols.astype(np.int32))
-        self._targets = tf.constant(np.asarray(mode.heldout_targets(by_row.values), np.float32))
-        self._weight = tf.constant(weight.observed_weight(by_row.rows, by_row.cols).astype(np.float32))
+        self._weight_of_rows = weight
+        self._objective = None  # the entries of ``metrics``, built at its first call
         scale = (np.ones(r1 - r0), np.ones(c1 - c0))
         if cfg.scale_regularization:  # lambda n_i: a block holds every entry of its rows (columns)
             scale = (np.bincount(by_row.rows - r0, minlength=r1 - r0), np.bincount(by_col.cols - c0, minlength=c1 - c0))
@@ -239,14 +237,13 @@ class SweepEngine:
         """
         blocks = self.partition.blocks
         (r0, r1), (c0, c1) = blocks.rows, blocks.cols
-        predictions = self.predict(user_table, item_table, self._rows, self._cols, clip=False)
+        rows, cols, targets, weights = self._objective_entries()
+        predictions = self.predict(user_table, item_table, rows, cols, clip=False)
         clipped = tf.clip_by_value(predictions, *self.rating_range)
-        sums = [tf.reduce_sum(tf.square(self._targets - clipped)), tf.cast(tf.size(clipped), tf.float32)]
+        sums = [tf.reduce_sum(tf.square(targets - clipped)), tf.cast(tf.size(clipped), tf.float32)]
         if with_loss:
             w0 = self.unobserved_weight
-            observed = tf.reduce_sum(
-                self._weight * tf.square(self._targets - predictions) - w0 * tf.square(predictions)
-            )
+            observed = tf.reduce_sum(weights * tf.square(targets - predictions) - w0 * tf.square(predictions))
             scale_u, scale_v = self._reg_scale
             penalty = self.config.regularization * (
                 tf.reduce_sum(scale_u * tf.reduce_sum(tf.square(user_table[r0:r1]), axis=1))
@@ -261,6 +258,24 @@ class SweepEngine:
             vtv = tf.matmul(v, v, transpose_a=True)
             logs["loss"] = total[2] + self.unobserved_weight * tf.reduce_sum(utu * vtv)
         return logs
+
+    def _objective_entries(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The row block's entries (rows, cols, targets, W_ij) for the objective and the training error.
+
+        Each entry is in one row block. Their targets a_ij + mu are the ratings (1 in the implicit mode), as for
+        held-out entries. Built at the first call, outside any graph being traced (a sweep-only caller, such as
+        a benchmark, never holds them).
+        """
+        if self._objective is None:
+            by_row, weight = self.partition.by_row, self._weight_of_rows
+            with tf.init_scope():
+                self._objective = (
+                    tf.constant(by_row.rows.astype(np.int32)),
+                    tf.constant(by_row.cols.astype(np.int32)),
+                    tf.constant(np.asarray(self.mode.heldout_targets(by_row.values), np.float32)),
+                    tf.constant(weight.observed_weight(by_row.rows, by_row.cols).astype(np.float32)),
+                )
+        return self._objective
 
     def heldout_rmse(self, user_table, item_table, heldout: Entries) -> tf.Tensor:
         """The RMSE over every worker's ``heldout`` entries (each worker passes its own, disjoint part)."""

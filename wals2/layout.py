@@ -158,10 +158,8 @@ def build_layouts(
         raise ValueError("`row_weights` and `col_weights` should both be None (plain ALS) or both be given.")
     if entry_weights is not None and row_weights is not None:
         raise ValueError("Give either `entry_weights` or `row_weights`/`col_weights`, not both.")
-    rows = np.asarray(rows, dtype=np.int64)
-    cols = np.asarray(cols, dtype=np.int64)
-    values = np.asarray(values, dtype=np.float64)
-    d = None if entry_weights is None else np.asarray(entry_weights, dtype=np.float64)
+    rows, cols, values = np.asarray(rows), np.asarray(cols), np.asarray(values)
+    d = None if entry_weights is None else np.asarray(entry_weights)
     if d is not None and (d.shape != values.shape or not np.all(np.isfinite(d)) or np.any(d < 0)):
         raise ValueError(f"`entry_weights` should be {values.shape[0]} finite non-negative values.")
     common = dict(
@@ -196,60 +194,72 @@ def build_half(
     """The layout that solves the ``num_rows`` rows against ``num_fixed`` fixed factors.
 
     ``own_weights`` are the weights of the solved side (R for the row half), ``fixed_weights`` those of the
-    fixed side (C for the row half); the column half is the same call with the roles swapped.
+    fixed side (C for the row half); the column half is the same call with the roles swapped. The per-entry
+    coefficients are computed in float32, in the entries' own order, and copied once into the padded chunks.
     """
     w0 = float(unobserved_weight)
-    order = np.argsort(rows, kind="stable")  # entries grouped by row; their order within a row is free
-    rows, cols, values = rows[order], cols[order], values[order]
+    rows, cols = np.asarray(rows), np.asarray(cols)
     degree = np.bincount(rows, minlength=num_rows).astype(np.int64)
     starts = np.cumsum(degree) - degree
+    order = group_order(rows, num_rows)  # entries grouped by row; their order within a row is free
 
-    if entry_weights is not None:
-        d = entry_weights[order]
-    elif own_weights is None:
-        d = np.zeros_like(values)
-    else:
-        d = own_weights.astype(np.float64)[rows] * fixed_weights.astype(np.float64)[cols]
-    rhs = (w0 + d) * values
-    offsets = w0 + d if bias_offsets else None
-    if not np.any(d):
-        kind = "uniform"
-    elif entry_weights is None and np.all(fixed_weights.astype(np.float64)[cols] > 0):
-        kind = "separable"
-    else:
-        kind = "general"
-
-    fixed_scale = None
-    gram = None
-    if kind == "separable":
-        root = np.sqrt(fixed_weights.astype(np.float64))
-        rhs = rhs / root[cols]
-        if offsets is not None:  # o_e c~_j z~_j = W c_j y_j with c~ = sqrt(C_j) c_j and z~ = sqrt(C_j) y_j
-            offsets = offsets / fixed_weights.astype(np.float64)[cols]
-        fixed_scale = tf.constant(root.astype(np.float32))
-    elif kind == "general":
-        gram = d
-    entry_cols = cols.astype(np.int32)
-    limit = np.finfo(np.float32).max
-    if not (np.all(np.abs(rhs) < limit) and (gram is None or np.all(gram < limit))):
+    with np.errstate(over="ignore", invalid="ignore"):
+        if entry_weights is not None:
+            d = np.array(entry_weights, np.float32)
+        elif own_weights is not None:
+            d = np.asarray(own_weights, np.float32)[rows]
+            d *= np.asarray(fixed_weights, np.float32)[cols]
+        else:
+            d = None
+        if d is not None and not np.any(d):
+            d = None
+        if d is None:
+            kind = "uniform"
+        elif entry_weights is None and np.all(fixed_weights[np.bincount(cols, minlength=num_fixed) > 0] > 0):
+            kind = "separable"
+        else:
+            kind = "general"
+        gram = d if kind == "general" else None
+        if d is None:
+            weight = np.float32(w0)
+        elif gram is None:  # d is not needed beyond W: reuse its memory
+            weight = d
+            weight += np.float32(w0)
+        else:
+            weight = d + np.float32(w0)  # W_ij = w0 + d_ij
+        del d
+        rhs = np.multiply(weight, values, dtype=np.float32)
+        offsets = np.broadcast_to(weight, rhs.shape) if bias_offsets else None
+        del weight
+        fixed_scale = None
+        if kind == "separable":
+            root = np.sqrt(np.asarray(fixed_weights, np.float32))
+            rhs /= root[cols]
+            if offsets is not None:  # o_e c~_j z~_j = W c_j y_j with c~ = sqrt(C_j) c_j and z~ = sqrt(C_j) y_j
+                offsets = offsets / np.asarray(fixed_weights, np.float32)[cols]
+            fixed_scale = tf.constant(root)
+    if not (np.all(np.isfinite(rhs)) and (gram is None or np.all(np.isfinite(gram)))):
+        weight = w0
+        if entry_weights is not None:
+            weight = w0 + np.asarray(entry_weights, np.float64)
+        elif own_weights is not None:
+            weight = w0 + np.asarray(own_weights, np.float64)[rows] * np.asarray(fixed_weights, np.float64)[cols]
+        largest = np.max(np.abs(weight * np.asarray(values, np.float64)))
         raise ValueError(
             "The weighted ratings (w0 + R_i C_j) a_ij overflow float32: lower the ratings' scale or the weights "
-            f"(largest |(w0 + d) a| = {np.max(np.abs(rhs)):.3g})."
+            f"(largest |(w0 + d) a| = {largest:.3g})."
         )
-    entry_rhs = rhs.astype(np.float32)
-    entry_gram = None if gram is None else gram.astype(np.float32)
-    entry_offsets = None if offsets is None else offsets.astype(np.float32)
+    entries = (cols, rhs, gram, offsets)
 
     ladder = length_ladder(max_row_length)
     present = np.flatnonzero(degree > 0)
     short = present[degree[present] <= max_row_length]
     long_rows = present[degree[present] > max_row_length]
-    entries = (entry_cols, entry_rhs, entry_gram, entry_offsets)
-    unit_scale = None if kind != "separable" else own_weights.astype(np.float32)
+    unit_scale = None if kind != "separable" else np.asarray(own_weights, np.float32)
 
     # Short rows: one unit each, in bucket order; position[i] = where row i's solution lands.
     short_chunks, short_order = _chunks(
-        starts[short], degree[short], short, ladder, entries, unit_scale, num_fixed, batch_entries
+        starts[short], degree[short], short, ladder, entries, order, unit_scale, num_fixed, batch_entries
     )
     position = np.full(num_rows, -1, dtype=np.int64)
     position[short[short_order]] = np.arange(short.size)
@@ -263,7 +273,7 @@ def build_half(
     piece_start = starts[long_rows][owner] + index_in_row * piece_len[owner]
     piece_length = np.minimum(piece_len[owner], degree[long_rows][owner] - index_in_row * piece_len[owner])
     piece_chunks, piece_order = _chunks(
-        piece_start, piece_length, long_rows[owner], ladder, entries, unit_scale, num_fixed, batch_entries
+        piece_start, piece_length, long_rows[owner], ladder, entries, order, unit_scale, num_fixed, batch_entries
     )
     position[long_rows] = short.size + np.arange(long_rows.size)
     position[position < 0] = short.size + long_rows.size  # rows without entries: the trailing zero row
@@ -285,15 +295,38 @@ def build_half(
     )
 
 
-def _chunks(unit_start, unit_len, unit_owner, ladder, entries, unit_scale, num_fixed, batch_entries):
-    """Buckets units [start, start + len) of the sorted entries by length, pads and chunks them.
+def group_order(keys: np.ndarray, num_keys: int) -> np.ndarray | None:
+    """A permutation that groups ``keys`` (ints in [0, num_keys)) in ascending order, None if already sorted.
 
-    Returns the ``Chunks`` and the permutation of the units into chunk order.
+    A stable least-significant-digit radix sort on 16-bit digits (numpy sorts uint16 by counting), about 3x
+    faster than a comparison sort of 32-bit keys.
+    """
+    keys = np.asarray(keys)
+    if keys.size < 2 or np.all(keys[1:] >= keys[:-1]):
+        return None
+    order = None
+    for shift in range(0, max(int(num_keys) - 1, 1).bit_length(), 16):
+        digit = (keys if order is None else keys[order]) >> shift & 0xFFFF
+        step = np.argsort(digit.astype(np.uint16), kind="stable")
+        order = step if order is None else order[step]
+    return order.astype(np.int32) if keys.size < 2**31 else order
+
+
+# Real entries placed per step of the padded copy (bounds its index temporaries: 8 bytes per entry).
+FILL_ENTRIES = 1 << 22
+
+
+def _chunks(unit_start, unit_len, unit_owner, ladder, entries, order, unit_scale, num_fixed, batch_entries):
+    """Buckets units [start, start + len) of the grouped entries by length, pads and chunks them.
+
+    ``order`` maps grouped positions to the entries' own order (None: the identity); ``entries`` are the
+    per-entry fields (cols, b, g or None, o or None) in the entries' own order. Returns the ``Chunks`` and the
+    permutation of the units into chunk order.
     """
     entry_cols, entry_rhs, entry_gram, entry_offsets = entries
     bucket = np.searchsorted(ladder, unit_len)
-    order = np.argsort(bucket, kind="stable")
-    lengths = ladder[bucket[order]]
+    units = np.argsort(bucket.astype(np.uint16), kind="stable")
+    lengths = ladder[bucket[units]]
     # Chunk boundaries: within each bucket, runs of at most batch_entries // L (<= 16384) units.
     per_chunk = np.clip(batch_entries // ladder, 1, 16384)
     chunk_lengths, chunk_units = [], []
@@ -307,29 +340,51 @@ def _chunks(unit_start, unit_len, unit_owner, ladder, entries, unit_scale, num_f
     chunk_units = np.concatenate(chunk_units) if chunk_units else np.zeros(0, np.int64)
     chunk_lengths = np.concatenate(chunk_lengths) if chunk_lengths else np.zeros(0, np.int64)
 
-    # Flat padded entries: unit u of length L_u occupies [offset_u, offset_u + L_u).
-    unit_offset = np.cumsum(lengths) - lengths
+    # Unit u (in chunk order) of length L_u occupies the padded slots [offset_u, offset_u + L_u); its n_u real
+    # entries fill the first n_u of them. Runs of units of about ``FILL_ENTRIES`` real entries pair each entry
+    # (``source``, in the entries' own order) with its slot, so the index temporaries stay small.
     total = int(lengths.sum())
-    slot_unit = np.repeat(np.arange(order.size), lengths)
-    slot_pos = np.arange(total) - unit_offset[slot_unit]
-    valid = slot_pos < unit_len[order][slot_unit]
-    source = np.where(valid, unit_start[order][slot_unit] + slot_pos, 0)
-
-    def flat(values, pad, dtype):
-        return tf.constant(np.where(valid, values[source], pad).astype(dtype)) if values is not None else None
+    index = np.int32 if max(total, entry_cols.size) < 2**31 else np.int64
+    count = unit_len[units].astype(index)
+    before = np.cumsum(count, dtype=np.int64) - count
+    offset = np.cumsum(lengths) - lengths
+    fields = [(entry_cols, num_fixed, np.int32), (entry_rhs, 0.0, np.float32)]
+    fields += [(entry_gram, 0.0, np.float32), (entry_offsets, 0.0, np.float32)]
+    out = [None if values is None else np.full(total, pad, dtype) for values, pad, dtype in fields]
+    cuts = np.searchsorted(before, np.arange(0, int(count.sum()), FILL_ENTRIES), side="right") - 1
+    for lo, hi in zip(cuts, [*cuts[1:], units.size]):
+        run = count[lo:hi]
+        first = before[lo:hi] - before[lo]
+        base = np.arange(int(run.sum()), dtype=index)
+        source = np.repeat((unit_start[units[lo:hi]] - first).astype(index), run)
+        source += base
+        if order is not None:
+            source = order[source]
+        slot = np.repeat((offset[lo:hi] - first).astype(index), run)
+        slot += base
+        del base
+        for target, (values, _, _) in zip(out, fields):
+            if target is not None:
+                target[slot] = values[source]
+    tensors = []
+    for i, array in enumerate(out):  # each host copy is dropped as soon as TensorFlow holds its own
+        out[i] = None
+        tensors.append(None if array is None else tf.constant(array))
+        del array
+    indices, rhs_weights, gram_weights, offset_weights = tensors
 
     return (
         Chunks(
-            indices=flat(entry_cols, num_fixed, np.int32),
-            rhs_weights=flat(entry_rhs, 0.0, np.float32),
-            gram_weights=flat(entry_gram, 0.0, np.float32),
-            offset_weights=flat(entry_offsets, 0.0, np.float32),
-            row_scale=None if unit_scale is None else tf.constant(unit_scale[unit_owner[order]]),
-            owners=tf.constant(unit_owner[order].astype(np.int32)),
+            indices=indices,
+            rhs_weights=rhs_weights,
+            gram_weights=gram_weights,
+            offset_weights=offset_weights,
+            row_scale=None if unit_scale is None else tf.constant(unit_scale[unit_owner[units]]),
+            owners=tf.constant(unit_owner[units].astype(np.int32)),
             entry_bounds=tf.constant(np.concatenate([[0], np.cumsum(chunk_units * chunk_lengths)]).astype(np.int32)),
             unit_bounds=tf.constant(np.concatenate([[0], np.cumsum(chunk_units)]).astype(np.int32)),
             lengths=tf.constant(chunk_lengths.astype(np.int32)),
             num_chunks=int(chunk_units.size),
         ),
-        order,
+        units,
     )

@@ -60,10 +60,10 @@ class Statistics(NamedTuple):
 
 def statistics(cols: np.ndarray, values: np.ndarray, num_items: int) -> Statistics:
     """The ``Statistics`` of the entries (cols, values) of an m x ``num_items`` matrix."""
-    values = np.asarray(values, dtype=np.float64)
+    values = np.asarray(values)
     return Statistics(
         positive_counts=np.bincount(np.asarray(cols)[values > 0], minlength=num_items).astype(np.int64),
-        total=float(values.sum()),
+        total=float(np.sum(values, dtype=np.float64)),
         count=int(values.size),
         low=float(values.min()) if values.size else np.inf,
         high=float(values.max()) if values.size else -np.inf,
@@ -75,9 +75,9 @@ class Weighting(NamedTuple):
 
     Attributes:
         unobserved_weight: w0.
-        targets: float64 [nnz], a_ij (the ratings less mu in the explicit mode, 1 in the implicit mode).
+        targets: float [nnz], a_ij (the ratings less mu in the explicit mode, 1 in the implicit mode).
         row_weights, col_weights: float32 [m] and [n] (R and C), or None.
-        entry_weights: float64 [nnz], d_ij per entry (implicit mode), or None.
+        entry_weights: float [nnz], d_ij per entry (implicit mode), or None.
         mean: mu, the prediction's constant term (explicit mode), else 0.
         rating_range: (low, high), the clip of the predictions (explicit mode), else (-inf, inf).
     """
@@ -201,7 +201,7 @@ class Tf1(Mode):
 
     def weighting(self, values, shape, stats, given=None):
         cfg = self.config
-        values = np.asarray(values, np.float64)
+        values = np.asarray(values)
         if given is not None:
             row_weights, col_weights = given
         elif cfg.weights:
@@ -234,9 +234,9 @@ class Explicit(Mode):
 
     def weighting(self, values, shape, stats, given=None):
         self._refuse_weights(given)
-        values = np.asarray(values, np.float64)
         ones = [np.ones(size, np.float32) for size in shape]
-        return Weighting(0.0, values - stats.mean, *ones, None, stats.mean, (stats.low, stats.high))
+        targets = np.subtract(values, stats.mean, dtype=np.result_type(values, np.float32))
+        return Weighting(0.0, targets, *ones, None, stats.mean, (stats.low, stats.high))
 
     def fold_in_terms(self, item_factors, items, ratings, mask, params):
         table = tf.concat([item_factors, tf.ones_like(item_factors[:, :1])], axis=1)
@@ -259,7 +259,7 @@ class Implicit(Mode):
 
     def weighting(self, values, shape, stats, given=None):
         self._refuse_weights(given)
-        values = np.asarray(values, np.float64)
+        values = np.asarray(values)
         if np.any(self.invalid_ratings(values)):
             raise ValueError("Implicit mode needs non-negative values (confidence 1 + alpha * r).")
         return Weighting(1.0, np.ones_like(values), None, None, self.config.alpha * values, 0.0, (-np.inf, np.inf))
