@@ -126,19 +126,31 @@ def _run(search, task, base, fixed, chief) -> int:
 
 
 def _retrain(task, config, best, project_dir, objective, values) -> int:
-    """Retrains ``config`` on train + validation with ``trainer.job.run`` and writes ``best_hyperparameters.json``."""
+    """Retrains ``config`` on train + validation with ``trainer.job.run`` and writes ``best_hyperparameters.json``.
+
+    A job directory that already holds the committed retrain of the same configuration (a resumed search whose
+    best trial did not change) is reused; the default one (inside the project) is replaced when it holds another
+    trial's; an explicit one is left to the trainer, which refuses to overwrite committed outputs.
+    """
     job_dir = task.job_dir
-    if not (task.output_dir or task.job_dir or os.environ.get("AIP_MODEL_DIR")):
+    default = not (task.output_dir or task.job_dir or os.environ.get("AIP_MODEL_DIR"))
+    if default:
         job_dir = posixpath.join(project_dir, cli.BEST_MODEL_DIR)
     retrain = cli.retrain_task(task, job_dir, None)
     dirs = vertex.resolve_dirs(retrain, cluster_lib.Role())
     # Per best trial: a resumed search whose best changed retrains afresh instead of meeting another run's checkpoint.
     retrain = dataclasses.replace(retrain, checkpoint_dir=posixpath.join(dirs.checkpoints, f"trial_{best.trial_id}"))
     command = cli.trainer_command(retrain, config)
-    logger.info("retraining trial %s on train + validation: %s --job-dir=%s", best.trial_id, command, dirs.output)
-    status = trainer_job.run(retrain, config, None, cluster_lib.Cluster(cluster_lib.Role()))
-    if status:
-        return status
+    if _holds_retrain(dirs.output, retrain, config):
+        logger.info("%s already holds the retrain of trial %s; reusing it", dirs.output, best.trial_id)
+    else:
+        if default and tf.io.gfile.exists(dirs.output):
+            logger.info("replacing %s, the retrain of a former best trial", dirs.output)
+            tf.io.gfile.rmtree(dirs.output)
+        logger.info("retraining trial %s on train + validation: %s --job-dir=%s", best.trial_id, command, dirs.output)
+        status = trainer_job.run(retrain, config, None, cluster_lib.Cluster(cluster_lib.Role()))
+        if status:
+            return status
     with tf.io.gfile.GFile(posixpath.join(dirs.output, "metrics.json")) as handle:
         metrics = json.loads(handle.read())
     artifacts.write_json(
@@ -156,3 +168,13 @@ def _retrain(task, config, best, project_dir, objective, values) -> int:
     )
     print(f"best model: {dirs.model}\nreproduce it with (add --job-dir=DIR):\n  {command}", flush=True)
     return 0
+
+
+def _holds_retrain(output: str, task: TaskConfig, config: WALSConfig) -> bool:
+    """Whether ``output`` holds the committed outputs of a trainer run of ``task`` and ``config``."""
+    if not artifacts.committed(output):
+        return False
+    with tf.io.gfile.GFile(posixpath.join(output, "config.json")) as handle:
+        saved = json.loads(handle.read())
+    current = json.loads(json.dumps({"model": config.to_dict(), "task": task.to_dict()}))
+    return saved.get("model") == current["model"] and saved.get("task") == current["task"]
