@@ -332,3 +332,25 @@ def test_settings_differences_name_each_changed_entry():
     current = {"algorithm": "random", "data": {"train": "cd", "split": "random"}, "space": [1, 3]}
     assert settings.differences(saved, current) == ['data.train: "ab" -> "cd"', "space: [1, 2] -> [1, 3]"]
     assert settings.differences(saved, saved) == []
+
+
+def test_the_readme_flag_table_states_the_search_defaults():
+    from test_readme import matches, section, table_rows
+
+    parser = cli.build_parser()
+    search, task, base, _ = cli.parse([], parser)
+    used = {**dataclasses.asdict(search), **task.to_dict(), **base.to_dict()}
+    dest = {a.option_strings[0]: a.dest for a in parser._actions if a.option_strings}
+    rows = table_rows(section("## Tuning"), "`--")
+    listed, refused = set(), set()
+    for cells in rows:
+        names = [name.strip(" `") for name in cells[0].split(",")]
+        if cells[1] == "refused":
+            refused.update(dest[name] for name in names)
+            continue
+        for name in names:
+            assert matches(cells[1], used[dest[name]]), (name, cells[1], used[dest[name]])
+            listed.add(dest[name])
+    assert refused == set(cli.REFUSED)
+    own = {f.name for f in dataclasses.fields(cli.SearchConfig)}
+    assert own | set(cli.SEARCH_HELP) | {"export_top_k"} <= listed, "a search flag missing from the README table"
