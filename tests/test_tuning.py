@@ -58,6 +58,19 @@ def test_search_writes_results_and_best_hyperparameters(ratings_file, tmp_path):
     assert scores == sorted(scores) and best["hyperparameters"]["latent_factors"] == results[0]["latent_factors"]
     assert 0.3 < best["test"]["test_rmse"] < 3.0
     assert (project / "results.md").read_text().startswith("| trial | score |")
+    # TensorBoard: each trial's validation RMSE per sweep (its score is the best of them) and the retrain's scalars.
+    import tensorflow as tf
+
+    for record in results:
+        (events,) = (project / "logs" / record["trial"] / "execution0" / "validation").glob("events.*")
+        rmse = [
+            float(tf.make_ndarray(v.tensor))
+            for e in tf.compat.v1.train.summary_iterator(str(events))
+            for v in e.summary.value
+            if v.tag == "epoch_rmse"
+        ]
+        assert len(rmse) == 3 and min(rmse) == pytest.approx(record["score"], rel=1e-6)
+    assert list((project / "logs" / f"best_trial_{results[0]['trial']}").glob("events.*"))
 
 
 def test_interrupted_search_resumes(ratings_file, tmp_path, caplog):

@@ -83,8 +83,9 @@ SEARCH_HELP = {
     f"trainer.task does (default: the parent of $AIP_MODEL_DIR, else <directory>/<project>/{BEST_MODEL_DIR}).",
     "checkpoint_dir": "The retrain's per-sweep checkpoints go to <checkpoint-dir>/trial_<best trial> (default "
     "$AIP_CHECKPOINT_DIR, else <output-dir>/checkpoints).",
-    "tensorboard_log_dir": "TensorBoard scalars of the best trial's retrain (default $AIP_TENSORBOARD_LOG_DIR, "
-    "else <output-dir>/logs).",
+    "tensorboard_log_dir": "TensorBoard logs: each trial's scalars and hyperparameters (HParams) in "
+    "<dir>/<trial>/execution0, the best trial's retrain in <dir>/best_trial_<trial> (default "
+    "$AIP_TENSORBOARD_LOG_DIR, else <directory>/<project>/logs).",
     "validation_fraction": "Fraction of ratings held out as the validation set, on which the objective is "
     "measured; the retrain of the best trial trains on it too.",
     "top_k": "k of the objective NDCG@k in the implicit mode and of the retrain's ranking metrics.",
@@ -147,7 +148,9 @@ def parse(argv: list[str] | None, parser: argparse.ArgumentParser | None = None)
     return search, task, base, frozenset(flags.given(namespace, WALSConfig))
 
 
-def retrain_task(task: TaskConfig, job_dir: str | None, checkpoint_dir: str | None) -> TaskConfig:
+def retrain_task(
+    task: TaskConfig, job_dir: str | None, checkpoint_dir: str | None, tensorboard_log_dir: str | None = None
+) -> TaskConfig:
     """The trainer's options that retrain the best trial: the search's data and outputs with no validation part
     (it trains on train + validation; the test part is drawn first, so it is the one the search left alone)."""
     return dataclasses.replace(
@@ -155,6 +158,7 @@ def retrain_task(task: TaskConfig, job_dir: str | None, checkpoint_dir: str | No
         validation_fraction=0.0,
         job_dir=job_dir,
         checkpoint_dir=checkpoint_dir,
+        tensorboard_log_dir=tensorboard_log_dir,
     )
 
 

@@ -4,7 +4,8 @@
    ``wals2.sharding.distribute``); the objective is measured on the validation part, the test part is left alone.
 2. ``tuning.settings``: a project of other settings (data, mode, search space, objective, algorithm, fixed
    hyperparameters) is refused instead of resumed.
-3. The trials (``tuning.hypermodel``); in a distributed search the workers stop here.
+3. The trials (``tuning.hypermodel``), each with its TensorBoard scalars and hyperparameters (keras-tuner's
+   HParams) under the log directory; in a distributed search the workers stop here.
 4. The chief writes ``results.md``, ``results.json``, then retrains the best trial's configuration on train +
    validation through the trainer's job pipeline (``trainer.job.run``), which writes ``model/``, ``config.json``
    and ``metrics.json`` under the job directory, and last ``best_hyperparameters.json`` with the test metrics and
@@ -19,6 +20,7 @@ import logging
 import os
 import posixpath
 
+import keras
 import keras_tuner as kt
 import tensorflow as tf
 
@@ -107,7 +109,9 @@ def _run(search, task, base, fixed, chief) -> int:
     tuner = make_tuner(search.algorithm, search.max_trials, hypermodel, search.directory, project, search.overwrite)
     if chief:
         settings.write(project_dir, current)
-    tuner.search(epochs=base.num_iters)
+    # keras-tuner gives each trial its own directory below the log directory and adds its HParams summary.
+    logs = task.tensorboard_log_dir or os.environ.get("AIP_TENSORBOARD_LOG_DIR") or posixpath.join(project_dir, "logs")
+    tuner.search(epochs=base.num_iters, callbacks=[keras.callbacks.TensorBoard(logs, write_graph=False)])
     if not chief:
         return 0  # a distributed worker: the chief writes the results
     records, table = results_table(tuner)
@@ -122,10 +126,11 @@ def _run(search, task, base, fixed, chief) -> int:
     values = {k: v for k, v in best.hyperparameters.values.items() if not k.startswith("tuner/")}
     logger.info("best %s %.6g (trial %s): %s", tuner.oracle.objective.name, best.score, best.trial_id, values)
     config = hypermodel.config(best.hyperparameters)
-    return _retrain(task, config, best, project_dir, tuner.oracle.objective.name, values)
+    retrain_logs = posixpath.join(logs.rstrip("/"), f"best_trial_{best.trial_id}")
+    return _retrain(task, config, best, project_dir, retrain_logs, tuner.oracle.objective.name, values)
 
 
-def _retrain(task, config, best, project_dir, objective, values) -> int:
+def _retrain(task, config, best, project_dir, logs, objective, values) -> int:
     """Retrains ``config`` on train + validation with ``trainer.job.run`` and writes ``best_hyperparameters.json``.
 
     A job directory that already holds the committed retrain of the same configuration (a resumed search whose
@@ -136,7 +141,7 @@ def _retrain(task, config, best, project_dir, objective, values) -> int:
     default = not (task.output_dir or task.job_dir or os.environ.get("AIP_MODEL_DIR"))
     if default:
         job_dir = posixpath.join(project_dir, cli.BEST_MODEL_DIR)
-    retrain = cli.retrain_task(task, job_dir, None)
+    retrain = cli.retrain_task(task, job_dir, None, logs)
     dirs = vertex.resolve_dirs(retrain, cluster_lib.Role())
     # Per best trial: a resumed search whose best changed retrains afresh instead of meeting another run's checkpoint.
     retrain = dataclasses.replace(retrain, checkpoint_dir=posixpath.join(dirs.checkpoints, f"trial_{best.trial_id}"))
