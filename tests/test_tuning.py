@@ -367,3 +367,13 @@ def test_the_readme_flag_table_states_the_search_defaults():
     assert refused == set(cli.REFUSED)
     own = {f.name for f in dataclasses.fields(cli.SearchConfig)}
     assert own | set(cli.SEARCH_HELP) | {"export_top_k"} <= listed, "a search flag missing from the README table"
+
+
+def test_searched_hyperparameters_given_as_flags_are_fixed(ratings_file, tmp_path, caplog):
+    hp = kt.HyperParameters()
+    mode = mode_of(WALSConfig(mode="explicit"))
+    assert set(search_space(hp, mode, fixed={"latent_factors", "mode"})) == {"regularization", "scale_regularization"}
+    fixed = ("--latent_factors=3", "--regularization=1", "--scale_regularization=false")
+    assert run(ratings_file, tmp_path, "--mode=explicit", *fixed) == 1
+    assert "every hyperparameter that the explicit mode searches is fixed by a flag" in caplog.text
+    assert not (tmp_path / "ratings.tsv-explicit-bayesian").exists()

@@ -106,7 +106,8 @@ def _run(search, task, base, fixed, chief) -> int:
     if chief and not search.overwrite and settings.check(project_dir, current):
         logger.info("resuming the search in %s (same settings)", project_dir)
     hypermodel = WALSHyperModel(base, train, validation, task.top_k, fixed)
-    tuner = make_tuner(search.algorithm, search.max_trials, hypermodel, search.directory, project, search.overwrite)
+    overwrite = search.overwrite and chief  # a worker deleting the shared project would delete the oracle's state
+    tuner = make_tuner(search.algorithm, search.max_trials, hypermodel, search.directory, project, overwrite)
     if chief:
         settings.write(project_dir, current)
     # keras-tuner gives each trial its own directory below the log directory and adds its HParams summary.

@@ -3,11 +3,12 @@
 The objective is the validation RMSE (tf1 and explicit modes) or the validation NDCG@``--top-k`` (implicit mode);
 the test set is never seen by the search. Each trial fits a ``WALSModel`` (one Keras epoch = one sweep); Hyperband
 maps its epoch budget to sweeps and warm-starts a trial from its parent trial's saved factors. Trials that
-diverge fail (``FailedTrialError``) without stopping the search. At the end the chief writes the results table,
-retrains the best trial's configuration on train + validation through ``python -m trainer.task``'s job pipeline
-(``model/``, ``config.json``, ``metrics.json`` under ``--job-dir``), prints the trainer command that reproduces
-it and writes ``best_hyperparameters.json``. An interrupted search resumes from its project directory when its
-settings are the same (``tuning.settings``; pass ``--overwrite`` to start over).
+diverge fail (``FailedTrialError``) without stopping the search. Each trial's TensorBoard scalars and
+hyperparameters (keras-tuner's HParams) go under ``--tensorboard-log-dir``. At the end the chief writes the
+results table, retrains the best trial's configuration on train + validation through ``python -m trainer.task``'s
+job pipeline (``model/``, ``config.json``, ``metrics.json`` under ``--job-dir``), prints the trainer command that
+reproduces it and writes ``best_hyperparameters.json``. An interrupted search resumes from its project directory
+when its settings are the same (``tuning.settings``; pass ``--overwrite`` to start over).
 
 Distributed search uses keras-tuner's own protocol: set ``KERASTUNER_TUNER_ID`` (``chief`` for the oracle, then
 ``tuner0``, ``tuner1``, ...), ``KERASTUNER_ORACLE_IP`` and ``KERASTUNER_ORACLE_PORT`` on every process, with one
