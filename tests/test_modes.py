@@ -42,12 +42,13 @@ def biased_half(rows, cols, values, shape, fixed, fixed_bias, mu, lam, scale):
 
 
 @pytest.mark.parametrize("scale", [False, True])
-@pytest.mark.parametrize("solver_sizes", [(65536, 2048), (40, 6)])
-def test_explicit_mode_one_sweep_matches_oracle(ratings, scale, solver_sizes):
+@pytest.mark.parametrize("solver_sizes, k", [((65536, 2048), 4), ((40, 6), 4), ((65536, 2048), 24)])
+def test_explicit_mode_one_sweep_matches_oracle(ratings, scale, solver_sizes, k):
+    """k = 24 solves most rows (fewer than 0.7 (k + 1) entries) in the L x L Woodbury form, with per-row lambda."""
     model = WALSModel(
         *SHAPE,
         mode="explicit",
-        latent_factors=4,
+        latent_factors=k,
         regularization=0.2,
         scale_regularization=scale,
         seed=1,
@@ -60,7 +61,7 @@ def test_explicit_mode_one_sweep_matches_oracle(ratings, scale, solver_sizes):
     r, c, a = ratings.users, ratings.items, ratings.values.astype(np.float64)
     mu = a.mean()
     ub = biased_half(r, c, a, SHAPE, v0, np.zeros(SHAPE[1]), mu, 0.2, scale)
-    vb = biased_half(c, r, a, SHAPE[::-1], ub[:, :4], ub[:, 4], mu, 0.2, scale)
+    vb = biased_half(c, r, a, SHAPE[::-1], ub[:, :k], ub[:, k], mu, 0.2, scale)
     u, bu, v, bv = numpy_of(model, "user_factors", "user_bias", "item_factors", "item_bias")
     np.testing.assert_allclose(np.hstack([u, bu[:, None]]), ub, rtol=2e-4, atol=2e-5)
     np.testing.assert_allclose(np.hstack([v, bv[:, None]]), vb, rtol=2e-4, atol=2e-5)
@@ -84,14 +85,14 @@ def test_explicit_mode_objective_decreases_and_fits_better_than_tf1(ratings):
     assert history.history["val_rmse"][-1] < tf1_history.history["val_rmse"][-1]
 
 
-@pytest.mark.parametrize("sizes", [(65536, 2048), (40, 6)])
-def test_implicit_mode_one_sweep_matches_dense_hkv_oracle(ratings, sizes):
+@pytest.mark.parametrize("sizes, k", [((65536, 2048), 5), ((40, 6), 5), ((65536, 2048), 24)])
+def test_implicit_mode_one_sweep_matches_dense_hkv_oracle(ratings, sizes, k):
     alpha, lam = 3.0, 0.4
     model = WALSModel(
         *SHAPE,
         mode="implicit",
         alpha=alpha,
-        latent_factors=5,
+        latent_factors=k,
         regularization=lam,
         seed=2,
         batch_entries=sizes[0],

@@ -198,3 +198,32 @@ def test_gpu_sweep_matches_cpu(solver_name):
             results[device] = (u.numpy(), v.numpy())
     for cpu, gpu in zip(results["/CPU:0"], results["/GPU:0"]):
         assert rel_err(gpu, cpu.astype(np.float64)) < 1e-4
+
+
+@pytest.mark.parametrize("mode", ["scalar", "vector", "vector-with-zero"])
+def test_short_rows_solved_in_the_woodbury_form_match_oracle(mode):
+    """k = 24: most rows have fewer than 0.7 k entries (the L x L form), the others take the k x k solve."""
+    k = 24
+    rng = np.random.default_rng(5)
+    rows, cols, values = random_problem(9, shape=SHAPE, nnz=900, empty_rows=(3, 17), empty_cols=(5, 30))
+    r, c = weights_for(mode, rng, cols)
+    layouts = build_layouts(rows, cols, values, SHAPE, r, c, W0, batch_entries=64, max_row_length=40)
+    threshold = solver.woodbury_max_length(k)
+    for half in layouts:  # both forms occur in both halves
+        lengths = half.short.lengths.numpy()
+        assert (lengths <= threshold).any() and (lengths > threshold).any()
+    a, w, observed = dense_problem(rows, cols, values, SHAPE, r, c, W0)
+    v = rng.standard_normal((SHAPE[1], k)).astype(np.float32)
+    u_ref = solve_rows(a, w, observed, v, LAM)
+    assert rel_err(solver.half_sweep(layouts.rows, v, LAM), u_ref) < 1e-4
+    v_ref = solve_rows(a.T, w.T, observed.T, u_ref, LAM)
+    assert rel_err(solver.half_sweep(layouts.cols, u_ref.astype(np.float32), LAM), v_ref) < 1e-4
+
+
+def test_woodbury_form_reports_divergence_as_nan():
+    """Non-finite fixed factors give NaN solutions (the model's divergence check), not an eigensolver error."""
+    rows, cols, values = random_problem(9, shape=SHAPE, nnz=300)
+    layouts = build_layouts(rows, cols, values, SHAPE, np.ones(SHAPE[0]), np.ones(SHAPE[1]), W0)
+    v = np.ones((SHAPE[1], 16), np.float32)
+    v[0, 0] = np.inf
+    assert np.isnan(solver.half_sweep(layouts.rows, v, LAM).numpy()).any()

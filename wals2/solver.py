@@ -226,13 +226,19 @@ def woodbury_max_length(k: int) -> int:
 def _woodbury(rotated, k, chunk: Chunk, scale):
     """Exact solutions of short rows (L < k entries) through an L x L system instead of the k x k one.
 
-    With G0_i = lambda_i I + w0 Y'Y = Q diag(lambda_i + S) Q' and s_i = (lambda_i + S)^-1/2, the rows
-    W_g = Z_g Q diag(s_i) of the gathered fixed factors give Z_g G0_i^-1 Z_g' = W_g W_g'; with D the per-entry Gram
-    weights (g_e, or R_i), b_e the right-hand-side weights and c = W_g' b, the Woodbury identity gives
+    With G0_i = lambda_i I + w0 Y'Y = Q diag(lambda_i + S) Q' and s_i = (lambda_i + S)^-1/2, the gathered rows
+    W = Z_g Q diag(s_i) [L, k] turn (G0_i + Z_g' D Z_g) x_i = Z_g' b (D the per-entry Gram weights g_e or R_i,
+    b the right-hand-side weights) into
 
-        x_i = Q diag(s_i) (c - V' (I + V V')^-1 V c),      V = D^1/2 W_g   [L, k],
+        (I + V'V) xi = W' b,      V = D^1/2 W,      x_i = Q diag(s_i) xi.
 
-    the exact solution of (G0_i + Z_g' D Z_g) x_i = Z_g' b. It costs L^2 k + L^3 / 3 instead of L k^2 + k^3 / 3.
+    Split b = D^1/2 t + b0, with b0 the part on entries of zero Gram weight (usually none), c0 = W' b0 and
+    M = I + V V' (L x L, eigenvalues >= 1). The push-through identity (I + V'V)^-1 V' = V' M^-1 gives
+
+        xi = c0 + V' M^-1 (t - V c0),
+
+    without the cancellation of the textbook form c - V' M^-1 V c. It costs L^2 k + L^3 / 3 instead of
+    L k^2 + k^3 / 3.
 
     Args:
         rotated: the gathered table with its first k columns rotated by Q, [n + 1, width].
@@ -241,20 +247,22 @@ def _woodbury(rotated, k, chunk: Chunk, scale):
         scale: s_i, float32 [b, k] (per-row lambda) or [1, k].
 
     Returns:
-        float32 [b, k], Q' x_i (the caller rotates back).
+        float32 [b, k], Q' x_i = diag(s_i) xi (the caller rotates back).
     """
     gathered, rhs_weights = _gather(rotated, k, chunk)
     w = gathered * scale[:, None, :]  # [b, L, k]
-    c = tf.reduce_sum(w * rhs_weights[..., None], axis=1)  # [b, k]
     if chunk.gram_weights is not None:
-        root = tf.sqrt(chunk.gram_weights)[..., None]  # [b, L, 1]
+        root = tf.sqrt(chunk.gram_weights)  # [b, L]
     else:
-        root = tf.sqrt(chunk.row_scale)[:, None, None]  # [b, 1, 1]
-    v = w * root
-    inner = tf.matmul(v, v, transpose_b=True) + tf.eye(tf.shape(v)[1], dtype=v.dtype)  # I + V V' [b, L, L]
-    t = tf.reduce_sum(v * c[:, None, :], axis=2)  # V c [b, L]
+        root = tf.broadcast_to(tf.sqrt(chunk.row_scale)[:, None], tf.shape(rhs_weights))
+    weighted = root > 0
+    t = tf.math.divide_no_nan(rhs_weights, root)  # [b, L]
+    c0 = tf.reduce_sum(w * tf.where(weighted, 0.0, rhs_weights)[..., None], axis=1)  # [b, k]
+    v = w * root[..., None]
+    inner = tf.matmul(v, v, transpose_b=True) + tf.eye(tf.shape(v)[1], dtype=v.dtype)  # M [b, L, L]
+    t -= tf.reduce_sum(v * c0[:, None, :], axis=2)
     u = tf.linalg.cholesky_solve(tf.linalg.cholesky(inner), t[..., None])  # [b, L, 1]
-    return (c - tf.reduce_sum(v * u, axis=1)) * scale
+    return (c0 + tf.reduce_sum(v * u, axis=1)) * scale
 
 
 def _conjugate_gradient(table, k, chunk: Chunk, x, system, steps):
