@@ -1023,6 +1023,36 @@ def test_the_batcher_joins_concurrent_calls_per_k_and_gives_each_its_rows():
     ]
 
 
+CURL = re.compile(r"curl -s '?localhost:8080(/[^\s']*)'?(?:\s+-d\s+'([^']*)')?")
+
+
+def readme_requests() -> list[tuple[str, str | None]]:
+    """(path, body or None) of each ``curl`` in the README's "### HTTP server" code blocks (continuations joined)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = readme.split("### HTTP server", 1)[1].split("#### Model versions", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.DOTALL)
+    return [m.groups() for block in blocks for m in CURL.finditer(block.replace("\\\n", " "))]
+
+
+def test_the_readme_serving_requests_are_answered(served):
+    port, _ = served
+    requests = readme_requests()
+    bodies = " ".join(body or "" for _, body in requests)
+    for name in ("similar_items", "similar_users", "recommend_from", "similar_to_item", "candidate_item_ids"):
+        assert name in bodies, name  # the new signatures and instances have an example
+    assert len(requests) >= 18, requests
+    routes = {"/predict": PREDICT, "/health": HEALTH}
+    for path, body in requests:
+        route, _, query = path.partition("?")
+        target = routes.get(route, route) + (f"?{query}" if query else "")
+        status, kind, text = call(port, "POST" if body else "GET", target, body)
+        assert (status, kind) == (200, "application/json"), (path, body, text)
+        answer = json.loads(text)
+        for key in ("predictions", "outputs"):
+            rows = answer.get(key, [])
+            assert "error" not in rows and all("error" not in row for row in rows if isinstance(row, dict)), text
+
+
 def test_the_readme_limits_table_matches_the_flags():
     from trainer.serve import build_parser
 
