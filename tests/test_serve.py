@@ -234,6 +234,57 @@ def test_tf1_recommendation_route(served):
     assert status == 200 and len(json.loads(text)["articles"]) == 12
 
 
+def test_plain_similar_routes_and_candidates_on_the_tf1_route(served, exported):
+    port, _ = served
+    _, _, module = exported
+
+    def ids(values):
+        return [i.decode() for i in values if i]
+
+    status, kind, text = call(port, "GET", "/similar_items?itemId=50&numRecs=3")
+    want = signature(module, "similar_items", item_id=["50"], k=3)
+    assert (status, kind, json.loads(text)) == (200, "application/json", {"item_ids": ids(want["item_ids"][0])})
+    status, _, text = call(port, "GET", "/similar_users?userId=610")  # numRecs defaults to 5
+    want = signature(module, "similar_users", user_id=["610"], k=5)
+    assert (status, json.loads(text)) == (200, {"user_ids": ids(want["user_ids"][0])})
+    status, _, text = call(port, "GET", "/recommendation?userId=1&numRecs=3&candidateItemIds=2,4,1,no-item")
+    want = signature(module, "recommend_from", user_id=["1"], candidate_item_ids=[["2", "4", "1", "no-item"]], k=3)
+    assert (status, json.loads(text)) == (200, {"articles": ids(want["item_ids"][0])})
+    assert sorted(json.loads(text)["articles"]) == ["2", "4"]  # user 1 rated item 1
+    assert call(port, "HEAD", "/similar_items?itemId=50")[0] == 200
+    assert call(port, "POST", "/similar_items?itemId=50", "{}")[0] == 405
+
+
+@pytest.mark.parametrize(
+    "query, status, message",
+    [
+        ("/similar_items?itemId=no-item", 404, '`itemId` "no-item" is not in the model (or has no training ratings).'),
+        ("/similar_users?userId=0", 404, '`userId` "0" is not in the model'),
+        ("/similar_items", 400, "`itemId` should name an id: /similar_items?itemId=<id>&numRecs=<n>. Received"),
+        ("/similar_items?itemId=", 400, "`itemId` should name an id"),
+        (
+            "/similar_users?userId=1&numRecs=611",
+            400,
+            "`numRecs` should be an integer in [1, 610]. Received: numRecs=611",
+        ),
+        ("/similar_items?itemId=1&numRecs=x", 400, "`numRecs` should be an integer in [1, 9724]. Received: numRecs=x"),
+        ("/recommendation?userId=1&candidateItemIds=2,,4", 400, "`candidateItemIds` should be item ids separated by"),
+        ("/recommendation?userId=1&candidateItemIds=", 400, "`candidateItemIds` should be item ids separated by"),
+        ("/recommendation?userId=1&candidateItemIds=" + "1," * 100_000 + "1", 431, "request line and headers"),
+    ],
+)
+def test_plain_similar_and_candidate_bad_requests_get_a_json_4xx(served, query, status, message):
+    port, _ = served
+    got, kind, text = call(port, "GET", query)
+    assert (got, kind) == (status, "application/json") and message in json.loads(text)["error"], text
+
+
+def test_tf1_candidates_of_an_unknown_user_get_tf1s_message(served):
+    port, _ = served
+    status, kind, text = call(port, "GET", "/recommendation?userId=999999&candidateItemIds=1,2")
+    assert (status, kind, text) == (400, "text/plain; charset=utf-8", "User Id not found : 999999")
+
+
 @pytest.mark.parametrize(
     "query, message",
     [

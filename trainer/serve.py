@@ -18,6 +18,9 @@ Routes:
 - ``GET /recommendation?userId=<id>&numRecs=<n>``, TF1's app: ``{"articles": [...]}`` (numRecs default 5), and
   its plain-text 400s ``No User Id provided.``, ``User id and number of recs arguments must be integers.`` and
   ``User Id not found : <userId>`` (also for a user with no training ratings); a numRecs out of range is a JSON 400.
+  ``&candidateItemIds=2,4,50`` (not TF1's) ranks only those items.
+- ``GET /similar_items?itemId=<id>&numRecs=<n>`` -> ``{"item_ids": [...]}`` and ``GET /similar_users?userId=<id>``
+  -> ``{"user_ids": [...]}`` (numRecs default 5, the query itself first); an unknown id is a JSON 404.
 
 Every request gets an HTTP status: bad requests a 4xx with a JSON ``{"error": ...}`` (TF1's three plain-text
 messages aside), work beyond the limits a 413 naming the limit and its flag. The transport is
@@ -52,6 +55,11 @@ logger = logging.getLogger("trainer.serve")
 TF1_DEFAULT_RECS = 5
 TF1_ROUTE = "/recommendation"
 TF1_READINESS_ROUTE = "/readiness_check"
+# route -> (query parameter, signature, id output, flag output)
+SIMILAR_ROUTES = {
+    "/similar_items": ("itemId", "similar_items", "item_ids", "known_item"),
+    "/similar_users": ("userId", "similar_users", "user_ids", "known_user"),
+}
 _TF1_INTEGER = re.compile(r"-?[0-9]{1,30}")  # ASCII digits only (int() would also take "1_0", " 1", Arabic digits)
 
 
@@ -162,25 +170,64 @@ def _rated(instance: dict, n: int) -> tuple[list[str], list[float]]:
 
 
 def parse_tf1(query: str, recommender: Recommender, limits: WorkLimits) -> list[str]:
-    """TF1's ``/recommendation`` lookup; raises ``BadRequest`` with TF1's plain-text messages."""
-    try:
-        params = parse_qs(query, keep_blank_values=True, errors="strict", max_num_fields=16)
-    except (UnicodeDecodeError, ValueError) as err:
-        raise BadRequest(f"The query string should be UTF-8 with at most 16 fields: {err}") from None
+    """TF1's ``/recommendation`` lookup; raises ``BadRequest`` with TF1's plain-text messages.
+
+    ``candidateItemIds`` (comma-separated raw item ids; not TF1's) ranks only those items (``recommend_from``)."""
+    params = _query(query)
     user = params.get("userId", [None])[0]
     if user is None:
         raise BadRequest("No User Id provided.", plain=True)
     recs = params.get("numRecs", [str(TF1_DEFAULT_RECS)])[0]
     if not (_TF1_INTEGER.fullmatch(user) and _TF1_INTEGER.fullmatch(recs)):
         raise BadRequest("User id and number of recs arguments must be integers.", plain=True)
-    num_recs = int(recs)
-    most = min(recommender.num_items, limits.max_results)
-    if not 1 <= num_recs <= most:
-        raise BadRequest(f"`numRecs` should be an integer in [1, {most}]. Received: numRecs={recs}")
-    (prediction,) = recommender.users([str(int(user))], num_recs)
+    num_recs = _num_recs(recs, min(recommender.num_items, limits.max_results))
+    if "candidateItemIds" in params:
+        candidates = params["candidateItemIds"][0].split(",")
+        if not all(candidates):
+            raise BadRequest(
+                "`candidateItemIds` should be item ids separated by commas. "
+                f"Received: candidateItemIds={brief(params['candidateItemIds'][0])}"
+            )
+        limits.check_candidates(1, len(candidates))
+        (prediction,) = recommender.users_from([(str(int(user)), candidates)], num_recs)
+    else:
+        (prediction,) = recommender.users([str(int(user))], num_recs)
     if not prediction["known_user"]:
         raise BadRequest(f"User Id not found : {user}", plain=True)
     return prediction["item_ids"]
+
+
+def parse_similar(route: str, query: str, recommender: Recommender, limits: WorkLimits) -> list[str]:
+    """``GET /similar_items?itemId=<id>&numRecs=<n>`` and ``/similar_users?userId=...``: the similar ids.
+
+    Raises ``BadRequest``: 400 for a missing id or a bad numRecs, 404 for an id that is unknown to the model."""
+    key, signature, ids, flag = SIMILAR_ROUTES[route]
+    params = _query(query)
+    value = params.get(key, [""])[0]
+    if not value:
+        raise BadRequest(f"`{key}` should name an id: {route}?{key}=<id>&numRecs=<n>. Received: {brief(query)}")
+    size = recommender.num_items if signature == "similar_items" else recommender.num_users
+    num_recs = _num_recs(params.get("numRecs", [str(TF1_DEFAULT_RECS)])[0], min(size, limits.max_results))
+    (answer,) = recommender.similar(signature, [value], num_recs)
+    if not answer[flag]:
+        raise BadRequest(
+            f"`{key}` {brief(value)} is not in the model (or has no training ratings).", HTTPStatus.NOT_FOUND
+        )
+    return answer[ids]
+
+
+def _query(query: str) -> dict[str, list[str]]:
+    try:
+        return parse_qs(query, keep_blank_values=True, errors="strict", max_num_fields=16)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise BadRequest(f"The query string should be UTF-8 with at most 16 fields: {err}") from None
+
+
+def _num_recs(text: str, most: int) -> int:
+    """``numRecs``: ASCII digits in [1, most]; a JSON 400 otherwise."""
+    if not _TF1_INTEGER.fullmatch(text) or not 1 <= int(text) <= most:
+        raise BadRequest(f"`numRecs` should be an integer in [1, {most}]. Received: numRecs={text}")
+    return int(text)
 
 
 class App:
@@ -222,6 +269,10 @@ class App:
         if path == TF1_ROUTE:
             self._allow(method, "GET", "HEAD")
             return json_response(HTTPStatus.OK, {"articles": parse_tf1(request.query, recommender, self.limits)})
+        if path in SIMILAR_ROUTES:
+            self._allow(method, "GET", "HEAD")
+            found = parse_similar(path, request.query, recommender, self.limits)
+            return json_response(HTTPStatus.OK, {SIMILAR_ROUTES[path][2]: found})
         match = tf_serving.ROUTE.fullmatch(path)
         if match:
             name, version, tail = match["name"], match["version"], match["tail"]
