@@ -930,6 +930,38 @@ def test_tf_serving_status_and_metadata_routes(served):
     assert call(port, "GET", "/v1/models/wals:predict")[0] == 405
 
 
+def test_a_model_exported_before_the_similar_signatures_still_serves_and_names_what_it_lacks(exported, tmp_path):
+    from trainer import tf_serving
+    from trainer.serve import parse_predict, parse_similar, parse_tf1
+    from trainer.serve_model import BadRequest, Recommender, WorkLimits
+
+    _, _, module = exported
+    old = {
+        n: fn
+        for n, fn in module.signatures().items()
+        if n in ("serving_default", "recommend", "score", "fold_in_recommend")
+    }
+    tf.saved_model.save(module, str(tmp_path / "old"), signatures=old)
+    recommender, limits = Recommender(str(tmp_path / "old")), WorkLimits()
+    (answer,) = parse_predict(b'{"instances": [{"user_id": "1"}]}', recommender, limits)
+    assert answer["known_user"] and len(answer["item_ids"]) == 10
+    for body, lacking in (
+        (b'{"instances": [{"similar_to_item": "1"}]}', "similar_items"),
+        (b'{"instances": [{"similar_to_user": "1"}]}', "similar_users"),
+        (b'{"instances": [{"user_id": "1", "candidate_item_ids": ["2"]}]}', "recommend_from"),
+    ):
+        with pytest.raises(BadRequest, match=f"The served model has no '{lacking}' signature") as err:
+            parse_predict(body, recommender, limits)
+        assert err.value.status == 400
+    with pytest.raises(BadRequest, match="has no 'similar_users' signature"):
+        parse_similar("/similar_users", "userId=1", recommender, limits)
+    with pytest.raises(BadRequest, match="has no 'recommend_from' signature"):
+        parse_tf1("userId=1&candidateItemIds=2", recommender, limits)
+    request = b'{"signature_name": "similar_items", "inputs": {"item_id": ["1"], "k": 2}}'
+    with pytest.raises(BadRequest, match='Serving signature name: "similar_items" not found in signature def'):
+        tf_serving.predict(request, recommender, limits)
+
+
 def test_loadtest_smoke_run_reports_its_figures(exported):
     path, _, _ = exported
     out = subprocess.run(
