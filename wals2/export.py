@@ -219,7 +219,7 @@ class ServingModule(tf.Module):
 
     def _recommend(self, user_id, k, allowed=None):
         """Top-k of raw user ids without their seen items; ``allowed`` bool [b, n]: the only candidates (or None)."""
-        _check_k(k, self.item_factors, "items")
+        k = _check_k(k, self.item_factors, "items")
         users, known = self._lookup_users(user_id)
         safe = tf.where(known, users, tf.zeros_like(users))
         scores = self._scores(tf.gather(self.user_factors, safe), tf.gather(self.user_bias, safe))
@@ -236,7 +236,7 @@ class ServingModule(tf.Module):
         Returns:
             (row indices int32 [b, k], scores float32 [b, k]).
         """
-        _check_k(k, factors, what)
+        k = _check_k(k, factors, what)
         unit = scoring.unit_rows(factors)
         safe = tf.where(known, queries, tf.zeros_like(queries))
         cosine = tf.matmul(tf.gather(unit, safe), unit, transpose_b=True)
@@ -323,11 +323,16 @@ def export_saved_model(model, train: Ratings, path: str, top_k: int = 10) -> Ser
     return module
 
 
-def _check_k(k, factors, what: str) -> None:
-    """Graph assertions 1 <= k <= rows of ``factors`` (an InvalidArgumentError naming ``k`` otherwise)."""
+def _check_k(k, factors, what: str) -> tf.Tensor:
+    """``k`` after the graph assertions 1 <= k <= rows of ``factors`` (an InvalidArgumentError naming ``k``
+    otherwise). Ops that use the returned tensor run after the assertions, so a bad k never reaches ``top_k``."""
     size = tf.shape(factors, out_type=tf.int32)[0]
-    tf.debugging.assert_greater_equal(k, 1, message="`k` should be >= 1")
-    tf.debugging.assert_less_equal(k, size, message=f"`k` should be <= the number of {what}")
+    checks = [
+        tf.debugging.assert_greater_equal(k, 1, message="`k` should be >= 1"),
+        tf.debugging.assert_less_equal(k, size, message=f"`k` should be <= the number of {what}"),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(k)
 
 
 def _constant_variable(value, dtype, name: str) -> tf.Variable:
