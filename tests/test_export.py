@@ -18,6 +18,14 @@ from wals2 import Ratings, WALSModel, export_saved_model, foldin
 
 TOP_K = 10
 USERS = ["1", "2", "77", "300", "610", "0", "611", "not-a-user", ""]  # the last four are not in latest-small
+ITEMS = ["1", "50", "260", "2571", "4993", "no-item", ""]  # the last two are not in latest-small
+# recommend_from: user 1 rated items 1, 3 and 6 (excluded); "no-item" and "" are ignored, a repeat counts once.
+FROM_USERS = ["1", "610", "nobody"]
+CANDIDATES = [
+    ["1", "3", "6", "2", "no-item", "4", "", "2"],
+    ["1", "50", "260", "2571", "2", "3", "4", "5"],
+    ["296", "1", "no-item", "318", "", "", "", ""],
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +49,28 @@ def oracle_top_k(model, train, user_index, k):
     return order, scores
 
 
-def assert_same_top_k(item_ids, scores, train, order, oracle_scores):
-    """Same items in the same order, except where the oracle's neighbouring scores tie within float32 noise."""
-    want = train.item_ids[order].astype(str)
+def assert_same_top_k(item_ids, scores, train, order, oracle_scores, vocabulary=None):
+    """Same items in the same order, except where the oracle's neighbouring scores tie within float32 noise.
+
+    ``vocabulary`` (default: the item ids of ``train``) names the indices in ``order``."""
+    want = (train.item_ids if vocabulary is None else vocabulary)[order].astype(str)
     np.testing.assert_allclose(scores, oracle_scores[order], rtol=1e-4, atol=1e-4)
     gaps = np.abs(np.diff(oracle_scores[np.argsort(-oracle_scores, kind="stable")[: len(order) + 1]]))
     clear = (np.concatenate([[np.inf], gaps[:-1]]) > 1e-4) & (gaps > 1e-4)
     assert [i for i, c in zip(item_ids, clear) if c] == [w for w, c in zip(want, clear) if c]
+
+
+def never_rated(train, count=2) -> list[str]:
+    """Ids of items in the vocabulary without training ratings (their factor is 0: "unknown" to serving)."""
+    return train.item_ids[train.item_counts() == 0][:count].astype(str).tolist()
+
+
+def cosine_oracle(factors, query):
+    """float64 cosine of row ``query`` of ``factors`` with every row (a zero row has cosine 0 with everything)."""
+    factors = keras.ops.convert_to_numpy(factors).astype(np.float64)
+    norms = np.linalg.norm(factors, axis=1)
+    unit = factors / np.where(norms > 0, norms, 1.0)[:, None]
+    return unit @ unit[query]
 
 
 FRESH_PROCESS = """
@@ -62,6 +85,10 @@ for name, kwargs in [
     ("score", dict(user_id=tf.constant(["1", "1", "nobody"]), item_id=tf.constant(["1", "no-item", "1"]))),
     ("fold_in_recommend", dict(item_ids=tf.constant([["1", "50", "260"], ["x", "", ""]]),
                                ratings=tf.constant([[5.0, 4.0, 1.0], [3.0, 0.0, 0.0]]))),
+    ("similar_items", dict(item_id=tf.constant(json.loads(sys.argv[3])), k=tf.constant(7))),
+    ("similar_users", dict(user_id=users, k=tf.constant(6))),
+    ("recommend_from", dict(user_id=tf.constant(json.loads(sys.argv[4])),
+                            candidate_item_ids=tf.constant(json.loads(sys.argv[5])), k=tf.constant(4))),
 ]:
     result = loaded.signatures[name](**kwargs)
     out[name] = {key: value.numpy().tolist() for key, value in result.items()}
@@ -71,9 +98,10 @@ print(json.dumps(out, default=lambda b: b.decode()))
 
 @pytest.fixture(scope="module")
 def fresh(bundled):
-    _, _, path, _ = bundled
+    _, train, path, _ = bundled
     out = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, str(path), json.dumps(USERS)],
+        [sys.executable, "-c", FRESH_PROCESS, str(path), json.dumps(USERS), json.dumps(ITEMS + never_rated(train))]
+        + [json.dumps(FROM_USERS), json.dumps(CANDIDATES)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -129,6 +157,66 @@ def test_score_and_fold_in_signatures(bundled, fresh):
     assert got["item_ids"][1] == fresh["serving_default"]["item_ids"][-1] and got["scores"][1] == [0.0] * TOP_K
 
 
+def test_similar_items_and_users_match_the_library_and_a_numpy_cosine(bundled, fresh):
+    model, train, _, _ = bundled
+    for signature, queries, vocabulary, factors, k in (
+        ("similar_items", ITEMS + never_rated(train), train.item_ids, model.item_factors, 7),
+        ("similar_users", USERS, train.user_ids, model.user_factors, 6),
+    ):
+        got = fresh[signature]
+        ids_key, flag = ("item_ids", "known_item") if signature == "similar_items" else ("user_ids", "known_user")
+        assert np.array(got[ids_key]).shape == (len(queries), k)
+        known = queries[:5]  # then ids not in the vocabulary and, for items, items without training ratings
+        assert got[flag] == [True] * 5 + [False] * (len(queries) - 5), signature
+        library = getattr(model, signature + "_ids")
+        lib_ids, lib_scores = library(np.array([int(q) for q in known]), k=k)
+        assert got[ids_key][:5] == lib_ids.astype(str).tolist(), signature
+        np.testing.assert_array_equal(got["scores"][:5], lib_scores)
+        for row, query in enumerate(known):
+            index = int(np.flatnonzero(vocabulary == int(query))[0])
+            oracle = cosine_oracle(factors, index)
+            order = np.argsort(-oracle, kind="stable")[:k]
+            assert_same_top_k(got[ids_key][row], got["scores"][row], train, order, oracle, vocabulary)
+            assert got[ids_key][row][0] == query  # the query itself is a candidate, first with cosine 1
+        # Unknown queries: the k items (users) with the most training ratings, ties by index, scores 0.0.
+        counts = train.item_counts() if signature == "similar_items" else train.user_counts()
+        busiest = vocabulary[np.lexsort((np.arange(counts.size), -counts))[:k]].astype(str).tolist()
+        for row in range(5, len(queries)):
+            assert got[ids_key][row] == busiest and got["scores"][row] == [0.0] * k, (signature, queries[row])
+
+
+def test_recommend_from_matches_the_library_with_candidates_and_a_numpy_argsort(bundled, fresh):
+    model, train, _, _ = bundled
+    got = fresh["recommend_from"]
+    assert got["known_user"] == [True, True, False]
+    assert np.array(got["item_ids"]).shape == (3, 4)
+    for row, user in enumerate(FROM_USERS[:2]):
+        candidates = sorted({int(c) for c in CANDIDATES[row] if c.isdigit()})
+        lib_ids, lib_scores = model.recommend_ids(np.array([int(user)]), k=4, items=np.array(candidates))
+        assert got["item_ids"][row] == ["" if i is None else str(i) for i in lib_ids[0]]
+        np.testing.assert_allclose(got["scores"][row], lib_scores[0], rtol=1e-5, atol=1e-5)
+        # numpy: the user's scores, non-candidates and training items at -inf, a stable argsort.
+        index = int(train.user_index([int(user)])[0])
+        order, oracle_scores = oracle_top_k(model, train, index, train.num_items)
+        allowed = np.zeros(train.num_items, bool)
+        allowed[train.item_index(candidates)] = True
+        oracle_scores = np.where(allowed, oracle_scores, -np.inf)
+        unseen = int(np.isfinite(oracle_scores).sum())
+        order = np.argsort(-oracle_scores, kind="stable")[: min(4, unseen)]
+        assert_same_top_k(
+            got["item_ids"][row][: order.size], got["scores"][row][: order.size], train, order, oracle_scores
+        )
+        assert got["item_ids"][row][order.size :] == [""] * (4 - order.size)
+        assert np.isneginf(got["scores"][row][order.size :]).all()
+    assert got["item_ids"][0][2:] == ["", ""]  # user 1 rated candidates 1, 3 and 6: two remain
+    # An unknown user gets the known candidates by popularity, scores 0.0; the rest of the slots are empty.
+    counts = dict(zip(train.item_ids.astype(str), train.item_counts()))
+    listed = ["296", "1", "318"]
+    by_popularity = sorted(listed, key=lambda i: (-counts[i], int(train.item_index([int(i)])[0])))
+    assert got["item_ids"][2] == by_popularity + [""]
+    assert got["scores"][2][:3] == [0.0] * 3 and np.isneginf(got["scores"][2][3])
+
+
 def saved_model_cli():
     found = shutil.which("saved_model_cli", path=os.path.dirname(sys.executable)) or shutil.which("saved_model_cli")
     return [found] if found else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
@@ -145,13 +233,15 @@ def test_saved_model_cli_lists_the_named_signatures(bundled):
     )
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    for name in ("serving_default", "recommend", "score", "fold_in_recommend"):
+    names = ("serving_default", "recommend", "score", "fold_in_recommend", "recommend_from")
+    for name in names + ("similar_items", "similar_users"):
         assert f"signature_def['{name}']" in text
     for tensor in ("inputs['user_id']", "inputs['k']", "inputs['item_id']", "inputs['item_ids']", "inputs['ratings']"):
         assert tensor in text
     for tensor in ("outputs['item_ids']", "outputs['scores']", "outputs['known_user']", "outputs['known_item']"):
         assert tensor in text
-    assert "outputs['num_known_items']" in text
+    for tensor in ("outputs['num_known_items']", "inputs['candidate_item_ids']", "outputs['user_ids']"):
+        assert tensor in text
 
 
 @pytest.mark.parametrize(
@@ -160,6 +250,19 @@ def test_saved_model_cli_lists_the_named_signatures(bundled):
         ("serving_default", 'user_id=["1", "610", "nobody"]', lambda m: m.serve(tf.constant(["1", "610", "nobody"]))),
         # `k` is a scalar: TF Serving's row format cannot feed it, the columnar format and input_exprs can.
         ("recommend", 'user_id=["1", "2"];k=3', lambda m: m.recommend(tf.constant(["1", "2"]), tf.constant(3))),
+        (
+            "similar_items",
+            'item_id=["1", "50", "no-item"];k=4',
+            lambda m: m.similar_items(tf.constant(["1", "50", "no-item"]), tf.constant(4)),
+        ),
+        ("similar_users", 'user_id=["1", "x"];k=3', lambda m: m.similar_users(tf.constant(["1", "x"]), tf.constant(3))),
+        (
+            "recommend_from",
+            'user_id=["1", "2"];candidate_item_ids=[["1", "2", "4", ""], ["50", "x", "260", "1"]];k=3',
+            lambda m: m.recommend_from(
+                tf.constant(["1", "2"]), tf.constant([["1", "2", "4", ""], ["50", "x", "260", "1"]]), tf.constant(3)
+            ),
+        ),
     ],
 )
 def test_the_tf1_session_loader_of_tf_serving_runs_the_signatures(bundled, tmp_path, signature, input_exprs, call):
@@ -228,6 +331,17 @@ def test_a_user_with_few_unseen_items_and_one_with_no_training_ratings(tmp_path)
         module.recommend(tf.constant(["a"]), tf.constant(0))
     with pytest.raises(tf.errors.InvalidArgumentError, match="`k` should be <= the number of items"):
         module.recommend(tf.constant(["a"]), tf.constant(6))
+    # similar_users: "b" has no training ratings, so it is unknown and gets the users by training count.
+    similar = module.similar_users(tf.constant(["b", "a"]), tf.constant(3))
+    assert similar["user_ids"].numpy()[0].tolist() == [b"a", b"c", b"b"] and similar["user_ids"].numpy()[1, 0] == b"a"
+    assert similar["known_user"].numpy().tolist() == [False, True]
+    assert similar["scores"].numpy()[0].tolist() == [0.0] * 3
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`k` should be <= the number of users"):
+        module.similar_users(tf.constant(["a"]), tf.constant(4))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`k` should be >= 1"):
+        module.similar_items(tf.constant(["i0"]), tf.constant(0))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one row per `user_id`"):
+        module.recommend_from(tf.constant(["a", "c"]), tf.constant([["i4"]]), tf.constant(1))
 
 
 def test_export_rejects_bad_arguments(bundled, tmp_path):

@@ -3,6 +3,7 @@
 import base64
 import http.client
 import json
+import math
 import os
 import pathlib
 import queue
@@ -173,6 +174,55 @@ def test_vertex_predict_known_unknown_and_new_users(served):
     assert status == 200 and body["predictions"][0]["item_ids"] == first["item_ids"][:3]
 
 
+def test_vertex_similar_items_users_and_candidates(served, exported):
+    port, train = served
+    _, _, module = exported
+    candidates = ["1", "2", "4", "no-item", "2"]
+    status, body = predict(
+        port,
+        {
+            "instances": [
+                {"similar_to_item": "50"},
+                {"user_id": "1", "candidate_item_ids": candidates},
+                {"similar_to_user": 610},
+                {"user_id": "1"},
+                {"similar_to_item": "no-item"},
+                {"user_id": "nobody", "candidate_item_ids": ["1", 50]},
+            ],
+            "parameters": {"k": 4},
+        },
+    )
+    assert status == 200, body
+    item, from_candidates, user, plain, unknown_item, unknown_from = body["predictions"]
+    want = signature(module, "similar_items", item_id=["50", "no-item"], k=4)
+    assert item == {
+        "item_ids": [i.decode() for i in want["item_ids"][0]],
+        "scores": pytest.approx(want["scores"][0], rel=1e-6),
+        "known_item": True,
+    }
+    assert unknown_item["known_item"] is False and unknown_item["item_ids"] == [i.decode() for i in want["item_ids"][1]]
+    counts = train.item_counts()
+    popular = train.item_ids[np.lexsort((np.arange(counts.size), -counts))[:4]].astype(str).tolist()
+    assert unknown_item["item_ids"] == popular and unknown_item["scores"] == [0.0] * 4
+    assert plain == predict(port, {"instances": [{"user_id": "1"}], "parameters": {"k": 4}})[1]["predictions"][0]
+    want = signature(module, "similar_users", user_id=["610"], k=4)
+    assert user["user_ids"] == [i.decode() for i in want["user_ids"][0]] and user["known_user"] is True
+    assert user["user_ids"][0] == "610" and user["scores"] == pytest.approx(want["scores"][0], rel=1e-6)
+    want = signature(module, "recommend_from", user_id=["1"], candidate_item_ids=[candidates], k=4)
+    kept = [i.decode() for i in want["item_ids"][0] if i]
+    assert from_candidates == {
+        "item_ids": kept,
+        "scores": pytest.approx(want["scores"][0][: len(kept)], rel=1e-6),
+        "known_user": True,
+    }
+    assert set(kept) <= {"2", "4"} and len(kept) == 2  # user 1 rated item 1; empty slots are trimmed
+    assert unknown_from["known_user"] is False and sorted(unknown_from["item_ids"]) == ["1", "50"]
+    assert unknown_from["scores"] == [0.0, 0.0]
+    # Without parameters.k: the export's top_k.
+    status, body = predict(port, {"instances": [{"similar_to_user": "1"}, {"similar_to_item": 1}]})
+    assert status == 200 and [len(p["scores"]) for p in body["predictions"]] == [10, 10]
+
+
 def test_tf1_recommendation_route(served):
     port, _ = served
     status, kind, text = call(port, "GET", "/recommendation?userId=1")
@@ -182,6 +232,57 @@ def test_tf1_recommendation_route(served):
     assert articles == body["predictions"][0]["item_ids"][:5]  # TF1's default numRecs is 5
     status, _, text = call(port, "GET", "/recommendation?userId=1&numRecs=12")
     assert status == 200 and len(json.loads(text)["articles"]) == 12
+
+
+def test_plain_similar_routes_and_candidates_on_the_tf1_route(served, exported):
+    port, _ = served
+    _, _, module = exported
+
+    def ids(values):
+        return [i.decode() for i in values if i]
+
+    status, kind, text = call(port, "GET", "/similar_items?itemId=50&numRecs=3")
+    want = signature(module, "similar_items", item_id=["50"], k=3)
+    assert (status, kind, json.loads(text)) == (200, "application/json", {"item_ids": ids(want["item_ids"][0])})
+    status, _, text = call(port, "GET", "/similar_users?userId=610")  # numRecs defaults to 5
+    want = signature(module, "similar_users", user_id=["610"], k=5)
+    assert (status, json.loads(text)) == (200, {"user_ids": ids(want["user_ids"][0])})
+    status, _, text = call(port, "GET", "/recommendation?userId=1&numRecs=3&candidateItemIds=2,4,1,no-item")
+    want = signature(module, "recommend_from", user_id=["1"], candidate_item_ids=[["2", "4", "1", "no-item"]], k=3)
+    assert (status, json.loads(text)) == (200, {"articles": ids(want["item_ids"][0])})
+    assert sorted(json.loads(text)["articles"]) == ["2", "4"]  # user 1 rated item 1
+    assert call(port, "HEAD", "/similar_items?itemId=50")[0] == 200
+    assert call(port, "POST", "/similar_items?itemId=50", "{}")[0] == 405
+
+
+@pytest.mark.parametrize(
+    "query, status, message",
+    [
+        ("/similar_items?itemId=no-item", 404, '`itemId` "no-item" is not in the model (or has no training ratings).'),
+        ("/similar_users?userId=0", 404, '`userId` "0" is not in the model'),
+        ("/similar_items", 400, "`itemId` should name an id: /similar_items?itemId=<id>&numRecs=<n>. Received"),
+        ("/similar_items?itemId=", 400, "`itemId` should name an id"),
+        (
+            "/similar_users?userId=1&numRecs=611",
+            400,
+            "`numRecs` should be an integer in [1, 610]. Received: numRecs=611",
+        ),
+        ("/similar_items?itemId=1&numRecs=x", 400, "`numRecs` should be an integer in [1, 9724]. Received: numRecs=x"),
+        ("/recommendation?userId=1&candidateItemIds=2,,4", 400, "`candidateItemIds` should be item ids separated by"),
+        ("/recommendation?userId=1&candidateItemIds=", 400, "`candidateItemIds` should be item ids separated by"),
+        ("/recommendation?userId=1&candidateItemIds=" + "1," * 100_000 + "1", 431, "request line and headers"),
+    ],
+)
+def test_plain_similar_and_candidate_bad_requests_get_a_json_4xx(served, query, status, message):
+    port, _ = served
+    got, kind, text = call(port, "GET", query)
+    assert (got, kind) == (status, "application/json") and message in json.loads(text)["error"], text
+
+
+def test_tf1_candidates_of_an_unknown_user_get_tf1s_message(served):
+    port, _ = served
+    status, kind, text = call(port, "GET", "/recommendation?userId=999999&candidateItemIds=1,2")
+    assert (status, kind, text) == (400, "text/plain; charset=utf-8", "User Id not found : 999999")
 
 
 @pytest.mark.parametrize(
@@ -259,6 +360,39 @@ def test_tf1_num_recs_out_of_range_is_a_json_400(served, num_recs):
         ({"instances": [{"user_id": "1"}], "parameters": {"k": "5"}}, 400, '"parameters.k" should be an integer'),
         ({"instances": [{"user_id": "1"}], "parameters": {"top": 5}}, 400, '"parameters" should be an object'),
         ({"instances": [{"item_ids": ["1"], "ratings": [1, 2]}]}, 400, "lists of the same length"),
+        (
+            {"instances": [{"user_id": "1", "candidate_item_ids": []}]},
+            400,
+            "`instances[0].candidate_item_ids` should be a non-empty list of item ids. Received: []",
+        ),
+        (
+            {"instances": [{"user_id": "1", "candidate_item_ids": "50"}]},
+            400,
+            "`instances[0].candidate_item_ids` should be a non-empty list",
+        ),
+        (
+            {"instances": [{"user_id": "1", "candidate_item_ids": ["1", None]}]},
+            400,
+            "`instances[0].candidate_item_ids` should be a string or an integer id",
+        ),
+        ({"instances": [{"similar_to_item": [1]}]}, 400, "`instances[0].similar_to_item` should be a string"),
+        ({"instances": [{"similar_to_user": 2.5}]}, 400, "`instances[0].similar_to_user` should be a string"),
+        (
+            {"instances": [{"similar_to_user": "1"}], "parameters": {"k": 611}},
+            400,
+            '"parameters.k" should be at most 610 (the users) for similar_to_user instances. Received: k=611',
+        ),
+        (
+            {"instances": [{"user_id": "1", "candidate_item_ids": ["1"] * 1000}] * 101},
+            413,
+            "candidate instances x their longest candidate list should be at most 100000 (--max-candidates). "
+            "Received: 101 x 1000 = 101000",
+        ),
+        (
+            {"instances": [{"similar_to_item": "1"}] * 6 + [{"user_id": "1"}] * 5, "parameters": {"k": NUM_ITEMS}},
+            413,
+            f"Received: 11 x {NUM_ITEMS}",
+        ),
         ({"instances": [{"item_ids": [], "ratings": []}]}, 400, "should hold at least 1 item"),
         ('{"instances": [{"item_ids": ["1"], "ratings": [NaN]}]}', 400, "should be finite numbers"),
         ({"instances": [{"item_ids": ["1"], "ratings": ["5"]}]}, 400, "should be finite numbers"),
@@ -576,8 +710,7 @@ class TFServingClient:
 
 def signature(module, name, **inputs):
     """The in-process ServingModule's answer (the oracle), as JSON-like lists."""
-    fn = {"serving_default": module.serve, "recommend": module.recommend, "score": module.score}.get(name)
-    fn = fn or module.fold_in_recommend
+    fn = getattr(module, "serve" if name == "serving_default" else name)
     out = fn(**{key: tf.constant(value) for key, value in inputs.items()})
     return {key: value.numpy().tolist() for key, value in out.items()}
 
@@ -658,6 +791,43 @@ def test_tf_serving_score_and_fold_in_signatures(served, exported):
     assert [row["num_known_items"] for row in body["predictions"]] == [3, 1]
 
 
+def test_tf_serving_similar_and_candidate_signatures_in_columnar_format(served, exported):
+    port, _ = served
+    _, _, module = exported
+    client = TFServingClient(port)
+    candidates = [["1", "2", "4", "2", "no-item", ""], ["50", "260", "3", "5", "6", "7"]]
+    for name, inputs in (
+        ("similar_items", {"item_id": ["1", "50", "no-item"], "k": 4}),
+        ("similar_users", {"user_id": ["1", "610", "nobody"], "k": 3}),
+        ("recommend_from", {"user_id": ["1", "nobody"], "candidate_item_ids": candidates, "k": 5}),
+    ):
+        status, body = client.predict(signature_name=name, inputs=inputs)
+        expected = signature(module, name, **inputs)
+        assert status == 200 and set(body) == {"outputs"} and set(body["outputs"]) == set(expected), body
+        for key, want in expected.items():
+            if key.endswith("_ids"):
+                assert body["outputs"][key] == [[i.decode() for i in row] for row in want], (name, key)
+            elif key == "scores":
+                np.testing.assert_allclose(body["outputs"][key], want, rtol=1e-6)
+            else:
+                assert body["outputs"][key] == want, (name, key)
+        assert np.array(body["outputs"]["scores"]).shape == (len(next(iter(inputs.values()))), inputs["k"])
+        # The row format cannot carry the scalar k; the 400 shows the columnar request.
+        row = {n: v[0] for n, v in inputs.items() if n != "k"} | {"k": inputs["k"]}
+        status, refused = client.predict(signature_name=name, instances=[row])
+        assert (
+            status == 400
+            and "scalar input 'k'" in refused["error"]
+            and f'"signature_name": "{name}"' in refused["error"]
+        )
+    status, body = client.predict(signature_name="similar_items", inputs={"item_id": ["1"], "k": 2})
+    assert body["outputs"]["item_ids"][0][0] == "1" and abs(body["outputs"]["scores"][0][0] - 1) < 1e-5  # itself
+    status, body = client.predict(
+        signature_name="recommend_from", inputs={"user_id": ["nobody"], "candidate_item_ids": [["1"]], "k": 2}
+    )
+    assert body["outputs"]["item_ids"] == [["1", ""]] and body["outputs"]["scores"] == [[0.0, -math.inf]]
+
+
 @pytest.mark.parametrize(
     "path, request_body, status, message",
     [
@@ -684,6 +854,48 @@ def test_tf_serving_score_and_fold_in_signatures(served, exported):
             "`inputs.k` should be an integer in [1, 9724]",
         ),
         ("/v1/models/wals:predict", {"instances": ["1"] * 1001}, 413, "at most 1000 instances"),
+        (
+            "/v1/models/wals:predict",
+            {"signature_name": "similar_users", "inputs": {"user_id": ["1"], "k": 611}},
+            400,
+            "`inputs.k` should be an integer in [1, 610]. Received: 611",
+        ),
+        (
+            "/v1/models/wals:predict",
+            {"signature_name": "similar_items", "inputs": {"item_id": ["1"] * 11, "k": NUM_ITEMS}},
+            413,
+            "(--max-results)",
+        ),
+        (
+            "/v1/models/wals:predict",
+            {"signature_name": "recommend_from", "inputs": {"user_id": ["1"], "candidate_item_ids": ["1"], "k": 1}},
+            400,
+            "`inputs.candidate_item_ids` should have shape [None, None]",
+        ),
+        (
+            "/v1/models/wals:predict",
+            {
+                "signature_name": "recommend_from",
+                "inputs": {"user_id": ["1", "2"], "candidate_item_ids": [["1"]], "k": 1},
+            },
+            400,
+            "`inputs.candidate_item_ids` should have one row per `user_id`. Received: 1 rows for 2 user ids",
+        ),
+        (
+            "/v1/models/wals:predict",
+            {
+                "signature_name": "recommend_from",
+                "inputs": {"user_id": ["1"], "candidate_item_ids": [["1"] * 100_001], "k": 1},
+            },
+            413,
+            "(--max-candidates). Received: 1 x 100001 = 100001",
+        ),
+        (
+            "/v1/models/wals:predict",
+            {"signature_name": "recommend_from", "inputs": {"user_id": ["1"], "candidate_item_ids": [[5.5]], "k": 1}},
+            400,
+            "`inputs.candidate_item_ids` should be a string or an integer id",
+        ),
     ],
 )
 def test_tf_serving_bad_requests_get_a_clear_4xx(served, path, request_body, status, message):
@@ -704,11 +916,50 @@ def test_tf_serving_status_and_metadata_routes(served):
         }
     status, _, text = call(port, "GET", "/v1/models/wals/metadata")
     defs = json.loads(text)["metadata"]["signature_def"]["signature_def"]
-    assert status == 200 and set(defs) == {"serving_default", "recommend", "score", "fold_in_recommend"}
+    assert status == 200 and set(defs) == {
+        *("serving_default", "recommend", "score", "fold_in_recommend", "recommend_from", "similar_items"),
+        "similar_users",
+    }
+    assert (
+        defs["recommend_from"]["inputs"]["candidate_item_ids"]["tensor_shape"]["dim"]
+        == [{"size": "-1", "name": ""}] * 2
+    )
     assert defs["recommend"]["inputs"]["k"]["tensor_shape"]["dim"] == []
     assert defs["serving_default"]["inputs"]["user_id"]["dtype"] == "DT_STRING"
     assert call(port, "POST", "/v1/models/wals", "{}")[0] == 405
     assert call(port, "GET", "/v1/models/wals:predict")[0] == 405
+
+
+def test_a_model_exported_before_the_similar_signatures_still_serves_and_names_what_it_lacks(exported, tmp_path):
+    from trainer import tf_serving
+    from trainer.serve import parse_predict, parse_similar, parse_tf1
+    from trainer.serve_model import BadRequest, Recommender, WorkLimits
+
+    _, _, module = exported
+    old = {
+        n: fn
+        for n, fn in module.signatures().items()
+        if n in ("serving_default", "recommend", "score", "fold_in_recommend")
+    }
+    tf.saved_model.save(module, str(tmp_path / "old"), signatures=old)
+    recommender, limits = Recommender(str(tmp_path / "old")), WorkLimits()
+    (answer,) = parse_predict(b'{"instances": [{"user_id": "1"}]}', recommender, limits)
+    assert answer["known_user"] and len(answer["item_ids"]) == 10
+    for body, lacking in (
+        (b'{"instances": [{"similar_to_item": "1"}]}', "similar_items"),
+        (b'{"instances": [{"similar_to_user": "1"}]}', "similar_users"),
+        (b'{"instances": [{"user_id": "1", "candidate_item_ids": ["2"]}]}', "recommend_from"),
+    ):
+        with pytest.raises(BadRequest, match=f"The served model has no '{lacking}' signature") as err:
+            parse_predict(body, recommender, limits)
+        assert err.value.status == 400
+    with pytest.raises(BadRequest, match="has no 'similar_users' signature"):
+        parse_similar("/similar_users", "userId=1", recommender, limits)
+    with pytest.raises(BadRequest, match="has no 'recommend_from' signature"):
+        parse_tf1("userId=1&candidateItemIds=2", recommender, limits)
+    request = b'{"signature_name": "similar_items", "inputs": {"item_id": ["1"], "k": 2}}'
+    with pytest.raises(BadRequest, match='Serving signature name: "similar_items" not found in signature def'):
+        tf_serving.predict(request, recommender, limits)
 
 
 def test_loadtest_smoke_run_reports_its_figures(exported):
@@ -855,6 +1106,36 @@ def test_the_batcher_joins_concurrent_calls_per_k_and_gives_each_its_rows():
     ]
 
 
+CURL = re.compile(r"curl -s '?localhost:8080(/[^\s']*)'?(?:\s+-d\s+'([^']*)')?")
+
+
+def readme_requests() -> list[tuple[str, str | None]]:
+    """(path, body or None) of each ``curl`` in the README's "### HTTP server" code blocks (continuations joined)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = readme.split("### HTTP server", 1)[1].split("#### Model versions", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.DOTALL)
+    return [m.groups() for block in blocks for m in CURL.finditer(block.replace("\\\n", " "))]
+
+
+def test_the_readme_serving_requests_are_answered(served):
+    port, _ = served
+    requests = readme_requests()
+    bodies = " ".join(body or "" for _, body in requests)
+    for name in ("similar_items", "similar_users", "recommend_from", "similar_to_item", "candidate_item_ids"):
+        assert name in bodies, name  # the new signatures and instances have an example
+    assert len(requests) >= 18, requests
+    routes = {"/predict": PREDICT, "/health": HEALTH}
+    for path, body in requests:
+        route, _, query = path.partition("?")
+        target = routes.get(route, route) + (f"?{query}" if query else "")
+        status, kind, text = call(port, "POST" if body else "GET", target, body)
+        assert (status, kind) == (200, "application/json"), (path, body, text)
+        answer = json.loads(text)
+        for key in ("predictions", "outputs"):
+            rows = answer.get(key, [])
+            assert "error" not in rows and all("error" not in row for row in rows if isinstance(row, dict)), text
+
+
 def test_the_readme_limits_table_matches_the_flags():
     from trainer.serve import build_parser
 
@@ -863,6 +1144,7 @@ def test_the_readme_limits_table_matches_the_flags():
     rows = re.findall(r"^\| `(--[a-z-]+)` \| ([0-9.]+)( s)? \|", table, re.MULTILINE)
     defaults = {action.option_strings[0]: action.default for action in build_parser()._actions if action.option_strings}
     limit_flags = {"--max-instances", "--max-results", "--max-fold-in-items", "--max-body-bytes", "--max-connections"}
+    limit_flags |= {"--max-candidates"}
     limit_flags |= {"--header-timeout", "--body-timeout", "--idle-timeout", "--workers"}
     assert {flag for flag, _, _ in rows} == limit_flags
     for flag, value, _ in rows:

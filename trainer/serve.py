@@ -7,6 +7,10 @@ Routes:
   the export's ``top_k``) -> ``{"predictions": [{"item_ids": [...], "scores": [...], "known_user": true}]}``.
   An instance ``{"item_ids": [...], "ratings": [...]}`` is a new user, folded in
   (``{"item_ids", "scores", "num_known_items"}``). Unknown users get the most popular items, ``known_user`` false.
+  ``{"user_id": "42", "candidate_item_ids": [...]}`` ranks only those items for the user (``recommend_from``);
+  ``{"similar_to_item": "50"}`` -> ``{"item_ids", "scores", "known_item"}`` and ``{"similar_to_user": "42"}`` ->
+  ``{"user_ids", "scores", "known_user"}`` are the most similar items / users (``similar_items`` /
+  ``similar_users``). One request may mix these kinds; ``parameters.k`` applies to all of them.
 - TensorFlow Serving's REST API (``trainer.tf_serving``): ``POST /v1/models/<name>[/versions/<v>]:predict``,
   ``GET /v1/models/<name>[/versions/<v>]`` and ``.../metadata``.
 - ``GET $AIP_HEALTH_ROUTE`` (default ``/health``) and ``GET /readiness_check``: 200 with
@@ -14,6 +18,9 @@ Routes:
 - ``GET /recommendation?userId=<id>&numRecs=<n>``, TF1's app: ``{"articles": [...]}`` (numRecs default 5), and
   its plain-text 400s ``No User Id provided.``, ``User id and number of recs arguments must be integers.`` and
   ``User Id not found : <userId>`` (also for a user with no training ratings); a numRecs out of range is a JSON 400.
+  ``&candidateItemIds=2,4,50`` (not TF1's) ranks only those items.
+- ``GET /similar_items?itemId=<id>&numRecs=<n>`` -> ``{"item_ids": [...]}`` and ``GET /similar_users?userId=<id>``
+  -> ``{"user_ids": [...]}`` (numRecs default 5, the query itself first); an unknown id is a JSON 404.
 
 Every request gets an HTTP status: bad requests a 4xx with a JSON ``{"error": ...}`` (TF1's three plain-text
 messages aside), work beyond the limits a 413 naming the limit and its flag. The transport is
@@ -48,7 +55,26 @@ logger = logging.getLogger("trainer.serve")
 TF1_DEFAULT_RECS = 5
 TF1_ROUTE = "/recommendation"
 TF1_READINESS_ROUTE = "/readiness_check"
+# route -> (query parameter, signature, id output, flag output)
+SIMILAR_ROUTES = {
+    "/similar_items": ("itemId", "similar_items", "item_ids", "known_item"),
+    "/similar_users": ("userId", "similar_users", "user_ids", "known_user"),
+}
 _TF1_INTEGER = re.compile(r"-?[0-9]{1,30}")  # ASCII digits only (int() would also take "1_0", " 1", Arabic digits)
+
+
+# Vertex instance keys -> what they ask for (see the module docstring).
+_INSTANCE_KINDS = {
+    frozenset({"user_id"}): "user",
+    frozenset({"item_ids", "ratings"}): "fold_in",
+    frozenset({"user_id", "candidate_item_ids"}): "candidates",
+    frozenset({"similar_to_item"}): "similar_items",
+    frozenset({"similar_to_user"}): "similar_users",
+}
+_INSTANCE_FORMS = (
+    '{"user_id": id}, {"user_id": id, "candidate_item_ids": [ids]}, {"item_ids": [ids], "ratings": [numbers]}, '
+    '{"similar_to_item": id} or {"similar_to_user": id}'
+)
 
 
 def parse_predict(body: bytes, recommender: Recommender, limits: WorkLimits) -> list[dict]:
@@ -61,35 +87,60 @@ def parse_predict(body: bytes, recommender: Recommender, limits: WorkLimits) -> 
         raise BadRequest(f'"instances" should be a non-empty list. Received: instances={brief(instances)}')
     limits.check_instances(len(instances))
     k = _parameter_k(request.get("parameters"), recommender)
-    users: list[tuple[int, str]] = []
-    rated: list[tuple[int, tuple[list[str], list[float]]]] = []
+    groups: dict[str, list[tuple[int, object]]] = {kind: [] for kind in _INSTANCE_KINDS.values()}
     for n, instance in enumerate(instances):
-        if isinstance(instance, dict) and set(instance) == {"user_id"}:
-            users.append((n, raw_id(instance["user_id"], f"instances[{n}].user_id")))
-        elif isinstance(instance, dict) and set(instance) == {"item_ids", "ratings"}:
-            rated.append((n, _rated(instance, n)))
-        else:
-            raise BadRequest(
-                f'instances[{n}] should be {{"user_id": id}} or {{"item_ids": [ids], "ratings": [numbers]}}. '
-                f"Received: instances[{n}]={brief(instance)}"
-            )
-    if users:
-        limits.check_results(len(users), k or recommender.top_k)
-    if rated:
+        kind = _INSTANCE_KINDS.get(frozenset(instance)) if isinstance(instance, dict) else None
+        if kind is None:
+            raise BadRequest(f"instances[{n}] should be {_INSTANCE_FORMS}. Received: instances[{n}]={brief(instance)}")
+        groups[kind].append((n, _instance(kind, instance, n)))
+    limits.check_results(len(instances), k or recommender.top_k)
+    if groups["fold_in"]:
         if k is not None and k > recommender.top_k:
             raise BadRequest(
                 f'"parameters.k" should be at most {recommender.top_k} for fold-in instances. Received: k={k}'
             )
-        limits.check_results(len(rated), k or recommender.top_k)
-        limits.check_fold_in(len(rated), max(len(items) for _, (items, _) in rated))
+        limits.check_fold_in(len(groups["fold_in"]), max(len(items) for _, (items, _) in groups["fold_in"]))
+    if groups["candidates"]:
+        limits.check_candidates(len(groups["candidates"]), max(len(c) for _, (_, c) in groups["candidates"]))
+    if groups["similar_users"] and k is not None and k > recommender.num_users:
+        raise BadRequest(
+            f'"parameters.k" should be at most {recommender.num_users} (the users) for similar_to_user instances. '
+            f"Received: k={k}"
+        )
+    answers = {
+        "user": lambda values: recommender.users(values, k),
+        "fold_in": lambda values: recommender.new_users(values, k),
+        "candidates": lambda values: recommender.users_from(values, k or recommender.top_k),
+        "similar_items": lambda values: recommender.similar("similar_items", values, k or recommender.top_k),
+        "similar_users": lambda values: recommender.similar(
+            "similar_users", values, k or min(recommender.top_k, recommender.num_users)
+        ),
+    }
     predictions: list[dict] = [{}] * len(instances)
-    if users:
-        for (n, _), prediction in zip(users, recommender.users([u for _, u in users], k)):
-            predictions[n] = prediction
-    if rated:
-        for (n, _), prediction in zip(rated, recommender.new_users([r for _, r in rated], k)):
-            predictions[n] = prediction
+    for kind, entries in groups.items():
+        if entries:
+            for (n, _), prediction in zip(entries, answers[kind]([value for _, value in entries])):
+                predictions[n] = prediction
     return predictions
+
+
+def _instance(kind: str, instance: dict, n: int):
+    """The validated value of instance ``n`` of ``kind``: a raw id, (items, ratings) or (user, candidates)."""
+    if kind == "user":
+        return raw_id(instance["user_id"], f"instances[{n}].user_id")
+    if kind == "fold_in":
+        return _rated(instance, n)
+    if kind == "candidates":
+        candidates = instance["candidate_item_ids"]
+        if not isinstance(candidates, list) or not candidates:
+            raise BadRequest(
+                f"`instances[{n}].candidate_item_ids` should be a non-empty list of item ids. "
+                f"Received: {brief(candidates)}"
+            )
+        user = raw_id(instance["user_id"], f"instances[{n}].user_id")
+        return user, [raw_id(item, f"instances[{n}].candidate_item_ids") for item in candidates]
+    key = "similar_to_item" if kind == "similar_items" else "similar_to_user"
+    return raw_id(instance[key], f"instances[{n}].{key}")
 
 
 def _parameter_k(parameters, recommender: Recommender) -> int | None:
@@ -119,25 +170,64 @@ def _rated(instance: dict, n: int) -> tuple[list[str], list[float]]:
 
 
 def parse_tf1(query: str, recommender: Recommender, limits: WorkLimits) -> list[str]:
-    """TF1's ``/recommendation`` lookup; raises ``BadRequest`` with TF1's plain-text messages."""
-    try:
-        params = parse_qs(query, keep_blank_values=True, errors="strict", max_num_fields=16)
-    except (UnicodeDecodeError, ValueError) as err:
-        raise BadRequest(f"The query string should be UTF-8 with at most 16 fields: {err}") from None
+    """TF1's ``/recommendation`` lookup; raises ``BadRequest`` with TF1's plain-text messages.
+
+    ``candidateItemIds`` (comma-separated raw item ids; not TF1's) ranks only those items (``recommend_from``)."""
+    params = _query(query)
     user = params.get("userId", [None])[0]
     if user is None:
         raise BadRequest("No User Id provided.", plain=True)
     recs = params.get("numRecs", [str(TF1_DEFAULT_RECS)])[0]
     if not (_TF1_INTEGER.fullmatch(user) and _TF1_INTEGER.fullmatch(recs)):
         raise BadRequest("User id and number of recs arguments must be integers.", plain=True)
-    num_recs = int(recs)
-    most = min(recommender.num_items, limits.max_results)
-    if not 1 <= num_recs <= most:
-        raise BadRequest(f"`numRecs` should be an integer in [1, {most}]. Received: numRecs={recs}")
-    (prediction,) = recommender.users([str(int(user))], num_recs)
+    num_recs = _num_recs(recs, min(recommender.num_items, limits.max_results))
+    if "candidateItemIds" in params:
+        candidates = params["candidateItemIds"][0].split(",")
+        if not all(candidates):
+            raise BadRequest(
+                "`candidateItemIds` should be item ids separated by commas. "
+                f"Received: candidateItemIds={brief(params['candidateItemIds'][0])}"
+            )
+        limits.check_candidates(1, len(candidates))
+        (prediction,) = recommender.users_from([(str(int(user)), candidates)], num_recs)
+    else:
+        (prediction,) = recommender.users([str(int(user))], num_recs)
     if not prediction["known_user"]:
         raise BadRequest(f"User Id not found : {user}", plain=True)
     return prediction["item_ids"]
+
+
+def parse_similar(route: str, query: str, recommender: Recommender, limits: WorkLimits) -> list[str]:
+    """``GET /similar_items?itemId=<id>&numRecs=<n>`` and ``/similar_users?userId=...``: the similar ids.
+
+    Raises ``BadRequest``: 400 for a missing id or a bad numRecs, 404 for an id that is unknown to the model."""
+    key, signature, ids, flag = SIMILAR_ROUTES[route]
+    params = _query(query)
+    value = params.get(key, [""])[0]
+    if not value:
+        raise BadRequest(f"`{key}` should name an id: {route}?{key}=<id>&numRecs=<n>. Received: {brief(query)}")
+    size = recommender.num_items if signature == "similar_items" else recommender.num_users
+    num_recs = _num_recs(params.get("numRecs", [str(TF1_DEFAULT_RECS)])[0], min(size, limits.max_results))
+    (answer,) = recommender.similar(signature, [value], num_recs)
+    if not answer[flag]:
+        raise BadRequest(
+            f"`{key}` {brief(value)} is not in the model (or has no training ratings).", HTTPStatus.NOT_FOUND
+        )
+    return answer[ids]
+
+
+def _query(query: str) -> dict[str, list[str]]:
+    try:
+        return parse_qs(query, keep_blank_values=True, errors="strict", max_num_fields=16)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise BadRequest(f"The query string should be UTF-8 with at most 16 fields: {err}") from None
+
+
+def _num_recs(text: str, most: int) -> int:
+    """``numRecs``: ASCII digits in [1, most]; a JSON 400 otherwise."""
+    if not _TF1_INTEGER.fullmatch(text) or not 1 <= int(text) <= most:
+        raise BadRequest(f"`numRecs` should be an integer in [1, {most}]. Received: numRecs={text}")
+    return int(text)
 
 
 class App:
@@ -179,6 +269,10 @@ class App:
         if path == TF1_ROUTE:
             self._allow(method, "GET", "HEAD")
             return json_response(HTTPStatus.OK, {"articles": parse_tf1(request.query, recommender, self.limits)})
+        if path in SIMILAR_ROUTES:
+            self._allow(method, "GET", "HEAD")
+            found = parse_similar(path, request.query, recommender, self.limits)
+            return json_response(HTTPStatus.OK, {SIMILAR_ROUTES[path][2]: found})
         match = tf_serving.ROUTE.fullmatch(path)
         if match:
             name, version, tail = match["name"], match["version"], match["tail"]
@@ -254,6 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive,
         default=defaults_work.max_fold_in_items,
         help="fold-in instances x their longest item list, per request (default %(default)s)",
+    )
+    group.add_argument(
+        "--max-candidates",
+        type=positive,
+        default=defaults_work.max_candidates,
+        help="candidate instances x their longest candidate list, per request (default %(default)s)",
     )
     group.add_argument(
         "--max-body-bytes",
@@ -343,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, KeyError, ValueError, AttributeError, tf.errors.OpError) as err:
         logger.error("cannot load a wals2 serving SavedModel from %s: %s", args.model_dir, err)
         return 1
-    work = WorkLimits(args.max_instances, args.max_results, args.max_fold_in_items)
+    work = WorkLimits(args.max_instances, args.max_results, args.max_fold_in_items, args.max_candidates)
     limits = Limits(
         max_connections=args.max_connections,
         workers=args.workers,

@@ -20,6 +20,11 @@ import tensorflow as tf
 logger = logging.getLogger(__name__)
 
 REQUIRED_SIGNATURES = ("serving_default", "recommend", "fold_in_recommend")
+# signature -> (query input, id output, flag output); a model exported before they existed answers a 400 for them.
+SIMILAR_SIGNATURES = {
+    "similar_items": ("item_id", "item_ids", "known_item"),
+    "similar_users": ("user_id", "user_ids", "known_user"),
+}
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_INT_DIGITS = 19  # a JSON integer with more digits is refused before Python converts it
 BATCH_USERS = 256  # concurrent top-k requests are joined into one signature call of at most this many users
@@ -43,11 +48,14 @@ class WorkLimits:
         max_results: returned (item, score) slots per request, instances x k (``--max-results``).
         max_fold_in_items: fold-in cells per request, fold-in instances x their longest item list
             (``--max-fold-in-items``): the padded [b, L] input of ``fold_in_recommend``.
+        max_candidates: candidate cells per request, candidate instances x their longest candidate list
+            (``--max-candidates``): the padded [b, C] input of ``recommend_from``.
     """
 
     max_instances: int = 1000
     max_results: int = 100_000
     max_fold_in_items: int = 100_000
+    max_candidates: int = 100_000
 
     def check_instances(self, count: int) -> None:
         if count > self.max_instances:
@@ -69,6 +77,14 @@ class WorkLimits:
             raise BadRequest(
                 f"fold-in instances x their longest item list should be at most {self.max_fold_in_items} "
                 f"(--max-fold-in-items). Received: {count} x {width} = {count * width}",
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            )
+
+    def check_candidates(self, count: int, width: int) -> None:
+        if count * width > self.max_candidates:
+            raise BadRequest(
+                f"candidate instances x their longest candidate list should be at most {self.max_candidates} "
+                f"(--max-candidates). Received: {count} x {width} = {count * width}",
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
             )
 
@@ -146,6 +162,7 @@ class Recommender:
             raise KeyError(f"{model_dir} has no signature {', '.join(missing)}: not a wals2 serving SavedModel")
         self.input_specs = {name: fn.structured_input_signature[1] for name, fn in self.signatures.items()}
         self.num_items = int(loaded.item_vocabulary.shape[0])
+        self.num_users = int(loaded.user_vocabulary.shape[0])
         self.top_k = int(self.signatures["serving_default"].structured_outputs["scores"].shape[1])
         self._batcher = _Batcher(self._call_top_k, BATCH_USERS)
         self.warm_up()
@@ -159,6 +176,19 @@ class Recommender:
         self.new_users([(["warm-up"], [0.0])], None)
         if "score" in self.signatures:
             self.call("score", {"user_id": np.array(["warm-up"], object), "item_id": np.array(["warm-up"], object)})
+        if "recommend_from" in self.signatures:
+            self.users_from([("warm-up", ["warm-up"])], 1)
+        for signature in SIMILAR_SIGNATURES:
+            if signature in self.signatures:
+                self.similar(signature, ["warm-up"], 1)
+
+    def require(self, signature: str) -> None:
+        """BadRequest (400) if the model has no ``signature`` (a SavedModel exported before it existed)."""
+        if signature not in self.signatures:
+            raise BadRequest(
+                f"The served model has no {signature!r} signature (export it again with this version of wals2); "
+                f"it has {', '.join(sorted(self.signatures))}"
+            )
 
     def call(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Runs ``signature`` on numpy ``inputs`` (already checked against its specs); numpy outputs."""
@@ -201,6 +231,30 @@ class Recommender:
         out = self.call("fold_in_recommend", {"item_ids": ids, "ratings": values})
         rows = zip(out["item_ids"], out["scores"], out["num_known_items"])
         return [dict(_trim(items[:k], scores[:k]), num_known_items=int(n)) for items, scores, n in rows]
+
+    def users_from(self, rows: list[tuple[str, list[str]]], k: int) -> list[dict]:
+        """``recommend_from``: top-k of (raw user id, candidate item ids) rows, empty slots trimmed."""
+        self.require("recommend_from")
+        width = max(len(candidates) for _, candidates in rows)
+        ids = np.full((len(rows), width), "", dtype=object)
+        for b, (_, candidates) in enumerate(rows):
+            ids[b, : len(candidates)] = candidates
+        users = np.array([user for user, _ in rows], dtype=object)
+        out = self.call("recommend_from", {"user_id": users, "candidate_item_ids": ids, "k": np.int32(k)})
+        return [
+            dict(_trim(items, scores), known_user=bool(flag))
+            for items, scores, flag in zip(out["item_ids"], out["scores"], out["known_user"])
+        ]
+
+    def similar(self, signature: str, ids: list[str], k: int) -> list[dict]:
+        """``similar_items`` / ``similar_users`` of raw ids: ``{"item_ids" | "user_ids", "scores", flag}`` each."""
+        self.require(signature)
+        query, found, flag = SIMILAR_SIGNATURES[signature]
+        out = self.call(signature, {query: np.array(ids, dtype=object), "k": np.int32(k)})
+        return [
+            {**_trim(items, scores, found), flag: bool(known)}
+            for items, scores, known in zip(out[found], out["scores"], out[flag])
+        ]
 
 
 class _Batcher:
@@ -261,7 +315,7 @@ class _Batcher:
                     start += len(ids)
 
 
-def _trim(items: np.ndarray, scores: np.ndarray) -> dict:
+def _trim(items: np.ndarray, scores: np.ndarray, name: str = "item_ids") -> dict:
     """JSON lists, without the empty slots ("" / -inf) of a user with fewer than k unseen items."""
     keep = items != b""
-    return {"item_ids": [i.decode() for i in items[keep]], "scores": [float(s) for s in scores[keep]]}
+    return {name: [i.decode() for i in items[keep]], "scores": [float(s) for s in scores[keep]]}

@@ -10,8 +10,10 @@
 - ``GET /v1/models/<name>[/versions/<v>]``: ``{"model_version_status": [...]}``; ``.../metadata``: the
   signature defs.
 
-The row format cannot carry a scalar input such as ``recommend``'s ``k``: that signature takes the columnar
-format, ``{"signature_name": "recommend", "inputs": {"user_id": ["1", "2"], "k": 5}}``.
+The row format cannot carry a scalar input such as the ``k`` of ``recommend``, ``recommend_from``,
+``similar_items`` and ``similar_users``: they take the columnar format,
+``{"signature_name": "recommend", "inputs": {"user_id": ["1", "2"], "k": 5}}`` or
+``{"signature_name": "similar_items", "inputs": {"item_id": ["50"], "k": 5}}``.
 """
 
 from __future__ import annotations
@@ -206,10 +208,11 @@ def _integer(value, where: str) -> int:
 def _check_work(signature: str, inputs: dict[str, np.ndarray], recommender: Recommender, limits: WorkLimits):
     batch = max((len(v) for v in inputs.values() if v.ndim), default=1)
     limits.check_instances(batch)
-    if signature == "recommend":
+    if "k" in inputs:  # recommend, recommend_from, similar_items (k <= items) and similar_users (k <= users)
+        most = recommender.num_users if signature == "similar_users" else recommender.num_items
         k = int(inputs["k"])
-        if not 1 <= k <= recommender.num_items:
-            raise BadRequest(f"`inputs.k` should be an integer in [1, {recommender.num_items}]. Received: {k}")
+        if not 1 <= k <= most:
+            raise BadRequest(f"`inputs.k` should be an integer in [1, {most}]. Received: {k}")
         limits.check_results(batch, k)
     elif signature in ("serving_default", "fold_in_recommend"):
         limits.check_results(batch, recommender.top_k)
@@ -220,6 +223,14 @@ def _check_work(signature: str, inputs: dict[str, np.ndarray], recommender: Reco
                 f"`item_ids` and `ratings` should have the same shape. "
                 f"Received: {list(inputs['item_ids'].shape)} and {list(inputs['ratings'].shape)}"
             )
+    if signature == "recommend_from":
+        candidates = inputs["candidate_item_ids"]
+        if candidates.shape[0] != len(inputs["user_id"]):
+            raise BadRequest(
+                "`inputs.candidate_item_ids` should have one row per `user_id`. "
+                f"Received: {candidates.shape[0]} rows for {len(inputs['user_id'])} user ids"
+            )
+        limits.check_candidates(*candidates.shape)
 
 
 def _json(value):

@@ -19,13 +19,28 @@ Signatures (inputs by name; every output is a named dict entry):
   ``known_item`` bool [b].
 - ``fold_in_recommend``: ``item_ids`` string [b, L] (padded with ""), ``ratings`` float32 [b, L] -> ``item_ids``,
   ``scores`` [b, K] and ``num_known_items`` int32 [b], for users who were not in training (``wals2.foldin``).
+- ``recommend_from``: ``user_id`` string [b], ``candidate_item_ids`` string [b, C] (each user's candidates, padded
+  with ""), ``k`` int32 scalar (1 <= k <= n) -> ``item_ids``, ``scores`` [b, k], ``known_user`` [b]: ``recommend``
+  among the row's candidates only (``WALSModel.recommend_ids(items=...)``). Candidate ids not in the vocabulary
+  are ignored, a repeated one counts once.
+- ``similar_items``: ``item_id`` string [b], ``k`` int32 scalar (1 <= k <= n) -> ``item_ids`` string [b, k],
+  ``scores`` float32 [b, k], ``known_item`` bool [b]: the items of highest cosine similarity of the item factors
+  (``WALSModel.similar_items``: no biases, and the query item itself is a candidate, so that it comes first with
+  score 1 up to rounding).
+- ``similar_users``: ``user_id`` string [b], ``k`` (1 <= k <= m) -> ``user_ids``, ``scores`` [b, k],
+  ``known_user`` [b], the same over the user factors.
 
 Recommendations are the top k items by u_i . v_j (plus mu + b_i + c_j in the explicit mode), best first, with the
 user's training items excluded. A user id that is not in the vocabulary, or that had no training ratings (its factor
 is 0), is "unknown": it gets the k items with the most training ratings (ties by index), scores 0.0 (the prediction
 of a zero factor) and ``known_user`` false. The same holds for a fold-in row none of whose items is known. In
 ``score``, an unknown user or item (same definition) scores 0.0 with ``known_user`` / ``known_item`` false. Slots
-beyond a user's unseen items (only when fewer than k remain) hold item id "" and score -inf."""
+beyond a user's unseen items (only when fewer than k remain) hold item id "" and score -inf.
+
+``recommend_from`` ranks an unknown user's candidates by popularity (scores 0.0); slots beyond a row's unseen
+candidates hold "" and -inf. In ``similar_items`` / ``similar_users`` an unknown query (not in the vocabulary, or
+without training ratings) gets the k items (users) with the most training ratings, ties by index, scores 0.0 and
+``known_item`` / ``known_user`` false."""
 
 from __future__ import annotations
 
@@ -45,6 +60,7 @@ ITEM_ID = tf.TensorSpec([None], tf.string, name="item_id")
 K = tf.TensorSpec([], tf.int32, name="k")
 FOLD_IN_ITEM_IDS = tf.TensorSpec([None, None], tf.string, name="item_ids")
 FOLD_IN_RATINGS = tf.TensorSpec([None, None], tf.float32, name="ratings")
+CANDIDATE_ITEM_IDS = tf.TensorSpec([None, None], tf.string, name="candidate_item_ids")
 
 
 class ServingModule(tf.Module):
@@ -124,6 +140,41 @@ class ServingModule(tf.Module):
         """Top-k for raw user ids, 1 <= k <= n: ``item_ids`` string [b, k], ``scores`` [b, k], ``known_user``."""
         return self._recommend(user_id, k)
 
+    @tf.function(input_signature=[USER_ID, CANDIDATE_ITEM_IDS, K], autograph=False)
+    def recommend_from(self, user_id, candidate_item_ids, k):
+        """Top-k among each user's candidates (row b of ``candidate_item_ids``, padded with ""), seen items excluded.
+
+        Candidates not in the vocabulary are ignored; an unknown user gets its candidates by popularity, scores 0.0.
+        """
+        tf.debugging.assert_equal(
+            tf.shape(candidate_item_ids)[0],
+            tf.shape(user_id)[0],
+            message="`candidate_item_ids` should have one row per `user_id`",
+        )
+        candidates = tf.ensure_shape(self.item_table.lookup(candidate_item_ids), candidate_item_ids.shape)
+        listed = tf.where(candidates >= 0)  # [e, 2]: (row, position in the row) of the known candidates
+        where = tf.stack([listed[:, 0], tf.gather_nd(candidates, listed)], axis=1)
+        shape = tf.stack([tf.shape(user_id, out_type=tf.int64)[0], tf.shape(self.item_factors, out_type=tf.int64)[0]])
+        allowed = tf.scatter_nd(where, tf.ones_like(where[:, 0], tf.int32), shape) > 0  # duplicates add up
+        return self._recommend(user_id, k, allowed)
+
+    @tf.function(input_signature=[ITEM_ID, K], autograph=False)
+    def similar_items(self, item_id, k):
+        """The k items most similar to each raw item id (cosine of the item factors, the item itself included)."""
+        items = tf.ensure_shape(self.item_table.lookup(item_id), item_id.shape)
+        known = (items >= 0) & tf.gather(self.item_known, tf.maximum(items, 0))
+        found, values = self._similar(self.item_factors, items, known, self.popularity, k, "items")
+        return {"item_ids": tf.gather(self.item_vocabulary, found), "scores": values, "known_item": known}
+
+    @tf.function(input_signature=[USER_ID, K], autograph=False)
+    def similar_users(self, user_id, k):
+        """The k users most similar to each raw user id (cosine of the user factors, the user itself included)."""
+        users, known = self._lookup_users(user_id)
+        # Training ratings per user: top_k lists equal counts by index, as the items' popularity ranking does.
+        activity = tf.cast(self.seen_indptr[1:] - self.seen_indptr[:-1], tf.float32)
+        found, values = self._similar(self.user_factors, users, known, activity, k, "users")
+        return {"user_ids": tf.gather(self.user_vocabulary, found), "scores": values, "known_user": known}
+
     @tf.function(input_signature=[USER_ID, ITEM_ID], autograph=False)
     def score(self, user_id, item_id):
         """The model's prediction per (user_id, item_id) pair; 0.0 where either is unknown."""
@@ -166,10 +217,9 @@ class ServingModule(tf.Module):
         has_items = tf.gather(self.seen_indptr, safe + 1) > tf.gather(self.seen_indptr, safe)
         return users, (users >= 0) & has_items
 
-    def _recommend(self, user_id, k):
-        num_items = tf.shape(self.item_factors, out_type=tf.int32)[0]
-        tf.debugging.assert_greater_equal(k, 1, message="`k` should be >= 1")
-        tf.debugging.assert_less_equal(k, num_items, message="`k` should be <= the number of items")
+    def _recommend(self, user_id, k, allowed=None):
+        """Top-k of raw user ids without their seen items; ``allowed`` bool [b, n]: the only candidates (or None)."""
+        k = _check_k(k, self.item_factors, "items")
         users, known = self._lookup_users(user_id)
         safe = tf.where(known, users, tf.zeros_like(users))
         scores = self._scores(tf.gather(self.user_factors, safe), tf.gather(self.user_bias, safe))
@@ -177,20 +227,38 @@ class ServingModule(tf.Module):
         limits = tf.where(known, tf.gather(self.seen_indptr, safe + 1), 0)
         spans = tf.ragged.range(starts, limits)
         seen = tf.gather(self.seen_items, spans.flat_values)
-        return self._top(scores, spans.value_rowids(), seen, known, k)
+        return self._top(scores, spans.value_rowids(), seen, known, k, allowed)
+
+    def _similar(self, factors, queries, known, fallback, k, what: str):
+        """Top-k cosine similarity of rows ``queries`` of ``factors`` against every row (``WALSModel``'s
+        ``similar_items``); the ``fallback`` ranking [rows] with scores 0.0 for the queries that are not ``known``.
+
+        Returns:
+            (row indices int32 [b, k], scores float32 [b, k]).
+        """
+        k = _check_k(k, factors, what)
+        unit = scoring.unit_rows(factors)
+        safe = tf.where(known, queries, tf.zeros_like(queries))
+        cosine = tf.matmul(tf.gather(unit, safe), unit, transpose_b=True)
+        ranked = tf.where(known[:, None], cosine, fallback[None, :])
+        nothing = tf.zeros([0], tf.int64)
+        found, values = scoring.top_k_unseen(ranked, nothing, nothing, k)
+        return found, tf.where(known[:, None], values, tf.zeros_like(values))
 
     def _scores(self, factors, user_bias):
         """Ranking scores [b, n], the unclipped prediction (``scoring.item_scores``)."""
         return scoring.item_scores(factors, user_bias, self.item_factors, self.item_bias, self.global_mean)
 
-    def _top(self, scores, seen_rows, seen_cols, known, k):
+    def _top(self, scores, seen_rows, seen_cols, known, k, allowed=None):
         """Top-k of ``scores`` [b, n] without the seen pairs (rows with none are unknown) for known rows; the
-        popularity ranking (scores 0.0) for the others."""
+        popularity ranking (scores 0.0) for the others. ``allowed`` bool [b, n], if given, is the candidates."""
         ranked = tf.where(known[:, None], scores, self.popularity[None, :])
+        if allowed is not None:
+            ranked = tf.where(allowed, ranked, tf.constant(-np.inf, ranked.dtype))
         indices, values = scoring.top_k_unseen(ranked, seen_rows, seen_cols, k)
         empty = tf.math.is_inf(values) & (values < 0)
         item_ids = tf.where(empty, "", tf.gather(self.item_vocabulary, indices))
-        values = tf.where(known[:, None], values, tf.zeros_like(values))
+        values = tf.where(known[:, None] | empty, values, tf.zeros_like(values))
         return {"item_ids": item_ids, "scores": values, "known_user": known}
 
     def signatures(self) -> dict:
@@ -199,6 +267,9 @@ class ServingModule(tf.Module):
             "recommend": self.recommend,
             "score": self.score,
             "fold_in_recommend": self.fold_in_recommend,
+            "recommend_from": self.recommend_from,
+            "similar_items": self.similar_items,
+            "similar_users": self.similar_users,
         }
 
 
@@ -250,6 +321,18 @@ def export_saved_model(model, train: Ratings, path: str, top_k: int = 10) -> Ser
     )
     tf.saved_model.save(module, path, signatures=module.signatures())
     return module
+
+
+def _check_k(k, factors, what: str) -> tf.Tensor:
+    """``k`` after the graph assertions 1 <= k <= rows of ``factors`` (an InvalidArgumentError naming ``k``
+    otherwise). Ops that use the returned tensor run after the assertions, so a bad k never reaches ``top_k``."""
+    size = tf.shape(factors, out_type=tf.int32)[0]
+    checks = [
+        tf.debugging.assert_greater_equal(k, 1, message="`k` should be >= 1"),
+        tf.debugging.assert_less_equal(k, size, message=f"`k` should be <= the number of {what}"),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(k)
 
 
 def _constant_variable(value, dtype, name: str) -> tf.Variable:
