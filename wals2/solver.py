@@ -8,9 +8,13 @@ G0 = lambda I + w0 Y'Y is formed once per half-sweep; the per-row Gram and right
 gather of Y per chunk of rows (``layout.py``), batched GEMMs and a batched Cholesky solve. Rows without
 observations get x_i = 0, the exact minimiser (lambda I + w0 Y'Y) x = 0.
 
-``solver="cg"`` replaces the Gram and the factorisation of short rows by ``cg_steps`` conjugate-gradient steps
-on the same system, matrix-free (A p = G0 p + Y_g' (d * (Y_g p))), warm-started from the previous factors, as
-``implicit`` does; long rows (split into pieces) are still solved exactly. It is inexact by design.
+Rows with at most 0.7 k entries are solved exactly through an L x L system instead (the Woodbury identity, see
+``_woodbury``), which is cheaper than the k x k Gram and factorisation for such short rows.
+
+``solver="cg"`` replaces the Gram and the factorisation of rows of up to 1.5 k entries by ``cg_steps``
+conjugate-gradient steps on the same system, matrix-free (A p = G0 p + Y_g' (d * (Y_g p))), warm-started from the
+previous factors, as ``implicit`` does; longer rows, where the direct solve is cheaper, are solved exactly. It is
+inexact by design.
 
 Everything here is pure tensors in, tensors out, and uses only dense standard ops (gather, BatchMatMul,
 Cholesky, triangular solves, segment sum), so it runs on CPU or GPU; never compile it with XLA.
@@ -95,17 +99,22 @@ def half_sweep(
             raise ValueError("`initial` should be the previous factors [m, k] when solver='cg'. Received: None")
         previous = tf.concat([tf.convert_to_tensor(initial, tf.float32), tf.zeros([1, k], tf.float32)], axis=0)
 
-    def short_rows(chunk: Chunk) -> tf.Tensor:
-        if use_cg:
-            return _conjugate_gradient(table, k, chunk, tf.gather(previous, chunk.owners), system, cg_steps)
+    def direct_rows(chunk: Chunk) -> tf.Tensor:
         gram, rhs = _gram_and_rhs(table, k, chunk, with_gram=layout.kind != "uniform")
         return solve(gram, rhs, chunk.owners)
 
+    def cg_rows(chunk: Chunk) -> tf.Tensor:
+        return _conjugate_gradient(table, k, chunk, tf.gather(previous, chunk.owners), system, cg_steps)
+
     solutions = []
     if layout.short.num_chunks:
-        # Chunks come in ascending length: the first ``split`` hold rows short enough for the L x L form.
+        # Chunks come in ascending length: the first ``split`` take the cheaper form for short rows (CG, or the
+        # L x L Woodbury form of the exact solve), the others the k x k solve.
         split = 0
-        if solver == "cholesky" and layout.kind != "uniform":
+        if use_cg:
+            split = tf.searchsorted(layout.short.lengths, [cg_max_length(k)], side="right")[0]
+            solutions.append(_map_chunks(layout.short, lambda c: (cg_rows(c),), ([k],), stop=split)[0])
+        elif solver == "cholesky" and layout.kind != "uniform":
             split = tf.searchsorted(layout.short.lengths, [woodbury_max_length(k)], side="right")[0]
             # w0 Y'Y = Q S Q'. eigh fails on non-finite input where Cholesky gives NaN: keep the NaN, so that a
             # diverged sweep is reported by the caller's finiteness check.
@@ -121,7 +130,7 @@ def half_sweep(
 
             short = _map_chunks(layout.short, lambda c: (woodbury_rows(c),), ([k],), stop=split)[0]
             solutions.append(tf.matmul(short, rotation, transpose_b=True))
-        solutions.append(_map_chunks(layout.short, lambda c: (short_rows(c),), ([k],), start=split)[0])
+        solutions.append(_map_chunks(layout.short, lambda c: (direct_rows(c),), ([k],), start=split)[0])
     if layout.num_long:
         with_gram = layout.kind != "uniform"
 
@@ -216,6 +225,15 @@ def _gram_and_rhs(table, k, chunk: Chunk, with_gram: bool):
     else:
         gram = tf.matmul(gathered, gathered, transpose_a=True) * chunk.row_scale[:, None, None]
     return gram, rhs
+
+
+def cg_max_length(k: int) -> int:
+    """The longest row (padded length L) that ``solver="cg"`` solves by CG; longer rows are solved exactly.
+
+    ``cg_steps`` CG steps cost about 4 L k ``cg_steps`` flops in matrix-vector products, which run far below the
+    batched Gram's rate, so past about 1.5 k entries the k x k Gram and Cholesky solve is the cheaper one.
+    """
+    return (3 * k) // 2
 
 
 def woodbury_max_length(k: int) -> int:
