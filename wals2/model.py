@@ -13,9 +13,10 @@ import tensorflow as tf
 from wals2 import scoring
 from wals2 import weights as weights_lib
 from wals2.config import WALSConfig
-from wals2.data import Ratings, lookup
+from wals2.data import Ratings
 from wals2.engine import Entries, Partition, SweepEngine
 from wals2.modes import mode_of
+from wals2.recommender import Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ _LOG_DIRECTIONS = _log_directions()
 
 
 @keras.saving.register_keras_serializable(package="wals2")
-class WALSModel(keras.Model):
+class WALSModel(Recommender, keras.Model):
     """Matrix factorisation A ~ U V' trained by TF1's weighted alternating least squares.
 
     ``fit(train, epochs=N)`` runs N sweeps; each sweep solves every user row exactly, then every item row
@@ -121,8 +122,8 @@ class WALSModel(keras.Model):
         self._squared_error = keras.metrics.Mean(name="squared_error")
         self.engine: SweepEngine | None = None
         self._heldout: Entries | None = None
-        self._seen: tuple[np.ndarray, np.ndarray] | None = None
-        self._vocabularies: tuple[_Vocabulary, _Vocabulary] | None = None
+        self._seen = None
+        self._vocabularies = None
         self._fitting = False
         self.initialize_factors()
         self.built = True
@@ -183,39 +184,6 @@ class WALSModel(keras.Model):
             self.set_vocabularies(train.user_ids, train.item_ids)
         # The engine's layouts are captured by the traced sweep: trace again for new training data.
         self.train_function = None
-
-    def set_seen_items(self, users, items) -> None:
-        """The (user, item) index pairs that ``recommend(exclude_seen=True)`` leaves out (the training entries).
-
-        ``set_training_data`` sets them from the training matrix; a model loaded from a file, or trained on
-        several workers, gets them here.
-        """
-        users = np.asarray(users, np.int64)
-        items = np.asarray(items, np.int64)
-        if users.shape != items.shape or users.ndim != 1:
-            raise ValueError(f"`users` and `items` should be 1-D of one length. Received: {users.shape}, {items.shape}")
-        if users.size and (users.min() < 0 or users.max() >= self.num_users):
-            raise ValueError(f"`users` should be in [0, {self.num_users}).")
-        if items.size and (items.min() < 0 or items.max() >= self.num_items):
-            raise ValueError(f"`items` should be in [0, {self.num_items}).")
-        order = np.argsort(users, kind="stable")
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=self.num_users))])
-        self._seen = (indptr.astype(np.int64), items[order])
-
-    def set_vocabularies(self, user_ids, item_ids) -> None:
-        """The raw id of every user and item index, for ``recommend_ids``, ``similar_items_ids``, ``similar_users_ids``.
-
-        ``set_training_data`` (and so ``fit``) sets them from a ``Ratings``' ``user_ids`` / ``item_ids``; a model
-        loaded from a file, or trained on other inputs, gets them here. They are not saved with the model.
-
-        Args:
-            user_ids: [num_users] distinct raw ids, the id of each user index (any order).
-            item_ids: [num_items] distinct raw ids, the id of each item index.
-        """
-        self._vocabularies = (
-            _Vocabulary(user_ids, self.num_users, "user_ids"),
-            _Vocabulary(item_ids, self.num_items, "item_ids"),
-        )
 
     @property
     def training_layouts(self):
@@ -384,303 +352,9 @@ class WALSModel(keras.Model):
         self._require_training_data("loss_value")
         return float(self.engine.metrics(*self._tables())["loss"])
 
-    def recommend(
-        self,
-        user_indices,
-        k: int = 10,
-        exclude_seen: bool | None = None,
-        batch_size: int = 1024,
-        *,
-        filter_already_liked_items: bool | None = None,
-        filter_items=None,
-        items=None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k items for each user by score (the unclipped prediction mu + b_i + c_j + u_i.v_j), best first.
-
-        The arguments follow implicit's ``recommend``; ``items`` and ``filter_items`` may be combined.
-
-        Args:
-            user_indices: int user indices [b].
-            k: items per user, 1 <= k <= num_items.
-            exclude_seen: drop the user's training items (default True). A user with fewer than k remaining
-                candidates gets item -1 and score -inf in the remaining slots.
-            batch_size: users scored at once (memory is batch_size x candidates floats).
-            filter_already_liked_items: implicit's name for ``exclude_seen``; giving both with different values
-                raises.
-            filter_items: item indices never recommended.
-            items: item indices, the only candidates ranked (default: every item).
-
-        Returns:
-            (item indices int64 [b, k], scores float32 [b, k]).
-        """
-        users = _indices(user_indices, self.num_users, "user_indices")
-        _check_k(k, self.num_items)
-        _check_batch_size(batch_size)
-        if exclude_seen is None:
-            exclude_seen = True if filter_already_liked_items is None else filter_already_liked_items
-        elif filter_already_liked_items is not None and bool(filter_already_liked_items) != bool(exclude_seen):
-            raise ValueError(
-                "`exclude_seen` and `filter_already_liked_items` are one option; pass one of them. Received: "
-                f"exclude_seen={exclude_seen!r}, filter_already_liked_items={filter_already_liked_items!r}"
-            )
-        if exclude_seen and self._seen is None:
-            raise ValueError(
-                "recommend(exclude_seen=True) needs the training items: call fit(train), set_training_data(train) "
-                "or set_seen_items(users, items) first."
-            )
-        candidates = _candidates(items, filter_items, self.num_items)
-        v, bv = tf.convert_to_tensor(self.item_factors), tf.convert_to_tensor(self.item_bias)
-        if candidates is not None:
-            v, bv = tf.gather(v, candidates), tf.gather(bv, candidates)
-        u, bu = tf.convert_to_tensor(self.user_factors), tf.convert_to_tensor(self.user_bias)
-
-        def scores(batch):
-            return scoring.item_scores(tf.gather(u, batch), tf.gather(bu, batch), v, bv, self.global_mean)
-
-        return _top_k(scores, users, k, candidates, self._seen if exclude_seen else None, batch_size)
-
-    def recommend_all(self, k: int = 10, batch_size: int = 1024, **kwargs) -> tuple[np.ndarray, np.ndarray]:
-        """``recommend`` for every user index 0..num_users-1, in batches of ``batch_size`` users.
-
-        Args:
-            k: items per user.
-            batch_size: users scored at once.
-            **kwargs: ``recommend``'s ``exclude_seen`` / ``filter_already_liked_items``, ``filter_items``, ``items``.
-
-        Returns:
-            (item indices int64 [num_users, k], scores float32 [num_users, k]); row i is user i.
-        """
-        return self.recommend(np.arange(self.num_users), k, batch_size=batch_size, **kwargs)
-
-    def similar_items(
-        self, item_indices, k: int = 10, filter_items=None, items=None, batch_size: int = 1024
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The k items most similar to each item: cosine similarity of the item factors, best first.
-
-        As implicit: the factors only (no biases), and the query item itself is a candidate, first with score 1
-        (up to rounding) unless ``filter_items`` or ``items`` leave it out. A zero factor vector has similarity 0
-        with every item.
-
-        Args:
-            item_indices: int item indices [b].
-            k: items per query, 1 <= k <= num_items; slots beyond the candidates get -1 and score -inf.
-            filter_items: item indices never returned.
-            items: item indices, the only candidates (default: every item).
-            batch_size: queries scored at once (memory is batch_size x candidates floats).
-
-        Returns:
-            (item indices int64 [b, k], cosine similarities float32 [b, k]).
-        """
-        return _similar(self.item_factors, item_indices, k, filter_items, items, batch_size, "item_indices")
-
-    def similar_users(
-        self, user_indices, k: int = 10, filter_users=None, users=None, batch_size: int = 1024
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The k users most similar to each user: cosine similarity of the user factors (``similar_items``'s rules).
-
-        Args:
-            user_indices: int user indices [b].
-            k: users per query, 1 <= k <= num_users.
-            filter_users: user indices never returned.
-            users: user indices, the only candidates (default: every user).
-            batch_size: queries scored at once.
-
-        Returns:
-            (user indices int64 [b, k], cosine similarities float32 [b, k]).
-        """
-        return _similar(self.user_factors, user_indices, k, filter_users, users, batch_size, "user_indices")
-
-    # ---------------------------------------------------------------------------------------------- raw ids
-    def recommend_ids(self, user_ids, k: int = 10, filter_items=None, items=None, **kwargs):
-        """``recommend`` by raw ids: user ids in, item ids out (``set_vocabularies``; ``fit(Ratings)`` sets them).
-
-        Args:
-            user_ids: raw user ids [b].
-            k: items per user.
-            filter_items, items: raw item ids (see ``recommend``).
-            **kwargs: ``recommend``'s ``exclude_seen`` / ``filter_already_liked_items`` and ``batch_size``.
-
-        Returns:
-            (raw item ids, an object array [b, k] with None in slots without a candidate, scores float32 [b, k]).
-
-        Raises:
-            KeyError: an id not in the vocabulary (the first one is named).
-        """
-        users_vocab, items_vocab = self._require_vocabularies("recommend_ids")
-        found, scores = self.recommend(
-            users_vocab.index(user_ids),
-            k,
-            filter_items=items_vocab.index_or_none(filter_items),
-            items=items_vocab.index_or_none(items),
-            **kwargs,
-        )
-        return items_vocab.ids(found), scores
-
-    def similar_items_ids(self, item_ids, k: int = 10, filter_items=None, items=None, batch_size: int = 1024):
-        """``similar_items`` by raw item ids (ids in and out; filters and candidates as raw ids).
-
-        Returns:
-            (raw item ids, an object array [b, k] with None in slots without a candidate, similarities [b, k]).
-
-        Raises:
-            KeyError: an id not in the vocabulary (the first one is named).
-        """
-        _, vocab = self._require_vocabularies("similar_items_ids")
-        found, scores = self.similar_items(
-            vocab.index(item_ids), k, vocab.index_or_none(filter_items), vocab.index_or_none(items), batch_size
-        )
-        return vocab.ids(found), scores
-
-    def similar_users_ids(self, user_ids, k: int = 10, filter_users=None, users=None, batch_size: int = 1024):
-        """``similar_users`` by raw user ids (ids in and out; filters and candidates as raw ids).
-
-        Raises:
-            KeyError: an id not in the vocabulary (the first one is named).
-        """
-        vocab, _ = self._require_vocabularies("similar_users_ids")
-        found, scores = self.similar_users(
-            vocab.index(user_ids), k, vocab.index_or_none(filter_users), vocab.index_or_none(users), batch_size
-        )
-        return vocab.ids(found), scores
-
-    def _require_vocabularies(self, what: str) -> tuple[_Vocabulary, _Vocabulary]:
-        if self._vocabularies is None:
-            raise ValueError(
-                f"{what} needs the raw ids: call fit(ratings) with a wals2.Ratings or set_vocabularies(user_ids, "
-                "item_ids) first."
-            )
-        return self._vocabularies
-
     def _require_training_data(self, what: str) -> None:
         if self.engine is None:
             raise ValueError(f"{what} needs the training data: call fit(train) or set_training_data(train) first.")
-
-
-class _Vocabulary:
-    """Raw ids of the indices 0..size-1 (in any order), looked up by ``data``'s sorted search."""
-
-    def __init__(self, ids, size: int, name: str):
-        ids = np.asarray(ids)
-        if ids.ndim != 1 or ids.shape[0] != size:
-            raise ValueError(f"`{name}` should be 1-D with {size} ids. Received shape {ids.shape}")
-        self._ids = ids
-        self._order = np.argsort(ids, kind="stable")
-        self._sorted = ids[self._order]
-        if size > 1 and np.any(self._sorted[1:] == self._sorted[:-1]):
-            first = self._sorted[1:][self._sorted[1:] == self._sorted[:-1]][0]
-            raise ValueError(f"`{name}` should be distinct ids. Received {first.item()!r} more than once")
-        self._what = name.removesuffix("_ids")
-
-    def index(self, raw_ids) -> np.ndarray:
-        """int64 indices [b] of raw ids [b]; KeyError naming the first unknown id."""
-        raw = np.atleast_1d(np.asarray(raw_ids))
-        if raw.ndim != 1:
-            raise ValueError(f"The raw {self._what} ids should be 1-D. Received shape {raw.shape}")
-        if not raw.size:
-            return np.zeros(0, np.int64)
-        return self._order[lookup(self._sorted, raw, self._what)].astype(np.int64)
-
-    def index_or_none(self, raw_ids) -> np.ndarray | None:
-        return None if raw_ids is None else self.index(raw_ids)
-
-    def ids(self, indices: np.ndarray) -> np.ndarray:
-        """Raw ids (object array) of indices, None where the index is -1."""
-        out = np.full(indices.shape, None, dtype=object)
-        valid = indices >= 0
-        out[valid] = self._ids[indices[valid]]
-        return out
-
-
-def _indices(values, size: int, name: str) -> np.ndarray:
-    """A validated 1-D int64 index vector in [0, size)."""
-    values = np.atleast_1d(np.asarray(values))
-    if values.ndim != 1 or (values.size and values.dtype.kind not in "iu"):
-        raise ValueError(f"`{name}` should be a 1-D array of ints. Received dtype {values.dtype}, shape {values.shape}")
-    values = values.astype(np.int64)
-    if values.size and (values.min() < 0 or values.max() >= size):
-        raise ValueError(f"`{name}` should be in [0, {size}). Received: min {values.min()}, max {values.max()}")
-    return values
-
-
-def _check_k(k, size: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= size:
-        raise ValueError(f"`k` should be an integer in [1, {size}]. Received: k={k!r}")
-
-
-def _check_batch_size(batch_size) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"`batch_size` should be a positive integer. Received: batch_size={batch_size!r}")
-
-
-def _candidates(include, exclude, size: int, names: tuple[str, str] = ("items", "filter_items")) -> np.ndarray | None:
-    """The sorted candidate indices (``include``, default all, minus ``exclude``), or None for all of them."""
-    if include is None and exclude is None:
-        return None
-    candidates = np.arange(size) if include is None else np.unique(_indices(include, size, names[0]))
-    if include is not None and not candidates.size:
-        raise ValueError(f"`{names[0]}` should hold at least one index. Received an empty list.")
-    if exclude is not None:
-        candidates = np.setdiff1d(candidates, _indices(exclude, size, names[1]), assume_unique=True)
-    return candidates.astype(np.int64)
-
-
-def _similar(factors, queries, k, exclude, include, batch_size, name):
-    """Top-k cosine similarity of rows ``queries`` of ``factors`` against the candidate rows."""
-    size = int(factors.shape[0])
-    queries = _indices(queries, size, name)
-    _check_k(k, size)
-    _check_batch_size(batch_size)
-    what = name.removesuffix("_indices")
-    candidates = _candidates(include, exclude, size, (f"{what}s", f"filter_{what}s"))
-    unit = scoring.unit_rows(tf.convert_to_tensor(factors))
-    table = unit if candidates is None else tf.gather(unit, candidates)
-
-    def scores(batch):
-        return tf.matmul(tf.gather(unit, batch), table, transpose_b=True)
-
-    return _top_k(scores, queries, k, candidates, None, batch_size)
-
-
-def _top_k(scores, queries, k, candidates, excluded, batch_size):
-    """The k best candidates of each query by ``scores(batch)`` [b, candidates], batched; one ``top_k_unseen``.
-
-    Args:
-        scores: batch of query indices -> float32 scores [b, c] over the candidates.
-        queries: int64 query indices [b].
-        k: slots per query; slots beyond a query's remaining candidates get index -1 and score -inf.
-        candidates: sorted int64 column indices of the c candidates, or None for all columns.
-        excluded: (indptr, cols) CSR of each query's excluded column indices, or None.
-        batch_size: queries per batch.
-    """
-    out_items, out_scores = [], []
-    for start in range(0, queries.size, batch_size):
-        batch = queries[start : start + batch_size]
-        ranked = scores(batch)
-        rows = cols = np.zeros(0, np.int64)
-        if excluded is not None:
-            indptr, seen = excluded
-            lengths = indptr[batch + 1] - indptr[batch]
-            rows = np.repeat(np.arange(batch.size), lengths)
-            offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-            cols = seen[np.repeat(indptr[batch], lengths) + offsets]
-            if candidates is not None:  # columns of the candidates; drop the others
-                where = np.minimum(np.searchsorted(candidates, cols), max(candidates.size - 1, 0))
-                keep = candidates[where] == cols if candidates.size else np.zeros(cols.size, bool)
-                rows, cols = rows[keep], where[keep]
-        width = int(ranked.shape[1])
-        top, values = scoring.top_k_unseen(ranked, rows, cols, min(k, width))
-        found, values = top.numpy().astype(np.int64), values.numpy()
-        if candidates is not None:
-            found = candidates[found] if width else found
-        found[np.isneginf(values)] = -1
-        if width < k:
-            found = np.pad(found, ((0, 0), (0, k - width)), constant_values=-1)
-            values = np.pad(values, ((0, 0), (0, k - width)), constant_values=-np.inf)
-        out_items.append(found)
-        out_scores.append(values.astype(np.float32))
-    if not out_items:
-        return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
-    return np.concatenate(out_items), np.concatenate(out_scores)
 
 
 def _multi_worker(strategy) -> bool:
