@@ -10,13 +10,13 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-from wals2 import scoring
+from wals2 import partial_fit, scoring
 from wals2 import weights as weights_lib
 from wals2.config import WALSConfig
 from wals2.data import Ratings
 from wals2.engine import Entries, Partition, SweepEngine
 from wals2.modes import mode_of
-from wals2.recommender import Recommender
+from wals2.recommender import Recommender, _Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -101,23 +101,7 @@ class WALSModel(Recommender, keras.Model):
             config = WALSConfig.from_dict(config)
         self.config = (config or WALSConfig()).replace(**overrides)
         self.mode = mode_of(self.config)
-        self.num_users = int(num_users)
-        self.num_items = int(num_items)
-        k = self.config.latent_factors
-
-        def weight(shape, name):
-            # Replicated state assigned in the replica context (equal on every worker after each sweep).
-            return self.add_weight(
-                shape=shape, initializer="zeros", trainable=False, name=name, aggregation="only_first_replica"
-            )
-
-        self.user_factors = weight((self.num_users, k), "user_factors")
-        self.item_factors = weight((self.num_items, k), "item_factors")
-        # The biases, the mean and the clipping range of the predictions; zeros / unbounded without biases.
-        self.user_bias = weight((self.num_users,), "user_bias")
-        self.item_bias = weight((self.num_items,), "item_bias")
-        self.global_mean = weight((), "global_mean")
-        self.rating_range = weight((2,), "rating_range")
+        self._create_state(num_users, num_items)
         self.rating_range.assign([-np.inf, np.inf])
         self._squared_error = keras.metrics.Mean(name="squared_error")
         self.engine: SweepEngine | None = None
@@ -129,6 +113,46 @@ class WALSModel(Recommender, keras.Model):
         self.built = True
 
     # ----------------------------------------------------------------------------------------------- state
+    def _create_state(self, num_users: int, num_items: int) -> None:
+        """Creates the state variables (zeros) for num_users x num_items, in the order of ``weights``."""
+        k = self.config.latent_factors
+        shapes = {
+            "user_factors": (num_users, k),
+            "item_factors": (num_items, k),
+            # The biases, the mean and the clipping range of the predictions; zeros / unbounded without biases.
+            "user_bias": (num_users,),
+            "item_bias": (num_items,),
+            "global_mean": (),
+            "rating_range": (2,),
+        }
+        for name, shape in shapes.items():
+            # Replicated state assigned in the replica context (equal on every worker after each sweep).
+            variable = self.add_weight(
+                shape=shape, initializer="zeros", trainable=False, name=name, aggregation="only_first_replica"
+            )
+            setattr(self, name, variable)
+        self.num_users, self.num_items = int(num_users), int(num_items)
+
+    def _resize(self, num_users: int, num_items: int) -> None:
+        """Grows the model to num_users x num_items: the new rows' factors and biases are 0, the rest is kept.
+
+        The variables are created again (a variable's shape is fixed), in the same order, so that ``weights``,
+        ``get_config`` and ``.keras`` files describe the grown model. The training data must be set again.
+        """
+        old = {v.name: keras.ops.convert_to_numpy(v) for v in self.weights}
+        for name in old:
+            delattr(self, name)
+        with self.distribute_strategy.scope():
+            self._create_state(num_users, num_items)
+        for variable in self.weights:
+            value = old[variable.name]
+            if value.ndim:
+                value = np.pad(value, [(0, variable.shape[0] - value.shape[0])] + [(0, 0)] * (value.ndim - 1))
+            variable.assign(value)
+        self.engine = None
+        self._heldout = None
+        self.train_function = self.test_function = self.predict_function = None
+
     def initialize_factors(self, seed: int | None = None) -> None:
         """Draws both factor matrices from the configured initialisation (TF1: N(0, 1)), seeded."""
         seed = self.config.seed if seed is None else seed
@@ -179,7 +203,7 @@ class WALSModel(Recommender, keras.Model):
             self.user_bias.assign(np.zeros(self.num_users, np.float32))
             self.item_bias.assign(np.zeros(self.num_items, np.float32))
         if partition.blocks.count == 1:
-            self.set_seen_items(partition.by_row.rows, partition.by_row.cols)
+            self.set_seen_items(partition.by_row.rows, partition.by_row.cols, partition.by_row.values)
         if isinstance(train, Ratings):
             self.set_vocabularies(train.user_ids, train.item_ids)
         # The engine's layouts are captured by the traced sweep: trace again for new training data.
@@ -352,6 +376,111 @@ class WALSModel(Recommender, keras.Model):
         self._require_training_data("loss_value")
         return float(self.engine.metrics(*self._tables())["loss"])
 
+    # ------------------------------------------------------------------------------------------ partial fits
+    def partial_fit_users(self, user_indices, user_items) -> None:
+        """Solves the factors (and biases) of the given users exactly against the fixed item side, in place.
+
+        As implicit's ``partial_fit_users``: each user's row is replaced by its row of ``user_items`` and solved
+        as the sweep's row update (``foldin.solve``); indices >= ``num_users`` add users (those in between get
+        zero factors). The users' seen items become their new rows. The training data must be set again before
+        another ``fit``.
+
+        Args:
+            user_indices: distinct int user indices [b]; with raw ids set, new users need ``partial_fit_users_ids``.
+            user_items: the users' ratings, [b, num_items] (row r is ``user_indices[r]``): scipy sparse,
+                ``tf.SparseTensor`` or a ``Ratings`` of that shape.
+        """
+        self._partial_fit(0, user_indices, user_items, ("user_indices", "user_items"))
+
+    def partial_fit_items(self, item_indices, item_users) -> None:
+        """Solves the factors (and biases) of the given items exactly against the fixed user side, in place.
+
+        ``partial_fit_users`` with the sides swapped: ``item_users`` is [b, num_users] (row r is
+        ``item_indices[r]``), indices >= ``num_items`` add items, and every user's seen items get the new entries
+        of these items instead of the old ones.
+        """
+        self._partial_fit(1, item_indices, item_users, ("item_indices", "item_users"))
+
+    def partial_fit_users_ids(self, user_ids, user_items) -> None:
+        """``partial_fit_users`` by raw user ids; ids not in the vocabulary are new users, appended in order.
+
+        Args:
+            user_ids: distinct raw user ids [b].
+            user_items: [b, num_items] by item index (scipy sparse or ``tf.SparseTensor``, row r is
+                ``user_ids[r]``), or a ``Ratings`` whose user ids are among ``user_ids`` and whose item ids are
+                the model's (KeyError naming an unknown one).
+        """
+        self._partial_fit_ids(0, user_ids, user_items, ("user_ids", "user_items"))
+
+    def partial_fit_items_ids(self, item_ids, item_users) -> None:
+        """``partial_fit_items`` by raw item ids; ids not in the vocabulary are new items, appended in order.
+
+        Args:
+            item_ids: distinct raw item ids [b].
+            item_users: [b, num_users] by user index, or a ``Ratings`` whose item ids are among ``item_ids`` and
+                whose user ids are the model's.
+        """
+        self._partial_fit_ids(1, item_ids, item_users, ("item_ids", "item_users"))
+
+    def _partial_fit_ids(self, axis: int, raw_ids, matrix, names: tuple[str, str]) -> None:
+        vocabularies = self._require_vocabularies(f"partial_fit_{('users', 'items')[axis]}_ids")
+        own, other = vocabularies[axis], vocabularies[1 - axis]
+        queries = _Vocabulary(np.atleast_1d(np.asarray(raw_ids)), np.size(raw_ids), names[0])
+        new = ~own.contains(queries.ids_array)
+        indices = np.empty(queries.size, np.int64)
+        indices[~new] = own.index(queries.ids_array[~new])
+        indices[new] = own.size + np.arange(new.sum())
+        if isinstance(matrix, Ratings):
+            own_ids, other_ids = (matrix.user_ids, matrix.item_ids)[:: 1 if axis == 0 else -1]
+            own_of, other_of = (matrix.users, matrix.items)[:: 1 if axis == 0 else -1]
+            rows = queries.index(own_ids[own_of])
+            cols = other.index(other_ids[other_of])
+            sizes = (queries.size, other.size)
+            matrix = sp.coo_array((matrix.values, (rows, cols)), shape=sizes)
+        self._partial_fit(axis, indices, matrix, names, new_ids=queries.ids_array[new])
+
+    def _partial_fit(self, axis: int, indices, matrix, names: tuple[str, str], new_ids=None) -> None:
+        """Solves the rows ``indices`` of one side (0: users, 1: items) on the entries of ``matrix`` [b, other]."""
+        indices = np.atleast_1d(np.asarray(indices))
+        if indices.ndim != 1 or not indices.size or indices.dtype.kind not in "iu":
+            raise ValueError(
+                f"`{names[0]}` should be a non-empty 1-D array of ints. Received dtype {indices.dtype}, "
+                f"shape {indices.shape}"
+            )
+        indices = indices.astype(np.int64)
+        if indices.min() < 0 or np.unique(indices).size != indices.size:
+            raise ValueError(f"`{names[0]}` should be distinct indices >= 0. Received: {indices.tolist()[:20]}")
+        sizes = [self.num_users, self.num_items]
+        rows, cols, values = _coo(matrix, (indices.size, sizes[1 - axis]), names[1])
+        invalid = np.flatnonzero(self.mode.invalid_ratings(values))
+        if invalid.size:
+            raise ValueError(f"`{names[1]}` rating {values[invalid[0]]:g} {self.mode.invalid_reason}")
+        grown = max(sizes[axis], int(indices.max()) + 1)
+        if grown > sizes[axis]:
+            if self._vocabularies is not None and new_ids is None:
+                raise ValueError(
+                    f"`{names[0]}` has indices >= {sizes[axis]}, new rows without a raw id: the model has raw ids, "
+                    f"call partial_fit_{('users', 'items')[axis]}_ids."
+                )
+            sizes[axis] = grown
+            self._resize(*sizes)
+        if new_ids is not None and len(new_ids):
+            vocabularies = list(self._vocabularies)
+            vocabularies[axis] = vocabularies[axis].extended(new_ids)
+            self._vocabularies = tuple(vocabularies)
+        if self._seen is not None:
+            own = indices[rows]
+            users, items = (own, cols) if axis == 0 else (cols, own)
+            self._seen = self._seen.replaced(axis, indices, users, items, values, tuple(sizes))
+        solution = partial_fit.solve_side(self, axis, indices, rows, cols, values)
+        k = self.config.latent_factors
+        pairs = [(self.user_factors, self.user_bias), (self.item_factors, self.item_bias)][axis]
+        updates = [(pairs[0], solution[:, :k])] + ([(pairs[1], solution[:, k])] if self.mode.biases else [])
+        for variable, rows_of in updates:
+            value = tf.convert_to_tensor(variable)
+            variable.assign(tf.tensor_scatter_nd_update(value, indices[:, None], rows_of))
+        self.engine = None  # the training matrix changed: fit needs it again
+
     def _require_training_data(self, what: str) -> None:
         if self.engine is None:
             raise ValueError(f"{what} needs the training data: call fit(train) or set_training_data(train) first.")
@@ -388,8 +517,12 @@ def _entries(heldout, shape: tuple[int, int]) -> Entries:
     )
 
 
-def _coo(train, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, cols, values) of the supported training inputs, checked against ``shape``."""
+def _coo(train, shape: tuple[int, int], name: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, values) of the supported training inputs, checked against ``shape``.
+
+    ``name`` is the argument named in messages (default: ``x``, the training matrix of ``fit``).
+    """
+    what = "The training matrix" if name is None else f"`{name}`"
     if isinstance(train, Ratings):
         rows, cols, values, got = train.users, train.items, train.values, train.shape
     elif isinstance(train, tf.SparseTensor):
@@ -400,17 +533,19 @@ def _coo(train, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndar
         rows, cols, values, got = coo.row, coo.col, coo.data, coo.shape
     else:
         raise TypeError(
-            "`x` should be a wals2.Ratings, a tf.SparseTensor or a scipy sparse matrix. "
+            f"`{name or 'x'}` should be a wals2.Ratings, a tf.SparseTensor or a scipy sparse matrix. "
             f"Received: {type(train).__name__}"
         )
     if tuple(int(s) for s in got) != tuple(shape):
-        raise ValueError(f"The training matrix should have shape {shape} (num_users, num_items). Received: {got}")
+        axes = " (num_users, num_items)" if name is None else ""
+        raise ValueError(f"{what} should have shape {shape}{axes}. Received: {got}")
     values = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(values)):
-        raise ValueError("The training ratings should be finite. Received NaN or inf values.")
+        subject = "The training ratings" if name is None else what
+        raise ValueError(f"{subject} should be finite. Received NaN or inf values.")
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
     keys = np.unique(rows * shape[1] + cols)
     if keys.size != rows.size:
-        raise ValueError(f"The training matrix has {rows.size - keys.size} duplicate (row, column) entries.")
+        raise ValueError(f"{what} has {rows.size - keys.size} duplicate (row, column) entries.")
     return rows, cols, values

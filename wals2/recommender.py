@@ -18,26 +18,22 @@ from wals2.data import lookup
 class Recommender:
     """The recommender calls of a factor model; the model provides the variables named in the module docstring."""
 
-    _seen: tuple[np.ndarray, np.ndarray] | None
+    _seen: SeenItems | None
     _vocabularies: tuple[_Vocabulary, _Vocabulary] | None
 
-    def set_seen_items(self, users, items) -> None:
+    def set_seen_items(self, users, items, values=None) -> None:
         """The (user, item) index pairs that ``recommend(exclude_seen=True)`` leaves out (the training entries).
 
-        ``set_training_data`` sets them from the training matrix; a model loaded from a file, or trained on
-        several workers, gets them here.
+        ``set_training_data`` sets them from the training matrix, ``partial_fit_users`` / ``partial_fit_items``
+        replace the rows they fit, and a ``.keras`` file keeps them; a model trained on several workers gets them
+        here.
+
+        Args:
+            users, items: int [nnz], the index pairs.
+            values: float [nnz], their ratings (default: all positive). The tf1 mode's item weights C_j count the
+                positive ones (n_j) when ``partial_fit_*`` solves rows against them.
         """
-        users = np.asarray(users, np.int64)
-        items = np.asarray(items, np.int64)
-        if users.shape != items.shape or users.ndim != 1:
-            raise ValueError(f"`users` and `items` should be 1-D of one length. Received: {users.shape}, {items.shape}")
-        if users.size and (users.min() < 0 or users.max() >= self.num_users):
-            raise ValueError(f"`users` should be in [0, {self.num_users}).")
-        if items.size and (items.min() < 0 or items.max() >= self.num_items):
-            raise ValueError(f"`items` should be in [0, {self.num_items}).")
-        order = np.argsort(users, kind="stable")
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=self.num_users))])
-        self._seen = (indptr.astype(np.int64), items[order])
+        self._seen = SeenItems.of(users, items, values, (self.num_users, self.num_items))
 
     def set_vocabularies(self, user_ids, item_ids) -> None:
         """The raw id of every user and item index, for ``recommend_ids``, ``similar_items_ids``, ``similar_users_ids``.
@@ -107,7 +103,7 @@ class Recommender:
         def scores(batch):
             return scoring.item_scores(tf.gather(u, batch), tf.gather(bu, batch), v, bv, self.global_mean)
 
-        return _top_k(scores, users, k, candidates, self._seen if exclude_seen else None, batch_size)
+        return _top_k(scores, users, k, candidates, self._seen.csr if exclude_seen else None, batch_size)
 
     def recommend_all(self, k: int = 10, batch_size: int = 1024, **kwargs) -> tuple[np.ndarray, np.ndarray]:
         """``recommend`` for every user index 0..num_users-1, in batches of ``batch_size`` users.
@@ -222,6 +218,62 @@ class Recommender:
         return self._vocabularies
 
 
+class SeenItems:
+    """Each user's training items (CSR, items ascending within a user) and whether each one's rating is positive.
+
+    Attributes:
+        shape: (num_users, num_items).
+        indptr: int64 [num_users + 1], row pointers.
+        items: int64 [nnz], the items, grouped by user.
+        positive: bool [nnz], rating > 0 (what the tf1 mode's n_j counts).
+    """
+
+    def __init__(self, indptr: np.ndarray, items: np.ndarray, positive: np.ndarray, shape: tuple[int, int]):
+        self.indptr, self.items, self.positive, self.shape = indptr, items, positive, (int(shape[0]), int(shape[1]))
+
+    @classmethod
+    def of(cls, users, items, values, shape: tuple[int, int]) -> SeenItems:
+        """From (user, item) index pairs and their ratings (None: all positive), checked against ``shape``."""
+        users = np.asarray(users, np.int64)
+        items = np.asarray(items, np.int64)
+        if users.shape != items.shape or users.ndim != 1:
+            raise ValueError(f"`users` and `items` should be 1-D of one length. Received: {users.shape}, {items.shape}")
+        positive = np.ones(users.shape, bool) if values is None else np.asarray(values) > 0
+        if positive.shape != users.shape:
+            raise ValueError(f"`values` should have the length of `users`. Received: {positive.shape}, {users.shape}")
+        for name, index, size in (("users", users, shape[0]), ("items", items, shape[1])):
+            if index.size and (index.min() < 0 or index.max() >= size):
+                raise ValueError(f"`{name}` should be in [0, {size}). Received: min {index.min()}, max {index.max()}")
+        order = np.lexsort((items, users))
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=shape[0]))]).astype(np.int64)
+        return cls(indptr, items[order], positive[order], shape)
+
+    @property
+    def csr(self) -> tuple[np.ndarray, np.ndarray]:
+        """(indptr, items), the excluded columns of each user for ``_top_k``."""
+        return self.indptr, self.items
+
+    def users(self) -> np.ndarray:
+        """int64 [nnz], the user of each entry."""
+        return np.repeat(np.arange(self.shape[0], dtype=np.int64), np.diff(self.indptr))
+
+    def positive_counts(self) -> np.ndarray:
+        """int64 [num_items], n_j: the entries of each item with a positive rating."""
+        return np.bincount(self.items[self.positive], minlength=self.shape[1]).astype(np.int64)
+
+    def replaced(self, axis: int, indices: np.ndarray, users, items, values, shape: tuple[int, int]) -> SeenItems:
+        """These entries with the users (``axis`` 0) or items (1) ``indices`` given the new entries (users, items,
+        values) instead of their old ones, in a matrix of ``shape`` (as large or larger)."""
+        old_users = self.users()
+        keep = ~np.isin(old_users if axis == 0 else self.items, indices)
+        return SeenItems.of(
+            np.concatenate([old_users[keep], users]),
+            np.concatenate([self.items[keep], items]),
+            np.concatenate([self.positive[keep], np.asarray(values) > 0]),
+            shape,
+        )
+
+
 class _Vocabulary:
     """Raw ids of the indices 0..size-1 (in any order), looked up by ``data``'s sorted search."""
 
@@ -235,7 +287,37 @@ class _Vocabulary:
         if size > 1 and np.any(self._sorted[1:] == self._sorted[:-1]):
             first = self._sorted[1:][self._sorted[1:] == self._sorted[:-1]][0]
             raise ValueError(f"`{name}` should be distinct ids. Received {first.item()!r} more than once")
-        self._what = name.removesuffix("_ids")
+        self._name, self._what = name, name.removesuffix("_ids")
+
+    @property
+    def size(self) -> int:
+        return int(self._ids.shape[0])
+
+    @property
+    def ids_array(self) -> np.ndarray:
+        """The raw id of each index [size]."""
+        return self._ids
+
+    def _cast(self, raw_ids) -> np.ndarray:
+        """Raw ids as this vocabulary's dtype (as ``data.lookup`` compares them)."""
+        raw = np.atleast_1d(np.asarray(raw_ids))
+        try:
+            return raw.astype(self._ids.dtype) if self._ids.dtype.kind in "iu" else raw.astype(str)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"The raw {self._what} ids should be of the vocabulary's type {self._ids.dtype}") from err
+
+    def contains(self, raw_ids) -> np.ndarray:
+        """bool [b]: whether each raw id is in the vocabulary."""
+        raw = self._cast(raw_ids)
+        if not self.size:
+            return np.zeros(raw.shape, bool)
+        pos = np.minimum(np.searchsorted(self._sorted, raw), self.size - 1)
+        return self._sorted[pos] == raw
+
+    def extended(self, new_ids) -> _Vocabulary:
+        """This vocabulary with ``new_ids`` (not in it) as the indices size, size + 1, ..."""
+        new_ids = self._cast(new_ids)
+        return _Vocabulary(np.concatenate([self._ids, new_ids]), self.size + new_ids.size, self._name)
 
     def index(self, raw_ids) -> np.ndarray:
         """int64 indices [b] of raw ids [b]; KeyError naming the first unknown id."""
