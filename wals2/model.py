@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -10,8 +11,10 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
+from wals2 import metrics as ranking
 from wals2 import partial_fit, scoring
 from wals2 import weights as weights_lib
+from wals2.callbacks import HeldoutRanking
 from wals2.config import WALSConfig
 from wals2.data import Ratings
 from wals2.engine import Entries, Partition, SweepEngine
@@ -27,6 +30,9 @@ class NonFiniteFactorsError(FloatingPointError):
 
 # Whether each log of ``fit`` / ``evaluate`` improves downwards or upwards (``val_<name>`` as ``<name>``).
 LOG_DIRECTIONS = {"rmse": "down", "loss": "down"}
+#: The ranking logs of ``fit(ranking_k=k)`` and ``evaluate(ranking_k=k)``, ``<name>_at_<k>``; higher is better.
+RANKING_LOGS = ("ndcg", "precision")
+RANKING_SEPARATOR = "_at_"
 
 
 class _Direction(keras.metrics.Metric):
@@ -47,10 +53,12 @@ class _Direction(keras.metrics.Metric):
         raise NotImplementedError(f"The {self.name!r} log is computed by the sweep engine, not by a metric.")
 
 
-def _log_directions() -> list:
+@functools.cache
+def _log_directions(ranking_k: int | None = None) -> list:
     """[a container of the ``_Direction`` of every log] in the class Keras' callbacks search (Keras has no public
     name for it), or [] where this Keras lacks it (callbacks then need an explicit ``mode``). It holds no state,
-    and its ``result`` is empty, so Keras keeps the logs the train and test steps return."""
+    and its ``result`` is empty, so Keras keeps the logs the train and test steps return. With ``ranking_k``, the
+    ranking logs at that k are among them (increasing)."""
     try:
         from keras.src.trainers.compile_utils import MetricsList
     except ImportError:
@@ -60,11 +68,11 @@ def _log_directions() -> list:
         def result(self):
             return {}
 
-    metrics = [_Direction(name, direction) for name, direction in LOG_DIRECTIONS.items()]
+    directions = dict(LOG_DIRECTIONS)
+    if ranking_k is not None:
+        directions.update({f"{name}{RANKING_SEPARATOR}{ranking_k}": "up" for name in RANKING_LOGS})
+    metrics = [_Direction(name, direction) for name, direction in directions.items()]
     return [LogDirections(metrics, "log_directions")]
-
-
-_LOG_DIRECTIONS = _log_directions()
 
 
 @keras.saving.register_keras_serializable(package="wals2")
@@ -109,6 +117,7 @@ class WALSModel(Recommender, keras.Model):
         self._seen = None
         self._vocabularies = None
         self._fitting = False
+        self._ranking_k: int | None = None  # the k of the ranking logs of the last fit(ranking_k=k)
         self.initialize_factors()
         self.built = True
 
@@ -215,14 +224,19 @@ class WALSModel(Recommender, keras.Model):
         return None if self.engine is None else (self.engine.rows_layout, self.engine.cols_layout)
 
     # ----------------------------------------------------------------------------------------------- Keras
-    def fit(self, x=None, y=None, *, epochs: int | None = None, validation_data=None, **kwargs):
+    def fit(
+        self, x=None, y=None, *, epochs: int | None = None, validation_data=None, ranking_k: int | None = None, **kwargs
+    ):
         """Runs ``epochs`` sweeps (default ``config.num_iters``) over the training matrix ``x``.
 
         ``x`` is the training matrix (``Ratings``, ``tf.SparseTensor``, scipy sparse, or this worker's
         ``engine.Partition``); it may be omitted after ``set_training_data``. ``validation_data`` (``Ratings``,
         ``engine.Entries`` or ``(pairs, ratings)``; on several workers, this worker's part) adds ``val_rmse`` to
-        the logs after every sweep. Callbacks, ``verbose`` and ``initial_epoch`` work as in Keras; one epoch is
-        one sweep, and ``y`` must be None.
+        the logs after every sweep. With ``ranking_k`` (``metrics.RANKING_K`` = 10 is the usual cutoff) and
+        ``validation_data`` a ``Ratings``, every sweep also logs ``val_ndcg_at_<k>`` and ``val_precision_at_<k>``
+        (``metrics.heldout_ranking``: each validation user's top k, training items excluded, against the user's
+        validation items), which ``mode="auto"`` callbacks know to maximise. Callbacks, ``verbose`` and
+        ``initial_epoch`` work as in Keras; one epoch is one sweep, and ``y`` must be None.
         """
         if y is not None:
             raise ValueError("`y` should be None: the ratings are the values of `x`. Received a `y`.")
@@ -238,6 +252,8 @@ class WALSModel(Recommender, keras.Model):
             raise ValueError("`x` should be the training matrix: no training data was given to fit().")
         shape = (self.num_users, self.num_items)
         self._heldout = None if validation_data is None else _entries(validation_data, shape)
+        if ranking_k is not None:
+            kwargs["callbacks"] = [self._ranking_callback(ranking_k, validation_data), *(kwargs.get("callbacks") or [])]
         self.train_function = None
         if epochs is None:
             epochs = self.config.num_iters
@@ -293,9 +309,45 @@ class WALSModel(Recommender, keras.Model):
         self._squared_error.update_state(tf.square(targets - predictions))
         return {"rmse": tf.sqrt(self._squared_error.result())}
 
-    def evaluate(self, x=None, y=None, batch_size: int | None = 65536, **kwargs):
-        """Keras ``evaluate`` of (pairs, ratings); the batch size defaults to 65,536 pairs (one sweep's scale)."""
-        return super().evaluate(x, y, batch_size=batch_size, **kwargs)
+    def _ranking_callback(self, ranking_k, validation_data) -> HeldoutRanking:
+        """The ``HeldoutRanking`` of ``fit(ranking_k=...)``, first among the callbacks (its logs are read after)."""
+        _check_ranking_k(ranking_k, self.num_items)
+        if not isinstance(validation_data, Ratings):
+            raise ValueError(
+                "`ranking_k` needs `validation_data` as a wals2.Ratings (each user's validation items). Received: "
+                f"{type(validation_data).__name__}"
+            )
+        if _multi_worker(self.distribute_strategy):
+            raise ValueError(
+                "`ranking_k` ranks the whole validation set in one process; on several workers, give the chief a "
+                "wals2.callbacks.HeldoutRanking of every worker's validation entries instead."
+            )
+        self._ranking_k = int(ranking_k)
+        return HeldoutRanking(validation_data, int(ranking_k), names=RANKING_LOGS, separator=RANKING_SEPARATOR)
+
+    def evaluate(self, x=None, y=None, batch_size: int | None = 65536, *, ranking_k: int | None = None, **kwargs):
+        """Keras ``evaluate`` of (pairs, ratings) or of a ``Ratings``; the batch size defaults to 65,536 pairs.
+
+        With ``x`` a ``Ratings`` and ``ranking_k``, the results also hold ``ndcg_at_<k>`` and ``precision_at_<k>``
+        of its users' top k (``metrics.heldout_ranking``, training items excluded), after ``rmse``.
+        """
+        heldout = x if isinstance(x, Ratings) else None
+        if heldout is not None:
+            if y is not None:
+                raise ValueError("`y` should be None when `x` is a wals2.Ratings (its values are the ratings).")
+            if heldout.shape != (self.num_users, self.num_items):
+                raise ValueError(f"`x` should have shape {(self.num_users, self.num_items)}. Received: {heldout.shape}")
+            x, y = heldout.pairs(), heldout.values
+        if ranking_k is None:
+            return super().evaluate(x, y, batch_size=batch_size, **kwargs)
+        _check_ranking_k(ranking_k, self.num_items)
+        if heldout is None:
+            raise ValueError(f"`ranking_k` needs `x` as a wals2.Ratings. Received: {type(x).__name__}")
+        return_dict = kwargs.pop("return_dict", False)
+        results = super().evaluate(x, y, batch_size=batch_size, return_dict=True, **kwargs)
+        scores = ranking.heldout_ranking(self, heldout, int(ranking_k))
+        results.update(ranking.logs(scores, int(ranking_k), RANKING_LOGS, separator=RANKING_SEPARATOR))
+        return results if return_dict else list(results.values())
 
     def call(self, pairs):
         """Predictions for int pairs [b, 2] (user index, item index); returns float32 [b].
@@ -325,7 +377,9 @@ class WALSModel(Recommender, keras.Model):
         # ``evaluate`` accumulates the squared errors; ``fit`` logs the engine's all-reduced sums instead, so its
         # epochs read no metric variable (under several workers each read would be a collective of its own). The
         # stateless ``_LogDirections`` tell ``mode="auto"`` callbacks that ``rmse`` and ``loss`` improve downwards.
-        return _LOG_DIRECTIONS if self._fitting else [self._squared_error, *_LOG_DIRECTIONS]
+        # With ``fit(ranking_k=k)`` they include the ranking logs at k (increasing).
+        directions = _log_directions(self._ranking_k)
+        return directions if self._fitting else [self._squared_error, *directions]
 
     def compile(self, jit_compile: bool = False, **kwargs):
         """Keras ``compile``; XLA is off by default (it is slower on the sweep and cannot run sparse ops), and there
@@ -484,6 +538,11 @@ class WALSModel(Recommender, keras.Model):
     def _require_training_data(self, what: str) -> None:
         if self.engine is None:
             raise ValueError(f"{what} needs the training data: call fit(train) or set_training_data(train) first.")
+
+
+def _check_ranking_k(ranking_k, num_items: int) -> None:
+    if isinstance(ranking_k, bool) or not isinstance(ranking_k, (int, np.integer)) or not 1 <= ranking_k <= num_items:
+        raise ValueError(f"`ranking_k` should be an integer in [1, {num_items}]. Received: ranking_k={ranking_k!r}")
 
 
 def _multi_worker(strategy) -> bool:
