@@ -3,16 +3,22 @@
 ``Recommender`` is a mixin of ``model.WALSModel``: it reads the model's factor and bias variables (``user_factors``,
 ``item_factors``, ``user_bias``, ``item_bias``, ``global_mean``), its sizes and the two pieces of state it owns,
 the seen items (excluded from recommendations) and the raw-id vocabularies. The scores and the top k without seen
-items come from ``wals2.scoring``.
+items come from ``wals2.scoring``. A ``.keras`` file keeps both pieces of state as assets (``seen.npz``,
+``vocabularies.npz``; ``save_assets`` / ``load_assets``, which Keras calls on save and load).
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import tensorflow as tf
 
 from wals2 import scoring
 from wals2.data import lookup
+
+SEEN_FILE = "seen.npz"
+VOCABULARIES_FILE = "vocabularies.npz"
 
 
 class Recommender:
@@ -35,11 +41,39 @@ class Recommender:
         """
         self._seen = SeenItems.of(users, items, values, (self.num_users, self.num_items))
 
+    def save_assets(self, dir_path: str) -> None:
+        """Writes the seen items and the vocabularies (those that are set) to ``dir_path`` (Keras' ``save``)."""
+        if self._seen is not None:
+            seen = self._seen
+            with open(os.path.join(dir_path, SEEN_FILE), "wb") as f:
+                np.savez(f, indptr=seen.indptr, items=seen.items, positive=seen.positive, shape=np.array(seen.shape))
+        if self._vocabularies is not None:
+            ids = {name: _savable(v.ids_array, name) for name, v in zip(("user_ids", "item_ids"), self._vocabularies)}
+            with open(os.path.join(dir_path, VOCABULARIES_FILE), "wb") as f:
+                np.savez(f, **ids)
+
+    def load_assets(self, dir_path: str) -> None:
+        """Reads what ``save_assets`` wrote (Keras' ``load_model``); a file without them leaves them unset."""
+        path = os.path.join(dir_path, SEEN_FILE)
+        if os.path.exists(path):
+            with np.load(path, allow_pickle=False) as f:
+                shape = tuple(int(x) for x in f["shape"])
+                if shape != (self.num_users, self.num_items):
+                    raise ValueError(
+                        f"{path}: seen items of a {shape} matrix for a model of {self.num_users} users "
+                        f"x {self.num_items} items"
+                    )
+                self._seen = SeenItems(f["indptr"], f["items"], f["positive"], shape)
+        path = os.path.join(dir_path, VOCABULARIES_FILE)
+        if os.path.exists(path):
+            with np.load(path, allow_pickle=False) as f:
+                self.set_vocabularies(f["user_ids"], f["item_ids"])
+
     def set_vocabularies(self, user_ids, item_ids) -> None:
         """The raw id of every user and item index, for ``recommend_ids``, ``similar_items_ids``, ``similar_users_ids``.
 
         ``set_training_data`` (and so ``fit``) sets them from a ``Ratings``' ``user_ids`` / ``item_ids``; a model
-        loaded from a file, or trained on other inputs, gets them here. They are not saved with the model.
+        trained on other inputs gets them here. A ``.keras`` file keeps them (ids that are numbers or strings).
 
         Args:
             user_ids: [num_users] distinct raw ids, the id of each user index (any order).
@@ -337,6 +371,15 @@ class _Vocabulary:
         valid = indices >= 0
         out[valid] = self._ids[indices[valid]]
         return out
+
+
+def _savable(ids: np.ndarray, name: str) -> np.ndarray:
+    """``ids`` as an array numpy saves without pickling (numbers or strings)."""
+    if ids.dtype.kind == "O":
+        ids = np.asarray(ids.tolist())
+    if ids.dtype.kind not in "biufU":
+        raise ValueError(f"`{name}` should be numbers or strings to be saved. Received dtype {ids.dtype}")
+    return ids
 
 
 def _indices(values, size: int, name: str) -> np.ndarray:
