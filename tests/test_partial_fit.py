@@ -172,6 +172,12 @@ def test_partial_fit_by_raw_ids_grows_the_vocabularies_then_recommends_exports_a
     loaded = keras.models.load_model(path)
     assert (loaded.num_users, loaded.num_items) == (31, 26)
     np.testing.assert_array_equal(numpy_of(loaded.item_factors), numpy_of(model.item_factors))
+    names = ["user_factors", "item_factors", "user_bias", "item_bias", "global_mean", "rating_range"]
+    assert [v.name for v in model.weights] == names  # grown in place of the old variables, in their order
+    with pytest.raises(ValueError, match="no training data was given to fit"):
+        model.fit(epochs=1, verbose=0)  # the old training matrix is gone
+    model.fit(grown, epochs=1, verbose=0)  # the grown shape trains
+    assert model.recommend_all(k=2)[0].shape == (31, 2)
 
 
 def test_bad_partial_fit_input_is_named(ratings):

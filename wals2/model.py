@@ -149,8 +149,8 @@ class WALSModel(Recommender, keras.Model):
         ``get_config`` and ``.keras`` files describe the grown model. The training data must be set again.
         """
         old = {v.name: keras.ops.convert_to_numpy(v) for v in self.weights}
-        for name in old:
-            delattr(self, name)
+        for variable in self.weights:  # not ``delattr``: Keras' runs a full garbage collection per variable
+            self._untrack_variable(variable)
         with self.distribute_strategy.scope():
             self._create_state(num_users, num_items)
         for variable in self.weights:

@@ -253,7 +253,7 @@ class Recommender:
 
 
 class SeenItems:
-    """Each user's training items (CSR, items ascending within a user) and whether each one's rating is positive.
+    """Each user's training items (CSR, grouped by user) and whether each one's rating is positive.
 
     Attributes:
         shape: (num_users, num_items).
@@ -278,7 +278,7 @@ class SeenItems:
         for name, index, size in (("users", users, shape[0]), ("items", items, shape[1])):
             if index.size and (index.min() < 0 or index.max() >= size):
                 raise ValueError(f"`{name}` should be in [0, {size}). Received: min {index.min()}, max {index.max()}")
-        order = np.lexsort((items, users))
+        order = np.argsort(users, kind="stable")  # near-linear on the sorted runs that ``replaced`` builds
         indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=shape[0]))]).astype(np.int64)
         return cls(indptr, items[order], positive[order], shape)
 
@@ -299,7 +299,9 @@ class SeenItems:
         """These entries with the users (``axis`` 0) or items (1) ``indices`` given the new entries (users, items,
         values) instead of their old ones, in a matrix of ``shape`` (as large or larger)."""
         old_users = self.users()
-        keep = ~np.isin(old_users if axis == 0 else self.items, indices)
+        dropped = np.zeros(shape[axis], bool)
+        dropped[indices] = True
+        keep = ~dropped[old_users if axis == 0 else self.items]
         return SeenItems.of(
             np.concatenate([old_users[keep], users]),
             np.concatenate([self.items[keep], items]),
