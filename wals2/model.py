@@ -19,7 +19,7 @@ from wals2.config import WALSConfig
 from wals2.data import Ratings
 from wals2.engine import Entries, Partition, SweepEngine
 from wals2.modes import mode_of
-from wals2.recommender import Recommender, _Vocabulary
+from wals2.recommender import Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -436,8 +436,10 @@ class WALSModel(Recommender, keras.Model):
 
         As implicit's ``partial_fit_users``: each user's row is replaced by its row of ``user_items`` and solved
         as the sweep's row update (``foldin.solve``); indices >= ``num_users`` add users (those in between get
-        zero factors). The users' seen items become their new rows. The training data must be set again before
-        another ``fit``.
+        zero factors). The users' seen items become their new rows. The tf1 mode's weights are the configured
+        ones (R = 1, C_j from the seen items' positive counts), as in fold-in, not ``row_weights`` /
+        ``col_weights`` given to ``set_training_data``. One process only; the training data must be set again
+        before another ``fit``.
 
         Args:
             user_indices: distinct int user indices [b]; with raw ids set, new users need ``partial_fit_users_ids``.
@@ -478,62 +480,14 @@ class WALSModel(Recommender, keras.Model):
 
     def _partial_fit_ids(self, axis: int, raw_ids, matrix, names: tuple[str, str]) -> None:
         vocabularies = self._require_vocabularies(f"partial_fit_{('users', 'items')[axis]}_ids")
-        own, other = vocabularies[axis], vocabularies[1 - axis]
-        queries = _Vocabulary(np.atleast_1d(np.asarray(raw_ids)), np.size(raw_ids), names[0])
-        new = ~own.contains(queries.ids_array)
-        indices = np.empty(queries.size, np.int64)
-        indices[~new] = own.index(queries.ids_array[~new])
-        indices[new] = own.size + np.arange(new.sum())
-        if isinstance(matrix, Ratings):
-            own_ids, other_ids = (matrix.user_ids, matrix.item_ids)[:: 1 if axis == 0 else -1]
-            own_of, other_of = (matrix.users, matrix.items)[:: 1 if axis == 0 else -1]
-            rows = queries.index(own_ids[own_of])
-            cols = other.index(other_ids[other_of])
-            sizes = (queries.size, other.size)
-            matrix = sp.coo_array((matrix.values, (rows, cols)), shape=sizes)
-        self._partial_fit(axis, indices, matrix, names, new_ids=queries.ids_array[new])
+        indices, matrix, new_ids = partial_fit.raw_queries(vocabularies, axis, raw_ids, matrix, names)
+        self._partial_fit(axis, indices, matrix, names, new_ids)
 
     def _partial_fit(self, axis: int, indices, matrix, names: tuple[str, str], new_ids=None) -> None:
         """Solves the rows ``indices`` of one side (0: users, 1: items) on the entries of ``matrix`` [b, other]."""
-        indices = np.atleast_1d(np.asarray(indices))
-        if indices.ndim != 1 or not indices.size or indices.dtype.kind not in "iu":
-            raise ValueError(
-                f"`{names[0]}` should be a non-empty 1-D array of ints. Received dtype {indices.dtype}, "
-                f"shape {indices.shape}"
-            )
-        indices = indices.astype(np.int64)
-        if indices.min() < 0 or np.unique(indices).size != indices.size:
-            raise ValueError(f"`{names[0]}` should be distinct indices >= 0. Received: {indices.tolist()[:20]}")
-        sizes = [self.num_users, self.num_items]
-        rows, cols, values = _coo(matrix, (indices.size, sizes[1 - axis]), names[1])
-        invalid = np.flatnonzero(self.mode.invalid_ratings(values))
-        if invalid.size:
-            raise ValueError(f"`{names[1]}` rating {values[invalid[0]]:g} {self.mode.invalid_reason}")
-        grown = max(sizes[axis], int(indices.max()) + 1)
-        if grown > sizes[axis]:
-            if self._vocabularies is not None and new_ids is None:
-                raise ValueError(
-                    f"`{names[0]}` has indices >= {sizes[axis]}, new rows without a raw id: the model has raw ids, "
-                    f"call partial_fit_{('users', 'items')[axis]}_ids."
-                )
-            sizes[axis] = grown
-            self._resize(*sizes)
-        if new_ids is not None and len(new_ids):
-            vocabularies = list(self._vocabularies)
-            vocabularies[axis] = vocabularies[axis].extended(new_ids)
-            self._vocabularies = tuple(vocabularies)
-        if self._seen is not None:
-            own = indices[rows]
-            users, items = (own, cols) if axis == 0 else (cols, own)
-            self._seen = self._seen.replaced(axis, indices, users, items, values, tuple(sizes))
-        solution = partial_fit.solve_side(self, axis, indices, rows, cols, values)
-        k = self.config.latent_factors
-        pairs = [(self.user_factors, self.user_bias), (self.item_factors, self.item_bias)][axis]
-        updates = [(pairs[0], solution[:, :k])] + ([(pairs[1], solution[:, k])] if self.mode.biases else [])
-        for variable, rows_of in updates:
-            value = tf.convert_to_tensor(variable)
-            variable.assign(tf.tensor_scatter_nd_update(value, indices[:, None], rows_of))
-        self.engine = None  # the training matrix changed: fit needs it again
+        indices = partial_fit.query_indices(indices, names[0])
+        entries = _coo(matrix, (indices.size, (self.num_items, self.num_users)[axis]), names[1])
+        partial_fit.fit_rows(self, axis, indices, *entries, names, new_ids)
 
     def _require_training_data(self, what: str) -> None:
         if self.engine is None:

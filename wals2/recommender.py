@@ -25,7 +25,7 @@ class Recommender:
     """The recommender calls of a factor model; the model provides the variables named in the module docstring."""
 
     _seen: SeenItems | None
-    _vocabularies: tuple[_Vocabulary, _Vocabulary] | None
+    _vocabularies: tuple[Vocabulary, Vocabulary] | None
 
     def set_seen_items(self, users, items, values=None) -> None:
         """The (user, item) index pairs that ``recommend(exclude_seen=True)`` leaves out (the training entries).
@@ -80,8 +80,8 @@ class Recommender:
             item_ids: [num_items] distinct raw ids, the id of each item index.
         """
         self._vocabularies = (
-            _Vocabulary(user_ids, self.num_users, "user_ids"),
-            _Vocabulary(item_ids, self.num_items, "item_ids"),
+            Vocabulary(user_ids, self.num_users, "user_ids"),
+            Vocabulary(item_ids, self.num_items, "item_ids"),
         )
 
     def recommend(
@@ -243,7 +243,7 @@ class Recommender:
         )
         return vocab.ids(found), scores
 
-    def _require_vocabularies(self, what: str) -> tuple[_Vocabulary, _Vocabulary]:
+    def _require_vocabularies(self, what: str) -> tuple[Vocabulary, Vocabulary]:
         if self._vocabularies is None:
             raise ValueError(
                 f"{what} needs the raw ids: call fit(ratings) with a wals2.Ratings or set_vocabularies(user_ids, "
@@ -310,7 +310,7 @@ class SeenItems:
         )
 
 
-class _Vocabulary:
+class Vocabulary:
     """Raw ids of the indices 0..size-1 (in any order), looked up by ``data``'s sorted search."""
 
     def __init__(self, ids, size: int, name: str):
@@ -350,10 +350,10 @@ class _Vocabulary:
         pos = np.minimum(np.searchsorted(self._sorted, raw), self.size - 1)
         return self._sorted[pos] == raw
 
-    def extended(self, new_ids) -> _Vocabulary:
+    def extended(self, new_ids) -> Vocabulary:
         """This vocabulary with ``new_ids`` (not in it) as the indices size, size + 1, ..."""
         new_ids = self._cast(new_ids)
-        return _Vocabulary(np.concatenate([self._ids, new_ids]), self.size + new_ids.size, self._name)
+        return Vocabulary(np.concatenate([self._ids, new_ids]), self.size + new_ids.size, self._name)
 
     def index(self, raw_ids) -> np.ndarray:
         """int64 indices [b] of raw ids [b]; KeyError naming the first unknown id."""
