@@ -99,3 +99,23 @@ def test_ranking_arguments_are_checked(split):
         model.fit(train, epochs=1, validation_data=(test.pairs(), test.values), ranking_k=5, verbose=0)
     with pytest.raises(ValueError, match="`ranking_k` needs `x` as a wals2.Ratings"):
         model.evaluate(test.pairs(), test.values, ranking_k=5, verbose=0)
+
+
+def test_keras_tuner_maximises_the_ranking_log(split, tmp_path):
+    kt = pytest.importorskip("keras_tuner")
+    train, test = split
+
+    def build(hp):
+        model = WALSModel(*SHAPE, mode="implicit", latent_factors=hp.Choice("k", [2, 4]), seed=1)
+        model.compile()
+        return model
+
+    tuner = kt.GridSearch(
+        build, objective=kt.Objective("val_ndcg_at_5", "max"), directory=str(tmp_path), project_name="p"
+    )
+    tuner.search(train, epochs=1, validation_data=test, ranking_k=5, verbose=0)
+    trials = tuner.oracle.get_best_trials(2)
+    assert len(trials) == 2 and trials[0].score >= trials[1].score  # best first: the larger NDCG
+    best = tuner.get_best_models(1)[0]
+    best.set_seen_items(train.users, train.items)
+    assert trials[0].score == pytest.approx(numpy_ranking(best, train, test, 5)[0], abs=1e-9)
