@@ -90,6 +90,7 @@ class WALSModel(Recommender, keras.Model):
         >>> model.fit(train, epochs=20, validation_data=test)
         >>> items, scores = model.recommend([0, 1], k=10)
         >>> neighbours, cosine = model.similar_items([0], k=10)
+        >>> model.partial_fit_users([0], user_items)  # user 0's row [1, num_items] solved again against fixed V
 
     Args:
         num_users: m, the number of user rows.

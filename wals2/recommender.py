@@ -63,7 +63,11 @@ class Recommender:
                         f"{path}: seen items of a {shape} matrix for a model of {self.num_users} users "
                         f"x {self.num_items} items"
                     )
-                self._seen = SeenItems(f["indptr"], f["items"], f["positive"], shape)
+                indptr, items, positive = f["indptr"], f["items"], f["positive"]
+                if indptr.shape != (shape[0] + 1,) or indptr[-1] != items.size or np.any(np.diff(indptr) < 0):
+                    raise ValueError(f"{path}: the row pointers do not describe {items.size} seen items")
+                users = np.repeat(np.arange(shape[0]), np.diff(indptr))
+                self._seen = SeenItems.of(users, items, positive, shape)
         path = os.path.join(dir_path, VOCABULARIES_FILE)
         if os.path.exists(path):
             with np.load(path, allow_pickle=False) as f:
