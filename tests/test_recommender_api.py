@@ -225,8 +225,9 @@ def test_early_stopping_on_val_rmse_needs_no_mode(ratings, tmp_path):
     assert loss_stop.monitor_op is keras.ops.less
 
 
-def test_readme_library_examples_run():
-    """Every python block of the README's library section runs, in order, in one namespace."""
+def test_readme_library_examples_run(tmp_path, monkeypatch):
+    """Every python block of the README's library section runs, in order, in one namespace (in a scratch dir)."""
+    monkeypatch.chdir(tmp_path)
     text = (ROOT / "README.md").read_text()
     section = text.split("## The library", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
@@ -240,3 +241,16 @@ def test_readme_library_examples_run():
     np.testing.assert_array_equal(namespace["neighbours"][:, 0], [0, 1])
     assert 0 not in namespace["users"][0]
     assert namespace["ids"][0, 0] == ratings.item_ids[0]
+    # partial fits: a new user and a new item, whose seen items are the rows given
+    assert (model.num_users, model.num_items) == (ratings.num_users + 1, ratings.num_items + 1)
+    assert not np.isin(namespace["later"], ratings.item_ids[[3, 7]]).any()
+    new_item = model.num_items - 1  # rated by users 0 and 1
+    assert set(model.recommend([0], k=model.num_items - 3)[0][0]) == set(range(model.num_items)) - {3, 7, new_item}
+    # ranking logs, maximised by EarlyStopping, and the loaded model's answers
+    ranked, history = namespace["ranked"], namespace["ranked_history"].history
+    assert {"val_ndcg_at_10", "val_precision_at_10"} <= set(history) and namespace[
+        "stop"
+    ].monitor_op is keras.ops.greater
+    assert 0 < history["val_ndcg_at_10"][-1] <= 1
+    want, _ = ranked.recommend_ids(ratings.user_ids[:2], k=5, filter_already_liked_items=True)
+    assert namespace["loaded_ids"].tolist() == want.tolist()

@@ -53,10 +53,12 @@ def solve(
     ratings: tf.Tensor,
     regularization: float | tf.Tensor,
     state,
+    query_weights: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """Folds in a batch of new users at once: one Cholesky solve per user (formulas in the module docstring).
 
-    Pure tensors, traceable inside a ``tf.function`` (the SavedModel's ``fold_in_recommend`` uses it).
+    Pure tensors, traceable inside a ``tf.function`` (the SavedModel's ``fold_in_recommend`` uses it). The same
+    system, with the sides swapped (users as the fixed "items"), solves item rows against fixed user factors.
 
     Args:
         mode: the model's ``modes.Mode``; its ``fold_in_terms`` give T, w0, d and y.
@@ -65,6 +67,8 @@ def solve(
         ratings: float32 [b, L], a_j (ignored on padding).
         regularization: lambda > 0; multiplied by |S| with the config's ``scale_regularization``.
         state: a ``FoldInState`` (or an object with its attributes, such as the serving module).
+        query_weights: float32 [b], each query's own factor of the separable weights d = R_i C_j (the tf1 mode's
+            C_j when the queries are items, whose users have R_i = 1), or None for 1.
 
     Returns:
         float32 [b, k] user factors, or [b, k + 1] (factors, bias) with biases. A user with only padding gets 0.
@@ -79,6 +83,8 @@ def solve(
     if mode.config.scale_regularization:
         lam = lam * tf.reduce_sum(mask, axis=1)[:, None, None]
     table, w0, d = terms.table, terms.unobserved_weight, terms.gram_weights
+    if query_weights is not None:
+        d = d * tf.cast(query_weights, tf.float32)[:, None]
     gathered = tf.gather(table, safe) * mask[..., None]  # [b, L, k'], zero rows on padding
     g0 = gramian(table, 0.0, w0) + lam * tf.eye(tf.shape(table)[1])
     lhs = g0 + tf.matmul(gathered * d[..., None], gathered, transpose_a=True)  # [b, k', k']
@@ -88,7 +94,12 @@ def solve(
 
 def state_of(model, train: Ratings) -> FoldInState:
     """The ``FoldInState`` of a fitted ``WALSModel``; C from ``train``'s positive counts as its training used it."""
-    weights = model.mode.fold_in_item_weights(train.item_counts(positive_only=True))
+    return counts_state(model, train.item_counts(positive_only=True))
+
+
+def counts_state(model, positive_counts: np.ndarray) -> FoldInState:
+    """The ``FoldInState`` of a fitted ``WALSModel`` with C from the items' positive training counts n_j [n]."""
+    weights = model.mode.fold_in_item_weights(positive_counts)
     return FoldInState(
         unobs_weight=model.config.unobs_weight,
         item_weights=tf.zeros([model.num_items]) if weights is None else tf.constant(weights),

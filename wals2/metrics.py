@@ -19,6 +19,8 @@ import numpy as np
 from wals2.data import Ratings
 
 METRICS = ("precision", "recall", "ndcg", "map")
+#: The cutoff k of the held-out ranking logs (``callbacks.HeldoutRanking``, ``WALSModel.fit(ranking_k=...)``).
+RANKING_K = 10
 
 
 def ranking_metrics(recommended: np.ndarray, relevant: list[np.ndarray]) -> dict[str, float]:
@@ -83,6 +85,12 @@ def heldout_ranking(model, heldout: Ratings, k: int = 10, exclude: Ratings | Non
         kept = ranked[~np.isin(ranked, drop)][:k] if drop.size else ranked[:k]
         top[row, : kept.size] = kept
     return ranking_metrics(top, relevant)
+
+
+def logs(scores: dict, k: int, names=METRICS, prefix: str = "", separator: str = "@") -> dict[str, float]:
+    """The metrics ``names`` of ``ranking_metrics`` / ``heldout_ranking`` scores at k, as logs named
+    ``{prefix}{name}{separator}{k}`` (e.g. ``val_ndcg@10``, or ``val_ndcg_at_10`` with ``separator="_at_"``)."""
+    return {f"{prefix}{name}{separator}{k}": scores[f"{name}@{k}"] for name in names}
 
 
 def _items_by_user(ratings: Ratings, users: np.ndarray) -> list[np.ndarray]:

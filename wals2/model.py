@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -10,12 +11,15 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-from wals2 import scoring
+from wals2 import metrics as ranking
+from wals2 import partial_fit, scoring
 from wals2 import weights as weights_lib
+from wals2.callbacks import HeldoutRanking
 from wals2.config import WALSConfig
-from wals2.data import Ratings, lookup
+from wals2.data import Ratings
 from wals2.engine import Entries, Partition, SweepEngine
 from wals2.modes import mode_of
+from wals2.recommender import Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +30,9 @@ class NonFiniteFactorsError(FloatingPointError):
 
 # Whether each log of ``fit`` / ``evaluate`` improves downwards or upwards (``val_<name>`` as ``<name>``).
 LOG_DIRECTIONS = {"rmse": "down", "loss": "down"}
+#: The ranking logs of ``fit(ranking_k=k)`` and ``evaluate(ranking_k=k)``, ``<name>_at_<k>``; higher is better.
+RANKING_LOGS = ("ndcg", "precision")
+RANKING_SEPARATOR = "_at_"
 
 
 class _Direction(keras.metrics.Metric):
@@ -46,10 +53,12 @@ class _Direction(keras.metrics.Metric):
         raise NotImplementedError(f"The {self.name!r} log is computed by the sweep engine, not by a metric.")
 
 
-def _log_directions() -> list:
+@functools.cache
+def _log_directions(ranking_k: int | None = None) -> list:
     """[a container of the ``_Direction`` of every log] in the class Keras' callbacks search (Keras has no public
     name for it), or [] where this Keras lacks it (callbacks then need an explicit ``mode``). It holds no state,
-    and its ``result`` is empty, so Keras keeps the logs the train and test steps return."""
+    and its ``result`` is empty, so Keras keeps the logs the train and test steps return. With ``ranking_k``, the
+    ranking logs at that k are among them (increasing)."""
     try:
         from keras.src.trainers.compile_utils import MetricsList
     except ImportError:
@@ -59,15 +68,15 @@ def _log_directions() -> list:
         def result(self):
             return {}
 
-    metrics = [_Direction(name, direction) for name, direction in LOG_DIRECTIONS.items()]
+    directions = dict(LOG_DIRECTIONS)
+    if ranking_k is not None:
+        directions.update({f"{name}{RANKING_SEPARATOR}{ranking_k}": "up" for name in RANKING_LOGS})
+    metrics = [_Direction(name, direction) for name, direction in directions.items()]
     return [LogDirections(metrics, "log_directions")]
 
 
-_LOG_DIRECTIONS = _log_directions()
-
-
 @keras.saving.register_keras_serializable(package="wals2")
-class WALSModel(keras.Model):
+class WALSModel(Recommender, keras.Model):
     """Matrix factorisation A ~ U V' trained by TF1's weighted alternating least squares.
 
     ``fit(train, epochs=N)`` runs N sweeps; each sweep solves every user row exactly, then every item row
@@ -81,6 +90,7 @@ class WALSModel(keras.Model):
         >>> model.fit(train, epochs=20, validation_data=test)
         >>> items, scores = model.recommend([0, 1], k=10)
         >>> neighbours, cosine = model.similar_items([0], k=10)
+        >>> model.partial_fit_users([0], user_items)  # user 0's row [1, num_items] solved again against fixed V
 
     Args:
         num_users: m, the number of user rows.
@@ -100,34 +110,59 @@ class WALSModel(keras.Model):
             config = WALSConfig.from_dict(config)
         self.config = (config or WALSConfig()).replace(**overrides)
         self.mode = mode_of(self.config)
-        self.num_users = int(num_users)
-        self.num_items = int(num_items)
-        k = self.config.latent_factors
-
-        def weight(shape, name):
-            # Replicated state assigned in the replica context (equal on every worker after each sweep).
-            return self.add_weight(
-                shape=shape, initializer="zeros", trainable=False, name=name, aggregation="only_first_replica"
-            )
-
-        self.user_factors = weight((self.num_users, k), "user_factors")
-        self.item_factors = weight((self.num_items, k), "item_factors")
-        # The biases, the mean and the clipping range of the predictions; zeros / unbounded without biases.
-        self.user_bias = weight((self.num_users,), "user_bias")
-        self.item_bias = weight((self.num_items,), "item_bias")
-        self.global_mean = weight((), "global_mean")
-        self.rating_range = weight((2,), "rating_range")
+        self._create_state(num_users, num_items)
         self.rating_range.assign([-np.inf, np.inf])
         self._squared_error = keras.metrics.Mean(name="squared_error")
         self.engine: SweepEngine | None = None
         self._heldout: Entries | None = None
-        self._seen: tuple[np.ndarray, np.ndarray] | None = None
-        self._vocabularies: tuple[_Vocabulary, _Vocabulary] | None = None
+        self._seen = None
+        self._vocabularies = None
         self._fitting = False
+        self._ranking_k: int | None = None  # the k of the ranking logs of the last fit(ranking_k=k)
         self.initialize_factors()
         self.built = True
 
     # ----------------------------------------------------------------------------------------------- state
+    def _create_state(self, num_users: int, num_items: int) -> None:
+        """Creates the state variables (zeros) for num_users x num_items, in the order of ``weights``."""
+        k = self.config.latent_factors
+        shapes = {
+            "user_factors": (num_users, k),
+            "item_factors": (num_items, k),
+            # The biases, the mean and the clipping range of the predictions; zeros / unbounded without biases.
+            "user_bias": (num_users,),
+            "item_bias": (num_items,),
+            "global_mean": (),
+            "rating_range": (2,),
+        }
+        for name, shape in shapes.items():
+            # Replicated state assigned in the replica context (equal on every worker after each sweep).
+            variable = self.add_weight(
+                shape=shape, initializer="zeros", trainable=False, name=name, aggregation="only_first_replica"
+            )
+            setattr(self, name, variable)
+        self.num_users, self.num_items = int(num_users), int(num_items)
+
+    def _resize(self, num_users: int, num_items: int) -> None:
+        """Grows the model to num_users x num_items: the new rows' factors and biases are 0, the rest is kept.
+
+        The variables are created again (a variable's shape is fixed), in the same order, so that ``weights``,
+        ``get_config`` and ``.keras`` files describe the grown model. The training data must be set again.
+        """
+        old = {v.name: keras.ops.convert_to_numpy(v) for v in self.weights}
+        for variable in self.weights:  # not ``delattr``: Keras' runs a full garbage collection per variable
+            self._untrack_variable(variable)
+        with self.distribute_strategy.scope():
+            self._create_state(num_users, num_items)
+        for variable in self.weights:
+            value = old[variable.name]
+            if value.ndim:
+                value = np.pad(value, [(0, variable.shape[0] - value.shape[0])] + [(0, 0)] * (value.ndim - 1))
+            variable.assign(value)
+        self.engine = None
+        self._heldout = None
+        self.train_function = self.test_function = self.predict_function = None
+
     def initialize_factors(self, seed: int | None = None) -> None:
         """Draws both factor matrices from the configured initialisation (TF1: N(0, 1)), seeded."""
         seed = self.config.seed if seed is None else seed
@@ -178,44 +213,11 @@ class WALSModel(keras.Model):
             self.user_bias.assign(np.zeros(self.num_users, np.float32))
             self.item_bias.assign(np.zeros(self.num_items, np.float32))
         if partition.blocks.count == 1:
-            self.set_seen_items(partition.by_row.rows, partition.by_row.cols)
+            self.set_seen_items(partition.by_row.rows, partition.by_row.cols, partition.by_row.values)
         if isinstance(train, Ratings):
             self.set_vocabularies(train.user_ids, train.item_ids)
         # The engine's layouts are captured by the traced sweep: trace again for new training data.
         self.train_function = None
-
-    def set_seen_items(self, users, items) -> None:
-        """The (user, item) index pairs that ``recommend(exclude_seen=True)`` leaves out (the training entries).
-
-        ``set_training_data`` sets them from the training matrix; a model loaded from a file, or trained on
-        several workers, gets them here.
-        """
-        users = np.asarray(users, np.int64)
-        items = np.asarray(items, np.int64)
-        if users.shape != items.shape or users.ndim != 1:
-            raise ValueError(f"`users` and `items` should be 1-D of one length. Received: {users.shape}, {items.shape}")
-        if users.size and (users.min() < 0 or users.max() >= self.num_users):
-            raise ValueError(f"`users` should be in [0, {self.num_users}).")
-        if items.size and (items.min() < 0 or items.max() >= self.num_items):
-            raise ValueError(f"`items` should be in [0, {self.num_items}).")
-        order = np.argsort(users, kind="stable")
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=self.num_users))])
-        self._seen = (indptr.astype(np.int64), items[order])
-
-    def set_vocabularies(self, user_ids, item_ids) -> None:
-        """The raw id of every user and item index, for ``recommend_ids``, ``similar_items_ids``, ``similar_users_ids``.
-
-        ``set_training_data`` (and so ``fit``) sets them from a ``Ratings``' ``user_ids`` / ``item_ids``; a model
-        loaded from a file, or trained on other inputs, gets them here. They are not saved with the model.
-
-        Args:
-            user_ids: [num_users] distinct raw ids, the id of each user index (any order).
-            item_ids: [num_items] distinct raw ids, the id of each item index.
-        """
-        self._vocabularies = (
-            _Vocabulary(user_ids, self.num_users, "user_ids"),
-            _Vocabulary(item_ids, self.num_items, "item_ids"),
-        )
 
     @property
     def training_layouts(self):
@@ -223,14 +225,19 @@ class WALSModel(keras.Model):
         return None if self.engine is None else (self.engine.rows_layout, self.engine.cols_layout)
 
     # ----------------------------------------------------------------------------------------------- Keras
-    def fit(self, x=None, y=None, *, epochs: int | None = None, validation_data=None, **kwargs):
+    def fit(
+        self, x=None, y=None, *, epochs: int | None = None, validation_data=None, ranking_k: int | None = None, **kwargs
+    ):
         """Runs ``epochs`` sweeps (default ``config.num_iters``) over the training matrix ``x``.
 
         ``x`` is the training matrix (``Ratings``, ``tf.SparseTensor``, scipy sparse, or this worker's
         ``engine.Partition``); it may be omitted after ``set_training_data``. ``validation_data`` (``Ratings``,
         ``engine.Entries`` or ``(pairs, ratings)``; on several workers, this worker's part) adds ``val_rmse`` to
-        the logs after every sweep. Callbacks, ``verbose`` and ``initial_epoch`` work as in Keras; one epoch is
-        one sweep, and ``y`` must be None.
+        the logs after every sweep. With ``ranking_k`` (``metrics.RANKING_K`` = 10 is the usual cutoff) and
+        ``validation_data`` a ``Ratings``, every sweep also logs ``val_ndcg_at_<k>`` and ``val_precision_at_<k>``
+        (``metrics.heldout_ranking``: each validation user's top k, training items excluded, against the user's
+        validation items), which ``mode="auto"`` callbacks know to maximise. Callbacks, ``verbose`` and
+        ``initial_epoch`` work as in Keras; one epoch is one sweep, and ``y`` must be None.
         """
         if y is not None:
             raise ValueError("`y` should be None: the ratings are the values of `x`. Received a `y`.")
@@ -246,6 +253,8 @@ class WALSModel(keras.Model):
             raise ValueError("`x` should be the training matrix: no training data was given to fit().")
         shape = (self.num_users, self.num_items)
         self._heldout = None if validation_data is None else _entries(validation_data, shape)
+        if ranking_k is not None:
+            kwargs["callbacks"] = [self._ranking_callback(ranking_k, validation_data), *(kwargs.get("callbacks") or [])]
         self.train_function = None
         if epochs is None:
             epochs = self.config.num_iters
@@ -301,9 +310,45 @@ class WALSModel(keras.Model):
         self._squared_error.update_state(tf.square(targets - predictions))
         return {"rmse": tf.sqrt(self._squared_error.result())}
 
-    def evaluate(self, x=None, y=None, batch_size: int | None = 65536, **kwargs):
-        """Keras ``evaluate`` of (pairs, ratings); the batch size defaults to 65,536 pairs (one sweep's scale)."""
-        return super().evaluate(x, y, batch_size=batch_size, **kwargs)
+    def _ranking_callback(self, ranking_k, validation_data) -> HeldoutRanking:
+        """The ``HeldoutRanking`` of ``fit(ranking_k=...)``, first among the callbacks (its logs are read after)."""
+        _check_ranking_k(ranking_k, self.num_items)
+        if not isinstance(validation_data, Ratings):
+            raise ValueError(
+                "`ranking_k` needs `validation_data` as a wals2.Ratings (each user's validation items). Received: "
+                f"{type(validation_data).__name__}"
+            )
+        if _multi_worker(self.distribute_strategy):
+            raise ValueError(
+                "`ranking_k` ranks the whole validation set in one process; on several workers, give the chief a "
+                "wals2.callbacks.HeldoutRanking of every worker's validation entries instead."
+            )
+        self._ranking_k = int(ranking_k)
+        return HeldoutRanking(validation_data, int(ranking_k), names=RANKING_LOGS, separator=RANKING_SEPARATOR)
+
+    def evaluate(self, x=None, y=None, batch_size: int | None = 65536, *, ranking_k: int | None = None, **kwargs):
+        """Keras ``evaluate`` of (pairs, ratings) or of a ``Ratings``; the batch size defaults to 65,536 pairs.
+
+        With ``x`` a ``Ratings`` and ``ranking_k``, the results also hold ``ndcg_at_<k>`` and ``precision_at_<k>``
+        of its users' top k (``metrics.heldout_ranking``, training items excluded), after ``rmse``.
+        """
+        heldout = x if isinstance(x, Ratings) else None
+        if heldout is not None:
+            if y is not None:
+                raise ValueError("`y` should be None when `x` is a wals2.Ratings (its values are the ratings).")
+            if heldout.shape != (self.num_users, self.num_items):
+                raise ValueError(f"`x` should have shape {(self.num_users, self.num_items)}. Received: {heldout.shape}")
+            x, y = heldout.pairs(), heldout.values
+        if ranking_k is None:
+            return super().evaluate(x, y, batch_size=batch_size, **kwargs)
+        _check_ranking_k(ranking_k, self.num_items)
+        if heldout is None:
+            raise ValueError(f"`ranking_k` needs `x` as a wals2.Ratings. Received: {type(x).__name__}")
+        return_dict = kwargs.pop("return_dict", False)
+        results = super().evaluate(x, y, batch_size=batch_size, return_dict=True, **kwargs)
+        scores = ranking.heldout_ranking(self, heldout, int(ranking_k))
+        results.update(ranking.logs(scores, int(ranking_k), RANKING_LOGS, separator=RANKING_SEPARATOR))
+        return results if return_dict else list(results.values())
 
     def call(self, pairs):
         """Predictions for int pairs [b, 2] (user index, item index); returns float32 [b].
@@ -333,7 +378,9 @@ class WALSModel(keras.Model):
         # ``evaluate`` accumulates the squared errors; ``fit`` logs the engine's all-reduced sums instead, so its
         # epochs read no metric variable (under several workers each read would be a collective of its own). The
         # stateless ``_LogDirections`` tell ``mode="auto"`` callbacks that ``rmse`` and ``loss`` improve downwards.
-        return _LOG_DIRECTIONS if self._fitting else [self._squared_error, *_LOG_DIRECTIONS]
+        # With ``fit(ranking_k=k)`` they include the ranking logs at k (increasing).
+        directions = _log_directions(self._ranking_k)
+        return directions if self._fitting else [self._squared_error, *directions]
 
     def compile(self, jit_compile: bool = False, **kwargs):
         """Keras ``compile``; XLA is off by default (it is slower on the sweep and cannot run sparse ops), and there
@@ -384,303 +431,73 @@ class WALSModel(keras.Model):
         self._require_training_data("loss_value")
         return float(self.engine.metrics(*self._tables())["loss"])
 
-    def recommend(
-        self,
-        user_indices,
-        k: int = 10,
-        exclude_seen: bool | None = None,
-        batch_size: int = 1024,
-        *,
-        filter_already_liked_items: bool | None = None,
-        filter_items=None,
-        items=None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k items for each user by score (the unclipped prediction mu + b_i + c_j + u_i.v_j), best first.
+    # ------------------------------------------------------------------------------------------ partial fits
+    def partial_fit_users(self, user_indices, user_items) -> None:
+        """Solves the factors (and biases) of the given users exactly against the fixed item side, in place.
 
-        The arguments follow implicit's ``recommend``; ``items`` and ``filter_items`` may be combined.
+        As implicit's ``partial_fit_users``: each user's row is replaced by its row of ``user_items`` and solved
+        as the sweep's row update (``foldin.solve``); indices >= ``num_users`` add users (those in between get
+        zero factors). The users' seen items become their new rows. The tf1 mode's weights are the configured
+        ones (R = 1, C_j from the seen items' positive counts), as in fold-in, not ``row_weights`` /
+        ``col_weights`` given to ``set_training_data``. One process only; the training data must be set again
+        before another ``fit``.
 
         Args:
-            user_indices: int user indices [b].
-            k: items per user, 1 <= k <= num_items.
-            exclude_seen: drop the user's training items (default True). A user with fewer than k remaining
-                candidates gets item -1 and score -inf in the remaining slots.
-            batch_size: users scored at once (memory is batch_size x candidates floats).
-            filter_already_liked_items: implicit's name for ``exclude_seen``; giving both with different values
-                raises.
-            filter_items: item indices never recommended.
-            items: item indices, the only candidates ranked (default: every item).
-
-        Returns:
-            (item indices int64 [b, k], scores float32 [b, k]).
+            user_indices: distinct int user indices [b]; with raw ids set, new users need ``partial_fit_users_ids``.
+            user_items: the users' ratings, [b, num_items] (row r is ``user_indices[r]``): scipy sparse,
+                ``tf.SparseTensor`` or a ``Ratings`` of that shape.
         """
-        users = _indices(user_indices, self.num_users, "user_indices")
-        _check_k(k, self.num_items)
-        _check_batch_size(batch_size)
-        if exclude_seen is None:
-            exclude_seen = True if filter_already_liked_items is None else filter_already_liked_items
-        elif filter_already_liked_items is not None and bool(filter_already_liked_items) != bool(exclude_seen):
-            raise ValueError(
-                "`exclude_seen` and `filter_already_liked_items` are one option; pass one of them. Received: "
-                f"exclude_seen={exclude_seen!r}, filter_already_liked_items={filter_already_liked_items!r}"
-            )
-        if exclude_seen and self._seen is None:
-            raise ValueError(
-                "recommend(exclude_seen=True) needs the training items: call fit(train), set_training_data(train) "
-                "or set_seen_items(users, items) first."
-            )
-        candidates = _candidates(items, filter_items, self.num_items)
-        v, bv = tf.convert_to_tensor(self.item_factors), tf.convert_to_tensor(self.item_bias)
-        if candidates is not None:
-            v, bv = tf.gather(v, candidates), tf.gather(bv, candidates)
-        u, bu = tf.convert_to_tensor(self.user_factors), tf.convert_to_tensor(self.user_bias)
+        self._partial_fit(0, user_indices, user_items, ("user_indices", "user_items"))
 
-        def scores(batch):
-            return scoring.item_scores(tf.gather(u, batch), tf.gather(bu, batch), v, bv, self.global_mean)
+    def partial_fit_items(self, item_indices, item_users) -> None:
+        """Solves the factors (and biases) of the given items exactly against the fixed user side, in place.
 
-        return _top_k(scores, users, k, candidates, self._seen if exclude_seen else None, batch_size)
+        ``partial_fit_users`` with the sides swapped: ``item_users`` is [b, num_users] (row r is
+        ``item_indices[r]``), indices >= ``num_items`` add items, and every user's seen items get the new entries
+        of these items instead of the old ones.
+        """
+        self._partial_fit(1, item_indices, item_users, ("item_indices", "item_users"))
 
-    def recommend_all(self, k: int = 10, batch_size: int = 1024, **kwargs) -> tuple[np.ndarray, np.ndarray]:
-        """``recommend`` for every user index 0..num_users-1, in batches of ``batch_size`` users.
+    def partial_fit_users_ids(self, user_ids, user_items) -> None:
+        """``partial_fit_users`` by raw user ids; ids not in the vocabulary are new users, appended in order.
 
         Args:
-            k: items per user.
-            batch_size: users scored at once.
-            **kwargs: ``recommend``'s ``exclude_seen`` / ``filter_already_liked_items``, ``filter_items``, ``items``.
-
-        Returns:
-            (item indices int64 [num_users, k], scores float32 [num_users, k]); row i is user i.
+            user_ids: distinct raw user ids [b].
+            user_items: [b, num_items] by item index (scipy sparse or ``tf.SparseTensor``, row r is
+                ``user_ids[r]``), or a ``Ratings`` whose user ids are among ``user_ids`` and whose item ids are
+                the model's (KeyError naming an unknown one).
         """
-        return self.recommend(np.arange(self.num_users), k, batch_size=batch_size, **kwargs)
+        self._partial_fit_ids(0, user_ids, user_items, ("user_ids", "user_items"))
 
-    def similar_items(
-        self, item_indices, k: int = 10, filter_items=None, items=None, batch_size: int = 1024
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The k items most similar to each item: cosine similarity of the item factors, best first.
-
-        As implicit: the factors only (no biases), and the query item itself is a candidate, first with score 1
-        (up to rounding) unless ``filter_items`` or ``items`` leave it out. A zero factor vector has similarity 0
-        with every item.
+    def partial_fit_items_ids(self, item_ids, item_users) -> None:
+        """``partial_fit_items`` by raw item ids; ids not in the vocabulary are new items, appended in order.
 
         Args:
-            item_indices: int item indices [b].
-            k: items per query, 1 <= k <= num_items; slots beyond the candidates get -1 and score -inf.
-            filter_items: item indices never returned.
-            items: item indices, the only candidates (default: every item).
-            batch_size: queries scored at once (memory is batch_size x candidates floats).
-
-        Returns:
-            (item indices int64 [b, k], cosine similarities float32 [b, k]).
+            item_ids: distinct raw item ids [b].
+            item_users: [b, num_users] by user index, or a ``Ratings`` whose item ids are among ``item_ids`` and
+                whose user ids are the model's.
         """
-        return _similar(self.item_factors, item_indices, k, filter_items, items, batch_size, "item_indices")
+        self._partial_fit_ids(1, item_ids, item_users, ("item_ids", "item_users"))
 
-    def similar_users(
-        self, user_indices, k: int = 10, filter_users=None, users=None, batch_size: int = 1024
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The k users most similar to each user: cosine similarity of the user factors (``similar_items``'s rules).
+    def _partial_fit_ids(self, axis: int, raw_ids, matrix, names: tuple[str, str]) -> None:
+        vocabularies = self._require_vocabularies(f"partial_fit_{('users', 'items')[axis]}_ids")
+        indices, matrix, new_ids = partial_fit.raw_queries(vocabularies, axis, raw_ids, matrix, names)
+        self._partial_fit(axis, indices, matrix, names, new_ids)
 
-        Args:
-            user_indices: int user indices [b].
-            k: users per query, 1 <= k <= num_users.
-            filter_users: user indices never returned.
-            users: user indices, the only candidates (default: every user).
-            batch_size: queries scored at once.
-
-        Returns:
-            (user indices int64 [b, k], cosine similarities float32 [b, k]).
-        """
-        return _similar(self.user_factors, user_indices, k, filter_users, users, batch_size, "user_indices")
-
-    # ---------------------------------------------------------------------------------------------- raw ids
-    def recommend_ids(self, user_ids, k: int = 10, filter_items=None, items=None, **kwargs):
-        """``recommend`` by raw ids: user ids in, item ids out (``set_vocabularies``; ``fit(Ratings)`` sets them).
-
-        Args:
-            user_ids: raw user ids [b].
-            k: items per user.
-            filter_items, items: raw item ids (see ``recommend``).
-            **kwargs: ``recommend``'s ``exclude_seen`` / ``filter_already_liked_items`` and ``batch_size``.
-
-        Returns:
-            (raw item ids, an object array [b, k] with None in slots without a candidate, scores float32 [b, k]).
-
-        Raises:
-            KeyError: an id not in the vocabulary (the first one is named).
-        """
-        users_vocab, items_vocab = self._require_vocabularies("recommend_ids")
-        found, scores = self.recommend(
-            users_vocab.index(user_ids),
-            k,
-            filter_items=items_vocab.index_or_none(filter_items),
-            items=items_vocab.index_or_none(items),
-            **kwargs,
-        )
-        return items_vocab.ids(found), scores
-
-    def similar_items_ids(self, item_ids, k: int = 10, filter_items=None, items=None, batch_size: int = 1024):
-        """``similar_items`` by raw item ids (ids in and out; filters and candidates as raw ids).
-
-        Returns:
-            (raw item ids, an object array [b, k] with None in slots without a candidate, similarities [b, k]).
-
-        Raises:
-            KeyError: an id not in the vocabulary (the first one is named).
-        """
-        _, vocab = self._require_vocabularies("similar_items_ids")
-        found, scores = self.similar_items(
-            vocab.index(item_ids), k, vocab.index_or_none(filter_items), vocab.index_or_none(items), batch_size
-        )
-        return vocab.ids(found), scores
-
-    def similar_users_ids(self, user_ids, k: int = 10, filter_users=None, users=None, batch_size: int = 1024):
-        """``similar_users`` by raw user ids (ids in and out; filters and candidates as raw ids).
-
-        Raises:
-            KeyError: an id not in the vocabulary (the first one is named).
-        """
-        vocab, _ = self._require_vocabularies("similar_users_ids")
-        found, scores = self.similar_users(
-            vocab.index(user_ids), k, vocab.index_or_none(filter_users), vocab.index_or_none(users), batch_size
-        )
-        return vocab.ids(found), scores
-
-    def _require_vocabularies(self, what: str) -> tuple[_Vocabulary, _Vocabulary]:
-        if self._vocabularies is None:
-            raise ValueError(
-                f"{what} needs the raw ids: call fit(ratings) with a wals2.Ratings or set_vocabularies(user_ids, "
-                "item_ids) first."
-            )
-        return self._vocabularies
+    def _partial_fit(self, axis: int, indices, matrix, names: tuple[str, str], new_ids=None) -> None:
+        """Solves the rows ``indices`` of one side (0: users, 1: items) on the entries of ``matrix`` [b, other]."""
+        indices = partial_fit.query_indices(indices, names[0])
+        entries = _coo(matrix, (indices.size, (self.num_items, self.num_users)[axis]), names[1])
+        partial_fit.fit_rows(self, axis, indices, *entries, names, new_ids)
 
     def _require_training_data(self, what: str) -> None:
         if self.engine is None:
             raise ValueError(f"{what} needs the training data: call fit(train) or set_training_data(train) first.")
 
 
-class _Vocabulary:
-    """Raw ids of the indices 0..size-1 (in any order), looked up by ``data``'s sorted search."""
-
-    def __init__(self, ids, size: int, name: str):
-        ids = np.asarray(ids)
-        if ids.ndim != 1 or ids.shape[0] != size:
-            raise ValueError(f"`{name}` should be 1-D with {size} ids. Received shape {ids.shape}")
-        self._ids = ids
-        self._order = np.argsort(ids, kind="stable")
-        self._sorted = ids[self._order]
-        if size > 1 and np.any(self._sorted[1:] == self._sorted[:-1]):
-            first = self._sorted[1:][self._sorted[1:] == self._sorted[:-1]][0]
-            raise ValueError(f"`{name}` should be distinct ids. Received {first.item()!r} more than once")
-        self._what = name.removesuffix("_ids")
-
-    def index(self, raw_ids) -> np.ndarray:
-        """int64 indices [b] of raw ids [b]; KeyError naming the first unknown id."""
-        raw = np.atleast_1d(np.asarray(raw_ids))
-        if raw.ndim != 1:
-            raise ValueError(f"The raw {self._what} ids should be 1-D. Received shape {raw.shape}")
-        if not raw.size:
-            return np.zeros(0, np.int64)
-        return self._order[lookup(self._sorted, raw, self._what)].astype(np.int64)
-
-    def index_or_none(self, raw_ids) -> np.ndarray | None:
-        return None if raw_ids is None else self.index(raw_ids)
-
-    def ids(self, indices: np.ndarray) -> np.ndarray:
-        """Raw ids (object array) of indices, None where the index is -1."""
-        out = np.full(indices.shape, None, dtype=object)
-        valid = indices >= 0
-        out[valid] = self._ids[indices[valid]]
-        return out
-
-
-def _indices(values, size: int, name: str) -> np.ndarray:
-    """A validated 1-D int64 index vector in [0, size)."""
-    values = np.atleast_1d(np.asarray(values))
-    if values.ndim != 1 or (values.size and values.dtype.kind not in "iu"):
-        raise ValueError(f"`{name}` should be a 1-D array of ints. Received dtype {values.dtype}, shape {values.shape}")
-    values = values.astype(np.int64)
-    if values.size and (values.min() < 0 or values.max() >= size):
-        raise ValueError(f"`{name}` should be in [0, {size}). Received: min {values.min()}, max {values.max()}")
-    return values
-
-
-def _check_k(k, size: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= size:
-        raise ValueError(f"`k` should be an integer in [1, {size}]. Received: k={k!r}")
-
-
-def _check_batch_size(batch_size) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"`batch_size` should be a positive integer. Received: batch_size={batch_size!r}")
-
-
-def _candidates(include, exclude, size: int, names: tuple[str, str] = ("items", "filter_items")) -> np.ndarray | None:
-    """The sorted candidate indices (``include``, default all, minus ``exclude``), or None for all of them."""
-    if include is None and exclude is None:
-        return None
-    candidates = np.arange(size) if include is None else np.unique(_indices(include, size, names[0]))
-    if include is not None and not candidates.size:
-        raise ValueError(f"`{names[0]}` should hold at least one index. Received an empty list.")
-    if exclude is not None:
-        candidates = np.setdiff1d(candidates, _indices(exclude, size, names[1]), assume_unique=True)
-    return candidates.astype(np.int64)
-
-
-def _similar(factors, queries, k, exclude, include, batch_size, name):
-    """Top-k cosine similarity of rows ``queries`` of ``factors`` against the candidate rows."""
-    size = int(factors.shape[0])
-    queries = _indices(queries, size, name)
-    _check_k(k, size)
-    _check_batch_size(batch_size)
-    what = name.removesuffix("_indices")
-    candidates = _candidates(include, exclude, size, (f"{what}s", f"filter_{what}s"))
-    unit = scoring.unit_rows(tf.convert_to_tensor(factors))
-    table = unit if candidates is None else tf.gather(unit, candidates)
-
-    def scores(batch):
-        return tf.matmul(tf.gather(unit, batch), table, transpose_b=True)
-
-    return _top_k(scores, queries, k, candidates, None, batch_size)
-
-
-def _top_k(scores, queries, k, candidates, excluded, batch_size):
-    """The k best candidates of each query by ``scores(batch)`` [b, candidates], batched; one ``top_k_unseen``.
-
-    Args:
-        scores: batch of query indices -> float32 scores [b, c] over the candidates.
-        queries: int64 query indices [b].
-        k: slots per query; slots beyond a query's remaining candidates get index -1 and score -inf.
-        candidates: sorted int64 column indices of the c candidates, or None for all columns.
-        excluded: (indptr, cols) CSR of each query's excluded column indices, or None.
-        batch_size: queries per batch.
-    """
-    out_items, out_scores = [], []
-    for start in range(0, queries.size, batch_size):
-        batch = queries[start : start + batch_size]
-        ranked = scores(batch)
-        rows = cols = np.zeros(0, np.int64)
-        if excluded is not None:
-            indptr, seen = excluded
-            lengths = indptr[batch + 1] - indptr[batch]
-            rows = np.repeat(np.arange(batch.size), lengths)
-            offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-            cols = seen[np.repeat(indptr[batch], lengths) + offsets]
-            if candidates is not None:  # columns of the candidates; drop the others
-                where = np.minimum(np.searchsorted(candidates, cols), max(candidates.size - 1, 0))
-                keep = candidates[where] == cols if candidates.size else np.zeros(cols.size, bool)
-                rows, cols = rows[keep], where[keep]
-        width = int(ranked.shape[1])
-        top, values = scoring.top_k_unseen(ranked, rows, cols, min(k, width))
-        found, values = top.numpy().astype(np.int64), values.numpy()
-        if candidates is not None:
-            found = candidates[found] if width else found
-        found[np.isneginf(values)] = -1
-        if width < k:
-            found = np.pad(found, ((0, 0), (0, k - width)), constant_values=-1)
-            values = np.pad(values, ((0, 0), (0, k - width)), constant_values=-np.inf)
-        out_items.append(found)
-        out_scores.append(values.astype(np.float32))
-    if not out_items:
-        return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
-    return np.concatenate(out_items), np.concatenate(out_scores)
+def _check_ranking_k(ranking_k, num_items: int) -> None:
+    if isinstance(ranking_k, bool) or not isinstance(ranking_k, (int, np.integer)) or not 1 <= ranking_k <= num_items:
+        raise ValueError(f"`ranking_k` should be an integer in [1, {num_items}]. Received: ranking_k={ranking_k!r}")
 
 
 def _multi_worker(strategy) -> bool:
@@ -714,8 +531,12 @@ def _entries(heldout, shape: tuple[int, int]) -> Entries:
     )
 
 
-def _coo(train, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, cols, values) of the supported training inputs, checked against ``shape``."""
+def _coo(train, shape: tuple[int, int], name: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, values) of the supported training inputs, checked against ``shape``.
+
+    ``name`` is the argument named in messages (default: ``x``, the training matrix of ``fit``).
+    """
+    what = "The training matrix" if name is None else f"`{name}`"
     if isinstance(train, Ratings):
         rows, cols, values, got = train.users, train.items, train.values, train.shape
     elif isinstance(train, tf.SparseTensor):
@@ -726,17 +547,19 @@ def _coo(train, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndar
         rows, cols, values, got = coo.row, coo.col, coo.data, coo.shape
     else:
         raise TypeError(
-            "`x` should be a wals2.Ratings, a tf.SparseTensor or a scipy sparse matrix. "
+            f"`{name or 'x'}` should be a wals2.Ratings, a tf.SparseTensor or a scipy sparse matrix. "
             f"Received: {type(train).__name__}"
         )
     if tuple(int(s) for s in got) != tuple(shape):
-        raise ValueError(f"The training matrix should have shape {shape} (num_users, num_items). Received: {got}")
+        axes = " (num_users, num_items)" if name is None else ""
+        raise ValueError(f"{what} should have shape {shape}{axes}. Received: {got}")
     values = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(values)):
-        raise ValueError("The training ratings should be finite. Received NaN or inf values.")
+        subject = "The training ratings" if name is None else what
+        raise ValueError(f"{subject} should be finite. Received NaN or inf values.")
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
     keys = np.unique(rows * shape[1] + cols)
     if keys.size != rows.size:
-        raise ValueError(f"The training matrix has {rows.size - keys.size} duplicate (row, column) entries.")
+        raise ValueError(f"{what} has {rows.size - keys.size} duplicate (row, column) entries.")
     return rows, cols, values

@@ -1,0 +1,169 @@
+"""Partial fits: the exact factors (and biases) of given users or items against the other side's fixed factors.
+
+``WALSModel.partial_fit_users`` / ``partial_fit_items`` (implicit's calls) solve, for each given row, the row
+update of a half-sweep with that row's new entries (``foldin.solve``, the fold-in system), and write the solution
+into the model. For item j the sides swap: the fixed table is U (or [U, 1] with biases, the offsets the user
+biases b_i), and the tf1 mode's weights d_ij = R_i C_j = C_j (R = 1) come in as ``solve``'s query weights, with
+C_j from the item's new positive count n_j. The tf1 mode's C for a users' fit comes from the counts of the
+model's seen items (``recommender.SeenItems``), which a partial fit updates first.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+
+from wals2 import foldin
+from wals2.data import Ratings
+from wals2.recommender import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+#: Padded slots (queries x longest row) per ``foldin.solve`` call: bounds its [b, L, k] gather.
+SLOTS_PER_SOLVE = 1 << 21
+
+
+def query_indices(indices, name: str) -> np.ndarray:
+    """The validated int64 query indices [b]: 1-D, non-empty, distinct, >= 0 (past the end adds rows)."""
+    indices = np.atleast_1d(np.asarray(indices))
+    if indices.ndim != 1 or not indices.size or indices.dtype.kind not in "iu":
+        raise ValueError(
+            f"`{name}` should be a non-empty 1-D array of ints. Received dtype {indices.dtype}, shape {indices.shape}"
+        )
+    indices = indices.astype(np.int64)
+    if indices.min() < 0 or np.unique(indices).size != indices.size:
+        raise ValueError(f"`{name}` should be distinct indices >= 0. Received: {indices.tolist()[:20]}")
+    return indices
+
+
+def raw_queries(vocabularies, axis: int, raw_ids, matrix, names: tuple[str, str]):
+    """(indices [b], matrix, new raw ids) of a partial fit by raw ids: known ids keep their index, new ones follow
+    the vocabulary's end in order; a ``Ratings`` becomes the [b, other] matrix of its entries by raw id.
+
+    Args:
+        vocabularies: the model's (users, items) ``recommender.Vocabulary``.
+        axis: 0 (the queries are users) or 1 (items).
+        raw_ids: distinct raw ids [b].
+        matrix: [b, other] by index, or a ``Ratings`` (its query-side ids among ``raw_ids``, the other side's
+            ids the model's; KeyError naming an unknown one).
+        names: the two arguments' names, for messages.
+    """
+    own, other = vocabularies[axis], vocabularies[1 - axis]
+    raw = np.atleast_1d(np.asarray(raw_ids))
+    queries = Vocabulary(raw, len(raw), names[0])
+    new = ~own.contains(queries.ids_array)
+    indices = np.empty(queries.size, np.int64)
+    indices[~new] = own.index(queries.ids_array[~new])
+    indices[new] = own.size + np.arange(new.sum())
+    if isinstance(matrix, Ratings):
+        ids = (matrix.user_ids[matrix.users], matrix.item_ids[matrix.items])[:: 1 if axis == 0 else -1]
+        rows, cols = queries.index(ids[0]), other.index(ids[1])
+        matrix = sp.coo_array((matrix.values, (rows, cols)), shape=(queries.size, other.size))
+    return indices, matrix, queries.ids_array[new]
+
+
+def fit_rows(model, axis: int, indices, rows, cols, values, names: tuple[str, str], new_ids=None) -> None:
+    """Replaces and solves the rows ``indices`` of one side of ``model`` (0: users, 1: items), in place.
+
+    Grows the model for indices past its end (with ``new_ids`` appended to that side's vocabulary), gives the
+    rows their new entries in the seen items, writes the solution (``solve_side``) into the factors (and biases)
+    and drops the training data (``fit`` needs it again).
+
+    Args:
+        model: the ``WALSModel``.
+        axis: 0 or 1.
+        indices: validated int64 [b] (``query_indices``).
+        rows, cols, values: the entries (query 0..b-1, other side's index, rating), checked (``model._coo``).
+        names: the two arguments' names, for messages.
+        new_ids: the raw ids of the rows past the end (``raw_queries``), or None for a call by index.
+    """
+    invalid = np.flatnonzero(model.mode.invalid_ratings(values))
+    if invalid.size:
+        raise ValueError(f"`{names[1]}` rating {values[invalid[0]]:g} {model.mode.invalid_reason}")
+    sizes = [model.num_users, model.num_items]
+    grown = max(sizes[axis], int(indices.max()) + 1)
+    if grown > sizes[axis]:
+        if model._vocabularies is not None and new_ids is None:
+            raise ValueError(
+                f"`{names[0]}` has indices >= {sizes[axis]}, new rows without a raw id: the model has raw ids, "
+                f"call partial_fit_{('users', 'items')[axis]}_ids."
+            )
+        sizes[axis] = grown
+        model._resize(*sizes)
+    if new_ids is not None and len(new_ids):
+        vocabularies = list(model._vocabularies)
+        vocabularies[axis] = vocabularies[axis].extended(new_ids)
+        model._vocabularies = tuple(vocabularies)
+    if model._seen is not None:
+        own = indices[rows]
+        users, items = (own, cols) if axis == 0 else (cols, own)
+        model._seen = model._seen.replaced(axis, indices, users, items, values, tuple(sizes))
+    solution = solve_side(model, axis, indices, rows, cols, values)
+    k = model.config.latent_factors
+    factors, bias = [(model.user_factors, model.user_bias), (model.item_factors, model.item_bias)][axis]
+    updates = [(factors, solution[:, :k])] + ([(bias, solution[:, k])] if model.mode.biases else [])
+    for variable, solved in updates:
+        variable.assign(tf.tensor_scatter_nd_update(tf.convert_to_tensor(variable), indices[:, None], solved))
+    model.engine = None  # the training matrix changed: fit needs it again
+    logger.debug("partial fit of %d %s", indices.size, ("users", "items")[axis])
+
+
+def solve_side(model, axis: int, indices: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray):
+    """The solution of each query row of one side, float32 [b, k] (or [b, k + 1], factors then bias).
+
+    Args:
+        model: the ``WALSModel``, already of the size that holds ``indices`` (its seen items already updated).
+        axis: 0 to solve users (against V), 1 to solve items (against U).
+        indices: int64 [b], the user (item) index of each query.
+        rows: int64 [e], the query (0..b-1) of each entry.
+        cols: int64 [e], the fixed side's index of each entry (an item for users, a user for items).
+        values: float [e], the ratings.
+    """
+    mode, cfg = model.mode, model.config
+    counts = None
+    if model.mode.fold_in_item_weights(np.zeros(model.num_items, np.int64)) is not None:
+        if model._seen is None:
+            raise ValueError(
+                f"partial_fit in mode {cfg.mode!r} with item weights needs the items' training counts (C_j): call "
+                "set_seen_items(users, items, values) or fit(train) first."
+            )
+        counts = model._seen.positive_counts()
+    state = foldin.counts_state(model, np.zeros(model.num_items, np.int64) if counts is None else counts)
+    query_weights = None
+    if axis == 0:
+        fixed = tf.convert_to_tensor(model.item_factors)
+    else:  # the users are the fixed "items": R_i = 1 (TF1), the query's own C_j scales d, b_i are the offsets
+        fixed = tf.convert_to_tensor(model.user_factors)
+        weights = None if counts is None else mode.fold_in_item_weights(counts)
+        state = state._replace(
+            item_weights=tf.fill([model.num_users], 0.0 if weights is None else 1.0),
+            item_bias=tf.convert_to_tensor(model.user_bias),
+        )
+        if weights is not None:
+            query_weights = np.asarray(weights, np.float32)[indices]
+    order = np.lexsort((cols, rows))
+    rows, cols, values = rows[order], cols[order], np.asarray(values, np.float32)[order]
+    lengths = np.bincount(rows, minlength=indices.size)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    out = np.zeros((indices.size, cfg.latent_factors + int(mode.biases)), np.float32)
+    by_length = np.argsort(lengths, kind="stable")
+    start = 0
+    while start < indices.size:  # queries by length, in chunks of at most SLOTS_PER_SOLVE padded slots
+        stop = start + 1
+        while stop < indices.size and (stop + 1 - start) * max(int(lengths[by_length[stop]]), 1) <= SLOTS_PER_SOLVE:
+            stop += 1
+        chunk = by_length[start:stop]
+        longest = max(int(lengths[chunk].max()), 1)
+        padded = np.full((chunk.size, longest), -1, np.int64)
+        ratings = np.zeros((chunk.size, longest), np.float32)
+        for slot, query in enumerate(chunk):
+            padded[slot, : lengths[query]] = cols[starts[query] : starts[query + 1]]
+            ratings[slot, : lengths[query]] = values[starts[query] : starts[query + 1]]
+        weights = None if query_weights is None else query_weights[chunk]
+        solution = foldin.solve(mode, fixed, padded, ratings, cfg.regularization, state, weights)
+        out[chunk] = tf.debugging.assert_all_finite(solution, "partial_fit solution not finite").numpy()
+        start = stop
+    return out

@@ -1,0 +1,480 @@
+"""The recommender API of ``WALSModel`` (implicit's calls): top-k items, similar items and users, raw ids, seen items.
+
+``Recommender`` is a mixin of ``model.WALSModel``: it reads the model's factor and bias variables (``user_factors``,
+``item_factors``, ``user_bias``, ``item_bias``, ``global_mean``), its sizes and the two pieces of state it owns,
+the seen items (excluded from recommendations) and the raw-id vocabularies. The scores and the top k without seen
+items come from ``wals2.scoring``. A ``.keras`` file keeps both pieces of state as assets (``seen.npz``,
+``vocabularies.npz``; ``save_assets`` / ``load_assets``, which Keras calls on save and load).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from wals2 import scoring
+from wals2.data import lookup
+
+SEEN_FILE = "seen.npz"
+VOCABULARIES_FILE = "vocabularies.npz"
+
+
+class Recommender:
+    """The recommender calls of a factor model; the model provides the variables named in the module docstring."""
+
+    _seen: SeenItems | None
+    _vocabularies: tuple[Vocabulary, Vocabulary] | None
+
+    def set_seen_items(self, users, items, values=None) -> None:
+        """The (user, item) index pairs that ``recommend(exclude_seen=True)`` leaves out (the training entries).
+
+        ``set_training_data`` sets them from the training matrix, ``partial_fit_users`` / ``partial_fit_items``
+        replace the rows they fit, and a ``.keras`` file keeps them; a model trained on several workers gets them
+        here.
+
+        Args:
+            users, items: int [nnz], the index pairs.
+            values: float [nnz], their ratings (default: all positive). The tf1 mode's item weights C_j count the
+                positive ones (n_j) when ``partial_fit_*`` solves rows against them.
+        """
+        self._seen = SeenItems.of(users, items, values, (self.num_users, self.num_items))
+
+    def save_assets(self, dir_path: str) -> None:
+        """Writes the seen items and the vocabularies (those that are set) to ``dir_path`` (Keras' ``save``)."""
+        if self._seen is not None:
+            seen = self._seen
+            with open(os.path.join(dir_path, SEEN_FILE), "wb") as f:
+                np.savez(f, indptr=seen.indptr, items=seen.items, positive=seen.positive, shape=np.array(seen.shape))
+        if self._vocabularies is not None:
+            ids = {name: _savable(v.ids_array, name) for name, v in zip(("user_ids", "item_ids"), self._vocabularies)}
+            with open(os.path.join(dir_path, VOCABULARIES_FILE), "wb") as f:
+                np.savez(f, **ids)
+
+    def load_assets(self, dir_path: str) -> None:
+        """Reads what ``save_assets`` wrote (Keras' ``load_model``); a file without them leaves them unset."""
+        path = os.path.join(dir_path, SEEN_FILE)
+        if os.path.exists(path):
+            with np.load(path, allow_pickle=False) as f:
+                shape = tuple(int(x) for x in f["shape"])
+                if shape != (self.num_users, self.num_items):
+                    raise ValueError(
+                        f"{path}: seen items of a {shape} matrix for a model of {self.num_users} users "
+                        f"x {self.num_items} items"
+                    )
+                indptr, items, positive = f["indptr"], f["items"], f["positive"]
+                if indptr.shape != (shape[0] + 1,) or indptr[-1] != items.size or np.any(np.diff(indptr) < 0):
+                    raise ValueError(f"{path}: the row pointers do not describe {items.size} seen items")
+                users = np.repeat(np.arange(shape[0]), np.diff(indptr))
+                self._seen = SeenItems.of(users, items, positive, shape)
+        path = os.path.join(dir_path, VOCABULARIES_FILE)
+        if os.path.exists(path):
+            with np.load(path, allow_pickle=False) as f:
+                self.set_vocabularies(f["user_ids"], f["item_ids"])
+
+    def set_vocabularies(self, user_ids, item_ids) -> None:
+        """The raw id of every user and item index, for ``recommend_ids``, ``similar_items_ids``, ``similar_users_ids``.
+
+        ``set_training_data`` (and so ``fit``) sets them from a ``Ratings``' ``user_ids`` / ``item_ids``; a model
+        trained on other inputs gets them here. A ``.keras`` file keeps them (ids that are numbers or strings).
+
+        Args:
+            user_ids: [num_users] distinct raw ids, the id of each user index (any order).
+            item_ids: [num_items] distinct raw ids, the id of each item index.
+        """
+        self._vocabularies = (
+            Vocabulary(user_ids, self.num_users, "user_ids"),
+            Vocabulary(item_ids, self.num_items, "item_ids"),
+        )
+
+    def recommend(
+        self,
+        user_indices,
+        k: int = 10,
+        exclude_seen: bool | None = None,
+        batch_size: int = 1024,
+        *,
+        filter_already_liked_items: bool | None = None,
+        filter_items=None,
+        items=None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items for each user by score (the unclipped prediction mu + b_i + c_j + u_i.v_j), best first.
+
+        The arguments follow implicit's ``recommend``; ``items`` and ``filter_items`` may be combined.
+
+        Args:
+            user_indices: int user indices [b].
+            k: items per user, 1 <= k <= num_items.
+            exclude_seen: drop the user's training items (default True). A user with fewer than k remaining
+                candidates gets item -1 and score -inf in the remaining slots.
+            batch_size: users scored at once (memory is batch_size x candidates floats).
+            filter_already_liked_items: implicit's name for ``exclude_seen``; giving both with different values
+                raises.
+            filter_items: item indices never recommended.
+            items: item indices, the only candidates ranked (default: every item).
+
+        Returns:
+            (item indices int64 [b, k], scores float32 [b, k]).
+        """
+        users = _indices(user_indices, self.num_users, "user_indices")
+        _check_k(k, self.num_items)
+        _check_batch_size(batch_size)
+        if exclude_seen is None:
+            exclude_seen = True if filter_already_liked_items is None else filter_already_liked_items
+        elif filter_already_liked_items is not None and bool(filter_already_liked_items) != bool(exclude_seen):
+            raise ValueError(
+                "`exclude_seen` and `filter_already_liked_items` are one option; pass one of them. Received: "
+                f"exclude_seen={exclude_seen!r}, filter_already_liked_items={filter_already_liked_items!r}"
+            )
+        if exclude_seen and self._seen is None:
+            raise ValueError(
+                "recommend(exclude_seen=True) needs the training items: call fit(train), set_training_data(train) "
+                "or set_seen_items(users, items) first."
+            )
+        candidates = _candidates(items, filter_items, self.num_items)
+        v, bv = tf.convert_to_tensor(self.item_factors), tf.convert_to_tensor(self.item_bias)
+        if candidates is not None:
+            v, bv = tf.gather(v, candidates), tf.gather(bv, candidates)
+        u, bu = tf.convert_to_tensor(self.user_factors), tf.convert_to_tensor(self.user_bias)
+
+        def scores(batch):
+            return scoring.item_scores(tf.gather(u, batch), tf.gather(bu, batch), v, bv, self.global_mean)
+
+        return _top_k(scores, users, k, candidates, self._seen.csr if exclude_seen else None, batch_size)
+
+    def recommend_all(self, k: int = 10, batch_size: int = 1024, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+        """``recommend`` for every user index 0..num_users-1, in batches of ``batch_size`` users.
+
+        Args:
+            k: items per user.
+            batch_size: users scored at once.
+            **kwargs: ``recommend``'s ``exclude_seen`` / ``filter_already_liked_items``, ``filter_items``, ``items``.
+
+        Returns:
+            (item indices int64 [num_users, k], scores float32 [num_users, k]); row i is user i.
+        """
+        return self.recommend(np.arange(self.num_users), k, batch_size=batch_size, **kwargs)
+
+    def similar_items(
+        self, item_indices, k: int = 10, filter_items=None, items=None, batch_size: int = 1024
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k items most similar to each item: cosine similarity of the item factors, best first.
+
+        As implicit: the factors only (no biases), and the query item itself is a candidate, first with score 1
+        (up to rounding) unless ``filter_items`` or ``items`` leave it out. A zero factor vector has similarity 0
+        with every item.
+
+        Args:
+            item_indices: int item indices [b].
+            k: items per query, 1 <= k <= num_items; slots beyond the candidates get -1 and score -inf.
+            filter_items: item indices never returned.
+            items: item indices, the only candidates (default: every item).
+            batch_size: queries scored at once (memory is batch_size x candidates floats).
+
+        Returns:
+            (item indices int64 [b, k], cosine similarities float32 [b, k]).
+        """
+        return _similar(self.item_factors, item_indices, k, filter_items, items, batch_size, "item_indices")
+
+    def similar_users(
+        self, user_indices, k: int = 10, filter_users=None, users=None, batch_size: int = 1024
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k users most similar to each user: cosine similarity of the user factors (``similar_items``'s rules).
+
+        Args:
+            user_indices: int user indices [b].
+            k: users per query, 1 <= k <= num_users.
+            filter_users: user indices never returned.
+            users: user indices, the only candidates (default: every user).
+            batch_size: queries scored at once.
+
+        Returns:
+            (user indices int64 [b, k], cosine similarities float32 [b, k]).
+        """
+        return _similar(self.user_factors, user_indices, k, filter_users, users, batch_size, "user_indices")
+
+    # ---------------------------------------------------------------------------------------------- raw ids
+    def recommend_ids(self, user_ids, k: int = 10, filter_items=None, items=None, **kwargs):
+        """``recommend`` by raw ids: user ids in, item ids out (``set_vocabularies``; ``fit(Ratings)`` sets them).
+
+        Args:
+            user_ids: raw user ids [b].
+            k: items per user.
+            filter_items, items: raw item ids (see ``recommend``).
+            **kwargs: ``recommend``'s ``exclude_seen`` / ``filter_already_liked_items`` and ``batch_size``.
+
+        Returns:
+            (raw item ids, an object array [b, k] with None in slots without a candidate, scores float32 [b, k]).
+
+        Raises:
+            KeyError: an id not in the vocabulary (the first one is named).
+        """
+        users_vocab, items_vocab = self._require_vocabularies("recommend_ids")
+        found, scores = self.recommend(
+            users_vocab.index(user_ids),
+            k,
+            filter_items=items_vocab.index_or_none(filter_items),
+            items=items_vocab.index_or_none(items),
+            **kwargs,
+        )
+        return items_vocab.ids(found), scores
+
+    def similar_items_ids(self, item_ids, k: int = 10, filter_items=None, items=None, batch_size: int = 1024):
+        """``similar_items`` by raw item ids (ids in and out; filters and candidates as raw ids).
+
+        Returns:
+            (raw item ids, an object array [b, k] with None in slots without a candidate, similarities [b, k]).
+
+        Raises:
+            KeyError: an id not in the vocabulary (the first one is named).
+        """
+        _, vocab = self._require_vocabularies("similar_items_ids")
+        found, scores = self.similar_items(
+            vocab.index(item_ids), k, vocab.index_or_none(filter_items), vocab.index_or_none(items), batch_size
+        )
+        return vocab.ids(found), scores
+
+    def similar_users_ids(self, user_ids, k: int = 10, filter_users=None, users=None, batch_size: int = 1024):
+        """``similar_users`` by raw user ids (ids in and out; filters and candidates as raw ids).
+
+        Raises:
+            KeyError: an id not in the vocabulary (the first one is named).
+        """
+        vocab, _ = self._require_vocabularies("similar_users_ids")
+        found, scores = self.similar_users(
+            vocab.index(user_ids), k, vocab.index_or_none(filter_users), vocab.index_or_none(users), batch_size
+        )
+        return vocab.ids(found), scores
+
+    def _require_vocabularies(self, what: str) -> tuple[Vocabulary, Vocabulary]:
+        if self._vocabularies is None:
+            raise ValueError(
+                f"{what} needs the raw ids: call fit(ratings) with a wals2.Ratings or set_vocabularies(user_ids, "
+                "item_ids) first."
+            )
+        return self._vocabularies
+
+
+class SeenItems:
+    """Each user's training items (CSR, grouped by user) and whether each one's rating is positive.
+
+    Attributes:
+        shape: (num_users, num_items).
+        indptr: int64 [num_users + 1], row pointers.
+        items: int64 [nnz], the items, grouped by user.
+        positive: bool [nnz], rating > 0 (what the tf1 mode's n_j counts).
+    """
+
+    def __init__(self, indptr: np.ndarray, items: np.ndarray, positive: np.ndarray, shape: tuple[int, int]):
+        self.indptr, self.items, self.positive, self.shape = indptr, items, positive, (int(shape[0]), int(shape[1]))
+
+    @classmethod
+    def of(cls, users, items, values, shape: tuple[int, int]) -> SeenItems:
+        """From (user, item) index pairs and their ratings (None: all positive), checked against ``shape``."""
+        users = np.asarray(users, np.int64)
+        items = np.asarray(items, np.int64)
+        if users.shape != items.shape or users.ndim != 1:
+            raise ValueError(f"`users` and `items` should be 1-D of one length. Received: {users.shape}, {items.shape}")
+        positive = np.ones(users.shape, bool) if values is None else np.asarray(values) > 0
+        if positive.shape != users.shape:
+            raise ValueError(f"`values` should have the length of `users`. Received: {positive.shape}, {users.shape}")
+        for name, index, size in (("users", users, shape[0]), ("items", items, shape[1])):
+            if index.size and (index.min() < 0 or index.max() >= size):
+                raise ValueError(f"`{name}` should be in [0, {size}). Received: min {index.min()}, max {index.max()}")
+        order = np.argsort(users, kind="stable")  # near-linear on the sorted runs that ``replaced`` builds
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=shape[0]))]).astype(np.int64)
+        return cls(indptr, items[order], positive[order], shape)
+
+    @property
+    def csr(self) -> tuple[np.ndarray, np.ndarray]:
+        """(indptr, items), the excluded columns of each user for ``_top_k``."""
+        return self.indptr, self.items
+
+    def users(self) -> np.ndarray:
+        """int64 [nnz], the user of each entry."""
+        return np.repeat(np.arange(self.shape[0], dtype=np.int64), np.diff(self.indptr))
+
+    def positive_counts(self) -> np.ndarray:
+        """int64 [num_items], n_j: the entries of each item with a positive rating."""
+        return np.bincount(self.items[self.positive], minlength=self.shape[1]).astype(np.int64)
+
+    def replaced(self, axis: int, indices: np.ndarray, users, items, values, shape: tuple[int, int]) -> SeenItems:
+        """These entries with the users (``axis`` 0) or items (1) ``indices`` given the new entries (users, items,
+        values) instead of their old ones, in a matrix of ``shape`` (as large or larger)."""
+        old_users = self.users()
+        dropped = np.zeros(shape[axis], bool)
+        dropped[indices] = True
+        keep = ~dropped[old_users if axis == 0 else self.items]
+        return SeenItems.of(
+            np.concatenate([old_users[keep], users]),
+            np.concatenate([self.items[keep], items]),
+            np.concatenate([self.positive[keep], np.asarray(values) > 0]),
+            shape,
+        )
+
+
+class Vocabulary:
+    """Raw ids of the indices 0..size-1 (in any order), looked up by ``data``'s sorted search."""
+
+    def __init__(self, ids, size: int, name: str):
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or ids.shape[0] != size:
+            raise ValueError(f"`{name}` should be 1-D with {size} ids. Received shape {ids.shape}")
+        self._ids = ids
+        self._order = np.argsort(ids, kind="stable")
+        self._sorted = ids[self._order]
+        if size > 1 and np.any(self._sorted[1:] == self._sorted[:-1]):
+            first = self._sorted[1:][self._sorted[1:] == self._sorted[:-1]][0]
+            raise ValueError(f"`{name}` should be distinct ids. Received {first.item()!r} more than once")
+        self._name, self._what = name, name.removesuffix("_ids")
+
+    @property
+    def size(self) -> int:
+        return int(self._ids.shape[0])
+
+    @property
+    def ids_array(self) -> np.ndarray:
+        """The raw id of each index [size]."""
+        return self._ids
+
+    def _cast(self, raw_ids) -> np.ndarray:
+        """Raw ids as this vocabulary's dtype (as ``data.lookup`` compares them)."""
+        raw = np.atleast_1d(np.asarray(raw_ids))
+        try:
+            return raw.astype(self._ids.dtype) if self._ids.dtype.kind in "iu" else raw.astype(str)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"The raw {self._what} ids should be of the vocabulary's type {self._ids.dtype}") from err
+
+    def contains(self, raw_ids) -> np.ndarray:
+        """bool [b]: whether each raw id is in the vocabulary."""
+        raw = self._cast(raw_ids)
+        if not self.size:
+            return np.zeros(raw.shape, bool)
+        pos = np.minimum(np.searchsorted(self._sorted, raw), self.size - 1)
+        return self._sorted[pos] == raw
+
+    def extended(self, new_ids) -> Vocabulary:
+        """This vocabulary with ``new_ids`` (not in it) as the indices size, size + 1, ..."""
+        new_ids = self._cast(new_ids)
+        return Vocabulary(np.concatenate([self._ids, new_ids]), self.size + new_ids.size, self._name)
+
+    def index(self, raw_ids) -> np.ndarray:
+        """int64 indices [b] of raw ids [b]; KeyError naming the first unknown id."""
+        raw = np.atleast_1d(np.asarray(raw_ids))
+        if raw.ndim != 1:
+            raise ValueError(f"The raw {self._what} ids should be 1-D. Received shape {raw.shape}")
+        if not raw.size:
+            return np.zeros(0, np.int64)
+        return self._order[lookup(self._sorted, raw, self._what)].astype(np.int64)
+
+    def index_or_none(self, raw_ids) -> np.ndarray | None:
+        return None if raw_ids is None else self.index(raw_ids)
+
+    def ids(self, indices: np.ndarray) -> np.ndarray:
+        """Raw ids (object array) of indices, None where the index is -1."""
+        out = np.full(indices.shape, None, dtype=object)
+        valid = indices >= 0
+        out[valid] = self._ids[indices[valid]]
+        return out
+
+
+def _savable(ids: np.ndarray, name: str) -> np.ndarray:
+    """``ids`` as an array numpy saves without pickling (numbers or strings)."""
+    if ids.dtype.kind == "O":
+        ids = np.asarray(ids.tolist())
+    if ids.dtype.kind not in "biufU":
+        raise ValueError(f"`{name}` should be numbers or strings to be saved. Received dtype {ids.dtype}")
+    return ids
+
+
+def _indices(values, size: int, name: str) -> np.ndarray:
+    """A validated 1-D int64 index vector in [0, size)."""
+    values = np.atleast_1d(np.asarray(values))
+    if values.ndim != 1 or (values.size and values.dtype.kind not in "iu"):
+        raise ValueError(f"`{name}` should be a 1-D array of ints. Received dtype {values.dtype}, shape {values.shape}")
+    values = values.astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() >= size):
+        raise ValueError(f"`{name}` should be in [0, {size}). Received: min {values.min()}, max {values.max()}")
+    return values
+
+
+def _check_k(k, size: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= size:
+        raise ValueError(f"`k` should be an integer in [1, {size}]. Received: k={k!r}")
+
+
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"`batch_size` should be a positive integer. Received: batch_size={batch_size!r}")
+
+
+def _candidates(include, exclude, size: int, names: tuple[str, str] = ("items", "filter_items")) -> np.ndarray | None:
+    """The sorted candidate indices (``include``, default all, minus ``exclude``), or None for all of them."""
+    if include is None and exclude is None:
+        return None
+    candidates = np.arange(size) if include is None else np.unique(_indices(include, size, names[0]))
+    if include is not None and not candidates.size:
+        raise ValueError(f"`{names[0]}` should hold at least one index. Received an empty list.")
+    if exclude is not None:
+        candidates = np.setdiff1d(candidates, _indices(exclude, size, names[1]), assume_unique=True)
+    return candidates.astype(np.int64)
+
+
+def _similar(factors, queries, k, exclude, include, batch_size, name):
+    """Top-k cosine similarity of rows ``queries`` of ``factors`` against the candidate rows."""
+    size = int(factors.shape[0])
+    queries = _indices(queries, size, name)
+    _check_k(k, size)
+    _check_batch_size(batch_size)
+    what = name.removesuffix("_indices")
+    candidates = _candidates(include, exclude, size, (f"{what}s", f"filter_{what}s"))
+    unit = scoring.unit_rows(tf.convert_to_tensor(factors))
+    table = unit if candidates is None else tf.gather(unit, candidates)
+
+    def scores(batch):
+        return tf.matmul(tf.gather(unit, batch), table, transpose_b=True)
+
+    return _top_k(scores, queries, k, candidates, None, batch_size)
+
+
+def _top_k(scores, queries, k, candidates, excluded, batch_size):
+    """The k best candidates of each query by ``scores(batch)`` [b, candidates], batched; one ``top_k_unseen``.
+
+    Args:
+        scores: batch of query indices -> float32 scores [b, c] over the candidates.
+        queries: int64 query indices [b].
+        k: slots per query; slots beyond a query's remaining candidates get index -1 and score -inf.
+        candidates: sorted int64 column indices of the c candidates, or None for all columns.
+        excluded: (indptr, cols) CSR of each query's excluded column indices, or None.
+        batch_size: queries per batch.
+    """
+    out_items, out_scores = [], []
+    for start in range(0, queries.size, batch_size):
+        batch = queries[start : start + batch_size]
+        ranked = scores(batch)
+        rows = cols = np.zeros(0, np.int64)
+        if excluded is not None:
+            indptr, seen = excluded
+            lengths = indptr[batch + 1] - indptr[batch]
+            rows = np.repeat(np.arange(batch.size), lengths)
+            offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            cols = seen[np.repeat(indptr[batch], lengths) + offsets]
+            if candidates is not None:  # columns of the candidates; drop the others
+                where = np.minimum(np.searchsorted(candidates, cols), max(candidates.size - 1, 0))
+                keep = candidates[where] == cols if candidates.size else np.zeros(cols.size, bool)
+                rows, cols = rows[keep], where[keep]
+        width = int(ranked.shape[1])
+        top, values = scoring.top_k_unseen(ranked, rows, cols, min(k, width))
+        found, values = top.numpy().astype(np.int64), values.numpy()
+        if candidates is not None:
+            found = candidates[found] if width else found
+        found[np.isneginf(values)] = -1
+        if width < k:
+            found = np.pad(found, ((0, 0), (0, k - width)), constant_values=-1)
+            values = np.pad(values, ((0, 0), (0, k - width)), constant_values=-np.inf)
+        out_items.append(found)
+        out_scores.append(values.astype(np.float32))
+    if not out_items:
+        return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+    return np.concatenate(out_items), np.concatenate(out_scores)
