@@ -76,6 +76,40 @@ def wals2_sweep_fn(
     """``tf.function`` of one sweep of the one-worker ``wals2.engine.SweepEngine`` (tf1 mode, weights R and C)."""
     import tensorflow as tf
 
+    engine = wals2_engine(
+        rows,
+        cols,
+        values,
+        shape,
+        row_weights,
+        col_weights,
+        solver_name,
+        cg_steps,
+        factors,
+        regularization,
+        unobserved_weight,
+        batch_entries,
+        max_row_length,
+    )
+    return tf.function(engine.sweep, jit_compile=False)
+
+
+def wals2_engine(
+    rows,
+    cols,
+    values,
+    shape,
+    row_weights,
+    col_weights,
+    solver_name: str,
+    cg_steps: int | None,
+    factors: int,
+    regularization: float = REGULARIZATION,
+    unobserved_weight: float = UNOBSERVED_WEIGHT,
+    batch_entries: int = 65536,
+    max_row_length: int = 2048,
+):
+    """The one-worker ``wals2.engine.SweepEngine`` of the benchmark (tf1 mode, weights R and C)."""
     from wals2.config import WALSConfig
     from wals2.engine import Partition, SweepEngine
     from wals2.modes import Tf1
@@ -90,8 +124,7 @@ def wals2_sweep_fn(
         max_row_length=max_row_length,
         **options,
     )
-    engine = SweepEngine(Tf1(config), Partition.single(rows, cols, values, shape), (row_weights, col_weights))
-    return tf.function(engine.sweep, jit_compile=False)
+    return SweepEngine(Tf1(config), Partition.single(rows, cols, values, shape), (row_weights, col_weights))
 
 
 def run_wals2(args: argparse.Namespace, solver_name: str) -> dict:

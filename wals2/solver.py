@@ -11,10 +11,10 @@ observations get x_i = 0, the exact minimiser (lambda I + w0 Y'Y) x = 0.
 Rows with at most 0.7 k entries are solved exactly through an L x L system instead (the Woodbury identity, see
 ``_woodbury``), which is cheaper than the k x k Gram and factorisation for such short rows.
 
-``solver="cg"`` replaces the Gram and the factorisation of rows of up to 1.5 k entries by ``cg_steps``
-conjugate-gradient steps on the same system, matrix-free (A p = G0 p + Y_g' (d * (Y_g p))), warm-started from the
-previous factors, as ``implicit`` does; longer rows, where the direct solve is cheaper, are solved exactly. It is
-inexact by design.
+``solver="cg"`` replaces the factorisation by ``cg_steps`` conjugate-gradient steps on the same system,
+warm-started from the previous factors, as ``implicit`` does: matrix-free (A p = G0 p + Y_g' (d * (Y_g p))) for
+rows of up to k / 2 entries, on the formed k x k system for longer ones (whose Gram costs less than the repeated
+reads of the gathered rows); long rows cut into pieces are still solved exactly. It is inexact by design.
 
 Everything here is pure tensors in, tensors out, and uses only dense standard ops (gather, BatchMatMul,
 Cholesky, triangular solves, segment sum), so it runs on CPU or GPU; never compile it with XLA.
@@ -106,6 +106,10 @@ def half_sweep(
     def cg_rows(chunk: Chunk) -> tf.Tensor:
         return _conjugate_gradient(table, k, chunk, tf.gather(previous, chunk.owners), system, cg_steps)
 
+    def gram_cg_rows(chunk: Chunk) -> tf.Tensor:
+        gram, rhs = _gram_and_rhs(table, k, chunk, with_gram=True)
+        return _gram_conjugate_gradient(system(gram, chunk.owners), rhs, tf.gather(previous, chunk.owners), cg_steps)
+
     solutions = []
     if layout.short.num_chunks:
         # Chunks come in ascending length: the first ``split`` take the cheaper form for short rows (CG, or the
@@ -114,6 +118,8 @@ def half_sweep(
         if use_cg:
             split = tf.searchsorted(layout.short.lengths, [cg_max_length(k)], side="right")[0]
             solutions.append(_map_chunks(layout.short, lambda c: (cg_rows(c),), ([k],), stop=split)[0])
+            solutions.append(_map_chunks(layout.short, lambda c: (gram_cg_rows(c),), ([k],), start=split)[0])
+            split = layout.short.num_chunks
         elif solver == "cholesky" and layout.kind != "uniform":
             split = tf.searchsorted(layout.short.lengths, [woodbury_max_length(k)], side="right")[0]
             # w0 Y'Y = Q S Q'. eigh fails on non-finite input where Cholesky gives NaN: keep the NaN, so that a
@@ -228,12 +234,12 @@ def _gram_and_rhs(table, k, chunk: Chunk, with_gram: bool):
 
 
 def cg_max_length(k: int) -> int:
-    """The longest row (padded length L) that ``solver="cg"`` solves by CG; longer rows are solved exactly.
+    """The longest row (padded length L) that ``solver="cg"`` solves by matrix-free CG.
 
-    ``cg_steps`` CG steps cost about 4 L k ``cg_steps`` flops in matrix-vector products, which run far below the
-    batched Gram's rate, so past about 1.5 k entries the k x k Gram and Cholesky solve is the cheaper one.
+    Matrix-free CG steps read the gathered rows [L, k] twice per step, at memory speed; past about k / 2 entries
+    forming the Gram (at the batched matmul's rate) and running the CG steps on the k x k system is cheaper.
     """
-    return (3 * k) // 2
+    return k // 2
 
 
 def woodbury_max_length(k: int) -> int:
@@ -294,6 +300,26 @@ def _conjugate_gradient(table, k, chunk: Chunk, x, system, steps):
         t = t * chunk.gram_weights if chunk.gram_weights is not None else t * chunk.row_scale[:, None]
         g0p = tf.matmul(p, g0) if g0.shape.rank == 2 else tf.matmul(g0, p[:, :, None])[:, :, 0]
         return tf.matmul(t[:, None, :], gathered)[:, 0, :] + g0p
+
+    r = rhs - apply(x)
+    p = r
+    rs = tf.reduce_sum(r * r, axis=1, keepdims=True)
+    for _ in range(steps):
+        ap = apply(p)
+        alpha = tf.math.divide_no_nan(rs, tf.reduce_sum(p * ap, axis=1, keepdims=True))
+        x = x + alpha * p
+        r = r - alpha * ap
+        rs_next = tf.reduce_sum(r * r, axis=1, keepdims=True)
+        p = r + tf.math.divide_no_nan(rs_next, rs) * p
+        rs = rs_next
+    return x
+
+
+def _gram_conjugate_gradient(lhs, rhs, x, steps):
+    """``steps`` CG iterations on the explicit systems ``lhs`` [b, k, k] x = ``rhs`` [b, k], from ``x`` [b, k]."""
+
+    def apply(p):
+        return tf.matmul(lhs, p[:, :, None])[:, :, 0]
 
     r = rhs - apply(x)
     p = r
