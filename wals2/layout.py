@@ -207,8 +207,7 @@ def build_half(
         if entry_weights is not None:
             d = np.array(entry_weights, np.float32)
         elif own_weights is not None:
-            d = np.asarray(own_weights, np.float32)[rows]
-            d *= np.asarray(fixed_weights, np.float32)[cols]
+            d = _product(_entry_values(own_weights, rows), _entry_values(fixed_weights, cols))
         else:
             d = None
         if d is not None and not np.any(d):
@@ -234,9 +233,9 @@ def build_half(
         fixed_scale = None
         if kind == "separable":
             root = np.sqrt(np.asarray(fixed_weights, np.float32))
-            rhs /= root[cols]
+            rhs /= _entry_values(root, cols)
             if offsets is not None:  # o_e c~_j z~_j = W c_j y_j with c~ = sqrt(C_j) c_j and z~ = sqrt(C_j) y_j
-                offsets = offsets / np.asarray(fixed_weights, np.float32)[cols]
+                offsets = offsets / _entry_values(np.asarray(fixed_weights, np.float32), cols)
             fixed_scale = tf.constant(root)
     if not (np.all(np.isfinite(rhs)) and (gram is None or np.all(np.isfinite(gram)))):
         weight = w0
@@ -293,6 +292,24 @@ def build_half(
         bias_offsets=bias_offsets,
         unobserved_weight=w0,
     )
+
+
+def _entry_values(weights: np.ndarray, index: np.ndarray):
+    """``weights[index]`` as float32, or the scalar when every weight is the same (no nnz-sized gather)."""
+    weights = np.asarray(weights, np.float32)
+    if weights.size and np.all(weights == weights[0]):
+        return weights[0]
+    return weights[index]
+
+
+def _product(a, b):
+    """a * b in float32, where each is a fresh array of ``_entry_values`` or a scalar (then so is the product)."""
+    if np.ndim(a) == 0:
+        a, b = b, a
+    if np.ndim(a) == 0:
+        return np.float32(a * b)
+    a *= b
+    return a
 
 
 def group_order(keys: np.ndarray, num_keys: int) -> np.ndarray | None:

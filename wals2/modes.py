@@ -60,12 +60,14 @@ class Statistics(NamedTuple):
 
 def statistics(cols: np.ndarray, values: np.ndarray, num_items: int) -> Statistics:
     """The ``Statistics`` of the entries (cols, values) of an m x ``num_items`` matrix."""
-    values = np.asarray(values)
+    values, cols = np.asarray(values), np.asarray(cols)
+    low = float(values.min()) if values.size else np.inf
+    positive = cols if low > 0 else cols[values > 0]  # usually every rating is positive
     return Statistics(
-        positive_counts=np.bincount(np.asarray(cols)[values > 0], minlength=num_items).astype(np.int64),
+        positive_counts=np.bincount(positive, minlength=num_items).astype(np.int64),
         total=float(np.sum(values, dtype=np.float64)),
         count=int(values.size),
-        low=float(values.min()) if values.size else np.inf,
+        low=low,
         high=float(values.max()) if values.size else -np.inf,
     )
 
