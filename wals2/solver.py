@@ -78,12 +78,14 @@ def half_sweep(
     if layout.kind == "uniform" and not per_row_lambda:
         shared_factor = tf.linalg.cholesky(shared + lam * eye)
 
+    regularized = shared if per_row_lambda else shared + lam * eye  # G0 (without lambda when it is per row)
+
     def system(gram, owners):
         """The k x k matrices [b, k, k] of the units owned by ``owners`` [b], given their Grams (or None)."""
-        lhs = shared if gram is None else gram + shared
+        lhs = regularized if gram is None else gram + regularized
         if per_row_lambda:
             return lhs + (lam * tf.gather(layout.reg_scale, owners))[:, None, None] * eye
-        return lhs + lam * eye
+        return lhs
 
     def solve(gram, rhs, owners):
         if shared_factor is not None:  # uniform weights, one lambda: every row shares one factorisation
