@@ -3,9 +3,11 @@
 Layers, bottom up: ``config`` and ``weights`` (hyperparameters, TF1 item weights) -> ``data`` (validated
 ratings, id maps, the split) -> ``layout`` and ``solver`` (the exact half-sweep, pure tensors) -> ``modes``
 (one object per mode), ``scoring``, ``collectives`` and ``engine`` (one worker's blocks, the sweep, the
-objective), ``sharding`` (the data of several workers) -> ``model`` (the Keras model) -> ``foldin`` and
-``export`` (new users, the serving SavedModel). Entry points (``trainer``, ``tuning``, ``pipeline``) import from
-here, never the other way round.
+objective), ``sharding`` (the data of several workers), ``metrics`` and ``foldin`` (ranking metrics, new users'
+factors) -> ``recommender`` and ``partial_fit`` (implicit's recommend / similar / partial-fit calls on the
+model's state) and ``callbacks`` (held-out ranking logs) -> ``model`` (the Keras model) -> ``export`` (the
+serving SavedModel). Entry points (``trainer``, ``tuning``, ``pipeline``) import from here, never the other
+way round.
 """
 
 import importlib

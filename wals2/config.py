@@ -87,8 +87,9 @@ class WALSConfig:
     seed: int = _field(0, "Seed of the factor initialisation (and of the trainer's train/test split).")
     solver: str = _field(
         "cholesky",
-        "Row solver: 'cholesky' is the exact batched Cholesky solve; 'cg' takes cg_steps matrix-free "
-        "conjugate-gradient steps from the previous factors (inexact; the implicit library's usual solver).",
+        "Row solver: 'cholesky' is the exact solve (batched Cholesky; rows shorter than 0.7 k through an L x L "
+        "Woodbury system); 'cg' takes cg_steps conjugate-gradient steps from the previous factors (inexact; the "
+        "implicit library's usual solver).",
         choices=SOLVERS,
     )
     cg_steps: int = _field(3, "Conjugate-gradient steps per row and half-sweep with solver='cg'.")
