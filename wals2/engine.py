@@ -134,9 +134,10 @@ class SweepEngine:
         self.mean = float(weight.mean)
         self.rating_range = tuple(float(x) for x in weight.rating_range)
         self.unobserved_weight = float(weight.unobserved_weight)
-        self.rows_layout = self._half(weight, by_row.rows - r0, by_row.cols, r1 - r0, n, (r0, r1), transposed=False)
+        local = _local  # block-local indices (no copy for the first block)
+        self.rows_layout = self._half(weight, local(by_row.rows, r0), by_row.cols, r1 - r0, n, (r0, r1), False)
         col_weight = mode.weighting(by_col.values, self.shape, partition.stats, given_weights)
-        self.cols_layout = self._half(col_weight, by_col.cols - c0, by_col.rows, c1 - c0, m, (c0, c1), transposed=True)
+        self.cols_layout = self._half(col_weight, local(by_col.cols, c0), by_col.rows, c1 - c0, m, (c0, c1), True)
         self._weight_of_rows = weight
         self._objective = None  # the entries of ``metrics``, built at its first call
         scale = (np.ones(r1 - r0), np.ones(c1 - c0))
@@ -284,6 +285,11 @@ class SweepEngine:
         sums = tf.stack([tf.reduce_sum(tf.square(target - predictions)), tf.cast(tf.size(predictions), tf.float32)])
         total = tf.distribute.get_replica_context().all_reduce("sum", sums)
         return tf.sqrt(tf.math.divide_no_nan(total[0], total[1]))
+
+
+def _local(indices: np.ndarray, start: int) -> np.ndarray:
+    """``indices - start``, without a copy when ``start`` is 0."""
+    return indices - start if start else indices
 
 
 def gather_blocks(block: tf.Tensor, bounds: np.ndarray) -> tf.Tensor:

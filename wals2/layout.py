@@ -85,9 +85,8 @@ class HalfLayout(NamedTuple):
         num_fixed: n, the rows of the fixed factor matrix.
         short: rows of at most ``max_row_length`` entries, one unit each, solved chunk by chunk.
         pieces: pieces of long rows; their Gramians and right-hand sides are reduced per long row.
-        piece_segments: int32 [pieces], the long row (0..num_long-1) of each piece.
         num_long: number of long rows; their solutions follow the short rows'.
-        long_rows: int32 [num_long], the rows cut into pieces, in the order of their solutions.
+        long_rows: int32 [num_long], the rows cut into pieces, ascending (the order of their solutions).
         fixed_scale: float32 [n], sqrt(C) ("separable" kind), else None.
         gather_order: int32 [m], position of row i in concat(short solutions, long solutions, [0]): rows
             without entries point at the final zero row.
@@ -101,7 +100,6 @@ class HalfLayout(NamedTuple):
     num_fixed: int
     short: Chunks
     pieces: Chunks
-    piece_segments: tf.Tensor
     num_long: int
     long_rows: tf.Tensor
     fixed_scale: tf.Tensor | None
@@ -271,7 +269,7 @@ def build_half(
     index_in_row = np.arange(owner.size) - np.repeat(first_piece, num_pieces)
     piece_start = starts[long_rows][owner] + index_in_row * piece_len[owner]
     piece_length = np.minimum(piece_len[owner], degree[long_rows][owner] - index_in_row * piece_len[owner])
-    piece_chunks, piece_order = _chunks(
+    piece_chunks, _ = _chunks(
         piece_start, piece_length, long_rows[owner], ladder, entries, order, unit_scale, num_fixed, batch_entries
     )
     position[long_rows] = short.size + np.arange(long_rows.size)
@@ -283,7 +281,6 @@ def build_half(
         num_fixed=int(num_fixed),
         short=short_chunks,
         pieces=piece_chunks,
-        piece_segments=tf.constant(owner[piece_order].astype(np.int32)),
         num_long=int(long_rows.size),
         long_rows=tf.constant(long_rows.astype(np.int32)),
         fixed_scale=fixed_scale,

@@ -143,11 +143,19 @@ def half_sweep(
         with_gram = layout.kind != "uniform"
 
         def pieces(chunk: Chunk):
+            # Pieces of one long row sit side by side: sum them within the chunk, so that the chunk's output
+            # holds one Gram per long row it touches rather than one per piece.
+            ids, local = tf.unique(tf.searchsorted(layout.long_rows, chunk.owners))
             gram, rhs = _gram_and_rhs(table, k, chunk, with_gram)
-            return (gram, rhs) if with_gram else (rhs,)
+            sums = [
+                tf.math.unsorted_segment_sum(x, local, tf.size(ids)) for x in ((gram, rhs) if with_gram else (rhs,))
+            ]
+            return (*sums, ids)
 
-        partial = _map_chunks(layout.pieces, pieces, ([k, k], [k]) if with_gram else ([k],))
-        reduced = [tf.math.unsorted_segment_sum(x, layout.piece_segments, layout.num_long) for x in partial]
+        shapes = ([k, k], [k], []) if with_gram else ([k], [])
+        dtypes = (tf.float32,) * (len(shapes) - 1) + (tf.int32,)
+        *partial, ids = _map_chunks(layout.pieces, pieces, shapes, dtypes=dtypes)
+        reduced = [tf.math.unsorted_segment_sum(x, ids, layout.num_long) for x in partial]
         gram, rhs = reduced if with_gram else (None, reduced[0])
         solutions.append(solve(gram, rhs, layout.long_rows))
     solutions.append(tf.zeros([1, k], tf.float32))
@@ -337,7 +345,7 @@ def _gram_conjugate_gradient(lhs, rhs, x, steps):
     return x
 
 
-def _map_chunks(chunks: Chunks, fn, shapes, start=0, stop=None):
+def _map_chunks(chunks: Chunks, fn, shapes, start=0, stop=None, dtypes=None):
     """Runs ``fn`` on the chunks [start, stop) in one ``tf.while_loop`` and concatenates its outputs over the units.
 
     Args:
@@ -345,6 +353,7 @@ def _map_chunks(chunks: Chunks, fn, shapes, start=0, stop=None):
         fn: ``Chunk`` -> tuple of tensors, each [b, *shape] for the chunk's b units.
         shapes: the tuple of output shapes, without the unit axis.
         start, stop: the chunks to run (int32 scalars; stop None: to the last chunk).
+        dtypes: the outputs' dtypes (default: all float32).
 
     Returns:
         A tuple of tensors [units of those chunks, *shape], in the units' order.
@@ -373,8 +382,10 @@ def _map_chunks(chunks: Chunks, fn, shapes, start=0, stop=None):
         outputs = fn(chunk)
         return (c + 1, *[a.write(c - start, o) for a, o in zip(arrays, outputs)])
 
+    dtypes = dtypes or (tf.float32,) * len(shapes)
     arrays = tuple(
-        tf.TensorArray(tf.float32, size=stop - start, infer_shape=False, element_shape=[None, *s]) for s in shapes
+        tf.TensorArray(d, size=stop - start, infer_shape=False, element_shape=[None, *s])
+        for s, d in zip(shapes, dtypes)
     )
     _, *arrays = tf.while_loop(
         lambda c, *_: c < stop,
