@@ -58,40 +58,11 @@ def time_sweeps(step: Callable[[], None], sweeps: int) -> dict:
     return {"warmup_s": warmup, "sweep_s": times, "cpu_util": cpu_util}
 
 
-def wals2_sweep_fn(
-    rows,
-    cols,
-    values,
-    shape,
-    row_weights,
-    col_weights,
-    solver_name: str,
-    cg_steps: int | None,
-    factors: int,
-    regularization: float = REGULARIZATION,
-    unobserved_weight: float = UNOBSERVED_WEIGHT,
-    batch_entries: int = 65536,
-    max_row_length: int = 2048,
-):
-    """``tf.function`` of one sweep of the one-worker ``wals2.engine.SweepEngine`` (tf1 mode, weights R and C)."""
+def wals2_sweep_fn(*args, **kwargs):
+    """``tf.function`` of one sweep of ``wals2_engine(*args, **kwargs)`` (the one-worker engine, tf1 mode)."""
     import tensorflow as tf
 
-    engine = wals2_engine(
-        rows,
-        cols,
-        values,
-        shape,
-        row_weights,
-        col_weights,
-        solver_name,
-        cg_steps,
-        factors,
-        regularization,
-        unobserved_weight,
-        batch_entries,
-        max_row_length,
-    )
-    return tf.function(engine.sweep, jit_compile=False)
+    return tf.function(wals2_engine(*args, **kwargs).sweep, jit_compile=False)
 
 
 def wals2_engine(

@@ -311,26 +311,16 @@ def _conjugate_gradient(table, k, chunk: Chunk, x, system, steps):
         g0p = tf.matmul(p, g0) if g0.shape.rank == 2 else tf.matmul(g0, p[:, :, None])[:, :, 0]
         return tf.matmul(t[:, None, :], gathered)[:, 0, :] + g0p
 
-    r = rhs - apply(x)
-    p = r
-    rs = tf.reduce_sum(r * r, axis=1, keepdims=True)
-    for _ in range(steps):
-        ap = apply(p)
-        alpha = tf.math.divide_no_nan(rs, tf.reduce_sum(p * ap, axis=1, keepdims=True))
-        x = x + alpha * p
-        r = r - alpha * ap
-        rs_next = tf.reduce_sum(r * r, axis=1, keepdims=True)
-        p = r + tf.math.divide_no_nan(rs_next, rs) * p
-        rs = rs_next
-    return x
+    return _cg_steps(apply, rhs, x, steps)
 
 
 def _gram_conjugate_gradient(lhs, rhs, x, steps):
     """``steps`` CG iterations on the explicit systems ``lhs`` [b, k, k] x = ``rhs`` [b, k], from ``x`` [b, k]."""
+    return _cg_steps(lambda p: tf.matmul(lhs, p[:, :, None])[:, :, 0], rhs, x, steps)
 
-    def apply(p):
-        return tf.matmul(lhs, p[:, :, None])[:, :, 0]
 
+def _cg_steps(apply, rhs, x, steps):
+    """``steps`` conjugate-gradient iterations on A x = ``rhs`` [b, k] per row, A p given by ``apply``, from x."""
     r = rhs - apply(x)
     p = r
     rs = tf.reduce_sum(r * r, axis=1, keepdims=True)
