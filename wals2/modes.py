@@ -264,7 +264,9 @@ class Implicit(Mode):
         values = np.asarray(values)
         if np.any(self.invalid_ratings(values)):
             raise ValueError("Implicit mode needs non-negative values (confidence 1 + alpha * r).")
-        return Weighting(1.0, np.ones_like(values), None, None, self.config.alpha * values, 0.0, (-np.inf, np.inf))
+        # d = alpha r in float64, so that a product beyond float32 is reported as an overflow by the layout.
+        d = self.config.alpha * np.asarray(values, np.float64)
+        return Weighting(1.0, np.ones_like(values), None, None, d, 0.0, (-np.inf, np.inf))
 
     def heldout_targets(self, values):
         return values * 0 + 1
