@@ -121,7 +121,8 @@ def test_diverging_trial_fails_cleanly():
         np.arange(2),
     )
     hypermodel = WALSHyperModel(WALSConfig(num_iters=2), train, train)
-    model = WALSModel(2, 2, latent_factors=2, regularization=1e-3, feature_wt_factor=1e30)
+    # k = 1: the one-entry rows take the k x k path, which overflows (the L x L form stays finite at k = 2).
+    model = WALSModel(2, 2, latent_factors=1, regularization=1e-3, feature_wt_factor=1e30)
     model.compile()
     with pytest.raises(kt.errors.FailedTrialError, match="diverged"):
         hypermodel.fit(kt.HyperParameters(), model)
