@@ -17,7 +17,8 @@ rows of up to k / 2 entries, on the formed k x k system for longer ones (whose G
 reads of the gathered rows); long rows cut into pieces are still solved exactly. It is inexact by design.
 
 Everything here is pure tensors in, tensors out, and uses only dense standard ops (gather, BatchMatMul,
-Cholesky, triangular solves, segment sum), so it runs on CPU or GPU; never compile it with XLA.
+Cholesky, triangular solves, a symmetric eigendecomposition, segment sums), so it runs on CPU or GPU; never
+compile it with XLA.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def half_sweep(
             column c_j is subtracted from every target (a_ij - c_j) and takes no part in the solve.
         regularization: lambda > 0 (scalar); multiplied by n_i per row when the layout has ``reg_scale``.
             w0 is the layout's own ``unobserved_weight``, the one its right-hand sides were built with.
-        solver: "cholesky" (exact) or "cg" (``cg_steps`` matrix-free CG steps from ``initial``).
+        solver: "cholesky" (exact) or "cg" (``cg_steps`` CG steps from ``initial``).
         initial: float32 [m, k], the previous factors of the solved side; required by "cg".
         cg_steps: CG steps per row for "cg".
 
