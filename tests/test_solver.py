@@ -8,7 +8,7 @@ from oracle import dense_problem, objective, random_problem, solve_rows
 from wals2 import solver
 from wals2.config import WALSConfig
 from wals2.engine import Partition, SweepEngine
-from wals2.layout import build_layouts, length_ladder
+from wals2.layout import build_layouts, group_order, length_ladder
 from wals2.modes import Tf1
 
 SHAPE = (60, 45)
@@ -227,3 +227,15 @@ def test_woodbury_form_reports_divergence_as_nan():
     v = np.ones((SHAPE[1], 16), np.float32)
     v[0, 0] = np.inf
     assert np.isnan(solver.half_sweep(layouts.rows, v, LAM).numpy()).any()
+
+
+@pytest.mark.parametrize("num_keys", [1, 300, 65536, 65537, 200_000])
+def test_group_order_is_a_stable_sort(num_keys):
+    """The radix grouping equals numpy's stable argsort, with one 16-bit pass or two (keys above 65,535)."""
+    keys = np.random.default_rng(num_keys).integers(0, num_keys, 50_000).astype(np.int32)
+    order = group_order(keys, num_keys)
+    if num_keys == 1:  # one key: already grouped
+        assert order is None
+    else:
+        np.testing.assert_array_equal(order, np.argsort(keys, kind="stable"))
+    assert group_order(np.sort(keys), num_keys) is None  # already grouped: no permutation
