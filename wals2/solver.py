@@ -114,16 +114,15 @@ def half_sweep(
         return _gram_conjugate_gradient(system(gram, chunk.owners), rhs, tf.gather(previous, chunk.owners), cg_steps)
 
     solutions = []
-    if layout.short.num_chunks:
-        # Chunks come in ascending length: the first ``split`` take the cheaper form for short rows (CG, or the
-        # L x L Woodbury form of the exact solve), the others the k x k solve.
+    if layout.short.num_chunks and use_cg:
+        # Chunks come in ascending length: matrix-free CG on the first ``split``, CG on the formed systems after.
+        split = tf.searchsorted(layout.short.lengths, [cg_max_length(k)], side="right")[0]
+        solutions.append(_map_chunks(layout.short, lambda c: (cg_rows(c),), ([k],), stop=split)[0])
+        solutions.append(_map_chunks(layout.short, lambda c: (gram_cg_rows(c),), ([k],), start=split)[0])
+    elif layout.short.num_chunks:
+        # Chunks come in ascending length: the first ``split`` take the L x L Woodbury form, the others k x k.
         split = 0
-        if use_cg:
-            split = tf.searchsorted(layout.short.lengths, [cg_max_length(k)], side="right")[0]
-            solutions.append(_map_chunks(layout.short, lambda c: (cg_rows(c),), ([k],), stop=split)[0])
-            solutions.append(_map_chunks(layout.short, lambda c: (gram_cg_rows(c),), ([k],), start=split)[0])
-            split = layout.short.num_chunks
-        elif solver == "cholesky" and layout.kind != "uniform":
+        if layout.kind != "uniform":
             split = tf.searchsorted(layout.short.lengths, [woodbury_max_length(k)], side="right")[0]
             # w0 Y'Y = Q S Q'. eigh fails on non-finite input where Cholesky gives NaN: keep the NaN, so that a
             # diverged sweep is reported by the caller's finiteness check.
