@@ -162,6 +162,23 @@ def load_part(task: TaskConfig, collectives: Collectives | None = None) -> data.
     return part
 
 
+def load_share(task: TaskConfig, seed: int, collectives: Collectives):
+    """``load_part``, then ``wals2.sharding.distribute``: this worker's ``Distributed`` train / validation / test
+    split of the input (the split seeded by ``seed``), with global vocabularies."""
+    from wals2 import sharding
+
+    part = load_part(task, collectives)
+    return sharding.distribute(
+        part,
+        collectives,
+        task.validation_fraction,
+        task.test_fraction,
+        seed,
+        task.split,
+        aggregate=task.data_type == "web_views",
+    )
+
+
 def _empty(string_ids: bool, source: str) -> data.Ratings:
     import numpy as np
 

@@ -2,8 +2,9 @@
 
 Every worker of the job runs ``run``; with one worker each collective is the identity:
 
-1. load its part of the input (``cli.load_part``: its byte range of the file, or all of it);
-2. ``wals2.sharding.distribute``: global vocabularies, its row and column blocks, the split (the same sets for
+1. load its part of the input (``cli.load_share`` calls ``cli.load_part``: its byte range of the file, or all
+   of it);
+2. then ``wals2.sharding.distribute``: global vocabularies, its row and column blocks, the split (the same sets for
    any number of workers);
 3. ``WALSModel.fit`` (after step 4) on the worker's ``engine.Partition`` under the job's strategy, with the
    callbacks: one log line per sweep, per-sweep checkpoints (restored by every worker, written by the chief),
@@ -95,16 +96,7 @@ def run(task: TaskConfig, config: WALSConfig, preset: str | None, cluster: clust
 
 def _train(task, config, preset, dirs, staging, reporter, strategy, collectives: Collectives) -> int:
     started = time.perf_counter()
-    part = cli.load_part(task, collectives)
-    share = sharding.distribute(
-        part,
-        collectives,
-        task.validation_fraction,
-        task.test_fraction,
-        config.seed,
-        task.split,
-        aggregate=task.data_type == "web_views",
-    )
+    share = cli.load_share(task, config.seed, collectives)
     error = None
     try:  # what the solver would refuse mid-sweep, named by line
         modes.check_training(share.part, share.train, config, share.partition.stats)
@@ -113,11 +105,11 @@ def _train(task, config, preset, dirs, staging, reporter, strategy, collectives:
     collectives.check(error)
     sizes = collectives.all_reduce_sum(np.array([share.train.nnz, share.validation.nnz, share.test.nnz]))
     if not sizes[0]:
-        raise RatingsError(f"{part.source}: no training ratings")
+        raise RatingsError(f"{share.part.source}: no training ratings")
     m, n = share.partition.shape
     logger.info(
         "data: %s; %d users x %d items; %d train / %d validation / %d test ratings (%s split, seed %d)%s",
-        part.source,
+        share.part.source,
         m,
         n,
         *sizes,
@@ -133,7 +125,7 @@ def _train(task, config, preset, dirs, staging, reporter, strategy, collectives:
     heldout_name, heldout = ("validation", share.validation) if sizes[1] else ("test", share.test)
     sweeps = SweepLog(config.num_iters, heldout_name)
     digest = sharding.fingerprint(share.train, collectives)
-    run_id = fingerprint(config, digest, (m, n), {"source": part.source, "split": task.split})
+    run_id = fingerprint(config, digest, (m, n), {"source": share.part.source, "split": task.split})
     checkpoint = SweepCheckpoint(dirs.checkpoints, model, run_id, write=chief)
     initial = checkpoint.restore(config.num_iters)
     # Every collective of the job comes before ``fit``: the whole sets for the chief's metrics and export.

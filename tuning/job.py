@@ -1,7 +1,8 @@
 """One search: load -> split -> check the project's settings -> keras-tuner trials -> results -> retrain the best.
 
-1. The data are loaded and split as ``python -m trainer.task`` splits them (``trainer.cli.load_part``,
-   ``wals2.sharding.distribute``); the objective is measured on the validation part, the test part is left alone.
+1. The data are loaded and split as ``python -m trainer.task`` splits them (``trainer.cli.load_share``:
+   ``load_part``, then ``wals2.sharding.distribute``); the objective is measured on the validation part, the
+   test part is left alone.
 2. ``tuning.settings``: a project of other settings (data, mode, search space, objective, algorithm, fixed
    hyperparameters) is refused instead of resumed.
 3. The trials (``tuning.hypermodel``), each with its TensorBoard scalars and hyperparameters (keras-tuner's
@@ -52,20 +53,13 @@ def run(search: cli.SearchConfig, task: TaskConfig, base: WALSConfig, fixed: fro
 
 def _run(search, task, base, fixed, chief) -> int:
     collectives = Collectives()
-    part = trainer_cli.load_part(task, collectives)
-    share = sharding.distribute(
-        part,
-        collectives,
-        task.validation_fraction,
-        task.test_fraction,
-        base.seed,
-        task.split,
-        aggregate=task.data_type == "web_views",
-    )
+    share = trainer_cli.load_share(task, base.seed, collectives)
     modes.check_training(share.part, share.train, base, share.partition.stats)
     train, validation = share.train, share.validation
     if not train.nnz or not validation.nnz:
-        raise RatingsError(f"{part.source}: {train.nnz} training and {validation.nnz} validation ratings; both needed")
+        raise RatingsError(
+            f"{share.part.source}: {train.nnz} training and {validation.nnz} validation ratings; both needed"
+        )
     mode = modes.mode_of(base)
     space = kt.HyperParameters()
     search_space(space, mode, fixed)
@@ -78,7 +72,7 @@ def _run(search, task, base, fixed, chief) -> int:
     project_dir = posixpath.join(search.directory, project)
     logger.info(
         "data: %s; %d users x %d items; %d train / %d validation / %d test ratings (%s split, seed %d); project %s",
-        part.source,
+        share.part.source,
         *share.partition.shape,
         train.nnz,
         validation.nnz,
