@@ -25,7 +25,7 @@ def objective_after(data, k: int, solver_name: str, sweeps: int) -> float:
 
     m, n = data.shape
     ones = (np.ones(m, np.float32), np.ones(n, np.float32))
-    engine = wals2_engine(data.rows, data.cols, data.values.astype(np.float32), data.shape, *ones, solver_name, None, k)
+    engine = wals2_engine(data.rows, data.cols, data.values, data.shape, *ones, solver_name, None, k)
     sweep = tf.function(engine.sweep, jit_compile=False)
     u, v = tf.constant(initial_factors(m, k)), tf.constant(initial_factors(n, k))
     for _ in range(sweeps):

@@ -140,7 +140,7 @@ def main() -> None:
     m, n = data.shape
     k = args.factors
     ones = (np.ones(m, np.float32), np.ones(n, np.float32))
-    engine = wals2_engine(data.rows, data.cols, data.values.astype(np.float32), data.shape, *ones, "cholesky", None, k)
+    engine = wals2_engine(data.rows, data.cols, data.values, data.shape, *ones, "cholesky", None, k)
     u = tf.constant(initial_factors(m, k))
     v = tf.constant(initial_factors(n, k))
     peaks = sgemm_peaks(args.repeats)

@@ -109,7 +109,7 @@ def run_wals2(args: argparse.Namespace, solver_name: str) -> dict:
         sweep_fn = wals2_sweep_fn(
             data.rows,
             data.cols,
-            data.values.astype(np.float32),
+            data.values,
             data.shape,
             np.ones(m, np.float32),
             np.ones(n, np.float32),

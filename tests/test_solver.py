@@ -239,3 +239,19 @@ def test_group_order_is_a_stable_sort(num_keys):
     else:
         np.testing.assert_array_equal(order, np.argsort(keys, kind="stable"))
     assert group_order(np.sort(keys), num_keys) is None  # already grouped: no permutation
+
+
+def test_integer_ratings_are_kept_and_give_the_float_ratings_sweep():
+    rows, cols, values = random_problem(11, shape=SHAPE, nnz=700, empty_rows=(2,), empty_cols=(4,))
+    ratings = np.rint(values * 2).astype(np.int8)  # small whole numbers
+    m, n = SHAPE
+    r, c = np.full(m, 1.0, np.float32), np.linspace(0.5, 2.0, n).astype(np.float32)
+    as_int = engine_for(rows, cols, ratings, SHAPE, r, c, W0)
+    as_float = engine_for(rows, cols, ratings.astype(np.float32), SHAPE, r, c, W0)
+    assert as_int.partition.by_row.values.dtype == np.int8  # no float copy of the ratings
+    u0 = tf.constant(np.random.default_rng(0).normal(size=(m, K)).astype(np.float32))
+    v0 = tf.constant(np.random.default_rng(1).normal(size=(n, K)).astype(np.float32))
+    for got, want in zip(as_int.sweep(u0, v0), as_float.sweep(u0, v0)):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+    got, want = as_int.metrics(u0, v0), as_float.metrics(u0, v0)
+    assert float(got["loss"]) == float(want["loss"]) and float(got["rmse"]) == float(want["rmse"])

@@ -101,9 +101,9 @@ class Partition(NamedTuple):
 
     @classmethod
     def single(cls, rows, cols, values, shape) -> Partition:
-        """The one-worker partition of all entries."""
+        """The one-worker partition of all entries; integer or boolean ratings are kept as they are (no float copy)."""
         values = np.asarray(values)
-        values = values if values.dtype.kind == "f" else values.astype(np.float32)
+        values = values if values.dtype.kind in "fiub" else values.astype(np.float32)
         entries = Entries(np.asarray(rows), np.asarray(cols), values)
         stats = statistics(entries.cols, entries.values, shape[1])
         return cls((int(shape[0]), int(shape[1])), Blocks.of(shape), entries, entries, stats)

@@ -35,6 +35,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from wals2.host import aligned_empty, host_tensor
+
 
 class Chunks(NamedTuple):
     """Units (rows, or pieces of long rows) padded to their bucket length and chunked, in flat arrays.
@@ -88,8 +90,7 @@ class HalfLayout(NamedTuple):
         num_long: number of long rows; their solutions follow the short rows'.
         long_rows: int32 [num_long], the rows cut into pieces, ascending (the order of their solutions).
         fixed_scale: float32 [n], sqrt(C) ("separable" kind), else None.
-        gather_order: int32 [m], position of row i in concat(short solutions, long solutions, [0]): rows
-            without entries point at the final zero row.
+        empty_rows: int32 [m - rows with entries], the rows without entries (their solution is 0).
         reg_scale: float32 [m], the multiplier of lambda per row (n_i with ``scale_regularization``), else None.
         bias_offsets: whether the chunks carry ``offset_weights``.
         unobserved_weight: w0, the weight its right-hand sides were built with (the solver's w0 Y'Y uses it).
@@ -103,7 +104,7 @@ class HalfLayout(NamedTuple):
     num_long: int
     long_rows: tf.Tensor
     fixed_scale: tf.Tensor | None
-    gather_order: tf.Tensor
+    empty_rows: tf.Tensor
     reg_scale: tf.Tensor | None
     bias_offsets: bool
     unobserved_weight: float
@@ -234,7 +235,7 @@ def build_half(
             rhs /= _entry_values(root, cols)
             if offsets is not None:  # o_e c~_j z~_j = W c_j y_j with c~ = sqrt(C_j) c_j and z~ = sqrt(C_j) y_j
                 offsets = offsets / _entry_values(np.asarray(fixed_weights, np.float32), cols)
-            fixed_scale = tf.constant(root)
+            fixed_scale = host_tensor(root)
     if not (np.all(np.isfinite(rhs)) and (gram is None or np.all(np.isfinite(gram)))):
         weight = w0
         if entry_weights is not None:
@@ -254,12 +255,10 @@ def build_half(
     long_rows = present[degree[present] > max_row_length]
     unit_scale = None if kind != "separable" else np.asarray(own_weights, np.float32)
 
-    # Short rows: one unit each, in bucket order; position[i] = where row i's solution lands.
-    short_chunks, short_order = _chunks(
+    # Short rows: one unit each, in bucket order (each unit names its row in ``owners``).
+    short_chunks = _chunks(
         starts[short], degree[short], short, ladder, entries, order, unit_scale, num_fixed, batch_entries
     )
-    position = np.full(num_rows, -1, dtype=np.int64)
-    position[short[short_order]] = np.arange(short.size)
 
     # Long rows: near-equal pieces of at most max_row_length entries.
     num_pieces = -(-degree[long_rows] // max_row_length)
@@ -269,11 +268,9 @@ def build_half(
     index_in_row = np.arange(owner.size) - np.repeat(first_piece, num_pieces)
     piece_start = starts[long_rows][owner] + index_in_row * piece_len[owner]
     piece_length = np.minimum(piece_len[owner], degree[long_rows][owner] - index_in_row * piece_len[owner])
-    piece_chunks, _ = _chunks(
+    piece_chunks = _chunks(
         piece_start, piece_length, long_rows[owner], ladder, entries, order, unit_scale, num_fixed, batch_entries
     )
-    position[long_rows] = short.size + np.arange(long_rows.size)
-    position[position < 0] = short.size + long_rows.size  # rows without entries: the trailing zero row
 
     return HalfLayout(
         kind=kind,
@@ -282,10 +279,10 @@ def build_half(
         short=short_chunks,
         pieces=piece_chunks,
         num_long=int(long_rows.size),
-        long_rows=tf.constant(long_rows.astype(np.int32)),
+        long_rows=host_tensor(long_rows, np.int32),
         fixed_scale=fixed_scale,
-        gather_order=tf.constant(position.astype(np.int32)),
-        reg_scale=tf.constant(degree.astype(np.float32)) if scale_regularization else None,
+        empty_rows=host_tensor(np.flatnonzero(degree == 0), np.int32),
+        reg_scale=host_tensor(degree, np.float32) if scale_regularization else None,
         bias_offsets=bias_offsets,
         unobserved_weight=w0,
     )
@@ -334,8 +331,7 @@ def _chunks(unit_start, unit_len, unit_owner, ladder, entries, order, unit_scale
     """Buckets units [start, start + len) of the grouped entries by length, pads and chunks them.
 
     ``order`` maps grouped positions to the entries' own order (None: the identity); ``entries`` are the
-    per-entry fields (cols, b, g or None, o or None) in the entries' own order. Returns the ``Chunks`` and the
-    permutation of the units into chunk order.
+    per-entry fields (cols, b, g or None, o or None) in the entries' own order. Returns the ``Chunks``.
     """
     entry_cols, entry_rhs, entry_gram, entry_offsets = entries
     bucket = np.searchsorted(ladder, unit_len)
@@ -364,7 +360,10 @@ def _chunks(unit_start, unit_len, unit_owner, ladder, entries, order, unit_scale
     offset = np.cumsum(lengths) - lengths
     fields = [(entry_cols, num_fixed, np.int32), (entry_rhs, 0.0, np.float32)]
     fields += [(entry_gram, 0.0, np.float32), (entry_offsets, 0.0, np.float32)]
-    out = [None if values is None else np.full(total, pad, dtype) for values, pad, dtype in fields]
+    out = [None if values is None else aligned_empty(total, dtype) for values, _, dtype in fields]
+    for target, (_, pad, _) in zip(out, fields):
+        if target is not None:
+            target.fill(pad)
     cuts = np.searchsorted(before, np.arange(0, int(count.sum()), FILL_ENTRIES), side="right") - 1
     for lo, hi in zip(cuts, [*cuts[1:], units.size]):
         run = count[lo:hi]
@@ -380,25 +379,17 @@ def _chunks(unit_start, unit_len, unit_owner, ladder, entries, order, unit_scale
         for target, (values, _, _) in zip(out, fields):
             if target is not None:
                 target[slot] = values[source]
-    tensors = []
-    for i, array in enumerate(out):  # each host copy is dropped as soon as TensorFlow holds its own
-        out[i] = None
-        tensors.append(None if array is None else tf.constant(array))
-        del array
-    indices, rhs_weights, gram_weights, offset_weights = tensors
+    indices, rhs_weights, gram_weights, offset_weights = [None if a is None else host_tensor(a) for a in out]
 
-    return (
-        Chunks(
-            indices=indices,
-            rhs_weights=rhs_weights,
-            gram_weights=gram_weights,
-            offset_weights=offset_weights,
-            row_scale=None if unit_scale is None else tf.constant(unit_scale[unit_owner[units]]),
-            owners=tf.constant(unit_owner[units].astype(np.int32)),
-            entry_bounds=tf.constant(np.concatenate([[0], np.cumsum(chunk_units * chunk_lengths)]).astype(np.int32)),
-            unit_bounds=tf.constant(np.concatenate([[0], np.cumsum(chunk_units)]).astype(np.int32)),
-            lengths=tf.constant(chunk_lengths.astype(np.int32)),
-            num_chunks=int(chunk_units.size),
-        ),
-        units,
+    return Chunks(
+        indices=indices,
+        rhs_weights=rhs_weights,
+        gram_weights=gram_weights,
+        offset_weights=offset_weights,
+        row_scale=None if unit_scale is None else host_tensor(unit_scale[unit_owner[units]]),
+        owners=host_tensor(unit_owner[units], np.int32),
+        entry_bounds=host_tensor(np.concatenate([[0], np.cumsum(chunk_units * chunk_lengths)]), np.int32),
+        unit_bounds=host_tensor(np.concatenate([[0], np.cumsum(chunk_units)]), np.int32),
+        lengths=host_tensor(chunk_lengths, np.int32),
+        num_chunks=int(chunk_units.size),
     )

@@ -113,12 +113,19 @@ def half_sweep(
         gram, rhs = _gram_and_rhs(table, k, chunk, with_gram=True)
         return _gram_conjugate_gradient(system(gram, chunk.owners), rhs, tf.gather(previous, chunk.owners), cg_steps)
 
-    solutions = []
+    # The solutions of each part (its rows, their solutions [rows, k]), stitched into [m, k] at the end.
+    rows, solutions = [layout.empty_rows], [tf.zeros([tf.size(layout.empty_rows), k], tf.float32)]
+
+    def short_rows(fn, start=0, stop=None):
+        """Solves the short chunks [start, stop) with ``fn``: appends their rows and solutions."""
+        rows.append(_owners(layout.short, start, stop))
+        solutions.append(_map_chunks(layout.short, lambda c: (fn(c),), ([k],), start, stop)[0])
+
     if layout.short.num_chunks and use_cg:
         # Chunks come in ascending length: matrix-free CG on the first ``split``, CG on the formed systems after.
         split = tf.searchsorted(layout.short.lengths, [cg_max_length(k)], side="right")[0]
-        solutions.append(_map_chunks(layout.short, lambda c: (cg_rows(c),), ([k],), stop=split)[0])
-        solutions.append(_map_chunks(layout.short, lambda c: (gram_cg_rows(c),), ([k],), start=split)[0])
+        short_rows(cg_rows, stop=split)
+        short_rows(gram_cg_rows, start=split)
     elif layout.short.num_chunks:
         # Chunks come in ascending length: the first ``split`` take the L x L Woodbury form, the others k x k.
         split = 0
@@ -136,9 +143,8 @@ def half_sweep(
                 scale = tf.math.rsqrt(lam_i + eigenvalues[None, :])  # [b or 1, k]
                 return _woodbury(rotated, k, chunk, scale)
 
-            short = _map_chunks(layout.short, lambda c: (woodbury_rows(c),), ([k],), stop=split)[0]
-            solutions.append(tf.matmul(short, rotation, transpose_b=True))
-        solutions.append(_map_chunks(layout.short, lambda c: (direct_rows(c),), ([k],), start=split)[0])
+            short_rows(lambda c: tf.matmul(woodbury_rows(c), rotation, transpose_b=True), stop=split)
+        short_rows(direct_rows, start=split)
     if layout.num_long:
         with_gram = layout.kind != "uniform"
 
@@ -157,9 +163,10 @@ def half_sweep(
         *partial, ids = _map_chunks(layout.pieces, pieces, shapes, dtypes=dtypes)
         reduced = [tf.math.unsorted_segment_sum(x, ids, layout.num_long) for x in partial]
         gram, rhs = reduced if with_gram else (None, reduced[0])
+        rows.append(layout.long_rows)
         solutions.append(solve(gram, rhs, layout.long_rows))
-    solutions.append(tf.zeros([1, k], tf.float32))
-    return tf.gather(tf.concat(solutions, axis=0), layout.gather_order)
+    # Every row is in exactly one part: one copy into place, without concatenating the parts first.
+    return tf.ensure_shape(tf.dynamic_stitch(rows, solutions), [layout.num_rows, k])
 
 
 def fixed_side(factors, biases: bool):
@@ -333,6 +340,12 @@ def _cg_steps(apply, rhs, x, steps):
         p = r + tf.math.divide_no_nan(rs_next, rs) * p
         rs = rs_next
     return x
+
+
+def _owners(chunks: Chunks, start=0, stop=None):
+    """The solved rows of the units of chunks [start, stop), in the order ``_map_chunks`` returns them."""
+    stop = chunks.num_chunks if stop is None else stop
+    return chunks.owners[chunks.unit_bounds[start] : chunks.unit_bounds[stop]]
 
 
 def _map_chunks(chunks: Chunks, fn, shapes, start=0, stop=None, dtypes=None):
