@@ -20,6 +20,8 @@ in one of three forms (``kind``):
 * ``"uniform"``: d = 0 everywhere (weights None, plain ALS): only b_e = w0 a_ij; every row shares one system.
 * ``"separable"``: d_ij = R_i C_j with C_j > 0 on every observed column: with z_j = sqrt(C_j) y_j the Gram is
   R_i Z_g'Z_g, so the layout keeps ``row_scale`` R_i, ``fixed_scale`` sqrt(C) and b_e = (w0 + d_ij) a_ij / sqrt(C_j).
+  When every C_j is the same C, ``row_scale`` is R_i C and the fixed factors are gathered unscaled (no
+  ``fixed_scale``, b_e = (w0 + d_ij) a_ij).
 * ``"general"``: the per-entry Gram weight g_e = d_ij and b_e = (w0 + d_ij) a_ij. Per-entry weights that do
   not factorise (the implicit-feedback confidence alpha r_ij) always take this path.
 
@@ -229,13 +231,17 @@ def build_half(
         rhs = np.multiply(weight, values, dtype=np.float32)
         offsets = np.broadcast_to(weight, rhs.shape) if bias_offsets else None
         del weight
-        fixed_scale = None
+        fixed_scale, column_scale = None, np.float32(1)
         if kind == "separable":
-            root = np.sqrt(np.asarray(fixed_weights, np.float32))
-            rhs /= _entry_values(root, cols)
-            if offsets is not None:  # o_e c~_j z~_j = W c_j y_j with c~ = sqrt(C_j) c_j and z~ = sqrt(C_j) y_j
-                offsets = offsets / _entry_values(np.asarray(fixed_weights, np.float32), cols)
-            fixed_scale = host_tensor(root)
+            fixed = np.asarray(fixed_weights, np.float32)
+            if np.all(fixed == fixed[0]):  # one C for every column: the Gram is R_i C Y_g'Y_g
+                column_scale = fixed[0]
+            else:
+                root = np.sqrt(fixed)
+                rhs /= root[cols]
+                if offsets is not None:  # o_e c~_j z~_j = W c_j y_j with c~ = sqrt(C_j) c_j, z~ = sqrt(C_j) y_j
+                    offsets = offsets / fixed[cols]
+                fixed_scale = host_tensor(root)
     if not (np.all(np.isfinite(rhs)) and (gram is None or np.all(np.isfinite(gram)))):
         weight = w0
         if entry_weights is not None:
@@ -253,7 +259,7 @@ def build_half(
     present = np.flatnonzero(degree > 0)
     short = present[degree[present] <= max_row_length]
     long_rows = present[degree[present] > max_row_length]
-    unit_scale = None if kind != "separable" else np.asarray(own_weights, np.float32)
+    unit_scale = None if kind != "separable" else np.asarray(own_weights, np.float32) * column_scale
 
     # Short rows: one unit each, in bucket order (each unit names its row in ``owners``).
     short_chunks = _chunks(

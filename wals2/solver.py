@@ -69,8 +69,7 @@ def half_sweep(
     k = width - 1 if layout.bias_offsets else width
     lam = tf.cast(regularization, tf.float32)
     w0 = tf.constant(layout.unobserved_weight, tf.float32)
-    solved = fixed[:, :k]
-    shared = gramian(solved, 0.0, w0)  # w0 Y'Y; lambda is added per row below
+    shared = gramian(fixed if width == k else fixed[:, :k], 0.0, w0)  # w0 Y'Y; lambda is added per row below
     table = fixed if layout.fixed_scale is None else fixed * layout.fixed_scale[:, None]
     table = tf.concat([table, tf.zeros([1, width], table.dtype)], axis=0)  # index n = padding
     eye = tf.eye(k, dtype=tf.float32)
@@ -290,20 +289,20 @@ def _woodbury(rotated, k, chunk: Chunk, scale):
     Returns:
         float32 [b, k], Q' x_i = diag(s_i) xi (the caller rotates back).
     """
-    gathered, rhs_weights = _gather(rotated, k, chunk)
-    w = gathered * scale[:, None, :]  # [b, L, k]
+    gathered, rhs_weights = _gather(rotated, k, chunk)  # Z_g Q [b, L, k]
     if chunk.gram_weights is not None:
         root = tf.sqrt(chunk.gram_weights)  # [b, L]
     else:
         root = tf.broadcast_to(tf.sqrt(chunk.row_scale)[:, None], tf.shape(rhs_weights))
     weighted = root > 0
-    t = tf.math.divide_no_nan(rhs_weights, root)  # [b, L]
-    c0 = tf.reduce_sum(w * tf.where(weighted, 0.0, rhs_weights)[..., None], axis=1)  # [b, k]
-    v = w * root[..., None]
+    t = tf.math.divide_no_nan(rhs_weights, root)[..., None]  # [b, L, 1]
+    c0 = tf.matmul(tf.where(weighted, 0.0, rhs_weights)[:, None, :], gathered)[:, 0, :] * scale  # [b, k]
+    v = gathered * scale[:, None, :]
+    v *= root[..., None]  # [b, L, k], in place: the chunk holds z_g and v, no other [b, L, k] product
     inner = tf.matmul(v, v, transpose_b=True) + tf.eye(tf.shape(v)[1], dtype=v.dtype)  # M [b, L, L]
-    t -= tf.reduce_sum(v * c0[:, None, :], axis=2)
-    u = tf.linalg.cholesky_solve(tf.linalg.cholesky(inner), t[..., None])  # [b, L, 1]
-    return (c0 + tf.reduce_sum(v * u, axis=1)) * scale
+    t -= tf.matmul(v, c0[..., None])
+    u = tf.linalg.cholesky_solve(tf.linalg.cholesky(inner), t)  # [b, L, 1]
+    return (c0 + tf.matmul(u, v, transpose_a=True)[:, 0, :]) * scale
 
 
 def _conjugate_gradient(table, k, chunk: Chunk, x, system, steps):
