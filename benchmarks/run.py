@@ -4,9 +4,12 @@
     python -m benchmarks.run --check
 
 For every data set, k and system a fresh ``python -m benchmarks.worker`` process loads the data, builds its
-structures, runs one warm-up sweep and ``--sweeps`` timed sweeps, and prints one JSON line. The lines are
-appended to ``benchmarks/results/<timestamp>.jsonl`` (after one line describing the machine), and a markdown
-table with side-by-side ratios is printed at the end. ``--check`` instead verifies, on a small skewed problem,
+structures, runs one warm-up sweep and ``--sweeps`` timed sweeps, and prints one JSON line. With ``--rounds R``
+the systems of one data set and k run R times in alternating order (forward, then backward), so that a machine
+whose speed drifts over minutes slows every system alike; a configuration's line then merges its rounds (all
+timed sweeps, their median, the median per round). The lines are appended to
+``benchmarks/results/<timestamp>.jsonl`` (after one line describing the machine), and a markdown table with
+side-by-side ratios is printed at the end. ``--check`` instead verifies, on a small skewed problem,
 that the wals2 sweep and the numpy reference agree with a float64 solve.
 """
 
@@ -114,6 +117,30 @@ def run_configuration(data: str, k: int, system: str, args: argparse.Namespace) 
     return json.loads(lines[-1])
 
 
+def merge_rounds(rounds: list[dict]) -> dict:
+    """One configuration's result over its rounds: every timed sweep, medians of the rest, the worst peak RSS."""
+    failed = [r for r in rounds if "error" in r]
+    if failed:
+        return failed[0]
+    if len(rounds) == 1:
+        return rounds[0]
+    sweeps = [s for r in rounds for s in r["sweep_s"]]
+    return {
+        **rounds[0],
+        "loadavg_1m_at_start": max(r["loadavg_1m_at_start"] for r in rounds),
+        "layout_s": float(np.median([r["layout_s"] for r in rounds])),
+        "warmup_s": float(np.median([r["warmup_s"] for r in rounds])),
+        "sweep_s": sweeps,
+        "cpu_util": float(np.mean([r["cpu_util"] for r in rounds])),
+        "median_s": float(np.median(sweeps)),
+        "min_s": min(sweeps),
+        "max_s": max(sweeps),
+        "peak_rss_gb": max(r["peak_rss_gb"] for r in rounds),
+        "rounds": len(rounds),
+        "round_medians_s": [r["median_s"] for r in rounds],
+    }
+
+
 def ratio(peer: dict | None, result: dict) -> str:
     """peer median / this median ("> 1": this system is faster), or "" when either is missing."""
     if not peer or "median_s" not in peer or "median_s" not in result:
@@ -174,9 +201,14 @@ def benchmark(args: argparse.Namespace) -> None:
         results = []
         for data in (d for d in args.shapes if available(d)):
             for k in args.factors:
+                rounds = {system: [] for system in systems}
+                for number in range(args.rounds):
+                    for system in systems if number % 2 == 0 else systems[::-1]:
+                        result = run_configuration(data, k, system, args)
+                        print(json.dumps({**result, "round": number + 1}), flush=True)
+                        rounds[system].append(result)
                 for system in systems:
-                    result = run_configuration(data, k, system, args)
-                    print(json.dumps(result), flush=True)
+                    result = merge_rounds(rounds[system])
                     out.write(json.dumps(result) + "\n")
                     out.flush()
                     results.append(result)
@@ -272,6 +304,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--factors", nargs="+", type=int, default=[32, 64], help="k values (128 optional)")
     parser.add_argument("--systems", nargs="+", help="only these systems (default: all)")
     parser.add_argument("--sweeps", type=int, default=5, help="timed sweeps after the warm-up (>= 3)")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each configuration, systems alternating")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="device of the wals2 sweep")
     parser.add_argument("--cg-steps", type=int, help="passed to wals2's sweep when it takes cg_steps")
@@ -279,6 +312,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.sweeps < 3:
         parser.error("--sweeps should be >= 3")
+    if args.rounds < 1:
+        parser.error(f"--rounds should be a positive integer. Received: --rounds {args.rounds}")
     return args
 
 

@@ -4,6 +4,8 @@ import json
 import os
 import re
 
+import pytest
+
 from benchmarks import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,3 +47,31 @@ def test_readme_performance_table_is_the_published_medians():
         cells = [NAMES[data], str(k)] + [seconds(by_key[data, k, s]) for s in COLUMNS]
         expected.append("| " + " | ".join(cells) + " |")
     assert rows == expected
+
+
+def test_rounds_merge_into_one_line_per_configuration():
+    def line(sweeps, rss, layout):
+        return {
+            "data": "d",
+            "k": 8,
+            "system": "s",
+            "loadavg_1m_at_start": layout / 10,
+            "layout_s": layout,
+            "warmup_s": 2 * layout,
+            "sweep_s": sweeps,
+            "cpu_util": 1.5 + layout / 10,
+            "median_s": sorted(sweeps)[1],
+            "min_s": min(sweeps),
+            "max_s": max(sweeps),
+            "peak_rss_gb": rss,
+        }
+
+    merged = run.merge_rounds([line([3.0, 1.0, 2.0], 0.5, 1.0), line([6.0, 4.0, 5.0], 0.7, 3.0)])
+    assert merged["sweep_s"] == [3.0, 1.0, 2.0, 6.0, 4.0, 5.0]
+    assert merged["median_s"] == 3.5 and (merged["min_s"], merged["max_s"]) == (1.0, 6.0)
+    assert merged["round_medians_s"] == [2.0, 5.0] and merged["rounds"] == 2
+    assert merged["peak_rss_gb"] == 0.7 and merged["layout_s"] == 2.0 and merged["warmup_s"] == 4.0
+    assert merged["cpu_util"] == pytest.approx(1.7) and merged["loadavg_1m_at_start"] == 0.3
+    assert run.merge_rounds([line([1.0, 2.0, 3.0], 0.5, 1.0)]) == line([1.0, 2.0, 3.0], 0.5, 1.0)
+    failed = {"data": "d", "k": 8, "system": "s", "error": "exit 1: boom"}
+    assert run.merge_rounds([line([1.0, 2.0, 3.0], 0.5, 1.0), failed]) == failed

@@ -298,7 +298,7 @@ def _woodbury(rotated, k, chunk: Chunk, scale):
     t = tf.math.divide_no_nan(rhs_weights, root)[..., None]  # [b, L, 1]
     c0 = tf.matmul(tf.where(weighted, 0.0, rhs_weights)[:, None, :], gathered)[:, 0, :] * scale  # [b, k]
     v = gathered * scale[:, None, :]
-    v *= root[..., None]  # [b, L, k], in place: the chunk holds z_g and v, no other [b, L, k] product
+    v *= root[..., None]  # [b, L, k]: TensorFlow can reuse the first product's buffer; no other [b, L, k] product
     inner = tf.matmul(v, v, transpose_b=True) + tf.eye(tf.shape(v)[1], dtype=v.dtype)  # M [b, L, L]
     t -= tf.matmul(v, c0[..., None])
     u = tf.linalg.cholesky_solve(tf.linalg.cholesky(inner), t)  # [b, L, 1]
