@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wals2.host import ALIGNMENT, aligned_empty, host_tensor
+from wals2.host import ALIGNMENT, aligned_empty, aligned_full, host_tensor
 
 
 def test_aligned_empty_starts_on_the_alignment():
@@ -15,6 +15,12 @@ def test_aligned_empty_starts_on_the_alignment():
             array = aligned_empty(size, dtype)
             assert array.shape == (size,) and array.dtype == dtype
             assert array.ctypes.data % ALIGNMENT == 0
+
+
+def test_aligned_full_holds_the_value():
+    array = aligned_full(37, 26744, np.int32)
+    assert array.ctypes.data % ALIGNMENT == 0 and array.dtype == np.int32
+    np.testing.assert_array_equal(array, np.full(37, 26744, np.int32))
 
 
 def test_an_aligned_array_is_shared_not_copied():

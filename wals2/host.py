@@ -24,6 +24,13 @@ def aligned_empty(size: int, dtype) -> np.ndarray:
     return raw[start : start + int(size) * dtype.itemsize].view(dtype)
 
 
+def aligned_full(size: int, value, dtype) -> np.ndarray:
+    """A 1-D array of ``size`` elements equal to ``value``, starting on a 64-byte boundary."""
+    array = aligned_empty(size, dtype)
+    array.fill(value)
+    return array
+
+
 def host_tensor(array: np.ndarray, dtype=None) -> tf.Tensor:
     """A 1-D tensor with the values of ``array`` (cast to ``dtype``), sharing its memory where possible.
 

@@ -37,7 +37,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from wals2.host import aligned_empty, host_tensor
+from wals2.host import aligned_full, host_tensor
 
 
 class Chunks(NamedTuple):
@@ -234,8 +234,8 @@ def build_half(
         fixed_scale, column_scale = None, np.float32(1)
         if kind == "separable":
             fixed = np.asarray(fixed_weights, np.float32)
-            if np.all(fixed == fixed[0]):  # one C for every column: the Gram is R_i C Y_g'Y_g
-                column_scale = fixed[0]
+            if _single_value(fixed) is not None:  # one C for every column: the Gram is R_i C Y_g'Y_g
+                column_scale = _single_value(fixed)
             else:
                 root = np.sqrt(fixed)
                 rhs /= root[cols]
@@ -294,12 +294,16 @@ def build_half(
     )
 
 
+def _single_value(weights: np.ndarray):
+    """The float32 value shared by every weight, or None when they differ (or there are none)."""
+    weights = np.asarray(weights, np.float32)
+    return weights[0] if weights.size and np.all(weights == weights[0]) else None
+
+
 def _entry_values(weights: np.ndarray, index: np.ndarray):
     """``weights[index]`` as float32, or the scalar when every weight is the same (no nnz-sized gather)."""
-    weights = np.asarray(weights, np.float32)
-    if weights.size and np.all(weights == weights[0]):
-        return weights[0]
-    return weights[index]
+    single = _single_value(weights)
+    return np.asarray(weights, np.float32)[index] if single is None else single
 
 
 def _product(a, b):
@@ -366,10 +370,7 @@ def _chunks(unit_start, unit_len, unit_owner, ladder, entries, order, unit_scale
     offset = np.cumsum(lengths) - lengths
     fields = [(entry_cols, num_fixed, np.int32), (entry_rhs, 0.0, np.float32)]
     fields += [(entry_gram, 0.0, np.float32), (entry_offsets, 0.0, np.float32)]
-    out = [None if values is None else aligned_empty(total, dtype) for values, _, dtype in fields]
-    for target, (_, pad, _) in zip(out, fields):
-        if target is not None:
-            target.fill(pad)
+    out = [None if values is None else aligned_full(total, pad, dtype) for values, pad, dtype in fields]
     cuts = np.searchsorted(before, np.arange(0, int(count.sum()), FILL_ENTRIES), side="right") - 1
     for lo, hi in zip(cuts, [*cuts[1:], units.size]):
         run = count[lo:hi]
