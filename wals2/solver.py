@@ -99,7 +99,7 @@ def half_sweep(
     if use_cg:
         if initial is None:
             raise ValueError("`initial` should be the previous factors [m, k] when solver='cg'. Received: None")
-        previous = tf.concat([tf.convert_to_tensor(initial, tf.float32), tf.zeros([1, k], tf.float32)], axis=0)
+        previous = tf.convert_to_tensor(initial, tf.float32)  # gathered at the chunks' owners, all rows < m
 
     def direct_rows(chunk: Chunk) -> tf.Tensor:
         gram, rhs = _gram_and_rhs(table, k, chunk, with_gram=layout.kind != "uniform")
