@@ -23,6 +23,8 @@ import math
 import sys
 from collections.abc import Mapping
 
+from wals2 import logs
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_METRIC = "validation_rmse"
@@ -190,7 +192,7 @@ def add_rule_flags(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logs.configure()
     try:
         candidate = read_metrics(args.candidate)
         if args.command == "record":

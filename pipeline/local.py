@@ -21,6 +21,7 @@ import sys
 import tempfile
 
 from pipeline import gate, query, versions
+from wals2 import logs
 
 logger = logging.getLogger("pipeline.local")
 
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     own, trainer_flags = split_argv(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     args = parser.parse_args(own)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logs.configure()
     try:
         check_trainer_flags(trainer_flags)
         query.parameters(args.custom_dimension, args.start_date, args.end_date)

@@ -19,6 +19,8 @@ import sys
 
 import numpy as np
 
+from wals2 import logs
+
 logger = logging.getLogger(__name__)
 
 
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-date", default="20170801", help="first date, YYYYMMDD")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logs.configure()
     try:
         sessions = generate(args.visitors, args.articles, days=args.days, start_date=args.start_date, seed=args.seed)
         write_export(sessions, args.path)

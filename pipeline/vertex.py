@@ -22,6 +22,7 @@ import sys
 from typing import NamedTuple
 
 from pipeline import query
+from wals2 import logs
 
 logger = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "--output", default="wals2_pipeline.yaml", help="the compiled spec (default wals2_pipeline.yaml)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logs.configure()
     try:
         compile_pipeline(
             args.output,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import posixpath
-import sys
 from typing import TYPE_CHECKING
 
 from trainer import flags, presets
@@ -75,19 +74,10 @@ def parse(argv: list[str] | None, parser: argparse.ArgumentParser | None = None)
 
 
 def configure_logging(verbose: bool = False) -> None:
-    """One line per record on stdout, flushed at each line (a job's log streams while it runs); TensorFlow's and
-    absl's INFO lines (one per checkpoint save) only when verbose."""
-    if hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(line_buffering=True)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stdout,
-    )
-    if not verbose:
-        for name in ("absl", "tensorflow"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    """The entry points' one log stream (:func:`wals2.logs.configure`)."""
+    from wals2 import logs
+
+    logs.configure(verbose)
 
 
 def describe(config: WALSConfig) -> str:

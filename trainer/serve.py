@@ -49,6 +49,7 @@ from urllib.parse import parse_qs  # noqa: E402
 from trainer import model_versions, tf_serving  # noqa: E402
 from trainer.http_server import HTTPServer, Limits, Request, Response, error_response, json_response  # noqa: E402
 from trainer.serve_model import BadRequest, Recommender, WorkLimits, brief, load_json, rating, raw_id  # noqa: E402
+from wals2 import logs  # noqa: E402
 
 logger = logging.getLogger("trainer.serve")
 
@@ -423,12 +424,7 @@ def _positive_float(text: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stdout,
-    )
+    logs.configure(args.verbose)
     if not args.model_dir:
         logger.error("`--model-dir` should name a SavedModel directory (or set AIP_STORAGE_URI).")
         return 2
