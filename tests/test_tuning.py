@@ -15,6 +15,7 @@ import time
 
 import keras_tuner as kt
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import ROOT
 
@@ -378,3 +379,79 @@ def test_searched_hyperparameters_given_as_flags_are_fixed(ratings_file, tmp_pat
     assert run(ratings_file, tmp_path, "--mode=explicit", *fixed) == 1
     assert "every hyperparameter that the explicit mode searches is fixed by a flag" in caplog.text
     assert not (tmp_path / "ratings.tsv-explicit-bayesian").exists()
+
+
+def test_the_delivered_model_is_the_scored_one_when_the_best_sweep_is_not_the_last(ratings_file, tmp_path, capsys):
+    """lambda = 1 scaled by the row counts is too strong for these 720 ratings: the validation RMSE is lowest after
+    the first sweep, so the best trial peaks early, and both the retrain and the validation command run exactly
+    that many sweeps."""
+    from trainer import task as trainer_task
+
+    args = ("--mode", "explicit", "--algorithm", "random", "--max-trials", "2", "--num_iters", "8")
+    args += ("--regularization", "1", "--scale_regularization", "true")
+    assert main(["--train-file", ratings_file, "--directory", str(tmp_path / "runs"), *args]) == 0
+    command = re.search(r"reproduce it with .*\n +(python -m trainer\.task .*)\n", capsys.readouterr().out).group(1)
+    project = tmp_path / "runs" / "ratings.tsv-explicit-random"
+    best = json.loads((project / "best_hyperparameters.json").read_text())
+    assert 1 <= best["num_iters"] < 8, best  # the scored model is not the last sweep's
+    assert f"--num_iters={best['num_iters']}" in shlex.split(command)
+    # The trial's own run (train part only, validation held out) ends on the scored model.
+    argv = shlex.split(best["validation_command"])
+    assert trainer_task.main([*argv[3:], "--job-dir", str(tmp_path / "validation")]) == 0
+    trial = json.loads((tmp_path / "validation" / "metrics.json").read_text())
+    assert trial["sweeps"] == best["num_iters"]
+    assert trial["validation_rmse"] == pytest.approx(best["score"], abs=1e-6)
+    assert min(trial["history"]["val_rmse"]) == pytest.approx(best["score"], abs=1e-6)
+    # The delivered model: the printed command, run again, gives the same factors as the search's retrain.
+    assert trainer_task.main([*shlex.split(command)[3:], "--job-dir", str(tmp_path / "again")]) == 0
+    for name in ("row", "col"):
+        np.testing.assert_array_equal(
+            np.load(project / "best_model" / "model" / f"{name}.npy"),
+            np.load(tmp_path / "again" / "model" / f"{name}.npy"),
+        )
+    delivered = json.loads((project / "best_model" / "config.json").read_text())["model"]
+    assert delivered["num_iters"] == best["num_iters"]
+
+
+@pytest.mark.slow
+def test_hyperband_warm_started_trials_count_their_parents_sweeps(ratings_file, tmp_path):
+    """A Hyperband trial that continues a parent trial starts from the parent's best model: its recorded sweeps
+    add the parent's, and training its hyperparameters for that many sweeps from scratch gives its score."""
+    from trainer import task as trainer_task
+
+    directory = tmp_path / "runs"
+    argv = ["--train-file", ratings_file, "--directory", str(directory), "--num_iters", "4"]
+    assert main([*argv, "--mode", "implicit", "--algorithm", "hyperband"]) == 0
+    project = directory / "ratings.tsv-implicit-hyperband"
+    trials = {}
+    for path in project.glob("trial_*/trial.json"):
+        record = json.loads(path.read_text())
+        metrics = record["metrics"]["metrics"]
+        trials[record["trial_id"]] = (
+            record["hyperparameters"]["values"],
+            metrics["sweeps"]["observations"][0]["value"][0],
+        )
+    children = [(tid, hp, sweeps) for tid, (hp, sweeps) in trials.items() if "tuner/trial_id" in hp]
+    assert children, "Hyperband continued no trial"
+    for _, hp, sweeps in children:
+        parent = trials[hp["tuner/trial_id"]][1]
+        assert parent + 1 <= sweeps <= parent + hp["tuner/epochs"] - hp["tuner/initial_epoch"]
+    tid, hp, sweeps = max(children, key=lambda child: child[2])
+    score = json.loads((project / f"trial_{tid}" / "trial.json").read_text())["score"]
+    best = json.loads((project / "best_hyperparameters.json").read_text())
+    values = [f"--{name}={hp[name]}" for name in ("latent_factors", "regularization", "alpha")]
+    command = [*shlex.split(best["validation_command"])[3:], *values, f"--num_iters={int(sweeps)}"]
+    assert trainer_task.main([*command, "--job-dir", str(tmp_path / "trial")]) == 0
+    trial = json.loads((tmp_path / "trial" / "metrics.json").read_text())
+    assert trial["validation_ndcg@10"] == pytest.approx(score, abs=1e-6)
+
+
+def test_best_sweep_is_the_first_best_and_counts_from_the_start():
+    base = WALSConfig(mode="explicit")
+    rows = Ratings.from_dataframe(pd.DataFrame({"user": [1, 2], "item": [1, 2], "rating": [1.0, 2.0]}))
+    hypermodel = WALSHyperModel(base, rows, rows)
+    history = {"val_rmse": [[0.9], [0.7], [0.7], [0.8]], "rmse": [[1.0], [0.5], [0.4], [0.3]]}
+    assert hypermodel.best_sweep(history) == {"val_rmse": 0.7, "rmse": 0.5, "sweeps": 2}
+    assert hypermodel.best_sweep(history, start=3)["sweeps"] == 5
+    ranked = WALSHyperModel(WALSConfig(mode="implicit"), rows, rows, top_k=5)
+    assert ranked.best_sweep({"val_ndcg@5": [[0.1], [0.3], [0.2]]}) == {"val_ndcg@5": 0.3, "sweeps": 2}

@@ -7,10 +7,11 @@
    hyperparameters) is refused instead of resumed.
 3. The trials (``tuning.hypermodel``), each with its TensorBoard scalars and hyperparameters (keras-tuner's
    HParams) under the log directory; in a distributed search the workers stop here.
-4. The chief writes ``results.md``, ``results.json``, then retrains the best trial's configuration on train +
-   validation through the trainer's job pipeline (``trainer.job.run``), which writes ``model/``, ``config.json``
-   and ``metrics.json`` under the job directory, and last ``best_hyperparameters.json`` with the test metrics and
-   the ``python -m trainer.task`` command that reproduces the retrain.
+4. The chief writes ``results.md``, ``results.json``, then retrains the best trial's configuration, with
+   ``num_iters`` set to the sweeps of its scored model (``tuning.hypermodel.SWEEPS``), on train + validation
+   through the trainer's job pipeline (``trainer.job.run``), which writes ``model/``, ``config.json`` and
+   ``metrics.json`` under the job directory, and last ``best_hyperparameters.json`` with the test metrics, the
+   ``python -m trainer.task`` command that reproduces the retrain and the one that reproduces the score.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from trainer import cluster as cluster_lib
 from trainer import job as trainer_job
 from trainer.config import TaskConfig
 from tuning import cli, settings
-from tuning.hypermodel import WALSHyperModel, make_tuner, results_table
+from tuning.hypermodel import WALSHyperModel, make_tuner, results_table, trial_sweeps
 from tuning.space import objective_name, search_space
 from wals2 import modes, sharding
 from wals2.collectives import Collectives
@@ -119,8 +120,18 @@ def _run(search, task, base, fixed, chief) -> int:
         raise ValueError(f"no trial of {project_dir} finished with a score (see the log of each trial)")
     best = best[0]
     values = {k: v for k, v in best.hyperparameters.values.items() if not k.startswith("tuner/")}
-    logger.info("best %s %.6g (trial %s): %s", tuner.oracle.objective.name, best.score, best.trial_id, values)
-    config = hypermodel.config(best.hyperparameters)
+    sweeps = trial_sweeps(best)
+    logger.info(
+        "best %s %.6g (trial %s, after %d of at most %d sweeps): %s",
+        tuner.oracle.objective.name,
+        best.score,
+        best.trial_id,
+        sweeps,
+        base.num_iters,
+        values,
+    )
+    # The scored model is the one after ``sweeps`` sweeps: the retrain runs exactly that many.
+    config = hypermodel.config(best.hyperparameters).replace(num_iters=sweeps)
     retrain_logs = posixpath.join(logs.rstrip("/"), f"best_trial_{best.trial_id}")
     return _retrain(task, config, best, project_dir, retrain_logs, tuner.oracle.objective.name, values)
 
@@ -160,10 +171,14 @@ def _retrain(task, config, best, project_dir, logs, objective, values) -> int:
             "objective": objective,
             "best_trial": best.trial_id,
             "score": best.score,
+            "num_iters": config.num_iters,
             "hyperparameters": values,
             "test": {k: v for k, v in metrics.items() if k.startswith("test_")},
             "output_dir": dirs.output,
             "trainer_command": command,
+            # The trial's own run: the same split with the validation part held out; its metrics.json holds the
+            # objective's value at its last sweep, which is the score above.
+            "validation_command": cli.trainer_command(task, config),
         },
     )
     print(f"best model: {dirs.model}\nreproduce it with (add --job-dir=DIR):\n  {command}", flush=True)
