@@ -2,6 +2,8 @@
 
 import dataclasses
 import gzip
+import pathlib
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -74,6 +76,32 @@ def test_header_line_numbers_count_the_header(tmp_path):
     path = write(tmp_path, "h.csv", "u,i,r\n1,2,3\n1,3,x\n")
     with pytest.raises(RatingsError, match="line 3: rating 'x'"):
         read_ratings(path, ",", headers=True)
+
+
+@pytest.mark.parametrize(
+    "text, kwargs, message",
+    [
+        # the case: four blank lines before the bad row on file line 8
+        ("1\t2\t3\n\n\n1\t3\t4\n\n\n\n1\t4\tx\n", {}, r"line 8: rating 'x'"),
+        ("u,i,r\n\n1,2,3\n\n1,2,5\n", {"delimiter": ",", "headers": True}, r"on lines \[3, 5\]"),
+        ("\n\n1::2::3\n\n-1::3::4\n", {"delimiter": "::"}, r"line 5: user id -1 is negative"),
+        ("1\t2\t3\n\n\n2\t\t3\n", {}, r"line 4: empty item id"),
+        ("1\t2\t3\n\n1\t3\t1e39\n", {}, r"line 3: rating '1e39' overflows float32"),
+        ("\n\n\n", {}, r"empty|only blank lines"),
+    ],
+)
+def test_blank_lines_count_in_the_line_numbers(tmp_path, text, kwargs, message):
+    path = write(tmp_path, "blank.txt", text)
+    with pytest.raises(RatingsError, match=message):
+        read_ratings(path, **kwargs)
+
+
+def test_line_number_skips_blank_lines_like_a_hand_count():
+    # lines 1..9 with 2, 3 and 6 blank: the kept lines are 1, 4, 5, 7, 8, 9
+    assert data.line_number(1, np.array([2, 3, 6]), np.arange(6)).tolist() == [1, 4, 5, 7, 8, 9]
+    assert data.line_number(2, None, np.arange(3)).tolist() == [2, 3, 4]
+    ratings = read_ratings(write(pathlib.Path(tempfile.mkdtemp()), "r.tsv", "\n1\t1\t1\n\n2\t2\t2\n"))
+    assert ratings.line(np.arange(2)).tolist() == [2, 4] and ratings.nnz == 2
 
 
 def test_missing_file_and_directory(tmp_path):
@@ -270,3 +298,9 @@ def test_check_training_names_the_line_of_a_split_entry_and_warns_about_rank(cap
     assert not caplog.records
     modes.check_training(small, small, WALSConfig(latent_factors=4))
     assert "--latent_factors 4 is more than the 3 items" in caplog.text
+
+
+def test_web_views_blank_lines_count_in_the_line_numbers(tmp_path):
+    path = write(tmp_path, "views.csv", "clientId,contentId,timeOnPage\n\na,x,3\n\n\nb,y,soon\n")
+    with pytest.raises(RatingsError, match=r"line 6: timeOnPage 'soon' is not a finite number"):
+        read_web_views(path)

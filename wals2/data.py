@@ -60,6 +60,8 @@ class Ratings:
         timestamps: int64 [nnz] time of each entry (seconds), or None when the input had none.
         first_line: the line of entry 0 when entry e comes from line e + first_line of ``source`` (as read), or
             None once entries are a subset (``subset``, the splits).
+        blank_lines: int64 [b], sorted numbers of the blank lines of ``source`` that were skipped (entry e then
+            comes from the e-th line after ``first_line`` that is not one of them), or None when there were none.
     """
 
     users: np.ndarray
@@ -70,6 +72,11 @@ class Ratings:
     source: str = "<ratings>"
     timestamps: np.ndarray | None = None
     first_line: int | None = None
+    blank_lines: np.ndarray | None = None
+
+    def line(self, entries):
+        """The line(s) of ``source`` that entry (entries) ``entries`` came from (``first_line`` must be set)."""
+        return line_number(self.first_line, self.blank_lines, entries)
 
     @property
     def num_users(self) -> int:
@@ -104,6 +111,7 @@ class Ratings:
         first_line: int = 1,
         timestamp_col: str | None = None,
         nonnegative_ids: bool = False,
+        blank_lines: np.ndarray | None = None,
     ) -> Ratings:
         """Validates a frame and maps its ids to indices (sorted unique raw ids; index 0 is the smallest id).
 
@@ -118,6 +126,7 @@ class Ratings:
             timestamp_col: optional column of integer times, kept as ``timestamps`` (for the ``time`` split).
             nonnegative_ids: ids that are numbers should be integers >= 0 (MovieLens-style files, whose ids TF1
                 used as indices); names that are not numbers stay allowed.
+            blank_lines: sorted numbers of the blank lines skipped before or between the rows, for messages.
 
         Raises:
             RatingsError: missing columns, no rows, non-numeric or non-finite ratings or timestamps, ratings that
@@ -129,26 +138,30 @@ class Ratings:
             raise RatingsError(f"{source}: missing column(s) {missing}; found columns {list(frame.columns)}")
         if len(frame) == 0:
             raise RatingsError(f"{source}: no ratings (the input has no data rows)")
-        rating = _finite_column(frame, rating_col, "rating", source, first_line)
+
+        def line(row) -> int:
+            return int(line_number(first_line, blank_lines, row))
+
+        rating = _finite_column(frame, rating_col, "rating", source, line)
         big = np.flatnonzero(np.abs(rating) > FLOAT32_MAX)
         if big.size:
-            line = int(big[0]) + first_line
+            number = line(big[0])
             raise RatingsError(
-                f"{source}: line {line}: rating {quote(frame[rating_col].iloc[big[0]])} overflows float32 (ratings "
+                f"{source}: line {number}: rating {quote(frame[rating_col].iloc[big[0]])} overflows float32 (ratings "
                 f"are stored as float32, |rating| <= {FLOAT32_MAX:.4g}) ({big.size} such row(s) in all)",
-                line,
+                number,
             )
         for col in (user_col, item_col):
             if frame[col].isna().any():
                 row = int(np.flatnonzero(frame[col].isna().to_numpy())[0])
-                raise RatingsError(f"{source}: line {row + first_line}: empty {col} id", row + first_line)
+                raise RatingsError(f"{source}: line {line(row)}: empty {col} id", line(row))
         raw = {col: _id_array(frame[col]) for col in (user_col, item_col)}
         if nonnegative_ids:
             for col, ids in raw.items():
-                _check_ids(frame[col], ids, col, source, first_line)
+                _check_ids(frame[col], ids, col, source, line)
         timestamps = None
         if timestamp_col is not None:
-            timestamps = _finite_column(frame, timestamp_col, "timestamp", source, first_line).astype(np.int64)
+            timestamps = _finite_column(frame, timestamp_col, "timestamp", source, line).astype(np.int64)
         user_ids, users = np.unique(raw[user_col], return_inverse=True)
         item_ids, items = np.unique(raw[item_col], return_inverse=True)
         users = users.astype(np.int32).ravel()
@@ -157,14 +170,15 @@ class Ratings:
         sorted_keys = np.sort(keys)
         dup = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
         if dup.size:
-            lines = np.flatnonzero(keys == sorted_keys[dup[0]])[:2] + first_line
+            lines = line_number(first_line, blank_lines, np.flatnonzero(keys == sorted_keys[dup[0]])[:2])
             u, i = divmod(int(sorted_keys[dup[0]]), len(item_ids))
             raise RatingsError(
                 f"{source}: {dup.size} duplicate (user, item) pair(s); the first is user {quote(user_ids[u].item())}, "
                 f"item {quote(item_ids[i].item())} on lines {lines.tolist()}. Remove or aggregate duplicates first.",
                 int(lines[-1]),
             )
-        return cls(users, items, rating.astype(np.float32), user_ids, item_ids, source, timestamps, first_line)
+        blank = None if blank_lines is None or not len(blank_lines) else np.asarray(blank_lines, np.int64)
+        return cls(users, items, rating.astype(np.float32), user_ids, item_ids, source, timestamps, first_line, blank)
 
     def to_frame(self) -> pd.DataFrame:
         """Raw ids and ratings as a DataFrame with columns user, item, rating."""
@@ -181,6 +195,7 @@ class Ratings:
             values=self.values[entries],
             timestamps=None if self.timestamps is None else self.timestamps[entries],
             first_line=None,
+            blank_lines=None,
         )
 
     def split(self, test_fraction: float = 0.1, seed: int | None = 0) -> tuple[Ratings, Ratings]:
@@ -260,7 +275,21 @@ def line_of(ratings: Ratings, part: Ratings, entry: int) -> int | None:
         return None
     if part is not ratings:  # (user, item) pairs are unique, so the pair finds the entry
         entry = np.flatnonzero((ratings.users == part.users[entry]) & (ratings.items == part.items[entry]))[0]
-    return int(entry) + ratings.first_line
+    return int(ratings.line(entry))
+
+
+def line_number(first_line: int, blank_lines: np.ndarray | None, rows):
+    """The file line of row(s) ``rows`` (0-based, counted over the rows kept) of a file read from ``first_line``
+    on, where the lines numbered ``blank_lines`` (sorted) were skipped: row r is the (r+1)-th kept line.
+
+    With b_j the j-th blank line, the rows before it number b_j - j - first_line, so row r lies after every blank
+    line with b_j - j <= r + first_line.
+    """
+    lines = np.asarray(rows, np.int64) + first_line
+    if blank_lines is None or not len(blank_lines):
+        return lines
+    shifted = np.asarray(blank_lines, np.int64) - np.arange(len(blank_lines))
+    return lines + np.searchsorted(shifted, lines, side="right")
 
 
 def where(ratings: Ratings, part: Ratings, entry: int) -> str:
@@ -352,21 +381,22 @@ def split_masks(
     return validation, test
 
 
-def _finite_column(frame: pd.DataFrame, column: str, label: str, source: str, first_line: int) -> np.ndarray:
-    """``frame[column]`` as float64 [rows]; a RatingsError names the first row that is not a finite number."""
+def _finite_column(frame: pd.DataFrame, column: str, label: str, source: str, line) -> np.ndarray:
+    """``frame[column]`` as float64 [rows]; a RatingsError names the first row that is not a finite number by its
+    file line (``line(row)``)."""
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         row = int(bad[0])
         raise RatingsError(
-            f"{source}: line {row + first_line}: {label} {quote(frame[column].iloc[row])} is not a finite number "
+            f"{source}: line {line(row)}: {label} {quote(frame[column].iloc[row])} is not a finite number "
             f"({bad.size} such row(s) in all)",
-            row + first_line,
+            line(row),
         )
     return values
 
 
-def _check_ids(column: pd.Series, ids: np.ndarray, label: str, source: str, first_line: int) -> None:
+def _check_ids(column: pd.Series, ids: np.ndarray, label: str, source: str, line) -> None:
     """Raises a RatingsError naming the first id of ``column`` that is a number but not an integer >= 0.
 
     ``ids`` is ``_id_array(column)``: int64 ids only need the sign check; str ids (names) may not include numbers
@@ -386,11 +416,11 @@ def _check_ids(column: pd.Series, ids: np.ndarray, label: str, source: str, firs
         bad = np.flatnonzero(number & ~integer)
         what = "is a number but not an integer in [0, 2**63)"
     if bad.size:
-        line = int(bad[0]) + first_line
+        number = line(bad[0])
         raise RatingsError(
-            f"{source}: line {line}: {label} id {quote(column.iloc[bad[0]])} {what}; ids in this format should be "
+            f"{source}: line {number}: {label} id {quote(column.iloc[bad[0]])} {what}; ids in this format should be "
             f"integers >= 0 (or names that are not numbers) ({bad.size} such row(s) in all)",
-            line,
+            number,
         )
 
 
@@ -447,7 +477,7 @@ def read_ratings(
     if compression == "infer":
         compression = "gzip" if path.endswith(".gz") and text is None else None
     try:
-        frame = _read_fields(path, delimiter, headers, compression, text)
+        frame, blank_lines = _read_fields(path, delimiter, headers, compression, text)
     except pd.errors.EmptyDataError:
         what = "only a header line" if headers else "no data"
         raise RatingsError(f"{path}: the file is empty ({what})") from None
@@ -464,13 +494,15 @@ def read_ratings(
             f"{path}: found {frame.shape[1]} column(s) with delimiter {quote(delimiter)}, expected user, item, "
             f"rating[, timestamp]{hint}"
         )
+    first_line = text.first_line if text is not None else (2 if headers else 1)
+    # Line j (0-based) of what was read is file line first_line + j - headers (the header, if any, comes first).
+    blank_lines = blank_lines[blank_lines >= int(headers)] + (first_line - int(headers))
     names = [*COLUMNS, "timestamp"][: min(frame.shape[1], 4)]
     frame = frame.iloc[:, : len(names)].replace("", np.nan)
     frame.columns = names
     if "timestamp" in names and pd.to_numeric(frame["timestamp"], errors="coerce").isna().any():
         logger.warning("%s: the fourth column is not all numbers, so it is not used as timestamps", path)
         frame = frame.drop(columns="timestamp")
-    first_line = text.first_line if text is not None else (2 if headers else 1)
     logger.info("read %d lines from %s", len(frame), path)
     try:
         return Ratings.from_dataframe(
@@ -479,6 +511,7 @@ def read_ratings(
             first_line=first_line,
             timestamp_col="timestamp" if "timestamp" in frame.columns else None,
             nonnegative_ids=True,
+            blank_lines=blank_lines,
         )
     except RatingsError as err:
         if headers or err.line != 1 or _is_number(frame["rating"].iloc[0]):
@@ -528,8 +561,9 @@ def _open_binary(path: str, compression: str | None, text: TextRange | None = No
     return handle, stream
 
 
-def _read_chunks(path: str, sep: str, headers: bool, compression: str | None, text=None) -> pd.DataFrame:
-    """All fields of ``path`` as strings, read ``PROGRESS_ROWS`` lines at a time with a progress line per chunk.
+def _read_chunks(path: str, sep: str, headers: bool, compression: str | None, text=None):
+    """(frame, blank): all fields of ``path`` as strings, read ``PROGRESS_ROWS`` lines at a time with a progress
+    line per chunk, and int64 [b] the 0-based numbers of the blank lines that pandas skipped (``_BlankLines``).
 
     A one-character ``sep`` uses pandas' C parser; a longer one the python parser, as a literal string (pandas
     would read it as a regular expression).
@@ -538,15 +572,16 @@ def _read_chunks(path: str, sep: str, headers: bool, compression: str | None, te
     chunks = []
     handle, stream = _open_binary(path, compression, text)
     with handle, stream:
+        counter = _BlankLines(stream)
         reader = pd.read_csv(
-            stream,
+            io.BufferedReader(counter, buffer_size=1 << 20),
             sep=sep if len(sep) == 1 else re.escape(sep),
             header=None,
             skiprows=1 if headers else 0,
             dtype=str,
             engine="c" if len(sep) == 1 else "python",
             encoding="utf-8",
-            skip_blank_lines=True,
+            skip_blank_lines=True,  # counted by the _BlankLines stream, for the line numbers of messages
             keep_default_na=False,
             chunksize=PROGRESS_ROWS,
         )
@@ -556,11 +591,12 @@ def _read_chunks(path: str, sep: str, headers: bool, compression: str | None, te
                 if len(chunk) == PROGRESS_ROWS:
                     done = 100.0 * handle.tell() / size if size else 100.0
                     logger.info("%s: %d lines read (%.0f%% of the file)", path, len(chunks) * PROGRESS_ROWS, done)
-    return pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+    frame = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+    return frame, counter.blank()
 
 
-def _read_fields(path: str, delimiter: str, headers: bool, compression: str | None, text=None) -> pd.DataFrame:
-    """The fields of ``path`` split at ``delimiter``, as strings.
+def _read_fields(path: str, delimiter: str, headers: bool, compression: str | None, text=None):
+    """(frame, blank lines) as ``_read_chunks``: the fields of ``path`` split at ``delimiter``, as strings.
 
     A doubled one-character delimiter such as ML-1M's '::' is first read with the fast C parser as that one
     character, dropping the empty fields between the doubled characters; when a field holds the character
@@ -569,12 +605,56 @@ def _read_fields(path: str, delimiter: str, headers: bool, compression: str | No
     """
     if len(delimiter) == 2 and delimiter[0] == delimiter[1]:
         try:
-            frame = _read_chunks(path, delimiter[0], headers, compression, text)
+            frame, blank = _read_chunks(path, delimiter[0], headers, compression, text)
         except pd.errors.ParserError:
             frame = None
         if frame is not None and frame.shape[1] % 2 and not frame.iloc[:, 1::2].fillna("").ne("").any().any():
-            return frame.iloc[:, ::2]
+            return frame.iloc[:, ::2], blank
     return _read_chunks(path, delimiter, headers, compression, text)
+
+
+class _BlankLines(io.RawIOBase):
+    """A binary stream passed through unchanged that notes its blank lines (empty, or a lone ``\\r``).
+
+    pandas skips blank lines, so row r of its frame is not line r of the file after one; ``blank()`` gives the
+    0-based numbers of those lines, to number the rows as the file does (``line_number``).
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._lines = 0  # newlines seen so far
+        self._content = b""  # up to 2 bytes of the current line so far (enough to tell a blank one)
+        self._blank: list[np.ndarray] = []
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        if data:
+            self._scan(bytes(data))
+        return len(data)
+
+    def _scan(self, data: bytes) -> None:
+        view = np.frombuffer(data, np.uint8)
+        ends = np.flatnonzero(view == 10)
+        if ends.size:
+            starts = np.concatenate([[-1], ends[:-1]]) + 1
+            length = ends - starts
+            blank = (length == 0) | ((length == 1) & (view[np.maximum(ends - 1, 0)] == 13))
+            # the first line began in an earlier block: judge it with what it had there
+            first = self._content + data[: ends[0]]
+            blank[0] = first in (b"", b"\r")
+            self._blank.append(np.flatnonzero(blank) + self._lines)
+            self._lines += ends.size
+            self._content = data[ends[-1] + 1 :][:2]
+        else:
+            self._content = (self._content + data)[:2]
+
+    def blank(self) -> np.ndarray:
+        """int64 [b]: the 0-based numbers of the blank lines read so far (a last line without newline aside)."""
+        return np.concatenate(self._blank).astype(np.int64) if self._blank else np.zeros(0, np.int64)
 
 
 def _undecodable_line(path: str, compression: str | None, text=None, headers: bool = False) -> tuple[int, bytes]:
@@ -636,7 +716,8 @@ def read_web_views(path: str, text: TextRange | None = None) -> Ratings:
     try:
         handle, stream = _open_binary(path, None, text)
         with handle, stream:
-            frame = pd.read_csv(stream, sep=",", dtype={"clientId": str, "contentId": str})
+            counter = _BlankLines(stream)
+            frame = pd.read_csv(io.BufferedReader(counter), sep=",", dtype={"clientId": str, "contentId": str})
     except pd.errors.EmptyDataError:
         raise RatingsError(f"{path}: the file is empty") from None
     except pd.errors.ParserError as err:
@@ -648,7 +729,13 @@ def read_web_views(path: str, text: TextRange | None = None) -> Ratings:
     if len(frame) == 0:
         raise RatingsError(f"{path}: no data rows after the header")
     first_line = text.first_line if text is not None else 2
-    frame = frame.assign(timeOnPage=_finite_column(frame, "timeOnPage", "timeOnPage", path, first_line=first_line))
+    blank = counter.blank()
+    blank = blank[blank >= 1] + (first_line - 1)  # line j (0-based) after the header is file line first_line + j - 1
+
+    def line(row) -> int:
+        return int(line_number(first_line, blank, row))
+
+    frame = frame.assign(timeOnPage=_finite_column(frame, "timeOnPage", "timeOnPage", path, line))
     summed = frame.groupby(["clientId", "contentId"], sort=True, as_index=False)["timeOnPage"].sum()
     summed.columns = list(COLUMNS)
     logger.info("read %d web-view rows (%d distinct pairs) from %s", len(frame), len(summed), path)

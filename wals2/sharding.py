@@ -16,6 +16,7 @@ serving export's seen items and for the final metrics). With one worker every st
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from typing import NamedTuple
@@ -66,7 +67,7 @@ def global_vocabulary(part: Ratings, collectives: Collectives) -> Ratings:
     user_ids, item_ids = maps
     users = np.searchsorted(user_ids, part.user_ids.astype(user_ids.dtype))[part.users].astype(np.int32)
     items = np.searchsorted(item_ids, part.item_ids.astype(item_ids.dtype))[part.items].astype(np.int32)
-    return Ratings(users, items, part.values, user_ids, item_ids, part.source, part.timestamps, part.first_line)
+    return dataclasses.replace(part, users=users, items=items, user_ids=user_ids, item_ids=item_ids)
 
 
 def _pack(ratings: Ratings) -> np.ndarray:
