@@ -338,3 +338,58 @@ def test_hardening_cases_exit_status_message_and_outputs(tmp_path, case):
         inputs.add("job")
     assert {p.name for p in tmp_path.iterdir()} == inputs  # no job dir and no staging beside it on failure
     assert seconds < 60  # ml-1m without network: no minutes of download retries
+
+
+@pytest.mark.parametrize("case", ["missing_file", "committed_job_dir", "job_dir_below_a_file"])
+def test_local_path_errors_come_before_tensorflow_is_imported(tmp_path, case):
+    data = tmp_path / "r.tsv"
+    data.write_text("1\t1\t5\n")
+    job = tmp_path / "job"
+    if case == "missing_file":
+        args, message = ["--train-file", str(tmp_path / "nope.tsv")], f"ratings file not found: {tmp_path}/nope.tsv"
+    elif case == "committed_job_dir":
+        job.mkdir()
+        (job / "_SUCCESS").write_text("{}")
+        args, message = ["--train-file", str(data), "--job-dir", str(job)], "already holds the committed outputs"
+    else:
+        args, message = ["--train-file", str(data), "--job-dir", str(data / "job")], f"{data} is a file"
+    probe = f"import sys; from trainer.task import main; print(main({args!r}), 'tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.split()[-2:] == ["1", "False"], result.stdout + result.stderr
+    assert message in result.stdout
+
+
+def test_a_foreign_checkpoint_is_named_not_blamed_on_the_cluster(tmp_path, caplog):
+    import tensorflow as tf
+
+    data = tmp_path / "r.tsv"
+    data.write_text("".join(f"{u}\t{i}\t{(u + i) % 5 + 1}\n" for u in range(1, 9) for i in range(1, 7)))
+    job = tmp_path / "job"
+    foreign = tf.train.Checkpoint(weights=tf.Variable([1.0, 2.0]))
+    tf.train.CheckpointManager(foreign, str(job / "checkpoints"), max_to_keep=1).save()
+    assert main(["--train-file", str(data), "--job-dir", str(job), "--num_iters", "1"]) == 1
+    assert "was not written by python -m trainer.task" in caplog.text and "ckpt-1" in caplog.text
+    assert "collective" not in caplog.text and "TF_CONFIG" not in caplog.text
+    assert not (job / "_SUCCESS").exists() and not list(job.glob(".staging-*"))
+
+
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        ("ResourceExhaustedError", "out of memory, or out of disk space where it was writing"),
+        ("NotFoundError", "a file or directory was not found"),
+        ("PermissionDeniedError", "permission denied on a path"),
+        ("DataLossError", "a file is truncated or corrupt"),
+        ("UnknownError", "TensorFlow failed"),
+    ],
+)
+def test_one_process_tensorflow_errors_say_what_failed(error, expected):
+    import tensorflow as tf
+
+    from trainer.job import describe_tf_error
+
+    err = getattr(tf.errors, error)(None, None, "/data/out/model/row.npy; some detail\nmore")
+    text = describe_tf_error(err)
+    assert text.startswith(expected) and text.endswith(f" ({error}: /data/out/model/row.npy; some detail)")
+    full = tf.errors.UnknownError(None, None, "/data/out/x: No space left on device")
+    assert describe_tf_error(full).startswith("the disk is full (UnknownError: /data/out/x: No space left")

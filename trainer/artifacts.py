@@ -38,10 +38,10 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
+from trainer.paths import MARKER, already_committed, not_a_directory
+
 logger = logging.getLogger(__name__)
 
-#: The commit marker: present in a destination exactly when all of a run's outputs are there.
-MARKER = "_SUCCESS"
 #: The manifest inside a staging directory; renamed to ``MARKER`` by the last step of the commit.
 MANIFEST = "COMMIT"
 _STAGING = re.compile(r"\.staging-[0-9a-f]{12}")
@@ -109,17 +109,14 @@ class Staging:
         try:
             self._created = not tf.io.gfile.exists(self.destination)
             if not self._created and not tf.io.gfile.isdir(self.destination):
-                raise ValueError(f"output directory {self.destination} exists and is not a directory")
+                raise ValueError(not_a_directory(self.destination, self.destination))
             replaced = recover(self.destination)
         except tf.errors.OpError as err:
             raise OSError(f"output directory {self.destination} cannot be read or cleaned: {err}") from None
         if replaced:
             logger.warning("removed what interrupted runs left: %s", ", ".join(replaced))
         if committed(self.destination):
-            raise ValueError(
-                f"output directory {self.destination} already holds the committed outputs of a run "
-                f"({MARKER}); choose a new --job-dir"
-            )
+            raise ValueError(already_committed(self.destination))
         clashes = [e for e in self.entries if tf.io.gfile.exists(_join(self.destination, e))]
         if clashes:
             raise ValueError(

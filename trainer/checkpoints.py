@@ -17,6 +17,9 @@ import tensorflow as tf
 
 logger = logging.getLogger(__name__)
 
+#: The checkpoint key of the run record (``fingerprint``) that every trainer checkpoint holds.
+_RUN_KEY = "run/.ATTRIBUTES/VARIABLE_VALUE"
+
 #: Hyperparameters that do not change the factors after a given sweep (or only the floating-point order).
 _NOT_IN_FINGERPRINT = ("num_iters", "compute_loss", "batch_entries", "max_row_length")
 
@@ -60,14 +63,25 @@ class SweepCheckpoint(keras.callbacks.Callback):
         """Loads the latest checkpoint, if any, into the model; returns the sweeps it holds (0 without one).
 
         Raises:
-            ValueError: the checkpoint belongs to another run (other data, split or hyperparameters) or is past
-                ``num_iters``.
+            ValueError: the checkpoint cannot be read, was written by another program, belongs to another run
+                (other data, split or hyperparameters) or is past ``num_iters``.
         """
         latest = self._manager.latest_checkpoint
         if latest is None:
             return 0
-        reader = tf.train.load_checkpoint(latest)
-        saved = reader.get_tensor("run/.ATTRIBUTES/VARIABLE_VALUE").decode()
+        try:
+            reader = tf.train.load_checkpoint(latest)
+        except (tf.errors.DataLossError, tf.errors.NotFoundError) as err:
+            raise ValueError(
+                f"checkpoint {latest} cannot be read ({type(err).__name__}: {err.message.strip().splitlines()[0]}); "
+                "use another --checkpoint-dir (or delete it) to start afresh"
+            ) from None
+        if not reader.has_tensor(_RUN_KEY):
+            raise ValueError(
+                f"checkpoint {latest} was not written by python -m trainer.task (it has no run record; it holds "
+                f"{sorted(reader.get_variable_to_shape_map())[:4]}...); use another --checkpoint-dir (or delete it)"
+            )
+        saved = reader.get_tensor(_RUN_KEY).decode()
         if saved != self.run:
             raise ValueError(
                 f"checkpoint {latest} was written by a run with other data, split or hyperparameters; use another "

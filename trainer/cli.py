@@ -16,7 +16,7 @@ import logging
 import posixpath
 from typing import TYPE_CHECKING
 
-from trainer import flags, presets
+from trainer import flags, paths, presets
 from trainer.config import TaskConfig
 from wals2.config import LOG_RATINGS, WALSConfig
 
@@ -131,7 +131,7 @@ def load_part(task: TaskConfig, collectives: Collectives | None = None) -> data.
     text, error = None, None
     try:
         if not tf.io.gfile.exists(path):
-            raise FileNotFoundError(f"ratings file not found: {path}")
+            raise FileNotFoundError(paths.missing_input(path))
         head, lines = data.line_range(path, collectives.rank, collectives.count, headers)
     except (OSError, ValueError) as err:
         error = err

@@ -73,14 +73,16 @@ def run(task: TaskConfig, config: WALSConfig, preset: str | None, cluster: clust
             logger.info("worker %d of %d joined the cluster", collectives.rank, collectives.count)
         return _train(task, config, preset, dirs, staging, reporter, strategy, collectives)
     except tf.errors.OpError as err:
-        logger.error(
-            "a worker failed, or the workers did not all answer within --collective-timeout=%g s (is every address "
-            "of TF_CONFIG / CLUSTER_SPEC reachable and its task started?) (%s: %s); the job stops. Restart the "
-            "whole job to resume from the chief's last checkpoint.",
-            task.collective_timeout,
-            type(err).__name__,
-            str(err).strip().splitlines()[0] if str(err).strip() else "",
-        )
+        if cluster.workers > 1 and isinstance(err, _COLLECTIVE_ERRORS):
+            logger.error(
+                "a worker failed, or the workers did not all answer within --collective-timeout=%g s (is every "
+                "address of TF_CONFIG / CLUSTER_SPEC reachable and its task started?) (%s); the job stops. Restart "
+                "the whole job to resume from the chief's last checkpoint.",
+                task.collective_timeout,
+                _first_line(err),
+            )
+        else:
+            logger.error("%s; the job stops", describe_tf_error(err))
     except WorkerFailed as err:
         logger.error("%s; the job stops", err)
     except (ImportError, OSError, ValueError) as err:  # bad input: say what and where, without a traceback
@@ -92,6 +94,44 @@ def run(task: TaskConfig, config: WALSConfig, preset: str | None, cluster: clust
     if staging is not None:
         staging.discard()
     return 1
+
+
+#: TensorFlow errors that, in a job of several workers, mean a peer or the network failed.
+_COLLECTIVE_ERRORS = (
+    tf.errors.UnavailableError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.CancelledError,
+    tf.errors.AbortedError,
+)
+
+#: What each kind of TensorFlow error means for a training job, in the user's terms.
+_TF_ERROR_KINDS = {
+    tf.errors.ResourceExhaustedError: "out of memory, or out of disk space where it was writing",
+    tf.errors.NotFoundError: "a file or directory was not found",
+    tf.errors.PermissionDeniedError: "permission denied on a path",
+    tf.errors.AlreadyExistsError: "a path already exists",
+    tf.errors.DataLossError: "a file is truncated or corrupt (a checkpoint or an input)",
+    tf.errors.FailedPreconditionError: "a path or file is not in the expected state",
+    tf.errors.InvalidArgumentError: "TensorFlow refused a value",
+}
+
+
+def _first_line(err: tf.errors.OpError) -> str:
+    text = (err.message or str(err)).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def describe_tf_error(err: tf.errors.OpError) -> str:
+    """What failed, for the log: the kind of failure, and TensorFlow's own first line (which names the path).
+
+    "No space left on device" is reported as a full disk whatever TensorFlow's error class.
+    """
+    text = (err.message or str(err)).lower()
+    if "no space left" in text or "disk quota" in text:
+        kind = "the disk is full"
+    else:
+        kind = next((k for cls, k in _TF_ERROR_KINDS.items() if isinstance(err, cls)), "TensorFlow failed")
+    return f"{kind} ({_first_line(err)})"
 
 
 def _train(task, config, preset, dirs, staging, reporter, strategy, collectives: Collectives) -> int:

@@ -24,7 +24,7 @@ if __name__ == "__main__" and cluster.needs_supervisor():
 
 import logging  # noqa: E402
 
-from trainer import cli  # noqa: E402  (the parser imports no TensorFlow)
+from trainer import cli, paths  # noqa: E402  (neither imports TensorFlow)
 
 logger = logging.getLogger("trainer.task")
 
@@ -33,7 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     """Parses ``argv``, finds this task's role in the cluster and runs the job; returns the exit status."""
     task, config, preset = cli.parse(argv)
     cli.configure_logging(task.verbose_logging)
-    from trainer import job  # TensorFlow, once the flags are known to be good
+    try:  # local paths, before TensorFlow's import: a typo fails at once
+        paths.check_local(cli.input_path(task), None if task.hypertune else task.output_dir or task.job_dir)
+    except (OSError, ValueError) as err:
+        logger.error("%s", err)
+        return 1
+    from trainer import job  # TensorFlow, once the flags and local paths are known to be good
 
     try:
         this = cluster.from_environ()

@@ -23,9 +23,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import logging  # noqa: E402
 import sys  # noqa: E402
 
-from trainer.cli import configure_logging  # noqa: E402  (no TensorFlow)
+from trainer import paths  # noqa: E402  (no TensorFlow)
+from trainer.cli import configure_logging, input_path  # noqa: E402  (no TensorFlow)
 from tuning.cli import TASK_DEFAULTS, build_parser, parse  # noqa: E402, F401  (no TensorFlow)
 from tuning.space import objective, search_space  # noqa: E402, F401  (no TensorFlow)
 
@@ -41,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     """Parses ``argv`` and runs the search; returns the exit status."""
     search, task, base, fixed = parse(argv)
     configure_logging(task.verbose_logging)
+    try:  # a missing ratings file fails before TensorFlow's import
+        paths.check_local(input_path(task), None)
+    except (OSError, ValueError) as err:
+        logging.getLogger("tuning.search").error("%s", err)
+        return 1
     from tuning import job  # TensorFlow and keras-tuner, once the flags are known to be good
 
     return job.run(search, task, base, fixed, chief=is_chief())

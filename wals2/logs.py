@@ -41,8 +41,9 @@ def configure(verbose: bool = False, stream=None) -> None:
             stream.reconfigure(line_buffering=True)
     handler = logging.StreamHandler(stream)
     handler.setFormatter(_UTCFormatter(FORMAT))
+    handler._wals2 = True  # replaced by the next call; other handlers (a host's, pytest's) are left alone
     root = logging.getLogger()
-    for old in list(root.handlers):
+    for old in [h for h in root.handlers if getattr(h, "_wals2", False)]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
