@@ -342,6 +342,19 @@ def test_a_project_of_other_settings_is_refused(ratings_file, tmp_path, caplog):
     assert json.loads((project / settings.FILENAME).read_text())["hyperparameters"]["mode"] == "explicit"
 
 
+@pytest.mark.parametrize("damaged", ["oracle.json", "trial_0/trial.json", "search_settings.json"])
+def test_a_truncated_project_file_is_named(ratings_file, tmp_path, caplog, damaged):
+    args = ("--algorithm", "random", "--project-name", "p", "--max-trials", "1")
+    assert run(ratings_file, tmp_path, *args) == 0
+    path = tmp_path / "p" / damaged
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])  # a search killed while writing it
+    caplog.clear()
+    assert run(ratings_file, tmp_path, *args, "--max-trials", "2") == 1
+    assert f"{path}: not valid JSON (" in caplog.text and "--overwrite" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
 def test_settings_differences_name_each_changed_entry():
     saved = {"algorithm": "random", "data": {"train": "ab", "split": "random"}, "space": [1, 2]}
     current = {"algorithm": "random", "data": {"train": "cd", "split": "random"}, "space": [1, 3]}

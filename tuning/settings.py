@@ -66,6 +66,7 @@ def check(project_dir: str, current: dict) -> bool:
     Raises:
         SettingsMismatch: the project's settings differ from ``current``, or the project has keras-tuner state but
             no settings file; the message lists the differences and suggests ``--overwrite``.
+        DamagedProject: a settings or keras-tuner state file is not valid JSON (named in the message).
     """
     path = posixpath.join(project_dir, FILENAME)
     advice = "pass --overwrite to delete it and start afresh, or choose another --project-name"
@@ -77,8 +78,9 @@ def check(project_dir: str, current: dict) -> bool:
                 f"its search settings are unknown; {advice}."
             )
         return False
-    with tf.io.gfile.GFile(path) as handle:
-        saved = json.loads(handle.read())
+    saved = load_json(path)
+    for state in _state_files(project_dir):  # what keras-tuner will reload, checked while the file can be named
+        load_json(state)
     changed = differences(saved, _normal(current))
     if changed:
         shown = changed[:8] + ([f"... and {len(changed) - 8} more"] if len(changed) > 8 else [])
@@ -87,6 +89,35 @@ def check(project_dir: str, current: dict) -> bool:
             f"trials; {advice}. Differences (project -> this run):\n  " + "\n  ".join(shown)
         )
     return True
+
+
+class DamagedProject(ValueError):
+    """A file of the project directory is not valid JSON (a search killed while writing it, or an edit)."""
+
+
+def load_json(path: str):
+    """The JSON content of a project file.
+
+    Raises:
+        DamagedProject: the file is not valid JSON; the message names it, the position and how to go on.
+    """
+    with tf.io.gfile.GFile(path) as handle:
+        text = handle.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DamagedProject(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno}; {len(text)} bytes): the "
+            "search project is damaged (a search killed while writing it?); restore the file, or pass --overwrite to "
+            "delete the project and start afresh"
+        ) from None
+
+
+def _state_files(project_dir: str) -> list[str]:
+    """keras-tuner's state in ``project_dir``: the oracle's and tuners' JSON files and each trial's."""
+    top = tf.io.gfile.glob(posixpath.join(project_dir, "*.json"))
+    trials = tf.io.gfile.glob(posixpath.join(project_dir, "trial_*", "trial.json"))
+    return sorted(p for p in top if posixpath.basename(p) != FILENAME) + sorted(trials)
 
 
 def write(project_dir: str, current: dict) -> None:
