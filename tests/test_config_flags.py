@@ -8,9 +8,9 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, shared_file
 
-from trainer import flags
+from trainer import cli, flags
 from trainer.cli import build_parser, resolve_configs
 from trainer.config import TaskConfig
 from wals2.config import WALSConfig
@@ -134,18 +134,45 @@ def test_wt_type_names():
     assert WALSConfig(wt_type=0).wt_type_name == "log"
 
 
-def test_use_optimized_picks_the_preset_of_the_mode_and_data_set():
+def test_use_optimized_picks_the_preset_of_the_mode_and_data_set(tmp_path, capsys):
+    import gzip
+    import shutil
+
     from trainer.presets import TUNED
 
     _, config, preset = parse(["--mode=explicit", "--use-optimized"])  # the bundled latest-small
     assert preset == "explicit-tuned-ml-latest-small"
     assert config.latent_factors == TUNED["explicit"]["ml-latest-small"]["latent_factors"]
-    _, config, preset = parse(["--mode=implicit", "--use-optimized", "--train-file=x/u.data"])
+    # Recognised by content, whatever the file is called (and gzip-compressed too).
+    renamed = tmp_path / "mine.tsv"
+    shutil.copy(shared_file("ml-100k", "u.data"), renamed)
+    _, config, preset = parse(["--mode=implicit", "--use-optimized", f"--train-file={renamed}"])
     assert preset == "implicit-tuned-ml-100k" and config.alpha == TUNED["implicit"]["ml-100k"]["alpha"]
-    _, config, preset = parse(["--mode=implicit", "--use-optimized", "--train-file=mine.csv", "--alpha=3"])
-    assert preset == "implicit-tuned-ml-100k" and config.alpha == 3.0  # fallback preset; explicit flags win
+    zipped = tmp_path / "ratings.gz"
+    zipped.write_bytes(gzip.compress(renamed.read_bytes()))
+    _, config, preset = parse(["--mode=implicit", "--use-optimized", f"--train-file={zipped}", "--alpha=3"])
+    assert preset == "implicit-tuned-ml-100k" and config.alpha == 3.0  # explicit flags win
+    raw = shared_file("ml-latest-small", "ratings.csv")
+    _, config, preset = parse(["--mode=explicit", "--use-optimized", f"--train-file={raw}", "--headers"])
+    assert preset == "explicit-tuned-ml-latest-small"
+    # Other data (here u.data with one rating changed, the same size): refused with the list of presets.
+    other = tmp_path / "u.data"
+    text = renamed.read_bytes()
+    other.write_bytes(text[:9] + (b"4" if text[9:10] != b"4" else b"5") + text[10:])
+    for argv in ([f"--train-file={other}"], ["--dataset=ml-1m"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.parse(["--mode=explicit", "--use-optimized", *argv])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert (
+            "there is no tuned explicit preset for" in err
+            and "Presets of the explicit mode: ml-100k, ml-latest-small" in err
+        )
+    # TF1's presets are per data type, for any data (as in TF1).
     _, config, preset = parse(["--mode=tf1", "--use-optimized", "--dataset=ml-1m"])
     assert preset == "tf1-optimized-ratings" and config.latent_factors == 34
+    _, config, preset = parse(["--use-optimized", f"--train-file={other}"])
+    assert preset == "tf1-optimized-ratings"
 
 
 def test_help_lists_the_choices_and_states_each_default_once():

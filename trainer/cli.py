@@ -50,7 +50,9 @@ def resolve_configs(namespace: argparse.Namespace):
     preset = None
     if task.use_optimized:
         mode = explicit.get("mode", WALSConfig.mode)
-        preset, tuned = presets.preset(mode, task.data_type, presets.dataset_name(task.dataset, task.train_file))
+        dataset = presets.identify(task.dataset, input_path(task)) if mode in presets.TUNED else None
+        preset, tuned = presets.preset(mode, task.data_type, dataset)
+        logger.info("--use-optimized: the %s preset %s", preset, tuned)
         values.update(tuned)
         overridden = sorted(set(values) & set(explicit))
         if overridden:
@@ -67,6 +69,8 @@ def parse(argv: list[str] | None, parser: argparse.ArgumentParser | None = None)
     """(TaskConfig, WALSConfig, preset) of ``argv``; a bad flag value exits with status 2 and the reason."""
     parser = parser or build_parser()
     namespace = parser.parse_args(argv)
+    # The job's log stream from here on, for the preset lines of resolve_configs.
+    configure_logging(getattr(namespace, "verbose_logging", False))
     try:
         return resolve_configs(namespace)
     except ValueError as err:

@@ -72,7 +72,9 @@ class TaskConfig:
     headers: bool = _field(False, "The ratings file starts with a header line.", "--headers")
     use_optimized: bool = _field(
         False,
-        "Start from TF1's tuned MovieLens (or web_views) hyperparameters; hyperparameters given explicitly still win.",
+        "Start from tuned hyperparameters: TF1's in the tf1 mode (ratings or web_views), else the mode's preset "
+        "for the data set it was tuned on (named by --dataset or recognised by the file's content; refused for "
+        "other data). Hyperparameters given explicitly still win.",
         "--use-optimized",
     )
     test_fraction: float = _field(

@@ -9,6 +9,7 @@ up to 10, then up to 100 and alpha down to 0.01), each preset is the one with th
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 logger = logging.getLogger(__name__)
@@ -34,27 +35,67 @@ TUNED = {
 #: Per mode: (label, presets by data type or data set). TF1's are per data type, the others' per data set.
 PRESETS = {"tf1": ("optimized", OPTIMIZED), **{mode: ("tuned", table) for mode, table in TUNED.items()}}
 
-#: The data set whose preset serves data sets without one of their own.
-FALLBACK = "ml-100k"
+#: The ratings files the presets were tuned on, recognised by content: name -> (bytes, sha256 of the bytes,
+#: decompressed when the file is gzip).
+KNOWN_FILES = {
+    "ml-100k": (1_979_173, "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"),  # u.data
+    "ml-latest-small": (2_483_723, "aa289ca83157595d0df6aea1be6a4ded676ddc4385472e8313a8ed9805352646"),  # ratings.csv
+}
 
 
-def preset(mode: str, data_type: str, dataset: str) -> tuple[str, dict]:
+def preset(mode: str, data_type: str, dataset: str | None) -> tuple[str, dict]:
     """(name, hyperparameter values) of the ``--use-optimized`` preset for ``mode`` on ``dataset`` of
-    ``data_type``: the mode's preset for the data set, else for the data type, else the ``FALLBACK`` one."""
+    ``data_type``: TF1's per data type in the tf1 mode (as TF1 applied them to any data), else the mode's preset
+    for the data set.
+
+    Args:
+        dataset: the data set the run trains on (``identify``), or None when it is not one of the known ones.
+
+    Raises:
+        ValueError: the mode has no preset for ``dataset``; the message lists the presets there are.
+    """
     label, table = PRESETS[mode]
     key = next((k for k in (dataset, data_type) if k in table), None)
     if key is None:
-        logger.warning("no tuned %s preset for %s; using the %s one", mode, dataset, FALLBACK)
-        key = FALLBACK
+        what = f"the data set {dataset}" if dataset else "this ratings file (not a file the presets were tuned on)"
+        raise ValueError(
+            f"`use_optimized`: there is no tuned {mode} preset for {what}. Presets of the {mode} mode: "
+            f"{', '.join(sorted(table))} (recognised by --dataset, or by the content of their ratings file). Give "
+            "the hyperparameters as flags instead, or find them with python -m tuning.search."
+        )
     return f"{mode}-{label}-{key}", dict(table[key])
 
 
-def dataset_name(dataset: str | None, train_file: str | None) -> str:
-    """The data set a run trains on, for preset lookup: ``--dataset``, a recognised MovieLens file, or the bundled
-    latest-small."""
+def identify(dataset: str | None, train_file: str | None) -> str | None:
+    """The data set a run trains on, for preset lookup: ``--dataset``, the bundled latest-small without a file,
+    else the known data set whose ratings file has the same content as ``train_file`` (``KNOWN_FILES``), or None.
+
+    A file's size is compared first, so only a file of a known size is read (and hashed).
+    """
     if dataset:
         return dataset
     if train_file is None:
         return "ml-latest-small"
-    base = train_file.rstrip("/").rsplit("/", 1)[-1]
-    return {"u.data": "ml-100k", "ratings.dat": "ml-1m"}.get(base, base)
+    import gzip
+
+    from trainer import paths
+
+    if paths.is_url(train_file):
+        import tensorflow as tf
+
+        open_file, size = (lambda: tf.io.gfile.GFile(train_file, "rb")), tf.io.gfile.stat(train_file).length
+    else:
+        import os
+
+        if not os.path.isfile(train_file):
+            raise ValueError(paths.missing_input(train_file))
+        open_file, size = (lambda: open(train_file, "rb")), os.path.getsize(train_file)
+    zipped = train_file.endswith(".gz")
+    if not zipped and size not in {known for known, _ in KNOWN_FILES.values()}:
+        return None
+    digest = hashlib.sha256()
+    with open_file() as raw:
+        stream = gzip.GzipFile(fileobj=raw) if zipped else raw
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return next((name for name, (_, known) in KNOWN_FILES.items() if known == digest.hexdigest()), None)

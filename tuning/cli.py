@@ -126,6 +126,7 @@ def parse(argv: list[str] | None, parser: argparse.ArgumentParser | None = None)
     explicitly (kept out of the search space). A bad flag, or one of ``REFUSED``, exits with status 2."""
     parser = parser or build_parser()
     namespace = parser.parse_args(argv)
+    cli.configure_logging(getattr(namespace, "verbose_logging", False))
     refused = sorted(  # the trainer's default is accepted (--hypertune=false), anything else is refused
         name for name, value in vars(namespace).items() if name in REFUSED and value != _field(TaskConfig, name).default
     )
