@@ -235,7 +235,7 @@ HARDENING = {
         ["--latent_factors", "4"],
         0,
         [
-            "WARNING --latent_factors 4 is more than the 3 items (the data has 4 users x 3 items):",
+            "WARNING wals2.modes: --latent_factors 4 is more than the 3 items (the data has 4 users x 3 items):",
             "U V' has rank 3 at most, so 1 of the factors add no fit",
         ],
     ),
