@@ -103,7 +103,10 @@ class WALSHyperModel(kt.HyperModel):
 def trial_sweeps(trial: kt.engine.trial.Trial) -> int:
     """The sweeps from the initial factors behind a finished trial's scored model (its ``SWEEPS`` metric)."""
     if not trial.metrics.exists(SWEEPS):
-        raise ValueError(f"trial {trial.trial_id} has no {SWEEPS!r} metric: it was not run by this version")
+        raise ValueError(
+            f"trial {trial.trial_id} has no {SWEEPS!r} metric, so the sweeps of its scored model are unknown (a "
+            "project of an older version); pass --overwrite to search afresh"
+        )
     return int(trial.metrics.get_last_value(SWEEPS))
 
 
