@@ -353,6 +353,11 @@ def test_tf1_num_recs_out_of_range_is_a_json_400(served, num_recs):
         ('{"instances": [{"user_id": "1"}], "parameters": {"k": ' + "5" * 5000 + "}}", 400, "at most 19 digits"),
         ('{"instances": [{"item_ids": ["1"], "ratings": [' + "9" * 400 + "]}]}", 400, "at most 19 digits"),
         ({"instances": [{"item_ids": ["1"], "ratings": [1e39]}]}, 400, "should be finite float32 numbers"),
+        (  # float32 holds 3e38, but the fold-in solve overflows: no NaN scores in the answer
+            {"instances": [{"user_id": "1"}, {"item_ids": ["1", "50"], "ratings": [3e38, 3e38]}]},
+            400,
+            "`instances[1].ratings` overflow float32 in the fold-in solve (the largest is 3e+38)",
+        ),
         ('{"instances": ' + "[" * 5000 + "]" * 5000 + "}", 400, "nested less deeply"),
         (b'{"instances": [{"user_id": "\xff"}]}', 400, "should be JSON in UTF-8"),
         ({"instances": [{"user_id": "1"}], "parameters": {"k": 0}}, 400, '"parameters.k" should be an integer'),
@@ -926,6 +931,17 @@ def test_tf_serving_status_and_metadata_routes(served):
     )
     assert defs["recommend"]["inputs"]["k"]["tensor_shape"]["dim"] == []
     assert defs["serving_default"]["inputs"]["user_id"]["dtype"] == "DT_STRING"
+    assert defs["score"]["outputs"]["scores"]["dtype"] == "DT_FLOAT"  # TF Serving's name, not DT_FLOAT32
+    # A TF Serving client parses the answer into its protos unchanged.
+    from google.protobuf import json_format
+    from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+
+    answer = json.loads(text)
+    parsed = get_model_metadata_pb2.SignatureDefMap()
+    json_format.ParseDict(answer["metadata"]["signature_def"], parsed)
+    assert parsed.signature_def["score"].outputs["scores"].dtype == 1  # DT_FLOAT
+    status_answer = json.loads(call(port, "GET", "/v1/models/wals")[2])
+    json_format.ParseDict(status_answer, get_model_status_pb2.GetModelStatusResponse())
     assert call(port, "POST", "/v1/models/wals", "{}")[0] == 405
     assert call(port, "GET", "/v1/models/wals:predict")[0] == 405
 

@@ -110,7 +110,9 @@ def parse_predict(body: bytes, recommender: Recommender, limits: WorkLimits) -> 
         )
     answers = {
         "user": lambda values: recommender.users(values, k),
-        "fold_in": lambda values: recommender.new_users(values, k),
+        "fold_in": lambda values: recommender.new_users(
+            values, k, [f"instances[{n}].ratings" for n, _ in groups["fold_in"]]
+        ),
         "candidates": lambda values: recommender.users_from(values, k or recommender.top_k),
         "similar_items": lambda values: recommender.similar("similar_items", values, k or recommender.top_k),
         "similar_users": lambda values: recommender.similar(

@@ -220,8 +220,15 @@ class Recommender:
             for items, scores, flag in zip(out["item_ids"], out["scores"], out["known_user"])
         ]
 
-    def new_users(self, rated: list[tuple[list[str], list[float]]], k: int | None) -> list[dict]:
-        """Fold-in top-k (the export's top_k, cut to k) of new users given (item ids, ratings)."""
+    def new_users(
+        self, rated: list[tuple[list[str], list[float]]], k: int | None, fields: list[str] | None = None
+    ) -> list[dict]:
+        """Fold-in top-k (the export's top_k, cut to k) of new users given (item ids, ratings).
+
+        Raises:
+            BadRequest: the ratings of a user (named by ``fields``) are so large that the fold-in solve
+                overflows float32 (its scores are not finite): JSON has no NaN, and the answer would be noise.
+        """
         width = max(len(items) for items, _ in rated)
         ids = np.full((len(rated), width), "", dtype=object)
         values = np.zeros((len(rated), width), np.float32)
@@ -229,6 +236,14 @@ class Recommender:
             ids[b, : len(items)] = items
             values[b, : len(items)] = ratings
         out = self.call("fold_in_recommend", {"item_ids": ids, "ratings": values})
+        for row, (items, scores) in enumerate(zip(out["item_ids"], out["scores"])):
+            if not np.isfinite(scores[items != b""]).all():
+                field = fields[row] if fields else f"ratings of fold-in user {row}"
+                largest = float(np.abs(values[row]).max())
+                raise BadRequest(
+                    f"`{field}` overflow float32 in the fold-in solve (the largest is {largest:g}); give ratings "
+                    "on the scale the model was trained on"
+                )
         rows = zip(out["item_ids"], out["scores"], out["num_known_items"])
         return [dict(_trim(items[:k], scores[:k]), num_known_items=int(n)) for items, scores, n in rows]
 

@@ -25,6 +25,7 @@ from http import HTTPStatus
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 
 from trainer.serve_model import BadRequest, Recommender, WorkLimits, brief, load_json, rating, raw_id
 
@@ -52,7 +53,9 @@ def metadata(recommender: Recommender, name: str) -> dict:
 
     def info(spec) -> dict:
         dims = [{"size": str(-1 if d is None else d), "name": ""} for d in spec.shape.as_list()]
-        return {"dtype": "DT_" + spec.dtype.name.upper(), "tensor_shape": {"dim": dims, "unknown_rank": False}}
+        # TF Serving's enum names (DT_FLOAT, DT_STRING, DT_INT32), as its protos' JSON form writes them.
+        dtype = types_pb2.DataType.Name(spec.dtype.as_datatype_enum)
+        return {"dtype": dtype, "tensor_shape": {"dim": dims, "unknown_rank": False}}
 
     defs = {}
     for signature, fn in recommender.signatures.items():
