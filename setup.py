@@ -41,6 +41,8 @@ setup(
             "scikit-learn",
             "tensorboard",
             "duckdb>=1.1",
+            # the TF Serving answers are parsed with TF Serving's own protos
+            "tensorflow-serving-api",
             "sqlglot>=25",
             # the Vertex pipeline's spec is compiled by the tests
             "kfp>=2.7,<3",
