@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import tensorflow as tf
 
 from wals2.options import SPLITS, TAB_NAMES, normalize_delimiter  # noqa: F401  (public here too)
@@ -237,6 +238,10 @@ class Ratings:
     def pairs(self) -> np.ndarray:
         """int64 [nnz, 2] of (user index, item index), the input of ``WALSModel.predict``/``evaluate``."""
         return np.stack([self.users, self.items], axis=1).astype(np.int64)
+
+    def to_csr(self) -> sp.csr_array:
+        """The ratings as a scipy CSR matrix [num_users, num_items] (implicit's ``user_items``)."""
+        return sp.csr_array((self.values, (self.users, self.items)), shape=self.shape)
 
     def user_counts(self) -> np.ndarray:
         return np.bincount(self.users, minlength=self.num_users)

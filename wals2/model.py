@@ -158,6 +158,18 @@ class WALSModel(Recommender, keras.Model):
             return getattr(self, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    @property
+    def weights(self):
+        # A model from ``from_config`` outside ``load_model`` (``set_weights``, ``get_weights``) has its state.
+        if self.__dict__.get("_deferred_state"):
+            self._materialize_state()
+        return super().weights
+
+    def save_own_variables(self, store) -> None:
+        if self.__dict__.get("_deferred_state"):
+            self._materialize_state()
+        super().save_own_variables(store)
+
     def load_own_variables(self, store) -> None:
         """Keras' ``load_model``: the state from the weights file, its shapes checked against the config first.
 

@@ -226,14 +226,14 @@ class Recommender:
         return _squeeze(user_indices, found)
 
     # ---------------------------------------------------------------------------------------------- raw ids
-    def recommend_ids(self, user_ids, k: int = 10, filter_items=None, items=None, **kwargs):
+    def recommend_ids(self, user_ids, k: int | None = None, filter_items=None, items=None, **kwargs):
         """``recommend`` by raw ids: user ids in, item ids out (``set_vocabularies``; ``fit(Ratings)`` sets them).
 
         Args:
             user_ids: raw user ids [b].
             k: items per user.
             filter_items, items: raw item ids (see ``recommend``).
-            **kwargs: ``recommend``'s ``exclude_seen`` / ``filter_already_liked_items`` and ``batch_size``.
+            **kwargs: ``recommend``'s ``N``, ``exclude_seen`` / ``filter_already_liked_items`` and ``batch_size``.
 
         Returns:
             (raw item ids, an object array [b, k] with None in slots without a candidate, scores float32 [b, k]).
@@ -251,7 +251,9 @@ class Recommender:
         )
         return _squeeze(user_ids, (items_vocab.ids(found), scores))
 
-    def similar_items_ids(self, item_ids, k: int = 10, filter_items=None, items=None, batch_size: int = 1024):
+    def similar_items_ids(
+        self, item_ids, k: int | None = None, filter_items=None, items=None, batch_size: int = 1024, *, N=None
+    ):
         """``similar_items`` by raw item ids (ids in and out; filters and candidates as raw ids).
 
         Returns:
@@ -262,11 +264,13 @@ class Recommender:
         """
         _, vocab = self._require_vocabularies("similar_items_ids")
         found, scores = self.similar_items(
-            vocab.index(item_ids), k, vocab.index_or_none(filter_items), vocab.index_or_none(items), batch_size
+            vocab.index(item_ids), k, vocab.index_or_none(filter_items), vocab.index_or_none(items), batch_size, N=N
         )
         return _squeeze(item_ids, (vocab.ids(found), scores))
 
-    def similar_users_ids(self, user_ids, k: int = 10, filter_users=None, users=None, batch_size: int = 1024):
+    def similar_users_ids(
+        self, user_ids, k: int | None = None, filter_users=None, users=None, batch_size: int = 1024, *, N=None
+    ):
         """``similar_users`` by raw user ids (ids in and out; filters and candidates as raw ids).
 
         Raises:
@@ -274,7 +278,7 @@ class Recommender:
         """
         vocab, _ = self._require_vocabularies("similar_users_ids")
         found, scores = self.similar_users(
-            vocab.index(user_ids), k, vocab.index_or_none(filter_users), vocab.index_or_none(users), batch_size
+            vocab.index(user_ids), k, vocab.index_or_none(filter_users), vocab.index_or_none(users), batch_size, N=N
         )
         return _squeeze(user_ids, (vocab.ids(found), scores))
 
