@@ -28,8 +28,8 @@ class NonFiniteFactorsError(FloatingPointError):
     """A sweep produced NaN or infinite factors (or a k x k system could not be factorised)."""
 
 
-# Whether each log of ``fit`` / ``evaluate`` improves downwards or upwards (``val_<name>`` as ``<name>``).
-LOG_DIRECTIONS = {"rmse": "down", "loss": "down"}
+#: The logs of every ``fit`` / ``evaluate`` (``val_<name>`` as ``<name>``); their directions are the registry's.
+LOGS = ("rmse", "loss")
 #: The ranking logs of ``fit(ranking_k=k)`` and ``evaluate(ranking_k=k)``, ``<name>_at_<k>``; higher is better.
 RANKING_LOGS = ("ndcg", "precision")
 RANKING_SEPARATOR = "_at_"
@@ -74,10 +74,11 @@ def _log_directions(ranking_k: int | None = None) -> list:
         def result(self):
             return {}
 
-    directions = dict(LOG_DIRECTIONS)
+    names = list(LOGS)
     if ranking_k is not None:
-        directions.update({f"{name}{RANKING_SEPARATOR}{ranking_k}": "up" for name in RANKING_LOGS})
-    metrics = [_Direction(name, direction) for name, direction in directions.items()]
+        names += [f"{name}{RANKING_SEPARATOR}{ranking_k}" for name in RANKING_LOGS]
+    keras_direction = {"min": "down", "max": "up"}
+    metrics = [_Direction(name, keras_direction[ranking.direction(name)]) for name in names]
     return [LogDirections(metrics, "log_directions")]
 
 
