@@ -91,6 +91,7 @@ def test_load_model_in_a_fresh_process_after_import_wals2(ratings, tmp_path):
 import sys
 import wals2
 assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "import wals2 imported TensorFlow"
+import tensorflow  # imports Keras itself, after a first attempt that fails while TensorFlow is half initialised
 import keras
 assert "wals2.model" not in sys.modules
 loaded = keras.models.load_model({str(path)!r})

@@ -74,13 +74,23 @@ def _register_with_keras() -> None:
 
 
 class _AfterKerasImport(importlib.abc.MetaPathFinder):
-    """Finds the ``keras`` package with the other finders, and registers the name once it has been executed."""
+    """Finds the ``keras`` package with the other finders, and registers the name once it has been executed.
+
+    It stays in ``sys.meta_path`` until an import of Keras succeeds: TensorFlow's own import tries Keras first
+    while TensorFlow is half initialised, and that attempt fails.
+    """
+
+    def __init__(self):
+        self._finding = False
 
     def find_spec(self, name, path=None, target=None):
-        if name != "keras":
+        if name != "keras" or self._finding:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
+        self._finding = True
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self._finding = False
         if spec is None or spec.loader is None:
             return spec
         exec_module = spec.loader.exec_module
@@ -88,6 +98,8 @@ class _AfterKerasImport(importlib.abc.MetaPathFinder):
         def exec_and_register(module):
             exec_module(module)
             _register_with_keras()
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
 
         spec.loader.exec_module = exec_and_register
         return spec
