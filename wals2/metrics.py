@@ -35,6 +35,14 @@ _KEY = re.compile(rf"^(?:(?:{'|'.join(SPLITS)})_)?(?P<name>[a-z]+)(?:(?:@|_at_)[
 RANKING_K = 10
 
 
+def rmse(targets, predictions) -> float | None:
+    """sqrt(mean((targets - predictions)^2)) in float64 over [b] arrays; None for b = 0."""
+    targets = np.asarray(targets, np.float64)
+    if not targets.size:
+        return None
+    return float(np.sqrt(np.mean(np.square(targets - np.asarray(predictions, np.float64)))))
+
+
 def direction(key: str) -> str:
     """ "min" or "max": the direction of a metric key (``val_rmse``, ``val_ndcg_at_10``, ``validation_ndcg@10``).
 

@@ -442,16 +442,15 @@ class WALSModel(Recommender, keras.Model):
         """The RMSE of the predictions against ``ratings`` (the preference 1 in the implicit mode); None if empty."""
         if not ratings.nnz:
             return None
-        predictions = self.predict_pairs(ratings.users, ratings.items).numpy().astype(np.float64)
-        targets = np.asarray(self.mode.heldout_targets(ratings.values.astype(np.float64)))
-        return float(np.sqrt(np.mean(np.square(targets - predictions))))
+        predictions = self.predict_pairs(ratings.users, ratings.items).numpy()
+        return ranking.rmse(self.mode.heldout_targets(ratings.values.astype(np.float64)), predictions)
 
     @property
     def metrics(self):
         # ``evaluate`` accumulates the squared errors; ``fit`` logs the engine's all-reduced sums instead, so its
         # epochs read no metric variable (under several workers each read would be a collective of its own). The
-        # stateless ``_LogDirections`` tell ``mode="auto"`` callbacks that ``rmse`` and ``loss`` improve downwards.
-        # With ``fit(ranking_k=k)`` they include the ranking logs at k (increasing).
+        # stateless ``LogDirections`` of ``_log_directions`` tell ``mode="auto"`` callbacks the registry's direction
+        # of ``rmse`` and ``loss`` and, with ``fit(ranking_k=k)``, of the ranking logs at k.
         directions = _log_directions(self._ranking_k)
         return directions if self._fitting else [self._squared_error, *directions]
 
