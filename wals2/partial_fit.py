@@ -18,8 +18,8 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from wals2 import foldin
-from wals2.data import Ratings
-from wals2.recommender import SeenItems, Vocabulary
+from wals2.data import Ratings, Vocabulary
+from wals2.recommender import SeenItems
 
 #: Padded slots (queries x longest row) per ``foldin.solve`` call: bounds its [b, L, k] gather.
 SLOTS_PER_SOLVE = 1 << 21
@@ -43,7 +43,7 @@ def raw_queries(vocabularies, axis: int, raw_ids, matrix, names: tuple[str, str]
     the vocabulary's end in order; a ``Ratings`` becomes the [b, other] matrix of its entries by raw id.
 
     Args:
-        vocabularies: the model's (users, items) ``recommender.Vocabulary``.
+        vocabularies: the model's (users, items) ``data.Vocabulary``.
         axis: 0 (the queries are users) or 1 (items).
         raw_ids: distinct raw ids [b].
         matrix: [b, other] by index, or a ``Ratings`` (its query-side ids among ``raw_ids``, the other side's
