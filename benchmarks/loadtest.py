@@ -48,7 +48,7 @@ def train_and_export(path: str, sweeps: int, top_k: int) -> list[str]:
     model = wals2.WALSModel(ratings.num_users, ratings.num_items, num_iters=sweeps)
     model.compile(jit_compile=False)
     model.fit(train, verbose=0)
-    wals2.export_saved_model(model, train, path, top_k=top_k)
+    wals2.export_saved_model(model, path, top_k=top_k)
     return [str(u) for u in train.user_ids[np.unique(train.users)]]
 
 

@@ -285,7 +285,7 @@ def sweep(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One full sweep: all rows against ``col_factors``, then all columns against the new rows.
 
-    ``row_factors`` is accepted for symmetry with ``wals2.solver.sweep``; the exact solve does not use it.
+    ``row_factors`` (the previous rows, a warm start for an iterative solve) is unused by the exact solve.
     """
     del row_factors
     rows = half_sweep(layouts.rows, col_factors, regularization, unobserved_weight, pool)

@@ -24,11 +24,11 @@ import sys
 from collections.abc import Mapping
 
 from wals2 import logs
+from wals2.metrics import direction as metric_direction
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_METRIC = "validation_rmse"
-_MAXIMISED = ("precision@", "recall@", "ndcg@", "map@")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,19 +43,13 @@ class Decision:
 
 
 def higher_is_better(metric: str) -> bool:
-    """True for ranking metrics (``*precision@k``, ``*recall@k``, ``*ndcg@k``, ``*map@k``), False for ``*rmse``.
+    """True for ranking metrics (``*precision@k``, ``*recall@k``, ``*ndcg@k``, ``*map@k``), False for ``*rmse``
+    (``wals2.metrics.direction``, the registry).
 
     Raises:
-        ValueError: a metric the gate does not know the direction of.
+        ValueError: a metric the registry does not know the direction of.
     """
-    if metric.endswith("rmse"):
-        return False
-    if any(part in metric for part in _MAXIMISED):
-        return True
-    raise ValueError(
-        f"`metric` should be an RMSE or a ranking metric of metrics.json (e.g. validation_rmse, "
-        f"validation_ndcg@10). Received: metric={metric!r}"
-    )
+    return metric_direction(metric) == "max"
 
 
 def _value(metrics: Mapping, metric: str, what: str) -> float:

@@ -36,7 +36,7 @@ def bundled(tmp_path_factory):
     model.compile(jit_compile=False)
     model.fit(train, epochs=3, verbose=0)
     path = tmp_path_factory.mktemp("export") / "saved"
-    module = export_saved_model(model, train, str(path), top_k=TOP_K)
+    module = export_saved_model(model, str(path), top_k=TOP_K)
     return model, train, path, module
 
 
@@ -149,7 +149,7 @@ def test_score_and_fold_in_signatures(bundled, fresh):
     np.testing.assert_allclose(score["scores"], [u @ v, 0.0, 0.0], rtol=1e-5)
     # fold_in_recommend agrees with the library's fold-in; a row with no known item falls back to popularity.
     rated = train.item_index([1, 50, 260])
-    items, scores = foldin.recommend(model, train, [rated], [[5.0, 4.0, 1.0]], k=TOP_K)
+    items, scores = foldin.recommend(model, [rated], [[5.0, 4.0, 1.0]], k=TOP_K)
     got = fresh["fold_in_recommend"]
     assert got["num_known_items"] == [3, 0]
     assert got["item_ids"][0] == train.item_ids[items[0]].astype(str).tolist()
@@ -304,7 +304,7 @@ def test_saved_model_is_small_and_its_graph_does_not_grow_with_the_data(bundled,
     small = WALSModel(30, 20, latent_factors=5)
     small.compile(jit_compile=False)
     small.fit(toy, epochs=1, verbose=0)
-    export_saved_model(small, toy, str(tmp_path / "toy"), top_k=TOP_K)
+    export_saved_model(small, str(tmp_path / "toy"), top_k=TOP_K)
     pb, toy_pb = (p / "saved_model.pb" for p in (path, tmp_path / "toy"))
     assert abs(pb.stat().st_size - toy_pb.stat().st_size) < 1024
 
@@ -321,7 +321,7 @@ def test_a_user_with_few_unseen_items_and_one_with_no_training_ratings(tmp_path)
     model = WALSModel(3, 5, latent_factors=2, regularization=0.5)
     model.compile(jit_compile=False)
     model.fit(train, epochs=2, verbose=0)
-    module = export_saved_model(model, train, str(tmp_path / "m"), top_k=3)
+    module = export_saved_model(model, str(tmp_path / "m"), top_k=3)
     out = module.serve(tf.constant(["a", "b"]))
     assert out["item_ids"].numpy()[0].tolist() == [b"i4", b"", b""]
     assert np.isneginf(out["scores"].numpy()[0, 1:]).all()
@@ -347,13 +347,19 @@ def test_a_user_with_few_unseen_items_and_one_with_no_training_ratings(tmp_path)
 def test_export_rejects_bad_arguments(bundled, tmp_path):
     model, train, path, _ = bundled
     with pytest.raises(ValueError, match=r"`top_k` should be an integer in \[1, 9724\]. Received: top_k=0"):
-        export_saved_model(model, train, str(tmp_path / "a"), top_k=0)
+        export_saved_model(model, str(tmp_path / "a"), top_k=0)
     with pytest.raises(ValueError, match="`path` should be a new or empty directory"):
-        export_saved_model(model, train, str(path))
-    with pytest.raises(ValueError, match="`train` should have the model's shape"):
-        export_saved_model(model, Ratings(*_shrunk(train)), str(tmp_path / "b"))
-    with pytest.raises(TypeError, match="`train` should be a wals2.Ratings"):
-        export_saved_model(model, train.pairs(), str(tmp_path / "c"))
+        export_saved_model(model, str(path))
+    with pytest.raises(ValueError, match='`format` should be "tf_saved_model"'):
+        model.export(str(tmp_path / "b"), format="onnx")
+    # A model fitted on an index matrix has no raw ids (nor, on several workers, seen items) to serve.
+    indices = WALSModel(model.num_users, model.num_items, latent_factors=2)
+    with pytest.raises(ValueError, match=r"export_saved_model needs the raw ids: call fit\(ratings\)"):
+        export_saved_model(indices, str(tmp_path / "c"))
+    indices.set_vocabularies(train.user_ids, train.item_ids)
+    with pytest.raises(ValueError, match="export_saved_model needs the training items"):
+        export_saved_model(indices, str(tmp_path / "c"))
+    assert not (tmp_path / "c").exists()
 
 
 @pytest.mark.parametrize("mode", ["explicit", "implicit"])
@@ -369,7 +375,7 @@ def test_export_of_other_modes_matches_the_keras_model(mode, tmp_path):
     model = WALSModel(40, 30, mode=mode, latent_factors=4, regularization=0.5, alpha=2.0)
     model.compile()
     model.fit(train, epochs=3, verbose=0)
-    module = export_saved_model(model, train, str(tmp_path / mode), top_k=5)
+    module = model.export(tmp_path / mode, top_k=5)  # Keras' name; the same SavedModel
     users = np.array([0, 3, 17])
     items, scores = model.recommend(users, k=5)
     out = module.recommend(tf.constant([str(100 + u) for u in users]), tf.constant(5))
@@ -378,8 +384,3 @@ def test_export_of_other_modes_matches_the_keras_model(mode, tmp_path):
     pairs = train.pairs()[:20]
     got = module.score(tf.constant((pairs[:, 0] + 100).astype(str)), tf.constant((pairs[:, 1] + 500).astype(str)))
     np.testing.assert_allclose(got["scores"].numpy(), model.predict(pairs, verbose=0), rtol=1e-5, atol=1e-5)
-
-
-def _shrunk(train):
-    keep = train.users < 10
-    return train.users[keep], train.items[keep], train.values[keep], train.user_ids[:10], train.item_ids

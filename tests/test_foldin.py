@@ -69,11 +69,11 @@ def test_folding_in_a_training_user_gives_its_row_half_sweep_factor(problem, ove
     model = fitted(problem, weights=weights, **overrides)
     cfg = model.config
     v = tf.convert_to_tensor(model.item_factors)
-    swept = half_sweep(model.training_layouts[0], v, cfg.regularization).numpy()
+    swept = half_sweep(model.engine.rows_layout, v, cfg.regularization).numpy()
     users = [0, 1, 2, 7, 39]
     items = [problem.items[problem.users == u] for u in users]
     ratings = [problem.values[problem.users == u] for u in users]
-    got = fold_in(model, problem, items, ratings)
+    got = fold_in(model, items, ratings)
     np.testing.assert_allclose(got, swept[users], rtol=1e-4, atol=1e-5)
     assert not got[2].any()  # user 2 has no training ratings
 
@@ -82,8 +82,8 @@ def test_recommend_matches_argsort_and_excludes_rated_items(problem):
     model = fitted(problem)
     items = tf.ragged.constant([[0, 4, 5], [29], list(range(28))])
     ratings = tf.ragged.constant([[5.0, 3.0, 1.0], [4.0], [3.0] * 28])
-    top, scores = foldin.recommend(model, problem, items, ratings, k=4)
-    u = fold_in(model, problem, items, ratings)
+    top, scores = foldin.recommend(model, items, ratings, k=4)
+    u = fold_in(model, items, ratings)
     dense = u @ keras.ops.convert_to_numpy(model.item_factors).T
     for b, rated in enumerate(items.to_list()):
         allowed = np.setdiff1d(np.arange(SHAPE[1]), rated)
@@ -108,16 +108,17 @@ def test_recommend_matches_argsort_and_excludes_rated_items(problem):
 def test_bad_input_is_rejected_with_a_clear_message(problem, items, ratings, message):
     model = fitted(problem)
     with pytest.raises(ValueError, match=message):
-        fold_in(model, problem, items, ratings)
+        fold_in(model, items, ratings)
 
 
-def test_bad_k_and_mismatched_train(problem):
+def test_bad_k_and_a_weighted_model_without_seen_items(problem):
     model = fitted(problem)
     with pytest.raises(ValueError, match=r"`k` should be an integer in \[1, 30\]"):
-        foldin.recommend(model, problem, [[1]], [[1.0]], k=31)
-    other = Ratings(problem.users, problem.items, problem.values, np.arange(50), np.arange(30))
-    with pytest.raises(ValueError, match="`train` should have the model's shape"):
-        fold_in(model, other, [[1]], [[1.0]])
+        foldin.recommend(model, [[1]], [[1.0]], k=31)
+    weighted = fitted(problem, weights=True, wt_type="linear", feature_wt_factor=40.0)
+    weighted._seen = None  # as a model trained on several workers before set_seen_items
+    with pytest.raises(ValueError, match="item_counts needs the training items"):
+        fold_in(weighted, [[1]], [[1.0]])
 
 
 @pytest.mark.parametrize("mode", ["explicit", "implicit"])
@@ -127,12 +128,12 @@ def test_fold_in_reproduces_the_row_half_sweep_in_other_modes(problem, mode):
     v = tf.convert_to_tensor(model.item_factors)
     if mode == "explicit":  # the row half solves [u, b] against [v, 1] with offsets c
         fixed = fixed_side(tf.concat([v, tf.convert_to_tensor(model.item_bias)[:, None]], axis=1), biases=True)
-        swept = half_sweep(model.training_layouts[0], fixed, cfg.regularization).numpy()
+        swept = half_sweep(model.engine.rows_layout, fixed, cfg.regularization).numpy()
     else:
-        swept = half_sweep(model.training_layouts[0], v, cfg.regularization).numpy()
+        swept = half_sweep(model.engine.rows_layout, v, cfg.regularization).numpy()
     users = [0, 1, 7, 39]
     items = [problem.items[problem.users == u] for u in users]
     ratings = [problem.values[problem.users == u] for u in users]
-    got = fold_in(model, problem, items, ratings)
+    got = fold_in(model, items, ratings)
     assert got.shape[1] == cfg.latent_factors + (mode == "explicit")
     np.testing.assert_allclose(got, swept[users], rtol=2e-4, atol=2e-5)

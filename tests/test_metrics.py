@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from wals2 import Ratings
-from wals2.metrics import heldout_ranking, ranking_metrics
+from wals2.metrics import direction, heldout_ranking, ranking_metrics
 
 
 def test_hand_computed_case():
@@ -52,3 +52,28 @@ def test_heldout_ranking_drops_excluded_items_before_cutting_to_k():
     assert heldout_ranking(FixedRanker(), heldout, k=2)["precision@2"] == 0.0
     got = heldout_ranking(FixedRanker(), heldout, k=2, exclude=ratings([(0, 0), (0, 1)]))
     assert got["users"] == 2 and got["precision@2"] == pytest.approx((1 / 2 + 0) / 2)
+
+
+def test_one_registry_gives_every_metric_direction():
+    for key in ("val_rmse", "rmse", "loss", "train_rmse", "validation_rmse", "test_rmse"):
+        assert direction(key) == "min", key
+    for key in ("val_ndcg_at_10", "val_ndcg@10", "validation_ndcg@10", "test_map@5", "precision@3", "val_recall_at_2"):
+        assert direction(key) == "max", key
+    for bad in ("val_ndcg_at", "validation_bogus", "ndcg@x", "", None):
+        with pytest.raises(ValueError, match=r"`metric` should be \[<split>_\]<name>\[@<k>\] .* Received: metric="):
+            direction(bad)
+    # its readers: the pipeline gate, the tuner's objective, the hypertune goal, the Keras logs' directions
+    from pipeline.gate import higher_is_better
+    from trainer.vertex import hypertune_metric
+    from tuning.space import objective_name
+    from wals2.config import WALSConfig
+    from wals2.model import _log_directions
+    from wals2.modes import mode_of
+
+    assert higher_is_better("validation_ndcg@10") and not higher_is_better("validation_rmse")
+    for mode, want in (("implicit", "max"), ("explicit", "min")):
+        key, goal = objective_name(mode_of(WALSConfig(mode=mode)), 10)
+        assert goal == want == direction(key)
+        assert hypertune_metric(mode_of(WALSConfig(mode=mode)), 10)[2] == {"max": "MAXIMIZE", "min": "MINIMIZE"}[want]
+    logs = {metric.name: metric._direction for metric in _log_directions(10)[0].metrics}
+    assert logs == {"rmse": "down", "loss": "down", "ndcg_at_10": "up", "precision_at_10": "up"}

@@ -1,6 +1,13 @@
 """A .keras file keeps the seen items and the raw-id vocabularies: after load_model, recommend with
 filter_already_liked_items and the *_ids calls give what they gave before saving, and never a training item."""
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import zipfile
+
 import keras
 import numpy as np
 import pytest
@@ -10,6 +17,7 @@ from oracle import random_problem
 from wals2 import Ratings, WALSModel
 
 SHAPE = (30, 25)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +79,47 @@ def test_a_model_without_seen_items_or_ids_loads_without_them(tmp_path):
     with pytest.raises(ValueError, match="needs the raw ids"):
         loaded.recommend_ids([0], k=2)
     assert loaded.recommend([0], k=2, exclude_seen=False)[0].shape == (1, 2)
+
+
+def test_load_model_in_a_fresh_process_after_import_wals2(ratings, tmp_path):
+    model = WALSModel(*SHAPE, mode="implicit", latent_factors=3, seed=5)
+    model.compile()
+    model.fit(ratings, epochs=1, verbose=0)
+    path = tmp_path / "fresh.keras"
+    model.save(path)
+    script = f"""
+import sys
+import wals2
+assert "tensorflow" not in sys.modules and "keras" not in sys.modules, "import wals2 imported TensorFlow"
+import tensorflow  # imports Keras itself, after a first attempt that fails while TensorFlow is half initialised
+import keras
+assert "wals2.model" not in sys.modules
+loaded = keras.models.load_model({str(path)!r})
+print(type(loaded).__module__, loaded.recommend_ids([{int(ratings.user_ids[0])}], k=4)[0].tolist())
+"""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    want = model.recommend_ids([ratings.user_ids[0]], k=4)[0].tolist()
+    assert done.stdout.split()[0] == "wals2.model"
+    assert done.stdout.strip().endswith(str(want)), (done.stdout, want)
+
+
+def test_a_config_that_disagrees_with_the_weights_fails_before_allocating(ratings, tmp_path):
+    model = WALSModel(*SHAPE, latent_factors=3)
+    model.compile()
+    path = tmp_path / "small.keras"
+    model.save(path)
+    edited = tmp_path / "edited.keras"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(edited, "w") as target:
+        for name in source.namelist():
+            data = source.read(name)
+            if name == "config.json":
+                config = json.loads(data)
+                config["config"]["num_users"] = 50_000_000
+                data = json.dumps(config).encode()
+            target.writestr(name, data)
+    with pytest.raises(ValueError, match=r"`user_factors` has shape \(30, 3\); the config \(num_users=50000000"):
+        keras.models.load_model(edited)
+    deferred = WALSModel.from_config(config["config"])  # what load_model builds first: no state yet
+    assert deferred.variables == [] and deferred.num_users == 50_000_000

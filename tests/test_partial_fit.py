@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 from oracle import random_problem
 
-from wals2 import Ratings, WALSModel, export_saved_model
+from wals2 import Ratings, WALSModel
 
 SHAPE = (30, 25)
 MODES = {
@@ -154,19 +154,30 @@ def test_partial_fit_by_raw_ids_grows_the_vocabularies_then_recommends_exports_a
     assert model.num_users == 31
     item_ids = np.concatenate([ratings.item_ids, ["i999"]])
     assert model.recommend_ids([500], k=3)[0].tolist() == [item_ids[model.recommend([30], k=3)[0][0]].tolist()]
-    # export: the grown model with a Ratings of its shape
+    # export: the grown model as it is, its vocabularies and seen items included
+    module = model.export(str(tmp_path / "export"), top_k=3)
+    for user in (105, 100, 500):  # one untouched, one refitted, one new
+        served = module.recommend(user_id=np.array([str(user)]), k=3)
+        want = model.recommend_ids([user], k=3)[0]
+        assert [x.decode() for x in served["item_ids"].numpy()[0]] == want[0].tolist()
+    served = module.recommend(user_id=np.array(["107"]), k=26)  # i999 is among 107's seen items
+    assert b"i999" not in served["item_ids"].numpy()[0].tolist()
+    # the state as saved: the grown counts, entries of the new item and the new user included
+    grown = sp.csr_array(
+        (
+            np.concatenate([ratings.values, [5.0, 4.0, 3.0]]),
+            (np.concatenate([ratings.users, [0, 1, 7]]), np.concatenate([ratings.items, [25, 25, 25]])),
+        ),
+        shape=(30, 26),
+    ).toarray()
+    grown = np.vstack([grown, np.zeros((1, 26))])
+    grown[[30, 0]] = new_rows(3, 2, 26)
+    np.testing.assert_array_equal(model.item_counts(), (grown != 0).sum(axis=0))
     grown = Ratings(
-        np.concatenate([ratings.users, [0, 1, 7]]).astype(np.int32),
-        np.concatenate([ratings.items, [25, 25, 25]]).astype(np.int32),
-        np.concatenate([ratings.values, [5.0, 4.0, 3.0]]).astype(np.float32),
+        *(np.nonzero(grown) + (grown[np.nonzero(grown)].astype(np.float32),)),
         np.concatenate([ratings.user_ids, [500]]),
         np.concatenate([ratings.item_ids, ["i999"]]),
     )
-    module = export_saved_model(model, grown, str(tmp_path / "export"), top_k=3)
-    served = module.recommend(user_id=np.array(["105"]), k=3)
-    model.set_seen_items(grown.users, grown.items, grown.values)
-    want = model.recommend_ids([105], k=3)[0]
-    assert [x.decode() for x in served["item_ids"].numpy()[0]] == want[0].tolist()
     path = tmp_path / "grown.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
@@ -200,4 +211,48 @@ def test_bad_partial_fit_input_is_named(ratings):
         )
     with pytest.raises(TypeError, match="`user_items` should be a wals2.Ratings, a tf.SparseTensor or a scipy"):
         model.partial_fit_users([0], [[1, 2]])
+    with pytest.raises(
+        ValueError, match="`max_new_users` should be a non-negative integer. Received: max_new_users=-1"
+    ):
+        model.partial_fit_users([0], sp.csr_array(np.ones((1, 25))), max_new_users=-1)
     assert (model.num_users, model.num_items) == SHAPE  # nothing grew
+
+
+def test_growth_is_bounded_before_anything_is_allocated(ratings):
+    model = fitted(ratings, "implicit")
+    row = sp.csr_array(new_rows(5, 1, SHAPE[1]))
+    with pytest.raises(
+        ValueError,
+        match=r"`user_indices` would add 19999971 users \(up to index 20000000; the model "
+        r"has 30\), more than `max_new_users`=100000",
+    ):
+        model.partial_fit_users([2 * 10**7], row)  # fails fast: no 2.4 GB of factors
+    with pytest.raises(ValueError, match="`item_indices` would add 3 items .* more than `max_new_items`=2"):
+        model.partial_fit_items([27], sp.csr_array(new_rows(6, 1, SHAPE[0])), max_new_items=2)
+    assert (model.num_users, model.num_items) == SHAPE and model.user_factors.shape == (30, 3)
+    model.partial_fit_users([31], row, max_new_users=2)  # within the bound
+    assert model.num_users == 32
+
+
+@pytest.mark.parametrize("name", ["implicit", "tf1"])
+def test_a_failed_partial_fit_changes_nothing(ratings, name):
+    model = fitted(ratings, name)
+    state = [numpy_of(v) for v in model.weights]
+    seen = (model._seen.indptr.copy(), model._seen.items.copy(), model._seen.positive.copy())
+    raters = ratings.users[ratings.items == 10]
+    dense = np.zeros((2, SHAPE[0]))
+    dense[0, raters[:1]] = 3e38  # finite, but its solve overflows float32
+    dense[1, :4] = 1.0
+    with pytest.raises(
+        ValueError,
+        match=r"`item_users` row 0 \(item 10\): the solution is not finite, .*\(largest "
+        r"\|rating\| 3e\+38\); the model is unchanged",
+    ):
+        model.partial_fit_items([10, 30], sp.csr_array(dense))
+    assert (model.num_users, model.num_items) == SHAPE  # item 30 was not added
+    for before, variable in zip(state, model.weights):
+        np.testing.assert_array_equal(numpy_of(variable), before)
+    for before, after in zip(seen, (model._seen.indptr, model._seen.items, model._seen.positive)):
+        np.testing.assert_array_equal(after, before)
+    top, _ = model.recommend(raters, k=SHAPE[1] - 1)
+    assert not (top == 10).any()  # item 10 stays seen for its raters

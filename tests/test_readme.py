@@ -136,7 +136,7 @@ def test_the_saved_model_figures_are_those_of_a_fresh_export(tmp_path):
     model = wals2.WALSModel(ratings.num_users, ratings.num_items, latent_factors=5, seed=0)
     model.compile(jit_compile=False)
     model.fit(train, epochs=1, verbose=0)
-    wals2.export_saved_model(model, train, str(tmp_path), top_k=10)
+    wals2.export_saved_model(model, str(tmp_path), top_k=10)
     sizes = {p.relative_to(tmp_path).as_posix(): p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()}
     measured = (
         sum(sizes.values()),

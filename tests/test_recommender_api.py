@@ -237,6 +237,7 @@ def test_readme_library_examples_run(tmp_path, monkeypatch):
     exec(compile(source, "README.md", "exec"), namespace)
     model, ratings = namespace["model"], namespace["ratings"]
     assert namespace["all_items"].shape == (ratings.num_users, 10)
+    assert namespace["one"].shape == (10,) and namespace["one"].tolist() == namespace["all_items"][0].tolist()
     assert not np.isin(model.recommend([0], k=5, items=range(100), filter_items=[3, 7])[0], [3, 7]).any()
     np.testing.assert_array_equal(namespace["neighbours"][:, 0], [0, 1])
     assert 0 not in namespace["users"][0]
@@ -254,3 +255,65 @@ def test_readme_library_examples_run(tmp_path, monkeypatch):
     assert 0 < history["val_ndcg_at_10"][-1] <= 1
     want, _ = ranked.recommend_ids(ratings.user_ids[:2], k=5, filter_already_liked_items=True)
     assert namespace["loaded_ids"].tolist() == want.tolist()
+
+
+def test_implicit_calls_recommend_user_items_n_and_scalar_ids(model, ratings):
+    u, v = numpy_of(model.user_factors), numpy_of(model.item_factors)
+    b, c, mu = numpy_of(model.user_bias), numpy_of(model.item_bias), float(model.global_mean.numpy())
+    dense = mu + b[:, None] + c[None, :] + u @ v.T
+    # implicit: recommend(userid, user_items, N=...), user_items the users' rows, whose entries are excluded
+    rng = np.random.default_rng(3)
+    users = np.array([4, 11, 4])
+    liked = (rng.random((3, SHAPE[1])) < 0.3).astype(np.float32)
+    found, scores = model.recommend(users, sp.csr_array(liked), N=6, filter_already_liked_items=True)
+    assert found.shape == scores.shape == (3, 6)
+    for row, user in enumerate(users):
+        check_ranking(found[row], scores[row], dense[user], liked[row] == 0, 6)
+    one, one_scores = model.recommend(11, sp.csr_array(liked)[[1]], N=6)  # a scalar id: 1-D, as in implicit
+    assert one.shape == one_scores.shape == (6,)
+    np.testing.assert_array_equal(one, found[1])
+    unfiltered, _ = model.recommend(4, sp.csr_array(liked)[[0]], N=SHAPE[1], filter_already_liked_items=False)
+    assert sorted(unfiltered.tolist()) == list(range(SHAPE[1]))
+    ids, _ = model.recommend_ids(ratings.user_ids[11], N=6)
+    assert ids.shape == (6,) and ids.tolist() == ratings.item_ids[model.recommend(11, N=6)[0]].tolist()
+    # similar_items(itemid, N=...): 1-D for a scalar id, 2-D for an array of ids
+    sims = cosine(v)
+    top, values = model.similar_items(3, N=4)
+    assert top.shape == values.shape == (4,)
+    check_ranking(top, values, sims[3], np.ones(SHAPE[1], bool), 4)
+    assert model.similar_items([3], N=4)[0].shape == (1, 4)
+    assert model.similar_users(5, N=3)[0].shape == (3,)
+    assert model.similar_items_ids(ratings.item_ids[3], N=4)[0].tolist() == ratings.item_ids[top].tolist()
+    with pytest.raises(ValueError, match="`k` and `N` are one option; pass one of them. Received: k=3, N=4"):
+        model.recommend(0, k=3, N=4)
+    with pytest.raises(ValueError, match=r"`user_items` should have shape \(2, 25\) \(one row per user\)"):
+        model.recommend([0, 1], sp.csr_array(liked))
+
+
+def test_keras_calls_fit_x_y_predict_and_export(ratings, tmp_path):
+    pairs, values = ratings.pairs(), ratings.values
+    by_pairs = WALSModel(*SHAPE, mode="explicit", latent_factors=4, regularization=0.5, seed=2)
+    by_pairs.compile()
+    by_pairs.fit(pairs, values, epochs=2, verbose=0)  # Keras' fit(x, y): x the (user, item) pairs, y the ratings
+    by_matrix = WALSModel(*SHAPE, mode="explicit", latent_factors=4, regularization=0.5, seed=2)
+    by_matrix.compile()
+    by_matrix.fit(ratings.to_csr(), epochs=2, verbose=0)
+    # the same sweeps (the entries in another order: float32 sums differ in the last bits)
+    np.testing.assert_allclose(numpy_of(by_pairs.user_factors), numpy_of(by_matrix.user_factors), atol=1e-5)
+    # predict: the default batch is 4,096 pairs (one step here), the numpy prediction clipped to the range
+    u, v = numpy_of(by_pairs.user_factors), numpy_of(by_pairs.item_factors)
+    b, c, mu = numpy_of(by_pairs.user_bias), numpy_of(by_pairs.item_bias), float(by_pairs.global_mean.numpy())
+    want = np.clip(mu + b[pairs[:, 0]] + c[pairs[:, 1]] + np.sum(u[pairs[:, 0]] * v[pairs[:, 1]], axis=1), 1, 5)
+    steps = []
+    callback = keras.callbacks.LambdaCallback(on_predict_batch_end=lambda batch, logs: steps.append(batch))
+    np.testing.assert_allclose(by_pairs.predict(pairs, verbose=0, callbacks=[callback]), want, rtol=1e-5, atol=1e-5)
+    assert len(steps) == 1  # 260 pairs in one batch of 4,096, not 9 of Keras' 32
+    with pytest.raises(ValueError, match=r"`fit\(x, y\)` should be \(pairs \[b, 2\], ratings \[b\]\)"):
+        by_pairs.fit(pairs, values[:-1], epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"`fit\(x, y\)` user indices should be in \[0, 30\)"):
+        by_pairs.fit(pairs + [30, 0], values, epochs=1, verbose=0)
+    # export(path): the serving SavedModel, whose score signature is the model's prediction
+    by_pairs.set_vocabularies(ratings.user_ids, ratings.item_ids)
+    module = by_pairs.export(str(tmp_path / "serving"))
+    got = module.score(ratings.user_ids[pairs[:, 0]].astype(str), ratings.item_ids[pairs[:, 1]].astype(str))
+    np.testing.assert_allclose(got["scores"].numpy(), want, rtol=1e-5, atol=1e-5)

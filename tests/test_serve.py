@@ -100,7 +100,7 @@ def exported(tmp_path_factory):
     model.compile(jit_compile=False)
     model.fit(train, epochs=2, verbose=0)
     path = tmp_path_factory.mktemp("serve") / "model"
-    module = export_saved_model(model, train, str(path), top_k=10)
+    module = export_saved_model(model, str(path), top_k=10)
     return path, train, module
 
 
@@ -1009,7 +1009,7 @@ def test_a_new_version_is_swapped_in_under_load_and_a_broken_one_skipped(exporte
     for version, served_module in (("1", module), ("2", None)):
         if served_module is None:
             staging = tmp_path / "staging-2"
-            served_module = export_saved_model(other, train, str(staging), top_k=10)
+            served_module = export_saved_model(other, str(staging), top_k=10)
         items = served_module.serve(tf.constant(["1"]))["item_ids"].numpy()[0]
         answers[version] = [i.decode() for i in items]
     assert answers["1"] != answers["2"]

@@ -181,8 +181,3 @@ def _empty(string_ids: bool, source: str) -> data.Ratings:
     ids = np.zeros(0, str if string_ids else np.int64)
     empty = np.zeros(0, np.int32)
     return data.Ratings(empty, empty, np.zeros(0, np.float32), ids, ids, source)
-
-
-def load_data(task: TaskConfig) -> data.Ratings:
-    """The whole input of ``task`` in this process."""
-    return load_part(task)

@@ -196,7 +196,8 @@ def _train(task, config, preset, dirs, staging, reporter, strategy, collectives:
     # The chief evaluates and exports a one-process copy of the trained model, as a one-worker job does.
     final = WALSModel(m, n, config, name=model.name)
     final.set_weights(model.get_weights())
-    final.set_seen_items(train.users, train.items)
+    final.set_seen_items(train.users, train.items, train.values)
+    final.set_vocabularies(train.user_ids, train.item_ids)
     rmse = {name: final.rmse(x) for name, x in (("train", train), ("validation", validation), ("test", test))}
     ranking = {}
     for name, x, exclude in (("validation", validation, None), ("test", test, validation)):
@@ -258,7 +259,7 @@ def write_outputs(model: WALSModel, train, staging, dirs, task: TaskConfig, pres
     model_dir = staging.path(dirs.model_entry)
     # The serving SavedModel at the model directory's root (where Vertex AI and TF Serving look for it), with
     # TF1's .npy files beside it.
-    export_saved_model(model, train, model_dir, top_k=min(task.export_top_k, train.num_items))
+    export_saved_model(model, model_dir, top_k=min(task.export_top_k, train.num_items))
     arrays = {
         "row": model.user_factors,
         "col": model.item_factors,

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 
 import keras
 
+from wals2.metrics import direction as metric_direction
+
 logger = logging.getLogger(__name__)
 
 #: ``hyperparameter_metric_tag`` of the RMSE reports; the tuning job's ``metricId`` (goal MINIMIZE).
@@ -29,9 +31,8 @@ HPT_METRIC_TAG = "val_rmse"
 def hypertune_metric(mode, top_k: int) -> tuple[str, str, str]:
     """(log key, reported tag, goal) of ``--hypertune`` in ``mode`` (a ``wals2.modes.Mode``): the validation
     NDCG@k where the mode is judged by ranking, else the validation RMSE."""
-    if mode.ranked:
-        return f"val_ndcg@{top_k}", f"val_ndcg_at_{top_k}", "MAXIMIZE"
-    return "val_rmse", HPT_METRIC_TAG, "MINIMIZE"
+    key, tag = (f"val_ndcg@{top_k}", f"val_ndcg_at_{top_k}") if mode.ranked else ("val_rmse", HPT_METRIC_TAG)
+    return key, tag, {"max": "MAXIMIZE", "min": "MINIMIZE"}[metric_direction(key)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from wals2.config import LINEAR_RATINGS
+from wals2.metrics import direction as metric_direction
 
 #: The range of ``latent_factors`` in every mode (TF1's ``config_tune.json``).
 LATENT_FACTORS = (5, 50)
@@ -13,7 +14,8 @@ LATENT_FACTORS = (5, 50)
 def objective_name(mode, top_k: int = 10) -> tuple[str, str]:
     """(log key, direction) of the objective in ``mode`` (a ``wals2.modes.Mode``): the validation NDCG@``top_k``
     (maximised) where the mode is judged by ranking (implicit feedback), else the validation RMSE (minimised)."""
-    return (f"val_ndcg@{top_k}", "max") if mode.ranked else ("val_rmse", "min")
+    key = f"val_ndcg@{top_k}" if mode.ranked else "val_rmse"
+    return key, metric_direction(key)
 
 
 def objective(mode, top_k: int = 10):

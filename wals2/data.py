@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import tensorflow as tf
 
 from wals2.options import SPLITS, TAB_NAMES, normalize_delimiter  # noqa: F401  (public here too)
@@ -253,6 +254,10 @@ class Ratings:
         """int64 [nnz, 2] of (user index, item index), the input of ``WALSModel.predict``/``evaluate``."""
         return np.stack([self.users, self.items], axis=1).astype(np.int64)
 
+    def to_csr(self) -> sp.csr_array:
+        """The ratings as a scipy CSR matrix [num_users, num_items] (implicit's ``user_items``)."""
+        return sp.csr_array((self.values, (self.users, self.items)), shape=self.shape)
+
     def user_counts(self) -> np.ndarray:
         return np.bincount(self.users, minlength=self.num_users)
 
@@ -261,12 +266,19 @@ class Ratings:
         items = self.items[self.values > 0] if positive_only else self.items
         return np.bincount(items, minlength=self.num_items)
 
+    def vocabularies(self) -> tuple[Vocabulary, Vocabulary]:
+        """The (users, items) ``Vocabulary`` of the raw ids."""
+        return Vocabulary(self.user_ids, self.num_users, "user_ids"), Vocabulary(
+            self.item_ids, self.num_items, "item_ids"
+        )
+
     def user_index(self, raw_ids) -> np.ndarray:
-        """Indices of raw user ids; raises KeyError naming the first unknown id."""
-        return lookup(self.user_ids, raw_ids, "user")
+        """int64 indices [b] of raw user ids [b]; raises KeyError naming the first unknown id."""
+        return self.vocabularies()[0].index(raw_ids)
 
     def item_index(self, raw_ids) -> np.ndarray:
-        return lookup(self.item_ids, raw_ids, "item")
+        """int64 indices [b] of raw item ids [b]; raises KeyError naming the first unknown id."""
+        return self.vocabularies()[1].index(raw_ids)
 
 
 def line_of(ratings: Ratings, part: Ratings, entry: int) -> int | None:
@@ -444,6 +456,76 @@ def lookup(vocab: np.ndarray, raw_ids, what: str) -> np.ndarray:
         first = np.atleast_1d(raw)[np.flatnonzero(np.atleast_1d(unknown))[0]].item()
         raise KeyError(f"unknown {what} id {quote(first)}")
     return pos
+
+
+class Vocabulary:
+    """Raw ids of the indices 0..size-1 (in any order), looked up by a sorted search (``lookup``): the one id
+    vocabulary of ``Ratings`` (``user_index`` / ``item_index``), the model (``set_vocabularies``), partial fits
+    and the serving export."""
+
+    def __init__(self, ids, size: int, name: str):
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or ids.shape[0] != size:
+            raise ValueError(f"`{name}` should be 1-D with {size} ids. Received shape {ids.shape}")
+        self._ids = ids
+        if size < 2 or bool(np.all(ids[1:] > ids[:-1])):  # sorted already (a ``Ratings``' ids): no argsort
+            self._order, self._sorted = np.arange(size), ids
+        else:
+            self._order = np.argsort(ids, kind="stable")
+            self._sorted = ids[self._order]
+        if size > 1 and np.any(self._sorted[1:] == self._sorted[:-1]):
+            first = self._sorted[1:][self._sorted[1:] == self._sorted[:-1]][0]
+            raise ValueError(f"`{name}` should be distinct ids. Received {first.item()!r} more than once")
+        self._name, self._what = name, name.removesuffix("_ids")
+
+    @property
+    def size(self) -> int:
+        return int(self._ids.shape[0])
+
+    @property
+    def ids_array(self) -> np.ndarray:
+        """The raw id of each index [size]."""
+        return self._ids
+
+    def _cast(self, raw_ids) -> np.ndarray:
+        """Raw ids as this vocabulary's dtype (as ``lookup`` compares them)."""
+        raw = np.atleast_1d(np.asarray(raw_ids))
+        try:
+            return raw.astype(self._ids.dtype) if self._ids.dtype.kind in "iu" else raw.astype(str)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"The raw {self._what} ids should be of the vocabulary's type {self._ids.dtype}") from err
+
+    def contains(self, raw_ids) -> np.ndarray:
+        """bool [b]: whether each raw id is in the vocabulary."""
+        raw = self._cast(raw_ids)
+        if not self.size:
+            return np.zeros(raw.shape, bool)
+        pos = np.minimum(np.searchsorted(self._sorted, raw), self.size - 1)
+        return self._sorted[pos] == raw
+
+    def extended(self, new_ids) -> Vocabulary:
+        """This vocabulary with ``new_ids`` (not in it) as the indices size, size + 1, ..."""
+        new_ids = self._cast(new_ids)
+        return Vocabulary(np.concatenate([self._ids, new_ids]), self.size + new_ids.size, self._name)
+
+    def index(self, raw_ids) -> np.ndarray:
+        """int64 indices [b] of raw ids [b]; KeyError naming the first unknown id."""
+        raw = np.atleast_1d(np.asarray(raw_ids))
+        if raw.ndim != 1:
+            raise ValueError(f"The raw {self._what} ids should be 1-D. Received shape {raw.shape}")
+        if not raw.size:
+            return np.zeros(0, np.int64)
+        return self._order[lookup(self._sorted, raw, self._what)].astype(np.int64)
+
+    def index_or_none(self, raw_ids) -> np.ndarray | None:
+        return None if raw_ids is None else self.index(raw_ids)
+
+    def ids(self, indices: np.ndarray) -> np.ndarray:
+        """Raw ids (object array) of indices, None where the index is -1."""
+        out = np.full(indices.shape, None, dtype=object)
+        valid = indices >= 0
+        out[valid] = self._ids[indices[valid]]
+        return out
 
 
 def read_ratings(

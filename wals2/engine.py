@@ -252,7 +252,7 @@ class SweepEngine:
             )
             sums += [observed + penalty]
         total = tf.distribute.get_replica_context().all_reduce("sum", tf.stack(sums))
-        logs = {"rmse": tf.sqrt(tf.math.divide_no_nan(total[0], total[1]))}
+        logs = {"rmse": _rmse(total)}
         if with_loss:
             (u, _), (v, _) = self.split(user_table), self.split(item_table)
             utu = tf.matmul(u, u, transpose_a=True)
@@ -283,8 +283,13 @@ class SweepEngine:
         target = tf.constant(np.asarray(self.mode.heldout_targets(heldout.values), np.float32))
         predictions = self.predict(user_table, item_table, heldout.rows, heldout.cols)
         sums = tf.stack([tf.reduce_sum(tf.square(target - predictions)), tf.cast(tf.size(predictions), tf.float32)])
-        total = tf.distribute.get_replica_context().all_reduce("sum", sums)
-        return tf.sqrt(tf.math.divide_no_nan(total[0], total[1]))
+        return _rmse(tf.distribute.get_replica_context().all_reduce("sum", sums))
+
+
+def _rmse(total: tf.Tensor) -> tf.Tensor:
+    """sqrt(sum of squared errors / count) of the all-reduced [sum, count, ...] (0 for no entries); the TF twin of
+    ``metrics.rmse`` for sums that several workers add up."""
+    return tf.sqrt(tf.math.divide_no_nan(total[0], total[1]))
 
 
 def _local(indices: np.ndarray, start: int) -> np.ndarray:

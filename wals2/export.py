@@ -1,7 +1,8 @@
 """A serving SavedModel of a fitted ``WALSModel``: factors, raw-id vocabularies and seen items, no training graph.
 
-``export_saved_model(model, train, path)`` writes a ``tf.Module`` that holds, as variables and lookup tables
-(all in ``variables/``, so ``saved_model.pb`` has the same size for any data set):
+``export_saved_model(model, path)`` (or ``model.export(path)``) writes a ``tf.Module`` that holds, as variables
+and lookup tables (all in ``variables/``, so ``saved_model.pb`` has the same size for any data set), what it
+reads of the model:
 
 - U [m, k] and V [n, k], the user and item factors;
 - the raw user and item ids (string) and hash tables raw id -> index;
@@ -50,7 +51,6 @@ import numpy as np
 import tensorflow as tf
 
 from wals2 import scoring
-from wals2.data import Ratings
 from wals2.foldin import solve as fold_in_solve
 from wals2.foldin import split_solution
 from wals2.modes import mode_of
@@ -273,43 +273,41 @@ class ServingModule(tf.Module):
         }
 
 
-def export_saved_model(model, train: Ratings, path: str, top_k: int = 10) -> ServingModule:
+def export_saved_model(model, path: str, top_k: int = 10) -> ServingModule:
     """Writes the serving SavedModel of a fitted ``WALSModel`` to ``path`` (local, ``gs://``, any gfile path).
+
+    Everything is read from the model: its factors and biases, its raw-id vocabularies, its seen items (excluded
+    from recommendations; their counts are the popularity ranking and, positive ones, the fold-in item weights).
+    ``fit(ratings)`` sets the vocabularies and seen items, partial fits keep them; a model trained otherwise gets
+    them with ``set_vocabularies`` and ``set_seen_items``. ``model.export(path)`` calls this.
 
     Args:
         model: the fitted ``WALSModel`` (any mode).
-        train: the training ``Ratings`` it was fitted on: its ``user_ids``/``item_ids`` become the vocabularies,
-            its entries the seen items (excluded) and the popularity ranking, its positive counts the fold-in
-            item weights.
         path: the SavedModel directory; must not exist yet or be empty.
         top_k: K of ``serving_default`` and ``fold_in_recommend``, 1 <= K <= num_items.
 
     Returns:
         The saved ``ServingModule`` (callable in process like the loaded SavedModel).
+
+    Raises:
+        ValueError: the model has no vocabularies or seen items, a bad ``top_k``, or a non-empty ``path``.
     """
-    if not isinstance(train, Ratings):
-        raise TypeError(f"`train` should be a wals2.Ratings. Received: train={type(train).__name__}")
-    if train.shape != (model.num_users, model.num_items):
-        raise ValueError(
-            f"`train` should have the model's shape {(model.num_users, model.num_items)}. Received: {train.shape}"
-        )
     if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or not 1 <= top_k <= model.num_items:
         raise ValueError(f"`top_k` should be an integer in [1, {model.num_items}]. Received: top_k={top_k!r}")
+    users, items = model._require_vocabularies("export_saved_model")
+    seen = model._require_seen("export_saved_model")
     if tf.io.gfile.exists(path) and tf.io.gfile.listdir(path):
         raise ValueError(f"`path` should be a new or empty directory. Received: path={path!r} (not empty)")
     cfg = model.config
-    item_weights = model.mode.fold_in_item_weights(train.item_counts(positive_only=True))
-    order = np.lexsort((train.items, train.users))
-    indptr = np.concatenate([[0], np.cumsum(train.user_counts())]).astype(np.int64)
     module = ServingModule(
         user_factors=tf.convert_to_tensor(model.user_factors),
         item_factors=tf.convert_to_tensor(model.item_factors),
-        user_ids=train.user_ids,
-        item_ids=train.item_ids,
-        seen_indptr=indptr,
-        seen_items=train.items[order].astype(np.int32),
-        item_counts=train.item_counts(),
-        item_weights=item_weights,
+        user_ids=users.ids_array,
+        item_ids=items.ids_array,
+        seen_indptr=seen.indptr,
+        seen_items=seen.items.astype(np.int32),
+        item_counts=seen.item_counts(),
+        item_weights=model.mode.fold_in_item_weights(seen.item_counts(positive_only=True)),
         regularization=cfg.regularization,
         unobs_weight=cfg.unobs_weight,
         top_k=int(top_k),

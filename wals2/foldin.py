@@ -23,7 +23,6 @@ import numpy as np
 import tensorflow as tf
 
 from wals2 import scoring
-from wals2.data import Ratings
 from wals2.modes import Mode
 from wals2.solver import gramian
 
@@ -92,14 +91,20 @@ def solve(
     return tf.linalg.cholesky_solve(tf.linalg.cholesky(lhs), rhs[..., None])[..., 0]
 
 
-def state_of(model, train: Ratings) -> FoldInState:
-    """The ``FoldInState`` of a fitted ``WALSModel``; C from ``train``'s positive counts as its training used it."""
-    return counts_state(model, train.item_counts(positive_only=True))
+def state_of(model, positive_counts: np.ndarray | None = None) -> FoldInState:
+    """The ``FoldInState`` of a fitted ``WALSModel``.
 
+    Args:
+        model: the ``WALSModel``.
+        positive_counts: n_j [n] of the tf1 mode's item weights C; default: the positive entries of each item
+            among the model's seen items (its training entries), read only where the mode weighs items.
 
-def counts_state(model, positive_counts: np.ndarray) -> FoldInState:
-    """The ``FoldInState`` of a fitted ``WALSModel`` with C from the items' positive training counts n_j [n]."""
-    weights = model.mode.fold_in_item_weights(positive_counts)
+    Raises:
+        ValueError: the mode weighs items and the model has no seen items (nor ``positive_counts`` given).
+    """
+    if positive_counts is None and model.mode.fold_in_item_weights(np.zeros(model.num_items, np.int64)) is not None:
+        positive_counts = model.item_counts(positive_only=True)
+    weights = None if positive_counts is None else model.mode.fold_in_item_weights(positive_counts)
     return FoldInState(
         unobs_weight=model.config.unobs_weight,
         item_weights=tf.zeros([model.num_items]) if weights is None else tf.constant(weights),
@@ -109,12 +114,12 @@ def counts_state(model, positive_counts: np.ndarray) -> FoldInState:
     )
 
 
-def fold_in(model, train: Ratings, items: Sequence[Sequence[int]], ratings: Sequence[Sequence[float]]) -> np.ndarray:
+def fold_in(model, items: Sequence[Sequence[int]], ratings: Sequence[Sequence[float]]) -> np.ndarray:
     """Factors of new users from the items they rated, against ``model``'s fixed item factors.
 
     Args:
-        model: a fitted ``WALSModel`` (its ``item_factors`` and ``config`` are used).
-        train: the training ratings ``model`` was fitted on (for the item weights C_j).
+        model: a fitted ``WALSModel`` (its ``item_factors``, ``config`` and, for the tf1 mode's item weights C_j,
+            its seen items are used).
         items: for each of b users, the item indices they rated (a list of int sequences or a ``tf.RaggedTensor``).
         ratings: the matching ratings, same lengths.
 
@@ -123,20 +128,20 @@ def fold_in(model, train: Ratings, items: Sequence[Sequence[int]], ratings: Sequ
 
     Raises:
         ValueError: mismatched lengths, item indices out of [0, num_items), repeated items within one user,
-            non-finite ratings or ``train`` of another shape than the model.
+            non-finite ratings, or a tf1 model with item weights and no seen items.
     """
     indices, values = _pad(items, ratings, model.num_items)
-    return _solve_model(model, train, indices, values).numpy()
+    return _solve_model(model, indices, values).numpy()
 
 
 def recommend(
-    model, train: Ratings, items: Sequence[Sequence[int]], ratings: Sequence[Sequence[float]], k: int = 10
+    model, items: Sequence[Sequence[int]], ratings: Sequence[Sequence[float]], k: int = 10
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k items for new users by the model's score (``scoring.item_scores``) with u (and b_u) from
     ``fold_in``, best first, their rated items excluded.
 
     Args:
-        model, train, items, ratings: as in ``fold_in``.
+        model, items, ratings: as in ``fold_in``.
         k: items per user, 1 <= k <= num_items. A user with fewer than k unrated items gets item -1 and score
             -inf in the remaining slots.
 
@@ -146,7 +151,7 @@ def recommend(
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= model.num_items:
         raise ValueError(f"`k` should be an integer in [1, {model.num_items}]. Received: k={k!r}")
     indices, values = _pad(items, ratings, model.num_items)
-    factors, bias = split_solution(model.mode, _solve_model(model, train, indices, values), model.config.latent_factors)
+    factors, bias = split_solution(model.mode, _solve_model(model, indices, values), model.config.latent_factors)
     scores = scoring.item_scores(
         factors,
         bias,
@@ -168,18 +173,14 @@ def split_solution(mode: Mode, solution: tf.Tensor, k: int) -> tuple[tf.Tensor, 
     return solution, tf.zeros_like(solution[:, 0])
 
 
-def _solve_model(model, train: Ratings, indices: np.ndarray, values: np.ndarray) -> tf.Tensor:
-    if train.shape != (model.num_users, model.num_items):
-        raise ValueError(
-            f"`train` should have the model's shape {(model.num_users, model.num_items)}. Received: {train.shape}"
-        )
+def _solve_model(model, indices: np.ndarray, values: np.ndarray) -> tf.Tensor:
     return solve(
         model.mode,
         tf.convert_to_tensor(model.item_factors),
         indices,
         values,
         model.config.regularization,
-        state_of(model, train),
+        state_of(model),
     )
 
 

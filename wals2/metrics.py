@@ -14,13 +14,48 @@ rating: the task is to rank the items a user went on to rate above those the use
 
 from __future__ import annotations
 
+import re
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from wals2.data import Ratings
+if TYPE_CHECKING:  # this module imports numpy only: the pipeline's gate reads its registry without TensorFlow
+    from wals2.data import Ratings
 
 METRICS = ("precision", "recall", "ndcg", "map")
+#: The registry of metric names and directions ("min": lower is better, "max": higher is better). Every Keras log,
+#: tuning objective, hypertune tag, ``metrics.json`` key and pipeline gate metric is ``[<split>_]<name>`` or
+#: ``[<split>_]<name><separator><k>`` of one of these (``direction`` reads it).
+DIRECTIONS = {"rmse": "min", "loss": "min", **{name: "max" for name in METRICS}}
+#: The split prefixes of the keys: Keras' ``val_`` logs, the ``train`` / ``validation`` / ``test`` parts of
+#: ``metrics.json``.
+SPLITS = ("val", "train", "validation", "test")
+_KEY = re.compile(rf"^(?:(?:{'|'.join(SPLITS)})_)?(?P<name>[a-z]+)(?:(?:@|_at_)[0-9]+)?$")
 #: The cutoff k of the held-out ranking logs (``callbacks.HeldoutRanking``, ``WALSModel.fit(ranking_k=...)``).
 RANKING_K = 10
+
+
+def rmse(targets, predictions) -> float | None:
+    """sqrt(mean((targets - predictions)^2)) in float64 over [b] arrays; None for b = 0."""
+    targets = np.asarray(targets, np.float64)
+    if not targets.size:
+        return None
+    return float(np.sqrt(np.mean(np.square(targets - np.asarray(predictions, np.float64)))))
+
+
+def direction(key: str) -> str:
+    """ "min" or "max": the direction of a metric key (``val_rmse``, ``val_ndcg_at_10``, ``validation_ndcg@10``).
+
+    Raises:
+        ValueError: a key that names no metric of ``DIRECTIONS``.
+    """
+    match = _KEY.match(key) if isinstance(key, str) else None
+    if match is None or match["name"] not in DIRECTIONS:
+        raise ValueError(
+            f"`metric` should be [<split>_]<name>[@<k>] with a name among {sorted(DIRECTIONS)} (e.g. validation_rmse, "
+            f"validation_ndcg@10). Received: metric={key!r}"
+        )
+    return DIRECTIONS[match["name"]]
 
 
 def ranking_metrics(recommended: np.ndarray, relevant: list[np.ndarray]) -> dict[str, float]:

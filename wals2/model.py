@@ -28,11 +28,17 @@ class NonFiniteFactorsError(FloatingPointError):
     """A sweep produced NaN or infinite factors (or a k x k system could not be factorised)."""
 
 
-# Whether each log of ``fit`` / ``evaluate`` improves downwards or upwards (``val_<name>`` as ``<name>``).
-LOG_DIRECTIONS = {"rmse": "down", "loss": "down"}
+#: The logs of every ``fit`` / ``evaluate`` (``val_<name>`` as ``<name>``); their directions are the registry's.
+LOGS = ("rmse", "loss")
 #: The ranking logs of ``fit(ranking_k=k)`` and ``evaluate(ranking_k=k)``, ``<name>_at_<k>``; higher is better.
 RANKING_LOGS = ("ndcg", "precision")
 RANKING_SEPARATOR = "_at_"
+#: The state variables, in the order of ``weights``.
+_STATE_NAMES = ("user_factors", "item_factors", "user_bias", "item_bias", "global_mean", "rating_range")
+#: Pairs per batch of ``predict`` (Keras' default of 32 makes ``predict`` of 10k pairs 20-30x slower).
+PREDICT_BATCH_SIZE = 4096
+#: The default bound of the rows one ``partial_fit_*`` call may add (``max_new_users`` / ``max_new_items``).
+MAX_NEW_ROWS = 100_000
 
 
 class _Direction(keras.metrics.Metric):
@@ -68,10 +74,11 @@ def _log_directions(ranking_k: int | None = None) -> list:
         def result(self):
             return {}
 
-    directions = dict(LOG_DIRECTIONS)
+    names = list(LOGS)
     if ranking_k is not None:
-        directions.update({f"{name}{RANKING_SEPARATOR}{ranking_k}": "up" for name in RANKING_LOGS})
-    metrics = [_Direction(name, direction) for name, direction in directions.items()]
+        names += [f"{name}{RANKING_SEPARATOR}{ranking_k}" for name in RANKING_LOGS]
+    keras_direction = {"min": "down", "max": "up"}
+    metrics = [_Direction(name, keras_direction[ranking.direction(name)]) for name in names]
     return [LogDirections(metrics, "log_directions")]
 
 
@@ -100,6 +107,7 @@ class WALSModel(Recommender, keras.Model):
     """
 
     def __init__(self, num_users: int, num_items: int, config: WALSConfig | dict | None = None, **kwargs: Any):
+        defer_state = kwargs.pop("_defer_state", False)
         fields = set(WALSConfig.__dataclass_fields__)
         overrides = {key: kwargs.pop(key) for key in list(kwargs) if key in fields}
         super().__init__(**kwargs)
@@ -110,8 +118,8 @@ class WALSModel(Recommender, keras.Model):
             config = WALSConfig.from_dict(config)
         self.config = (config or WALSConfig()).replace(**overrides)
         self.mode = mode_of(self.config)
-        self._create_state(num_users, num_items)
-        self.rating_range.assign([-np.inf, np.inf])
+        self.num_users, self.num_items = int(num_users), int(num_items)
+        self._deferred_state = True
         self._squared_error = keras.metrics.Mean(name="squared_error")
         self.engine: SweepEngine | None = None
         self._heldout: Entries | None = None
@@ -119,14 +127,15 @@ class WALSModel(Recommender, keras.Model):
         self._vocabularies = None
         self._fitting = False
         self._ranking_k: int | None = None  # the k of the ranking logs of the last fit(ranking_k=k)
-        self.initialize_factors()
+        if not defer_state:
+            self._materialize_state()
         self.built = True
 
     # ----------------------------------------------------------------------------------------------- state
-    def _create_state(self, num_users: int, num_items: int) -> None:
-        """Creates the state variables (zeros) for num_users x num_items, in the order of ``weights``."""
+    def _state_shapes(self, num_users: int, num_items: int) -> dict[str, tuple[int, ...]]:
+        """The shape of each state variable for num_users x num_items, in the order of ``weights``."""
         k = self.config.latent_factors
-        shapes = {
+        return {
             "user_factors": (num_users, k),
             "item_factors": (num_items, k),
             # The biases, the mean and the clipping range of the predictions; zeros / unbounded without biases.
@@ -135,7 +144,59 @@ class WALSModel(Recommender, keras.Model):
             "global_mean": (),
             "rating_range": (2,),
         }
-        for name, shape in shapes.items():
+
+    def _materialize_state(self) -> None:
+        """Creates the state of a new model: drawn factors, zero biases and mean, an unbounded rating range."""
+        self._create_state(self.num_users, self.num_items)
+        self.rating_range.assign([-np.inf, np.inf])
+        self.initialize_factors()
+
+    def __getattr__(self, name: str):
+        # Reached only for attributes not set: the state of a model from ``from_config`` that no weights file
+        # filled (``keras.models.clone_model``, ``model_from_json``) is created on first use.
+        if name in _STATE_NAMES and self.__dict__.get("_deferred_state"):
+            self._materialize_state()
+            return getattr(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def weights(self):
+        # A model from ``from_config`` outside ``load_model`` (``set_weights``, ``get_weights``) has its state.
+        if self.__dict__.get("_deferred_state"):
+            self._materialize_state()
+        return super().weights
+
+    def save_own_variables(self, store) -> None:
+        if self.__dict__.get("_deferred_state"):
+            self._materialize_state()
+        super().save_own_variables(store)
+
+    def load_own_variables(self, store) -> None:
+        """Keras' ``load_model``: the state from the weights file, its shapes checked against the config first.
+
+        Raises:
+            ValueError: the file's variables are not the six of this config's shapes (nothing is allocated).
+        """
+        shapes = self._state_shapes(self.num_users, self.num_items)
+        if len(store.keys()) != len(shapes):
+            raise ValueError(f"The weights file holds {len(store.keys())} variables; a WALSModel has {len(shapes)}.")
+        values = [store[str(i)] for i in range(len(shapes))]
+        for (name, shape), value in zip(shapes.items(), values):
+            if tuple(value.shape) != shape:
+                raise ValueError(
+                    f"The weights file's `{name}` has shape {tuple(value.shape)}; the config (num_users="
+                    f"{self.num_users}, num_items={self.num_items}, latent_factors={self.config.latent_factors}) "
+                    f"needs {shape}. The file's config.json and weights disagree."
+                )
+        if self.__dict__.get("_deferred_state"):
+            self._create_state(self.num_users, self.num_items)
+        for variable, value in zip(self.weights, values):
+            variable.assign(value)
+
+    def _create_state(self, num_users: int, num_items: int) -> None:
+        """Creates the state variables (zeros) for num_users x num_items, in the order of ``weights``."""
+        self._deferred_state = False  # first: Keras' ``__setattr__`` reads the attribute it sets
+        for name, shape in self._state_shapes(num_users, num_items).items():
             # Replicated state assigned in the replica context (equal on every worker after each sweep).
             variable = self.add_weight(
                 shape=shape, initializer="zeros", trainable=False, name=name, aggregation="only_first_replica"
@@ -219,11 +280,6 @@ class WALSModel(Recommender, keras.Model):
         # The engine's layouts are captured by the traced sweep: trace again for new training data.
         self.train_function = None
 
-    @property
-    def training_layouts(self):
-        """The engine's (row half, column half) layouts, or None before training data is set."""
-        return None if self.engine is None else (self.engine.rows_layout, self.engine.cols_layout)
-
     # ----------------------------------------------------------------------------------------------- Keras
     def fit(
         self, x=None, y=None, *, epochs: int | None = None, validation_data=None, ranking_k: int | None = None, **kwargs
@@ -231,16 +287,17 @@ class WALSModel(Recommender, keras.Model):
         """Runs ``epochs`` sweeps (default ``config.num_iters``) over the training matrix ``x``.
 
         ``x`` is the training matrix (``Ratings``, ``tf.SparseTensor``, scipy sparse, or this worker's
-        ``engine.Partition``); it may be omitted after ``set_training_data``. ``validation_data`` (``Ratings``,
-        ``engine.Entries`` or ``(pairs, ratings)``; on several workers, this worker's part) adds ``val_rmse`` to
-        the logs after every sweep. With ``ranking_k`` (``metrics.RANKING_K`` = 10 is the usual cutoff) and
-        ``validation_data`` a ``Ratings``, every sweep also logs ``val_ndcg_at_<k>`` and ``val_precision_at_<k>``
-        (``metrics.heldout_ranking``: each validation user's top k, training items excluded, against the user's
-        validation items), which ``mode="auto"`` callbacks know to maximise. Callbacks, ``verbose`` and
-        ``initial_epoch`` work as in Keras; one epoch is one sweep, and ``y`` must be None.
+        ``engine.Partition``), or, with ``y``, int (user, item) index pairs [nnz, 2] whose ratings [nnz] are ``y``
+        (as in ``validation_data=(pairs, ratings)``); it may be omitted after ``set_training_data``.
+        ``validation_data`` (``Ratings``, ``engine.Entries`` or ``(pairs, ratings)``; on several workers, this
+        worker's part) adds ``val_rmse`` to the logs after every sweep. With ``ranking_k`` (``metrics.RANKING_K``
+        = 10 is the usual cutoff) and ``validation_data`` a ``Ratings``, every sweep also logs ``val_ndcg_at_<k>``
+        and ``val_precision_at_<k>`` (``metrics.heldout_ranking``: each validation user's top k, training items
+        excluded, against the user's validation items), which ``mode="auto"`` callbacks know to maximise.
+        Callbacks, ``verbose`` and ``initial_epoch`` work as in Keras; one epoch is one sweep.
         """
         if y is not None:
-            raise ValueError("`y` should be None: the ratings are the values of `x`. Received a `y`.")
+            x = _pairs_matrix(x, y, (self.num_users, self.num_items))
         for unsupported in ("batch_size", "steps_per_epoch", "shuffle", "class_weight", "sample_weight"):
             if kwargs.get(unsupported) is not None:
                 raise ValueError(f"`{unsupported}` is not used by WALSModel.fit: one epoch is one full sweep.")
@@ -350,6 +407,22 @@ class WALSModel(Recommender, keras.Model):
         results.update(ranking.logs(scores, int(ranking_k), RANKING_LOGS, separator=RANKING_SEPARATOR))
         return results if return_dict else list(results.values())
 
+    def predict(self, x, batch_size: int | None = PREDICT_BATCH_SIZE, **kwargs):
+        """Keras ``predict`` of int (user, item) pairs [b, 2] -> float32 [b]; the batch defaults to 4,096 pairs."""
+        return super().predict(x, batch_size=batch_size, **kwargs)
+
+    def export(self, filepath, format: str = "tf_saved_model", verbose=None, top_k: int = 10, **kwargs):
+        """Writes the serving SavedModel (``export.export_saved_model``: raw ids in, top-k items out) to
+        ``filepath``. ``format`` should be "tf_saved_model"; ``verbose`` is accepted for Keras' signature."""
+        if format != "tf_saved_model" or kwargs:
+            raise ValueError(
+                'WALSModel.export writes the serving SavedModel only: `format` should be "tf_saved_model" and no '
+                f"other Keras export argument is used. Received: format={format!r}, {sorted(kwargs)}"
+            )
+        from wals2.export import export_saved_model  # export imports the model's modules: import on use
+
+        return export_saved_model(self, str(filepath), top_k=top_k)
+
     def call(self, pairs):
         """Predictions for int pairs [b, 2] (user index, item index); returns float32 [b].
 
@@ -369,16 +442,15 @@ class WALSModel(Recommender, keras.Model):
         """The RMSE of the predictions against ``ratings`` (the preference 1 in the implicit mode); None if empty."""
         if not ratings.nnz:
             return None
-        predictions = self.predict_pairs(ratings.users, ratings.items).numpy().astype(np.float64)
-        targets = np.asarray(self.mode.heldout_targets(ratings.values.astype(np.float64)))
-        return float(np.sqrt(np.mean(np.square(targets - predictions))))
+        predictions = self.predict_pairs(ratings.users, ratings.items).numpy()
+        return ranking.rmse(self.mode.heldout_targets(ratings.values.astype(np.float64)), predictions)
 
     @property
     def metrics(self):
         # ``evaluate`` accumulates the squared errors; ``fit`` logs the engine's all-reduced sums instead, so its
         # epochs read no metric variable (under several workers each read would be a collective of its own). The
-        # stateless ``_LogDirections`` tell ``mode="auto"`` callbacks that ``rmse`` and ``loss`` improve downwards.
-        # With ``fit(ranking_k=k)`` they include the ranking logs at k (increasing).
+        # stateless ``LogDirections`` of ``_log_directions`` tell ``mode="auto"`` callbacks the registry's direction
+        # of ``rmse`` and ``loss`` and, with ``fit(ranking_k=k)``, of the ranking logs at k.
         directions = _log_directions(self._ranking_k)
         return directions if self._fitting else [self._squared_error, *directions]
 
@@ -423,7 +495,9 @@ class WALSModel(Recommender, keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        """The model of ``get_config``; its state is created by ``load_own_variables`` (``keras.models.load_model``,
+        after checking the weights file's shapes) or, otherwise, on first use."""
+        return cls(**config, _defer_state=True)
 
     # ----------------------------------------------------------------------------------------- inference
     def loss_value(self) -> float:
@@ -432,7 +506,7 @@ class WALSModel(Recommender, keras.Model):
         return float(self.engine.metrics(*self._tables())["loss"])
 
     # ------------------------------------------------------------------------------------------ partial fits
-    def partial_fit_users(self, user_indices, user_items) -> None:
+    def partial_fit_users(self, user_indices, user_items, max_new_users: int = MAX_NEW_ROWS) -> None:
         """Solves the factors (and biases) of the given users exactly against the fixed item side, in place.
 
         As implicit's ``partial_fit_users``: each user's row is replaced by its row of ``user_items`` and solved
@@ -440,25 +514,31 @@ class WALSModel(Recommender, keras.Model):
         zero factors). The users' seen items become their new rows. The tf1 mode's weights are the configured
         ones (R = 1, C_j from the seen items' positive counts), as in fold-in, not ``row_weights`` /
         ``col_weights`` given to ``set_training_data``. One process only; the training data must be set again
-        before another ``fit``.
+        before another ``fit``. Atomic: everything is validated and solved first, then the factors, seen items
+        and vocabularies are written together; on a ``ValueError`` the model is unchanged.
 
         Args:
             user_indices: distinct int user indices [b]; with raw ids set, new users need ``partial_fit_users_ids``.
             user_items: the users' ratings, [b, num_items] (row r is ``user_indices[r]``): scipy sparse,
                 ``tf.SparseTensor`` or a ``Ratings`` of that shape.
-        """
-        self._partial_fit(0, user_indices, user_items, ("user_indices", "user_items"))
+            max_new_users: the most users the call may add (indices up to num_users + max_new_users - 1).
 
-    def partial_fit_items(self, item_indices, item_users) -> None:
+        Raises:
+            ValueError: bad indices or ratings, more than ``max_new_users`` new users, or a solution that is
+                not finite.
+        """
+        self._partial_fit(0, user_indices, user_items, ("user_indices", "user_items"), max_new_users)
+
+    def partial_fit_items(self, item_indices, item_users, max_new_items: int = MAX_NEW_ROWS) -> None:
         """Solves the factors (and biases) of the given items exactly against the fixed user side, in place.
 
         ``partial_fit_users`` with the sides swapped: ``item_users`` is [b, num_users] (row r is
-        ``item_indices[r]``), indices >= ``num_items`` add items, and every user's seen items get the new entries
-        of these items instead of the old ones.
+        ``item_indices[r]``), indices >= ``num_items`` add items (at most ``max_new_items``), and every user's
+        seen items get the new entries of these items instead of the old ones. Atomic as ``partial_fit_users``.
         """
-        self._partial_fit(1, item_indices, item_users, ("item_indices", "item_users"))
+        self._partial_fit(1, item_indices, item_users, ("item_indices", "item_users"), max_new_items)
 
-    def partial_fit_users_ids(self, user_ids, user_items) -> None:
+    def partial_fit_users_ids(self, user_ids, user_items, max_new_users: int = MAX_NEW_ROWS) -> None:
         """``partial_fit_users`` by raw user ids; ids not in the vocabulary are new users, appended in order.
 
         Args:
@@ -466,29 +546,47 @@ class WALSModel(Recommender, keras.Model):
             user_items: [b, num_items] by item index (scipy sparse or ``tf.SparseTensor``, row r is
                 ``user_ids[r]``), or a ``Ratings`` whose user ids are among ``user_ids`` and whose item ids are
                 the model's (KeyError naming an unknown one).
+            max_new_users: the most new ids the call may add.
         """
-        self._partial_fit_ids(0, user_ids, user_items, ("user_ids", "user_items"))
+        self._partial_fit_ids(0, user_ids, user_items, ("user_ids", "user_items"), max_new_users)
 
-    def partial_fit_items_ids(self, item_ids, item_users) -> None:
+    def partial_fit_items_ids(self, item_ids, item_users, max_new_items: int = MAX_NEW_ROWS) -> None:
         """``partial_fit_items`` by raw item ids; ids not in the vocabulary are new items, appended in order.
 
         Args:
             item_ids: distinct raw item ids [b].
             item_users: [b, num_users] by user index, or a ``Ratings`` whose item ids are among ``item_ids`` and
                 whose user ids are the model's.
+            max_new_items: the most new ids the call may add.
         """
-        self._partial_fit_ids(1, item_ids, item_users, ("item_ids", "item_users"))
+        self._partial_fit_ids(1, item_ids, item_users, ("item_ids", "item_users"), max_new_items)
 
-    def _partial_fit_ids(self, axis: int, raw_ids, matrix, names: tuple[str, str]) -> None:
+    def _partial_fit_ids(self, axis: int, raw_ids, matrix, names: tuple[str, str], max_new: int) -> None:
         vocabularies = self._require_vocabularies(f"partial_fit_{('users', 'items')[axis]}_ids")
         indices, matrix, new_ids = partial_fit.raw_queries(vocabularies, axis, raw_ids, matrix, names)
-        self._partial_fit(axis, indices, matrix, names, new_ids)
+        self._partial_fit(axis, indices, matrix, names, max_new, new_ids)
 
-    def _partial_fit(self, axis: int, indices, matrix, names: tuple[str, str], new_ids=None) -> None:
-        """Solves the rows ``indices`` of one side (0: users, 1: items) on the entries of ``matrix`` [b, other]."""
+    def _partial_fit(self, axis: int, indices, matrix, names: tuple[str, str], max_new: int, new_ids=None) -> None:
+        """Solves the rows ``indices`` of one side (0: users, 1: items) on the entries of ``matrix`` [b, other],
+        then commits the solution, seen items and vocabularies together (``partial_fit.solve_rows``)."""
+        bound = f"max_new_{('users', 'items')[axis]}"
+        if isinstance(max_new, bool) or not isinstance(max_new, (int, np.integer)) or max_new < 0:
+            raise ValueError(f"`{bound}` should be a non-negative integer. Received: {bound}={max_new!r}")
         indices = partial_fit.query_indices(indices, names[0])
         entries = _coo(matrix, (indices.size, (self.num_items, self.num_users)[axis]), names[1])
-        partial_fit.fit_rows(self, axis, indices, *entries, names, new_ids)
+        solved = partial_fit.solve_rows(self, axis, indices, *entries, names, int(max_new), new_ids)
+        if solved.sizes != (self.num_users, self.num_items):
+            self._resize(*solved.sizes)
+        k = self.config.latent_factors
+        factors, bias = [(self.user_factors, self.user_bias), (self.item_factors, self.item_bias)][axis]
+        updates = [(factors, solved.solution[:, :k])]
+        if self.mode.biases:
+            updates.append((bias, solved.solution[:, k]))
+        for variable, rows in updates:
+            variable.assign(tf.tensor_scatter_nd_update(tf.convert_to_tensor(variable), indices[:, None], rows))
+        self._seen, self._vocabularies = solved.seen, solved.vocabularies
+        self.engine = None  # the training matrix changed: fit needs it again
+        logger.debug("partial fit of %d %s", indices.size, ("users", "items")[axis])
 
     def _require_training_data(self, what: str) -> None:
         if self.engine is None:
@@ -515,20 +613,32 @@ def _entries(heldout, shape: tuple[int, int]) -> Entries:
             raise ValueError(f"`validation_data` should have shape {tuple(shape)}. Received: {heldout.shape}")
         return Entries(heldout.users, heldout.items, heldout.values.astype(np.float64))
     if isinstance(heldout, (tuple, list)) and len(heldout) == 2:
-        pairs = np.asarray(heldout[0])
-        values = np.asarray(heldout[1], np.float64).reshape(-1)
-        if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.shape[0] != values.size:
-            raise ValueError(
-                "`validation_data` should be (pairs [b, 2], ratings [b]). "
-                f"Received shapes {pairs.shape} and {values.shape}"
-            )
-        for axis, size, name in ((0, shape[0], "user"), (1, shape[1], "item")):
-            if pairs.size and (pairs[:, axis].min() < 0 or pairs[:, axis].max() >= size):
-                raise ValueError(f"`validation_data` {name} indices should be in [0, {size}).")
-        return Entries(pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), values)
+        return Entries(*_pairs(heldout[0], heldout[1], shape, "`validation_data`"))
     raise TypeError(
         f"`validation_data` should be a wals2.Ratings or (pairs, ratings). Received: {type(heldout).__name__}"
     )
+
+
+def _pairs(pairs, values, shape: tuple[int, int], what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(users int64 [b], items int64 [b], ratings float64 [b]) of index pairs [b, 2] and ratings [b], checked."""
+    pairs = np.asarray(pairs)
+    values = np.asarray(values, np.float64).reshape(-1)
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.shape[0] != values.size:
+        raise ValueError(
+            f"{what} should be (pairs [b, 2], ratings [b]). Received shapes {pairs.shape} and {values.shape}"
+        )
+    if pairs.size and pairs.dtype.kind not in "iu":
+        raise ValueError(f"{what} pairs should be int (user, item) indices. Received dtype {pairs.dtype}")
+    for axis, size, name in ((0, shape[0], "user"), (1, shape[1], "item")):
+        if pairs.size and (pairs[:, axis].min() < 0 or pairs[:, axis].max() >= size):
+            raise ValueError(f"{what} {name} indices should be in [0, {size}).")
+    return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), values
+
+
+def _pairs_matrix(x, y, shape: tuple[int, int]) -> sp.coo_array:
+    """The training matrix of ``fit(x, y)``: x int (user, item) pairs [nnz, 2], y their ratings [nnz]."""
+    users, items, values = _pairs(x, y, shape, "`fit(x, y)`")
+    return sp.coo_array((values, (users, items)), shape=shape)
 
 
 def _coo(train, shape: tuple[int, int], name: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

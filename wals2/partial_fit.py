@@ -1,26 +1,25 @@
 """Partial fits: the exact factors (and biases) of given users or items against the other side's fixed factors.
 
 ``WALSModel.partial_fit_users`` / ``partial_fit_items`` (implicit's calls) solve, for each given row, the row
-update of a half-sweep with that row's new entries (``foldin.solve``, the fold-in system), and write the solution
-into the model. For item j the sides swap: the fixed table is U (or [U, 1] with biases, the offsets the user
-biases b_i), and the tf1 mode's weights d_ij = R_i C_j = C_j (R = 1) come in as ``solve``'s query weights, with
-C_j from the item's new positive count n_j. The tf1 mode's C for a users' fit comes from the counts of the
-model's seen items (``recommender.SeenItems``), which a partial fit updates first.
+update of a half-sweep with that row's new entries (``foldin.solve``, the fold-in system): ``solve_rows``
+validates and solves without changing the model, and the model then commits the factors, seen items and
+vocabularies of the ``PartialFit`` together. For item j the sides swap: the fixed table is U (or [U, 1] with
+biases, the offsets the user biases b_i), and the tf1 mode's weights d_ij = R_i C_j = C_j (R = 1) come in as
+``solve``'s query weights, with C_j from the item's new positive count n_j. The tf1 mode's C for a users' fit
+comes from the counts of the model's seen items (``recommender.SeenItems``), which a partial fit updates first.
 """
 
 from __future__ import annotations
 
-import logging
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
 from wals2 import foldin
-from wals2.data import Ratings
-from wals2.recommender import Vocabulary
-
-logger = logging.getLogger(__name__)
+from wals2.data import Ratings, Vocabulary
+from wals2.recommender import SeenItems
 
 #: Padded slots (queries x longest row) per ``foldin.solve`` call: bounds its [b, L, k] gather.
 SLOTS_PER_SOLVE = 1 << 21
@@ -44,7 +43,7 @@ def raw_queries(vocabularies, axis: int, raw_ids, matrix, names: tuple[str, str]
     the vocabulary's end in order; a ``Ratings`` becomes the [b, other] matrix of its entries by raw id.
 
     Args:
-        vocabularies: the model's (users, items) ``recommender.Vocabulary``.
+        vocabularies: the model's (users, items) ``data.Vocabulary``.
         axis: 0 (the queries are users) or 1 (items).
         raw_ids: distinct raw ids [b].
         matrix: [b, other] by index, or a ``Ratings`` (its query-side ids among ``raw_ids``, the other side's
@@ -65,12 +64,31 @@ def raw_queries(vocabularies, axis: int, raw_ids, matrix, names: tuple[str, str]
     return indices, matrix, queries.ids_array[new]
 
 
-def fit_rows(model, axis: int, indices, rows, cols, values, names: tuple[str, str], new_ids=None) -> None:
-    """Replaces and solves the rows ``indices`` of one side of ``model`` (0: users, 1: items), in place.
+class PartialFit(NamedTuple):
+    """A solved partial fit, not yet written into the model (``WALSModel`` commits it whole).
 
-    Grows the model for indices past its end (with ``new_ids`` appended to that side's vocabulary), gives the
-    rows their new entries in the seen items, writes the solution (``solve_side``) into the factors (and biases)
-    and drops the training data (``fit`` needs it again).
+    Attributes:
+        axis: 0 (users were solved) or 1 (items).
+        indices: int64 [b], the solved rows.
+        sizes: (num_users, num_items) after the fit (larger where it adds rows).
+        seen: the seen items after the fit (``recommender.SeenItems``), or None where the model has none.
+        vocabularies: the (users, items) vocabularies after the fit, or None where the model has none.
+        solution: float32 [b, k] (or [b, k + 1], factors then bias), row r for ``indices[r]``.
+    """
+
+    axis: int
+    indices: np.ndarray
+    sizes: tuple[int, int]
+    seen: SeenItems | None
+    vocabularies: tuple[Vocabulary, Vocabulary] | None
+    solution: np.ndarray
+
+
+def solve_rows(
+    model, axis: int, indices, rows, cols, values, names: tuple[str, str], max_new: int, new_ids=None
+) -> PartialFit:
+    """Validates and solves a partial fit of the rows ``indices`` of one side (0: users, 1: items); the model is
+    only read. Nothing is allocated for the rows past the end before their number is checked against ``max_new``.
 
     Args:
         model: the ``WALSModel``.
@@ -78,60 +96,75 @@ def fit_rows(model, axis: int, indices, rows, cols, values, names: tuple[str, st
         indices: validated int64 [b] (``query_indices``).
         rows, cols, values: the entries (query 0..b-1, other side's index, rating), checked (``model._coo``).
         names: the two arguments' names, for messages.
+        max_new: the most rows the fit may add to that side (indices up to size + max_new - 1).
         new_ids: the raw ids of the rows past the end (``raw_queries``), or None for a call by index.
+
+    Raises:
+        ValueError: a rating the mode refuses, too many new rows, new rows without raw ids on a model with raw
+            ids, or a solution that is not finite (ratings too large for float32).
     """
+    side = ("users", "items")[axis]
     invalid = np.flatnonzero(model.mode.invalid_ratings(values))
     if invalid.size:
         raise ValueError(f"`{names[1]}` rating {values[invalid[0]]:g} {model.mode.invalid_reason}")
     sizes = [model.num_users, model.num_items]
     grown = max(sizes[axis], int(indices.max()) + 1)
-    if grown > sizes[axis]:
-        if model._vocabularies is not None and new_ids is None:
-            raise ValueError(
-                f"`{names[0]}` has indices >= {sizes[axis]}, new rows without a raw id: the model has raw ids, "
-                f"call partial_fit_{('users', 'items')[axis]}_ids."
-            )
-        sizes[axis] = grown
-        model._resize(*sizes)
-    if new_ids is not None and len(new_ids):
-        vocabularies = list(model._vocabularies)
+    if grown - sizes[axis] > max_new:
+        raise ValueError(
+            f"`{names[0]}` would add {grown - sizes[axis]} {side} (up to index {grown - 1}; the model has "
+            f"{sizes[axis]}), more than `max_new_{side}`={max_new}. Received: max index {grown - 1}"
+        )
+    if grown > sizes[axis] and model._vocabularies is not None and new_ids is None:
+        raise ValueError(
+            f"`{names[0]}` has indices >= {sizes[axis]}, new rows without a raw id: the model has raw ids, "
+            f"call partial_fit_{side}_ids."
+        )
+    sizes[axis] = grown
+    vocabularies = model._vocabularies
+    if vocabularies is not None and new_ids is not None and len(new_ids):
+        vocabularies = list(vocabularies)
         vocabularies[axis] = vocabularies[axis].extended(new_ids)
-        model._vocabularies = tuple(vocabularies)
-    if model._seen is not None:
+        vocabularies = tuple(vocabularies)
+    seen = model._seen
+    if seen is not None:
         own = indices[rows]
         users, items = (own, cols) if axis == 0 else (cols, own)
-        model._seen = model._seen.replaced(axis, indices, users, items, values, tuple(sizes))
-    solution = solve_side(model, axis, indices, rows, cols, values)
-    k = model.config.latent_factors
-    factors, bias = [(model.user_factors, model.user_bias), (model.item_factors, model.item_bias)][axis]
-    updates = [(factors, solution[:, :k])] + ([(bias, solution[:, k])] if model.mode.biases else [])
-    for variable, solved in updates:
-        variable.assign(tf.tensor_scatter_nd_update(tf.convert_to_tensor(variable), indices[:, None], solved))
-    model.engine = None  # the training matrix changed: fit needs it again
-    logger.debug("partial fit of %d %s", indices.size, ("users", "items")[axis])
+        seen = seen.replaced(axis, indices, users, items, values, tuple(sizes))
+    solution = solve_side(model, axis, indices, rows, cols, values, seen, sizes[1])
+    broken = np.flatnonzero(~np.all(np.isfinite(solution), axis=1))
+    if broken.size:
+        query = int(broken[0])
+        largest = float(np.max(np.abs(values[rows == query]), initial=0.0))
+        raise ValueError(
+            f"`{names[1]}` row {query} ({side[:-1]} {indices[query]}): the solution is not finite, its ratings are "
+            f"too large for float32 (largest |rating| {largest:g}); the model is unchanged."
+        )
+    return PartialFit(axis, indices, tuple(sizes), seen, vocabularies, solution)
 
 
-def solve_side(model, axis: int, indices: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray):
+def solve_side(model, axis: int, indices, rows, cols, values, seen: SeenItems | None, num_items: int) -> np.ndarray:
     """The solution of each query row of one side, float32 [b, k] (or [b, k + 1], factors then bias).
 
     Args:
-        model: the ``WALSModel``, already of the size that holds ``indices`` (its seen items already updated).
+        model: the ``WALSModel`` (read only; its fixed side holds every index of ``cols``).
         axis: 0 to solve users (against V), 1 to solve items (against U).
         indices: int64 [b], the user (item) index of each query.
         rows: int64 [e], the query (0..b-1) of each entry.
         cols: int64 [e], the fixed side's index of each entry (an item for users, a user for items).
         values: float [e], the ratings.
+        seen: the seen items after the fit (the tf1 mode's C_j counts their positive entries), or None.
+        num_items: n after the fit.
     """
     mode, cfg = model.mode, model.config
     counts = None
-    if model.mode.fold_in_item_weights(np.zeros(model.num_items, np.int64)) is not None:
-        if model._seen is None:
+    if mode.fold_in_item_weights(np.zeros(num_items, np.int64)) is not None:
+        if seen is None:
             raise ValueError(
                 f"partial_fit in mode {cfg.mode!r} with item weights needs the items' training counts (C_j): call "
                 "set_seen_items(users, items, values) or fit(train) first."
             )
-        counts = model._seen.positive_counts()
-    state = foldin.counts_state(model, np.zeros(model.num_items, np.int64) if counts is None else counts)
+        counts = seen.item_counts(positive_only=True)
+    state = foldin.state_of(model, np.zeros(num_items, np.int64) if counts is None else counts)
     query_weights = None
     if axis == 0:
         fixed = tf.convert_to_tensor(model.item_factors)
@@ -164,6 +197,6 @@ def solve_side(model, axis: int, indices: np.ndarray, rows: np.ndarray, cols: np
             ratings[slot, : lengths[query]] = values[starts[query] : starts[query + 1]]
         weights = None if query_weights is None else query_weights[chunk]
         solution = foldin.solve(mode, fixed, padded, ratings, cfg.regularization, state, weights)
-        out[chunk] = tf.debugging.assert_all_finite(solution, "partial_fit solution not finite").numpy()
+        out[chunk] = solution.numpy()
         start = stop
     return out

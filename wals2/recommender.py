@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import scipy.sparse as sp
 import tensorflow as tf
 
 from wals2 import scoring
-from wals2.data import lookup
+from wals2.data import Vocabulary
 
 SEEN_FILE = "seen.npz"
 VOCABULARIES_FILE = "vocabularies.npz"
@@ -73,6 +74,22 @@ class Recommender:
             with np.load(path, allow_pickle=False) as f:
                 self.set_vocabularies(f["user_ids"], f["item_ids"])
 
+    def item_counts(self, positive_only: bool = False) -> np.ndarray:
+        """int64 [num_items]: each item's seen (training) entries, or (n_j) those with a positive rating.
+
+        Raises:
+            ValueError: the model has no seen items (``set_seen_items``).
+        """
+        return self._require_seen("item_counts").item_counts(positive_only)
+
+    def _require_seen(self, what: str) -> SeenItems:
+        if self._seen is None:
+            raise ValueError(
+                f"{what} needs the training items: call fit(train), set_training_data(train) or "
+                "set_seen_items(users, items) first."
+            )
+        return self._seen
+
     def set_vocabularies(self, user_ids, item_ids) -> None:
         """The raw id of every user and item index, for ``recommend_ids``, ``similar_items_ids``, ``similar_users_ids``.
 
@@ -91,33 +108,40 @@ class Recommender:
     def recommend(
         self,
         user_indices,
-        k: int = 10,
+        user_items=None,
+        k: int | None = None,
         exclude_seen: bool | None = None,
         batch_size: int = 1024,
         *,
+        N: int | None = None,
         filter_already_liked_items: bool | None = None,
         filter_items=None,
         items=None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k items for each user by score (the unclipped prediction mu + b_i + c_j + u_i.v_j), best first.
 
-        The arguments follow implicit's ``recommend``; ``items`` and ``filter_items`` may be combined.
+        The arguments follow implicit's ``recommend(userid, user_items, N=10, filter_already_liked_items=True,
+        filter_items=None, items=None)``; ``items`` and ``filter_items`` may be combined.
 
         Args:
-            user_indices: int user indices [b].
-            k: items per user, 1 <= k <= num_items.
-            exclude_seen: drop the user's training items (default True). A user with fewer than k remaining
-                candidates gets item -1 and score -inf in the remaining slots.
+            user_indices: an int user index, or int user indices [b].
+            user_items: the users' items to exclude, [b, num_items] (row r for ``user_indices[r]``; scipy
+                sparse, its stored entries), as implicit's ``user_items``; default: the model's seen items.
+            k: items per user, 1 <= k <= num_items (default 10).
+            exclude_seen: drop the user's training items (or those of ``user_items``; default True). A user with
+                fewer than k remaining candidates gets item -1 and score -inf in the remaining slots.
             batch_size: users scored at once (memory is batch_size x candidates floats).
+            N: implicit's name for ``k``.
             filter_already_liked_items: implicit's name for ``exclude_seen``; giving both with different values
                 raises.
             filter_items: item indices never recommended.
             items: item indices, the only candidates ranked (default: every item).
 
         Returns:
-            (item indices int64 [b, k], scores float32 [b, k]).
+            (item indices int64 [b, k], scores float32 [b, k]); [k] and [k] for a scalar ``user_indices``.
         """
         users = _indices(user_indices, self.num_users, "user_indices")
+        k = _alias(k, N, ("k", "N"), 10)
         _check_k(k, self.num_items)
         _check_batch_size(batch_size)
         if exclude_seen is None:
@@ -127,11 +151,11 @@ class Recommender:
                 "`exclude_seen` and `filter_already_liked_items` are one option; pass one of them. Received: "
                 f"exclude_seen={exclude_seen!r}, filter_already_liked_items={filter_already_liked_items!r}"
             )
-        if exclude_seen and self._seen is None:
-            raise ValueError(
-                "recommend(exclude_seen=True) needs the training items: call fit(train), set_training_data(train) "
-                "or set_seen_items(users, items) first."
-            )
+        excluded, lookup = None, None
+        if exclude_seen and user_items is not None:
+            excluded, lookup = _rows_csr(user_items, (users.size, self.num_items)), np.arange(users.size)
+        elif exclude_seen:
+            excluded = self._require_seen("recommend(exclude_seen=True)").csr
         candidates = _candidates(items, filter_items, self.num_items)
         v, bv = tf.convert_to_tensor(self.item_factors), tf.convert_to_tensor(self.item_bias)
         if candidates is not None:
@@ -141,7 +165,7 @@ class Recommender:
         def scores(batch):
             return scoring.item_scores(tf.gather(u, batch), tf.gather(bu, batch), v, bv, self.global_mean)
 
-        return _top_k(scores, users, k, candidates, self._seen.csr if exclude_seen else None, batch_size)
+        return _squeeze(user_indices, _top_k(scores, users, k, candidates, excluded, batch_size, lookup))
 
     def recommend_all(self, k: int = 10, batch_size: int = 1024, **kwargs) -> tuple[np.ndarray, np.ndarray]:
         """``recommend`` for every user index 0..num_users-1, in batches of ``batch_size`` users.
@@ -154,10 +178,10 @@ class Recommender:
         Returns:
             (item indices int64 [num_users, k], scores float32 [num_users, k]); row i is user i.
         """
-        return self.recommend(np.arange(self.num_users), k, batch_size=batch_size, **kwargs)
+        return self.recommend(np.arange(self.num_users), k=k, batch_size=batch_size, **kwargs)
 
     def similar_items(
-        self, item_indices, k: int = 10, filter_items=None, items=None, batch_size: int = 1024
+        self, item_indices, k: int | None = None, filter_items=None, items=None, batch_size: int = 1024, *, N=None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k items most similar to each item: cosine similarity of the item factors, best first.
 
@@ -166,43 +190,50 @@ class Recommender:
         with every item.
 
         Args:
-            item_indices: int item indices [b].
-            k: items per query, 1 <= k <= num_items; slots beyond the candidates get -1 and score -inf.
+            item_indices: an int item index, or int item indices [b].
+            k: items per query, 1 <= k <= num_items (default 10); slots beyond the candidates get -1 and score
+                -inf.
             filter_items: item indices never returned.
             items: item indices, the only candidates (default: every item).
             batch_size: queries scored at once (memory is batch_size x candidates floats).
+            N: implicit's name for ``k``.
 
         Returns:
-            (item indices int64 [b, k], cosine similarities float32 [b, k]).
+            (item indices int64 [b, k], cosine similarities float32 [b, k]); [k] and [k] for a scalar query.
         """
-        return _similar(self.item_factors, item_indices, k, filter_items, items, batch_size, "item_indices")
+        k = _alias(k, N, ("k", "N"), 10)
+        found = _similar(self.item_factors, item_indices, k, filter_items, items, batch_size, "item_indices")
+        return _squeeze(item_indices, found)
 
     def similar_users(
-        self, user_indices, k: int = 10, filter_users=None, users=None, batch_size: int = 1024
+        self, user_indices, k: int | None = None, filter_users=None, users=None, batch_size: int = 1024, *, N=None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k users most similar to each user: cosine similarity of the user factors (``similar_items``'s rules).
 
         Args:
-            user_indices: int user indices [b].
-            k: users per query, 1 <= k <= num_users.
+            user_indices: an int user index, or int user indices [b].
+            k: users per query, 1 <= k <= num_users (default 10).
             filter_users: user indices never returned.
             users: user indices, the only candidates (default: every user).
             batch_size: queries scored at once.
+            N: implicit's name for ``k``.
 
         Returns:
-            (user indices int64 [b, k], cosine similarities float32 [b, k]).
+            (user indices int64 [b, k], cosine similarities float32 [b, k]); [k] and [k] for a scalar query.
         """
-        return _similar(self.user_factors, user_indices, k, filter_users, users, batch_size, "user_indices")
+        k = _alias(k, N, ("k", "N"), 10)
+        found = _similar(self.user_factors, user_indices, k, filter_users, users, batch_size, "user_indices")
+        return _squeeze(user_indices, found)
 
     # ---------------------------------------------------------------------------------------------- raw ids
-    def recommend_ids(self, user_ids, k: int = 10, filter_items=None, items=None, **kwargs):
+    def recommend_ids(self, user_ids, k: int | None = None, filter_items=None, items=None, **kwargs):
         """``recommend`` by raw ids: user ids in, item ids out (``set_vocabularies``; ``fit(Ratings)`` sets them).
 
         Args:
             user_ids: raw user ids [b].
             k: items per user.
             filter_items, items: raw item ids (see ``recommend``).
-            **kwargs: ``recommend``'s ``exclude_seen`` / ``filter_already_liked_items`` and ``batch_size``.
+            **kwargs: ``recommend``'s ``N``, ``exclude_seen`` / ``filter_already_liked_items`` and ``batch_size``.
 
         Returns:
             (raw item ids, an object array [b, k] with None in slots without a candidate, scores float32 [b, k]).
@@ -213,14 +244,16 @@ class Recommender:
         users_vocab, items_vocab = self._require_vocabularies("recommend_ids")
         found, scores = self.recommend(
             users_vocab.index(user_ids),
-            k,
+            k=k,
             filter_items=items_vocab.index_or_none(filter_items),
             items=items_vocab.index_or_none(items),
             **kwargs,
         )
-        return items_vocab.ids(found), scores
+        return _squeeze(user_ids, (items_vocab.ids(found), scores))
 
-    def similar_items_ids(self, item_ids, k: int = 10, filter_items=None, items=None, batch_size: int = 1024):
+    def similar_items_ids(
+        self, item_ids, k: int | None = None, filter_items=None, items=None, batch_size: int = 1024, *, N=None
+    ):
         """``similar_items`` by raw item ids (ids in and out; filters and candidates as raw ids).
 
         Returns:
@@ -231,11 +264,13 @@ class Recommender:
         """
         _, vocab = self._require_vocabularies("similar_items_ids")
         found, scores = self.similar_items(
-            vocab.index(item_ids), k, vocab.index_or_none(filter_items), vocab.index_or_none(items), batch_size
+            vocab.index(item_ids), k, vocab.index_or_none(filter_items), vocab.index_or_none(items), batch_size, N=N
         )
-        return vocab.ids(found), scores
+        return _squeeze(item_ids, (vocab.ids(found), scores))
 
-    def similar_users_ids(self, user_ids, k: int = 10, filter_users=None, users=None, batch_size: int = 1024):
+    def similar_users_ids(
+        self, user_ids, k: int | None = None, filter_users=None, users=None, batch_size: int = 1024, *, N=None
+    ):
         """``similar_users`` by raw user ids (ids in and out; filters and candidates as raw ids).
 
         Raises:
@@ -243,9 +278,9 @@ class Recommender:
         """
         vocab, _ = self._require_vocabularies("similar_users_ids")
         found, scores = self.similar_users(
-            vocab.index(user_ids), k, vocab.index_or_none(filter_users), vocab.index_or_none(users), batch_size
+            vocab.index(user_ids), k, vocab.index_or_none(filter_users), vocab.index_or_none(users), batch_size, N=N
         )
-        return vocab.ids(found), scores
+        return _squeeze(user_ids, (vocab.ids(found), scores))
 
     def _require_vocabularies(self, what: str) -> tuple[Vocabulary, Vocabulary]:
         if self._vocabularies is None:
@@ -295,9 +330,10 @@ class SeenItems:
         """int64 [nnz], the user of each entry."""
         return np.repeat(np.arange(self.shape[0], dtype=np.int64), np.diff(self.indptr))
 
-    def positive_counts(self) -> np.ndarray:
-        """int64 [num_items], n_j: the entries of each item with a positive rating."""
-        return np.bincount(self.items[self.positive], minlength=self.shape[1]).astype(np.int64)
+    def item_counts(self, positive_only: bool = False) -> np.ndarray:
+        """int64 [num_items]: the entries of each item, or (n_j) those with a positive rating."""
+        items = self.items[self.positive] if positive_only else self.items
+        return np.bincount(items, minlength=self.shape[1]).astype(np.int64)
 
     def replaced(self, axis: int, indices: np.ndarray, users, items, values, shape: tuple[int, int]) -> SeenItems:
         """These entries with the users (``axis`` 0) or items (1) ``indices`` given the new entries (users, items,
@@ -312,71 +348,6 @@ class SeenItems:
             np.concatenate([self.positive[keep], np.asarray(values) > 0]),
             shape,
         )
-
-
-class Vocabulary:
-    """Raw ids of the indices 0..size-1 (in any order), looked up by ``data``'s sorted search."""
-
-    def __init__(self, ids, size: int, name: str):
-        ids = np.asarray(ids)
-        if ids.ndim != 1 or ids.shape[0] != size:
-            raise ValueError(f"`{name}` should be 1-D with {size} ids. Received shape {ids.shape}")
-        self._ids = ids
-        self._order = np.argsort(ids, kind="stable")
-        self._sorted = ids[self._order]
-        if size > 1 and np.any(self._sorted[1:] == self._sorted[:-1]):
-            first = self._sorted[1:][self._sorted[1:] == self._sorted[:-1]][0]
-            raise ValueError(f"`{name}` should be distinct ids. Received {first.item()!r} more than once")
-        self._name, self._what = name, name.removesuffix("_ids")
-
-    @property
-    def size(self) -> int:
-        return int(self._ids.shape[0])
-
-    @property
-    def ids_array(self) -> np.ndarray:
-        """The raw id of each index [size]."""
-        return self._ids
-
-    def _cast(self, raw_ids) -> np.ndarray:
-        """Raw ids as this vocabulary's dtype (as ``data.lookup`` compares them)."""
-        raw = np.atleast_1d(np.asarray(raw_ids))
-        try:
-            return raw.astype(self._ids.dtype) if self._ids.dtype.kind in "iu" else raw.astype(str)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"The raw {self._what} ids should be of the vocabulary's type {self._ids.dtype}") from err
-
-    def contains(self, raw_ids) -> np.ndarray:
-        """bool [b]: whether each raw id is in the vocabulary."""
-        raw = self._cast(raw_ids)
-        if not self.size:
-            return np.zeros(raw.shape, bool)
-        pos = np.minimum(np.searchsorted(self._sorted, raw), self.size - 1)
-        return self._sorted[pos] == raw
-
-    def extended(self, new_ids) -> Vocabulary:
-        """This vocabulary with ``new_ids`` (not in it) as the indices size, size + 1, ..."""
-        new_ids = self._cast(new_ids)
-        return Vocabulary(np.concatenate([self._ids, new_ids]), self.size + new_ids.size, self._name)
-
-    def index(self, raw_ids) -> np.ndarray:
-        """int64 indices [b] of raw ids [b]; KeyError naming the first unknown id."""
-        raw = np.atleast_1d(np.asarray(raw_ids))
-        if raw.ndim != 1:
-            raise ValueError(f"The raw {self._what} ids should be 1-D. Received shape {raw.shape}")
-        if not raw.size:
-            return np.zeros(0, np.int64)
-        return self._order[lookup(self._sorted, raw, self._what)].astype(np.int64)
-
-    def index_or_none(self, raw_ids) -> np.ndarray | None:
-        return None if raw_ids is None else self.index(raw_ids)
-
-    def ids(self, indices: np.ndarray) -> np.ndarray:
-        """Raw ids (object array) of indices, None where the index is -1."""
-        out = np.full(indices.shape, None, dtype=object)
-        valid = indices >= 0
-        out[valid] = self._ids[indices[valid]]
-        return out
 
 
 def _savable(ids: np.ndarray, name: str) -> np.ndarray:
@@ -397,6 +368,33 @@ def _indices(values, size: int, name: str) -> np.ndarray:
     if values.size and (values.min() < 0 or values.max() >= size):
         raise ValueError(f"`{name}` should be in [0, {size}). Received: min {values.min()}, max {values.max()}")
     return values
+
+
+def _alias(value, alias, names: tuple[str, str], default):
+    """One option under two names (ours, implicit's): the one given, ``default`` for neither; both must agree."""
+    if value is not None and alias is not None and value != alias:
+        raise ValueError(
+            f"`{names[0]}` and `{names[1]}` are one option; pass one of them. Received: {names[0]}={value!r}, "
+            f"{names[1]}={alias!r}"
+        )
+    return default if value is None and alias is None else (alias if value is None else value)
+
+
+def _squeeze(query, result: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``result`` [b, k] as [k] where ``query`` is a scalar id (implicit's shapes), unchanged otherwise."""
+    return tuple(part[0] for part in result) if np.ndim(query) == 0 else result
+
+
+def _rows_csr(user_items, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(indptr, cols) of the stored entries of ``user_items`` (scipy sparse, ``shape``), row r for query r."""
+    if not sp.issparse(user_items):
+        raise TypeError(f"`user_items` should be a scipy sparse matrix. Received: {type(user_items).__name__}")
+    if user_items.ndim == 1:  # one user's row, as ``csr_array[u]`` gives it
+        user_items = user_items.reshape(1, -1)
+    if tuple(user_items.shape) != shape:
+        raise ValueError(f"`user_items` should have shape {shape} (one row per user). Received: {user_items.shape}")
+    csr = sp.csr_array(user_items)
+    return csr.indptr.astype(np.int64), csr.indices.astype(np.int64)
 
 
 def _check_k(k, size: int) -> None:
@@ -438,7 +436,7 @@ def _similar(factors, queries, k, exclude, include, batch_size, name):
     return _top_k(scores, queries, k, candidates, None, batch_size)
 
 
-def _top_k(scores, queries, k, candidates, excluded, batch_size):
+def _top_k(scores, queries, k, candidates, excluded, batch_size, lookup=None):
     """The k best candidates of each query by ``scores(batch)`` [b, candidates], batched; one ``top_k_unseen``.
 
     Args:
@@ -446,13 +444,15 @@ def _top_k(scores, queries, k, candidates, excluded, batch_size):
         queries: int64 query indices [b].
         k: slots per query; slots beyond a query's remaining candidates get index -1 and score -inf.
         candidates: sorted int64 column indices of the c candidates, or None for all columns.
-        excluded: (indptr, cols) CSR of each query's excluded column indices, or None.
+        excluded: (indptr, cols) CSR of the excluded column indices, row ``lookup[q]`` for query q, or None.
         batch_size: queries per batch.
+        lookup: int64 [b], the row of ``excluded`` of each query (default: the query index itself).
     """
+    lookup = queries if lookup is None else lookup
     out_items, out_scores = [], []
     for start in range(0, queries.size, batch_size):
-        batch = queries[start : start + batch_size]
-        ranked = scores(batch)
+        ranked = scores(queries[start : start + batch_size])
+        batch = lookup[start : start + batch_size]
         rows = cols = np.zeros(0, np.int64)
         if excluded is not None:
             indptr, seen = excluded

@@ -25,7 +25,7 @@ import numpy as np
 
 from wals2 import data
 from wals2.collectives import Collectives
-from wals2.data import Ratings, RatingsError
+from wals2.data import Ratings, RatingsError, Vocabulary
 from wals2.engine import Blocks, Entries, Partition
 from wals2.modes import Statistics, statistics
 
@@ -65,8 +65,8 @@ def global_vocabulary(part: Ratings, collectives: Collectives) -> Ratings:
             union = np.unique(np.concatenate(collectives.all_gather_strings(np.asarray(ids).astype(str))))
         maps.append(union)
     user_ids, item_ids = maps
-    users = np.searchsorted(user_ids, part.user_ids.astype(user_ids.dtype))[part.users].astype(np.int32)
-    items = np.searchsorted(item_ids, part.item_ids.astype(item_ids.dtype))[part.items].astype(np.int32)
+    users = Vocabulary(user_ids, user_ids.size, "user_ids").index(part.user_ids)[part.users].astype(np.int32)
+    items = Vocabulary(item_ids, item_ids.size, "item_ids").index(part.item_ids)[part.items].astype(np.int32)
     return dataclasses.replace(part, users=users, items=items, user_ids=user_ids, item_ids=item_ids)
 
 

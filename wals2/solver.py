@@ -180,52 +180,6 @@ def fixed_side(factors, biases: bool):
     return tf.concat([factors[:, :-1], tf.ones_like(factors[:, :1]), factors[:, -1:]], axis=1)
 
 
-def sweep(
-    layouts,
-    user_factors,
-    item_factors,
-    regularization,
-    unobserved_weight,
-    solver="cholesky",
-    cg_steps=3,
-    biases=False,
-):
-    """One full sweep: every user row against V, then every item row against the new U.
-
-    Args:
-        layouts: ``layout.Layouts`` of the training matrix.
-        user_factors: float32 [m, k], the previous U (the warm start of "cg"; unused by "cholesky").
-        item_factors: float32 [n, k].
-        regularization, unobserved_weight: lambda and w0.
-        solver, cg_steps: as in ``half_sweep``.
-        biases: the last column of each factor matrix is a bias (explicit mode): a row solves [x_i, b_i]
-            against [y_j, 1] with targets a_ij - c_j, so the layouts must have been built with ``bias_offsets``.
-
-    Returns:
-        (new user factors [m, k], new item factors [n, k]).
-    """
-    cg = solver == "cg"
-    u = half_sweep(
-        layouts.rows,
-        fixed_side(item_factors, biases),
-        regularization,
-        unobserved_weight,
-        solver,
-        user_factors if cg else None,
-        cg_steps,
-    )
-    v = half_sweep(
-        layouts.cols,
-        fixed_side(u, biases),
-        regularization,
-        unobserved_weight,
-        solver,
-        item_factors if cg else None,
-        cg_steps,
-    )
-    return u, v
-
-
 def _gather(table, k, chunk: Chunk):
     """Gathered fixed rows z [b, L, k] and per-entry right-hand-side weights (bias offsets applied) [b, L]."""
     gathered = tf.gather(table, chunk.indices)  # [b, L, width]
