@@ -23,7 +23,7 @@ import math
 import sys
 from collections.abc import Mapping
 
-from wals2 import logs
+from trainer import logs
 from wals2.metrics import direction as metric_direction
 
 logger = logging.getLogger(__name__)

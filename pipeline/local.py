@@ -21,7 +21,7 @@ import sys
 import tempfile
 
 from pipeline import gate, query, versions
-from wals2 import logs
+from trainer import logs
 
 logger = logging.getLogger("pipeline.local")
 

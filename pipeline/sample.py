@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from wals2 import logs
+from trainer import logs
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import sys
 from typing import NamedTuple
 
 from pipeline import query
-from wals2 import logs
+from trainer import logs
 
 logger = logging.getLogger(__name__)
 

@@ -1,3 +1,4 @@
+import logging
 import os
 import pathlib
 import sys
@@ -9,6 +10,21 @@ import pytest  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Entry points called in-process configure the root logger (``trainer.logs``); each test gets it back as
+    it was, so that no test sees another's level or handlers."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    quiet = {name: logging.getLogger(name).level for name in ("absl", "tensorflow")}
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+    for name, old in quiet.items():
+        logging.getLogger(name).setLevel(old)
 
 
 def shared_file(*parts: str) -> pathlib.Path:

@@ -1,10 +1,10 @@
-"""The one log format of the entry points (wals2.logs)."""
+"""The one log format of the entry points (trainer.logs)."""
 
 import io
 import logging
 import re
 
-from wals2 import logs
+from trainer import logs
 
 
 def test_one_line_per_record_with_utc_timestamp_level_and_logger(caplog):

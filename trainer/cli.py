@@ -78,8 +78,8 @@ def parse(argv: list[str] | None, parser: argparse.ArgumentParser | None = None)
 
 
 def configure_logging(verbose: bool = False) -> None:
-    """The entry points' one log stream (:func:`wals2.logs.configure`)."""
-    from wals2 import logs
+    """The entry points' one log stream (:func:`trainer.logs.configure`)."""
+    from trainer import logs
 
     logs.configure(verbose)
 

@@ -46,10 +46,13 @@ import sys  # noqa: E402
 from http import HTTPStatus  # noqa: E402
 from urllib.parse import parse_qs  # noqa: E402
 
-from trainer import model_versions, tf_serving  # noqa: E402
+from trainer import (  # noqa: E402
+    logs,  # noqa: E402
+    model_versions,
+    tf_serving,
+)
 from trainer.http_server import HTTPServer, Limits, Request, Response, error_response, json_response  # noqa: E402
 from trainer.serve_model import BadRequest, Recommender, WorkLimits, brief, load_json, rating, raw_id  # noqa: E402
-from wals2 import logs  # noqa: E402
 
 logger = logging.getLogger("trainer.serve")
 
