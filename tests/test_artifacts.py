@@ -155,6 +155,7 @@ def small_ratings(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_trainer_killed_inside_its_commit_then_rerun(tmp_path):
     """os._exit in the real trainer after model/ is published (the issue's case), then the same command again."""
     job = tmp_path / "job"

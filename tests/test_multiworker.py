@@ -107,28 +107,46 @@ def _npy(job: pathlib.Path) -> dict[str, np.ndarray]:
     return {p.stem: np.load(p) for p in sorted((job / "model").glob("*.npy"))}
 
 
-def _assert_same_outputs(one: pathlib.Path, many: pathlib.Path, workers: int) -> None:
-    """The N-worker chief's outputs equal the single process's (see the module docstring)."""
+def _assert_same_top_items(tops: list[dict], served, rtol: float) -> None:
+    """The cluster's top items equal the single process's, but for items whose scores tie within float32 noise
+    (the sums run in another order, so near-equal scores may swap places): within ``rtol`` of each other."""
+    ids, cluster_ids = tops[0]["item_ids"].numpy(), tops[1]["item_ids"].numpy()
+    scores = tops[0]["scores"].numpy()
+    for row, col in zip(*np.nonzero(ids != cluster_ids)):
+        item = cluster_ids[row, col]
+        where = np.flatnonzero(ids[row] == item)
+        if where.size:
+            score = scores[row, where[0]]
+        else:  # pushed out of the single process's top k: its score there
+            user = tops[0]["user_ids"][row] if "user_ids" in tops[0] else None
+            assert user is not None, (row, col)
+            score = served[0].signatures["score"](user_id=[user], item_id=[item])["scores"].numpy()[0]
+        assert abs(score - scores[row, col]) <= rtol * max(1.0, abs(scores[row, col])), (row, col, item)
+
+
+def _assert_same_outputs(one: pathlib.Path, many: pathlib.Path, workers: int, same_to: float = SAME_TO) -> None:
+    """The N-worker chief's outputs equal the single process's, to ``same_to`` (see the module docstring)."""
     a, b = _npy(one), _npy(many)
     assert sorted(a) == sorted(b)
     for name in ("user", "item"):
         np.testing.assert_array_equal(b[name], a[name])
     for name in set(a) - {"user", "item"}:
-        assert _relative_error(b[name], a[name]) < SAME_TO, name
+        assert _relative_error(b[name], a[name]) < same_to, name
     metrics_a, metrics_b = (json.loads((job / "metrics.json").read_text()) for job in (one, many))
     assert metrics_b["workers"] == workers and metrics_a["workers"] == 1
     figures = [k for k, v in metrics_a.items() if k.endswith(("_rmse", "@10")) and v is not None]
     assert "test_rmse" in figures and "test_ndcg@10" in figures and "validation_precision@10" in figures
     for key in figures + ["num_train", "num_validation", "num_test", "test_entries_with_cold_user_or_item"]:
-        assert metrics_b[key] == pytest.approx(metrics_a[key], rel=SAME_TO, abs=1e-9), key
+        assert metrics_b[key] == pytest.approx(metrics_a[key], rel=same_to, abs=1e-9), key
     for key in ("rmse", "val_rmse"):
-        np.testing.assert_allclose(metrics_b["history"][key], metrics_a["history"][key], rtol=SAME_TO)
+        np.testing.assert_allclose(metrics_b["history"][key], metrics_a["history"][key], rtol=same_to)
     # The SavedModels recommend the same items, and the .npy files rebuild the model's predictions.
     served = [tf.saved_model.load(str(job / "model")) for job in (one, many)]
     users = tf.constant(a["user"][:: max(1, len(a["user"]) // 40)].astype(str))
     tops = [s.signatures["serving_default"](user_id=users) for s in served]
-    np.testing.assert_array_equal(tops[1]["item_ids"].numpy(), tops[0]["item_ids"].numpy())
-    np.testing.assert_allclose(tops[1]["scores"].numpy(), tops[0]["scores"].numpy(), rtol=1e-4, atol=1e-5)
+    # Scores are sums of k products of factors: their relative error is up to 10x the factors'.
+    _assert_same_top_items([dict(t, user_ids=users.numpy()) for t in tops], served, 10 * same_to)
+    np.testing.assert_allclose(tops[1]["scores"].numpy(), tops[0]["scores"].numpy(), rtol=10 * same_to, atol=1e-5)
     rng = np.random.default_rng(1)
     u, i = rng.integers(0, len(b["user"]), 200), rng.integers(0, len(b["item"]), 200)
     rebuilt = np.sum(b["row"][u] * b["col"][i], axis=1)
@@ -171,7 +189,9 @@ def test_every_split_and_web_views_on_two_workers(files, tmp_path, name, args):
     common = ["--train-file", str(source), *FLAGS, *args]
     _run(1, tmp_path / "one", common)
     _run(2, tmp_path / "many", common)
-    _assert_same_outputs(tmp_path / "one", tmp_path / "many", 2)
+    # Web views weigh summed seconds on page: float32 sums in another order differ by up to 1.7e-5 relative
+    # there (measured on an AMD EPYC Zen 3), where ratings 1..5 stay within 1e-5.
+    _assert_same_outputs(tmp_path / "one", tmp_path / "many", 2, 1e-4 if name == "web_views" else SAME_TO)
     if name == "web_views":  # string client ids, as a GA export has them
         assert _npy(tmp_path / "many")["user"].dtype.kind == "U"
 

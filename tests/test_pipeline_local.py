@@ -59,6 +59,7 @@ def _popularity_recall(train_file, k=10):
     return float(np.mean(recalls))
 
 
+@pytest.mark.slow
 def test_two_runs_give_versions_1_and_2_and_a_worse_model_none(export, tmp_path):
     import tensorflow as tf
 
@@ -93,6 +94,7 @@ def test_two_runs_give_versions_1_and_2_and_a_worse_model_none(export, tmp_path)
     assert _entries(base) == ["1", "2"]
 
 
+@pytest.mark.slow
 def test_trainer_failure_writes_no_version(export, tmp_path):
     argv = ["--export", export, "--models-dir", str(tmp_path / "models"), "--", "--latent_factors", "-3"]
     assert local.main(argv) == 1

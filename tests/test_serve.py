@@ -978,6 +978,7 @@ def test_a_model_exported_before_the_similar_signatures_still_serves_and_names_w
         tf_serving.predict(request, recommender, limits)
 
 
+@pytest.mark.slow
 def test_loadtest_smoke_run_reports_its_figures(exported):
     path, _, _ = exported
     out = subprocess.run(
@@ -997,6 +998,7 @@ def test_loadtest_smoke_run_reports_its_figures(exported):
         assert r["requests_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_a_new_version_is_swapped_in_under_load_and_a_broken_one_skipped(exported, tmp_path):
     path, train, module = exported
     base = tmp_path / "models" / "wals"

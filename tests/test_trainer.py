@@ -306,6 +306,7 @@ HARDENING = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(HARDENING))
 def test_hardening_cases_exit_status_message_and_outputs(tmp_path, case):
     text, flags, status, messages = HARDENING[case]

@@ -74,6 +74,7 @@ def test_search_writes_results_and_best_hyperparameters(ratings_file, tmp_path):
     assert list((project / "logs" / f"best_trial_{results[0]['trial']}").glob("events.*"))
 
 
+@pytest.mark.slow
 def test_interrupted_search_resumes(ratings_file, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="tuning.job")
     args = ("--mode", "tf1", "--algorithm", "random", "--project-name", "p")
@@ -92,6 +93,7 @@ def test_interrupted_search_resumes(ratings_file, tmp_path, caplog):
     assert len(json.loads((tmp_path / "p" / "results.json").read_text())) == 1
 
 
+@pytest.mark.slow
 def test_hyperband_and_implicit_ndcg_objective(ratings_file, tmp_path):
     assert run(ratings_file, tmp_path, "--mode", "implicit", "--algorithm", "hyperband", "--num_iters", "3") == 0
     best = json.loads((tmp_path / "ratings.tsv-implicit-hyperband" / "best_hyperparameters.json").read_text())
@@ -269,6 +271,7 @@ def test_the_trainer_command_parses_back_to_the_retrain_configs():
 TIMINGS = ("median_seconds_per_sweep", "first_sweep_seconds", "load_seconds")
 
 
+@pytest.mark.slow
 def test_the_best_trial_is_retrained_and_its_printed_trainer_command_reproduces_it(ratings_file, tmp_path, capsys):
     from trainer import task as trainer_task
 
@@ -309,6 +312,7 @@ def test_the_best_trial_is_retrained_and_its_printed_trainer_command_reproduces_
     assert configs[0]["task"]["export_top_k"] == 3 and (searched / "model" / "saved_model.pb").exists()
 
 
+@pytest.mark.slow
 def test_a_project_of_other_settings_is_refused(ratings_file, tmp_path, caplog):
     args = ("--algorithm", "random", "--project-name", "p", "--max-trials", "1")
     assert run(ratings_file, tmp_path, *args) == 0
@@ -342,6 +346,7 @@ def test_a_project_of_other_settings_is_refused(ratings_file, tmp_path, caplog):
     assert json.loads((project / settings.FILENAME).read_text())["hyperparameters"]["mode"] == "explicit"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damaged", ["oracle.json", "trial_0/trial.json", "search_settings.json"])
 def test_a_truncated_project_file_is_named(ratings_file, tmp_path, caplog, damaged):
     args = ("--algorithm", "random", "--project-name", "p", "--max-trials", "1")
@@ -384,6 +389,7 @@ def test_the_readme_flag_table_states_the_search_defaults():
     assert own | set(cli.SEARCH_HELP) | {"export_top_k"} <= listed, "a search flag missing from the README table"
 
 
+@pytest.mark.slow
 def test_searched_hyperparameters_given_as_flags_are_fixed(ratings_file, tmp_path, caplog):
     hp = kt.HyperParameters()
     mode = mode_of(WALSConfig(mode="explicit"))
