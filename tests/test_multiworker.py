@@ -67,8 +67,15 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _start(workers: int, logs: pathlib.Path, args: list[str], hosts: list[str] | None = None):
-    """``workers`` processes of ``python -m trainer.task args``: alone for 1, else a chief and workers."""
+def _start(
+    workers: int,
+    logs: pathlib.Path,
+    args: list[str],
+    hosts: list[str] | None = None,
+    own: list[list[str]] | None = None,
+):
+    """``workers`` processes of ``python -m trainer.task args`` (then ``own[i]`` for worker i): alone for 1, else
+    a chief and workers."""
     logs.mkdir(parents=True, exist_ok=True)
     hosts = hosts or [f"127.0.0.1:{port}" for port in _free_ports(workers)]
     procs = []
@@ -80,6 +87,7 @@ def _start(workers: int, logs: pathlib.Path, args: list[str], hosts: list[str] |
             env["TF_CONFIG"] = json.dumps(spec)
         log = open(logs / f"worker{index}.log", "w")  # noqa: SIM115 (closed with the process)
         command = [sys.executable, "-m", "trainer.task", "--collective-timeout", str(TIMEOUT), *args]
+        command += own[index] if own else []
         procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
     return procs
 
@@ -194,6 +202,51 @@ def test_every_split_and_web_views_on_two_workers(files, tmp_path, name, args):
     _assert_same_outputs(tmp_path / "one", tmp_path / "many", 2, 1e-4 if name == "web_views" else SAME_TO)
     if name == "web_views":  # string client ids, as a GA export has them
         assert _npy(tmp_path / "many")["user"].dtype.kind == "U"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["regularization", "seed", "input"])
+def test_workers_that_disagree_all_exit_non_zero_naming_the_difference(files, tmp_path, case):
+    other = tmp_path / "other.tsv"  # the same size, one rating changed
+    text = files["ratings"].read_text()
+    other.write_text(text[:2] + text[2:].replace("\t1\t", "\t2\t", 1))
+    assert other.stat().st_size == files["ratings"].stat().st_size
+    own, expected = {
+        "regularization": ([["--regularization", "0.5"], ["--regularization", "0.1"]], "model.regularization=0.1"),
+        "seed": ([[], ["--seed", "7"]], "model.seed=7"),
+        "input": ([[], ["--train-file", str(other)]], "input.path="),
+    }[case]
+    args = ["--train-file", str(files["ratings"]), "--job-dir", str(tmp_path / "job"), *FLAGS]
+    started = time.monotonic()
+    procs = _start(2, tmp_path / "logs", args, own=own)
+    try:
+        codes = [proc.wait(timeout=DEADLINE) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    logs = [(tmp_path / "logs" / f"worker{i}.log").read_text() for i in range(2)]
+    assert codes == [1, 1], logs
+    assert time.monotonic() - started < TIMEOUT
+    for log in logs:
+        assert "the workers disagree: worker 1 has " + expected in log, log
+    assert not (tmp_path / "job" / "_SUCCESS").exists()
+
+
+def test_agreement_names_the_first_difference_and_the_identity_of_the_input(files):
+    from trainer import agreement
+    from trainer.cli import parse
+
+    task, config, _ = parse(["--train-file", str(files["ratings"]), "--regularization", "0.5"])
+    record = agreement.run_record(task, config)
+    assert record["input"]["bytes"] == files["ratings"].stat().st_size and len(record["input"]["sha256"]) == 64
+    other = json.loads(json.dumps(record))
+    other["model"]["seed"] = 3
+    other["input"]["sha256"] = "0" * 64
+    assert agreement.first_difference(record, other) == ("input.sha256", record["input"]["sha256"], "0" * 64)
+    del other["input"]
+    assert agreement.first_difference(record, other) == ("input", record["input"], None)
+    assert agreement.first_difference(record, json.loads(json.dumps(record))) is None
+    agreement.agree(record, Collectives())  # one worker: nothing to compare
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import artifacts, cli, vertex
+from trainer import agreement, artifacts, cli, vertex
 from trainer import cluster as cluster_lib
 from trainer.checkpoints import SweepCheckpoint, fingerprint
 from trainer.config import TaskConfig
@@ -136,6 +136,8 @@ def describe_tf_error(err: tf.errors.OpError) -> str:
 
 def _train(task, config, preset, dirs, staging, reporter, strategy, collectives: Collectives) -> int:
     started = time.perf_counter()
+    record = agreement.run_record(task, config) if collectives.count > 1 else None
+    agreement.agree(record, collectives)  # before anything is read: a worker of another run stops the job
     share = cli.load_share(task, config.seed, collectives)
     error = None
     try:  # what the solver would refuse mid-sweep, named by line
@@ -247,14 +249,16 @@ def _train(task, config, preset, dirs, staging, reporter, strategy, collectives:
         | {key.replace("_", "/", 1): value for key, value in ranking.items() if not key.endswith("_users")},
         step=config.num_iters,
     )
-    write_outputs(final, train, staging, dirs, task, preset, collectives.count)
+    write_outputs(final, train, staging, dirs, task, preset, collectives.count, record)
     artifacts.write_json(staging.path("metrics.json"), results)
     staging.commit()
     logger.info("wrote %s (checkpoints %s, TensorBoard logs %s)", staging.destination, dirs.checkpoints, dirs.logs)
     return 0
 
 
-def write_outputs(model: WALSModel, train, staging, dirs, task: TaskConfig, preset, workers: int) -> None:
+def write_outputs(
+    model: WALSModel, train, staging, dirs, task: TaskConfig, preset, workers: int, agreed: dict | None = None
+) -> None:
     """The staged outputs: the SavedModel and TF1's ``.npy`` files under ``model/``, ``config.json``."""
     model_dir = staging.path(dirs.model_entry)
     # The serving SavedModel at the model directory's root (where Vertex AI and TF Serving look for it), with
@@ -283,6 +287,8 @@ def write_outputs(model: WALSModel, train, staging, dirs, task: TaskConfig, pres
             "preset": preset,
             "data_source": train.source,
             "workers": workers,
+            # what every worker checked that it shared with the chief (agreement.run_record), with several
+            "agreed_by_all_workers": agreed,
         },
     )
 
