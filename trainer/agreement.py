@@ -9,10 +9,9 @@ all of them find the same first difference and stop together with the same messa
 
 from __future__ import annotations
 
-import hashlib
 import json
 
-from trainer import cli
+from trainer import cli, paths
 from trainer.config import TaskConfig
 from wals2.config import WALSConfig
 
@@ -22,7 +21,7 @@ LOCAL_FIELDS = ("job_dir", "output_dir", "checkpoint_dir", "tensorboard_log_dir"
 
 def input_identity(task: TaskConfig) -> dict:
     """The size and SHA-256 of the ratings file the run reads (``--train-file`` or the bundled one), read in
-    1 MiB blocks through ``tf.io.gfile``; an empty record for a TFDS data set (named by the config)."""
+    1 MiB blocks (``paths.sha256``); an empty record for a TFDS data set (named by the config)."""
     import tensorflow as tf
 
     from wals2 import data
@@ -31,11 +30,7 @@ def input_identity(task: TaskConfig) -> dict:
     if path is None and task.dataset not in (None, "ml-latest-small"):
         return {}
     path = path or data.bundled_path()
-    digest = hashlib.sha256()
-    with tf.io.gfile.GFile(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"path": path, "bytes": tf.io.gfile.stat(path).length, "sha256": digest.hexdigest()}
+    return {"path": path, "bytes": tf.io.gfile.stat(path).length, "sha256": paths.sha256(path)}
 
 
 def run_record(task: TaskConfig, config: WALSConfig) -> dict:

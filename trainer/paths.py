@@ -7,6 +7,8 @@ URL paths (``gs://``, ``ram://``, ...) need ``tf.io.gfile`` and are checked wher
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 import posixpath
 
@@ -60,3 +62,22 @@ def check_local(input_path: str | None, output: str | None) -> None:
             raise ValueError(not_a_directory(output, ancestor))
         if os.path.exists(posixpath.join(output, MARKER)):
             raise ValueError(already_committed(output))
+
+
+def open_binary(path: str):
+    """``path`` opened for reading bytes: with ``open`` when local (no TensorFlow), else ``tf.io.gfile``."""
+    if not is_url(path):
+        return open(path, "rb")  # noqa: SIM115 (the caller's context manager closes it)
+    import tensorflow as tf
+
+    return tf.io.gfile.GFile(path, "rb")
+
+
+def sha256(path: str, gunzip: bool = False) -> str:
+    """The SHA-256 of the bytes of ``path`` (decompressed first with ``gunzip``), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open_binary(path) as raw:
+        stream = gzip.GzipFile(fileobj=raw) if gunzip else raw
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

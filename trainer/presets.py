@@ -9,8 +9,8 @@ up to 10, then up to 100 and alpha down to 0.01), each preset is the one with th
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
 
 logger = logging.getLogger(__name__)
 
@@ -76,26 +76,18 @@ def identify(dataset: str | None, train_file: str | None) -> str | None:
         return dataset
     if train_file is None:
         return "ml-latest-small"
-    import gzip
-
     from trainer import paths
 
     if paths.is_url(train_file):
         import tensorflow as tf
 
-        open_file, size = (lambda: tf.io.gfile.GFile(train_file, "rb")), tf.io.gfile.stat(train_file).length
+        size = tf.io.gfile.stat(train_file).length
     else:
-        import os
-
         if not os.path.isfile(train_file):
             raise ValueError(paths.missing_input(train_file))
-        open_file, size = (lambda: open(train_file, "rb")), os.path.getsize(train_file)
+        size = os.path.getsize(train_file)
     zipped = train_file.endswith(".gz")
     if not zipped and size not in {known for known, _ in KNOWN_FILES.values()}:
         return None
-    digest = hashlib.sha256()
-    with open_file() as raw:
-        stream = gzip.GzipFile(fileobj=raw) if zipped else raw
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return next((name for name, (_, known) in KNOWN_FILES.items() if known == digest.hexdigest()), None)
+    digest = paths.sha256(train_file, gunzip=zipped)
+    return next((name for name, (_, known) in KNOWN_FILES.items() if known == digest), None)
