@@ -136,7 +136,13 @@ def describe_tf_error(err: tf.errors.OpError) -> str:
 
 def _train(task, config, preset, dirs, staging, reporter, strategy, collectives: Collectives) -> int:
     started = time.perf_counter()
-    record = agreement.run_record(task, config) if collectives.count > 1 else None
+    record, error = None, None
+    if collectives.count > 1:
+        try:  # the input's digest: a worker that cannot read it fails, and the others with it
+            record = agreement.run_record(task, config)
+        except (OSError, tf.errors.OpError) as err:
+            error = err
+        collectives.check(error)
     agreement.agree(record, collectives)  # before anything is read: a worker of another run stops the job
     share = cli.load_share(task, config.seed, collectives)
     error = None
