@@ -35,7 +35,11 @@ PEER_SYSTEMS = ("implicit-cholesky", "implicit-cg", "numpy", "numpy-2threads")
 #: plain numpy reference (a one-core baseline; OpenBLAS threads inside its small GEMMs only burn a core).
 SINGLE_THREAD_BLAS = ("implicit-cholesky", "implicit-cg", "numpy", "numpy-2threads")
 OPENBLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+#: The /proc/cpuinfo flags that decide TensorFlow's CPU kernels (oneDNN is on by default only with VNNI/AMX).
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
 CHECK_TOLERANCE = 1e-4
+#: ``--onednn-ab`` runs every wals2 system also as ``<system>-onednn0``: TF_ENABLE_ONEDNN_OPTS=0 in its worker.
+ONEDNN_OFF = "-onednn0"
 
 
 def all_systems() -> list[str]:
@@ -45,13 +49,25 @@ def all_systems() -> list[str]:
     return [f"wals2-{name}" for name in SOLVERS] + list(PEER_SYSTEMS)
 
 
-def machine_info() -> dict:
-    """CPU model, core count, library versions, OpenBLAS variables and load, recorded with every run."""
+def cpu_info() -> dict:
+    """The CPU model and the flags of ``CPU_FLAGS`` (from /proc/cpuinfo), and ``TF_ENABLE_ONEDNN_OPTS``."""
     cpuinfo = ""
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             cpuinfo = f.read()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    fields = [line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line]
+    model = next((value.strip() for key, value in fields if key.strip() == "model name"), "")
+    flags = set(next((value.split() for key, value in fields if key.strip() == "flags"), []))
+    return {
+        "cpu": model or platform.processor(),
+        "avx512f": "avx512f" in flags,
+        "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS},
+        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+    }
+
+
+def machine_info() -> dict:
+    """CPU model and flags, core count, library versions, OpenBLAS / oneDNN variables and load, with every run."""
     versions = {}
     for package in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scipy", "implicit"):
         try:
@@ -59,8 +75,7 @@ def machine_info() -> dict:
         except importlib.metadata.PackageNotFoundError:
             continue
     return {
-        "cpu": model or platform.processor(),
-        "avx512f": " avx512f" in cpuinfo,
+        **cpu_info(),
         "cores": os.cpu_count(),
         "numpy_blas": numpy_blas(),
         "python": platform.python_version(),
@@ -84,8 +99,14 @@ def numpy_blas() -> list[str]:
 
 
 def child_env(system: str) -> dict[str, str]:
-    """The environment of a worker: BLAS at 1 thread for systems with their own threads, quieter TF logs."""
+    """The environment of a worker: BLAS at 1 thread for systems with their own threads, quieter TF logs.
+
+    A ``-onednn0`` system runs with TF_ENABLE_ONEDNN_OPTS=0; the others inherit the variable (the worker sets it
+    to 1 when unset, as the trainer does).
+    """
     env = dict(os.environ)
+    if system.endswith(ONEDNN_OFF):
+        env["TF_ENABLE_ONEDNN_OPTS"] = "0"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (synthetic.REPO_ROOT, env.get("PYTHONPATH")) if p)
     if system in SINGLE_THREAD_BLAS:
@@ -95,7 +116,9 @@ def child_env(system: str) -> dict[str, str]:
 
 def run_configuration(data: str, k: int, system: str, args: argparse.Namespace) -> dict:
     """Runs one configuration in a fresh worker process; returns its JSON result or an error record."""
-    command = [sys.executable, "-m", "benchmarks.worker", "--data", data, "--factors", str(k), "--system", system]
+    worker_system = system.removesuffix(ONEDNN_OFF)
+    command = [sys.executable, "-m", "benchmarks.worker", "--data", data, "--factors", str(k)]
+    command += ["--system", worker_system]
     command += ["--sweeps", str(args.sweeps), "--device", args.device]
     if args.cg_steps is not None:
         command += ["--cg-steps", str(args.cg_steps)]
@@ -114,7 +137,7 @@ def run_configuration(data: str, k: int, system: str, args: argparse.Namespace) 
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
         return {**record, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]}"}
-    return json.loads(lines[-1])
+    return {**json.loads(lines[-1]), "system": system}
 
 
 def merge_rounds(rounds: list[dict]) -> dict:
@@ -171,6 +194,22 @@ def markdown_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def onednn_table(results: list[dict]) -> str:
+    """For every wals2 system run with ``--onednn-ab``: its median with TF_ENABLE_ONEDNN_OPTS=0 and =1, and the
+    ratio of the two ("> 1": oneDNN is faster)."""
+    by_key = {(r["data"], r["k"], r["system"]): r for r in results}
+    lines = [
+        "| data | k | system | median s, oneDNN off | median s, oneDNN on | off / on |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        off = by_key.get((r["data"], r["k"], r["system"] + ONEDNN_OFF))
+        if off and "median_s" in off and "median_s" in r:
+            cells = [r["data"], str(r["k"]), r["system"], f"{off['median_s']:.3f}", f"{r['median_s']:.3f}"]
+            lines.append("| " + " | ".join(cells + [ratio(off, r)]) + " |")
+    return "\n".join(lines)
+
+
 def available(data: str) -> bool:
     """Synthetic data is generated (and cached) on demand here; real data must be on disk."""
     if data in synthetic.TARGETS:
@@ -190,6 +229,8 @@ def benchmark(args: argparse.Namespace) -> None:
     if unknown:
         sys.exit(f"unknown systems {unknown}; known: {known}")
     systems = [s for s in known if not args.systems or s in args.systems]
+    if args.onednn_ab:
+        systems = [v for s in systems for v in ((s, s + ONEDNN_OFF) if s.startswith("wals2-") else (s,))]
     machine = machine_info()
     os.makedirs(RESULTS_DIR, exist_ok=True)
     path = os.path.join(RESULTS_DIR, datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ".jsonl")
@@ -217,8 +258,11 @@ def benchmark(args: argparse.Namespace) -> None:
         f"machine: {machine['cpu']}, {machine['cores']} cores, "
         + ", ".join(f"{p} {v}" for p, v in machine["versions"].items())
     )
-    print(", ".join(f"{name}={machine[name]}" for name in OPENBLAS_VARIABLES) + f", device={args.device}\n")
+    variables = (*OPENBLAS_VARIABLES, "TF_ENABLE_ONEDNN_OPTS")
+    print(", ".join(f"{name}={machine[name]}" for name in variables) + f", device={args.device}\n")
     print(markdown_table(results))
+    if args.onednn_ab:
+        print("\n" + onednn_table(results))
 
 
 def check_problem(seed: int = 0, shape: tuple[int, int] = (300, 200), nnz: int = 6000):
@@ -240,6 +284,7 @@ def check() -> bool:
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # the trainer's default, before TensorFlow's import
     import tensorflow as tf
 
     from benchmarks import numpy_ref
@@ -308,6 +353,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="device of the wals2 sweep")
     parser.add_argument("--cg-steps", type=int, help="passed to wals2's sweep when it takes cg_steps")
+    parser.add_argument(
+        "--onednn-ab",
+        action="store_true",
+        help="also run every wals2 system with TF_ENABLE_ONEDNN_OPTS=0, as <system>-onednn0, alternating",
+    )
     parser.add_argument("--check", action="store_true", help="only verify wals2 and numpy against float64")
     args = parser.parse_args(argv)
     if args.sweeps < 3:

@@ -17,7 +17,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks import synthetic
+# The trainer's default (trainer/task.py), set before TensorFlow's import; the parent may set it otherwise.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+from benchmarks import run as _run  # noqa: E402  (imports no TensorFlow)
+from benchmarks import synthetic  # noqa: E402
 
 REGULARIZATION = 0.05
 UNOBSERVED_WEIGHT = 0.1
@@ -217,7 +221,7 @@ def main() -> None:
     parser.add_argument("--cg-steps", type=int, default=None)
     args = parser.parse_args()
     device = args.device if args.system.startswith("wals2-") else "cpu"
-    result = {"data": args.data, "k": args.factors, "system": args.system, "device": device}
+    result = {"data": args.data, "k": args.factors, "system": args.system, "device": device, **_run.cpu_info()}
     result["loadavg_1m_at_start"] = os.getloadavg()[0]
     result.update(run(args))
     times = result["sweep_s"]

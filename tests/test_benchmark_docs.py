@@ -6,18 +6,25 @@ import re
 
 import pytest
 
-from benchmarks import run
+from benchmarks import onednn, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The Intel Xeon (AVX-512) kind's run, recorded before the per-line CPU fields existed.
 PUBLISHED = os.path.join(ROOT, "benchmarks", "published", "latest.jsonl")
+#: The AMD EPYC Zen 3 (AVX2 only) kind: sweeps with oneDNN on and off, and the kernels.
+PUBLISHED_AMD = os.path.join(ROOT, "benchmarks", "published", "amd-epyc-zen3.jsonl")
+PUBLISHED_AMD_KERNELS = os.path.join(ROOT, "benchmarks", "published", "onednn-kernels-amd.jsonl")
 NAMES = {"ml-1m": "ML-1M", "ml-20m": "ML-20M"}
 COLUMNS = ("wals2-cholesky", "wals2-cg", "implicit-cholesky", "implicit-cg")
 
 
-def published():
-    with open(PUBLISHED, encoding="utf-8") as f:
-        lines = [json.loads(line) for line in f if line.strip()]
-    return [line for line in lines if "system" in line]
+def lines_of(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def published(path=PUBLISHED):
+    return [line for line in lines_of(path) if "system" in line]
 
 
 def read(path):
@@ -39,14 +46,51 @@ def test_benchmark_readme_holds_the_published_table():
 
 
 def test_readme_performance_table_is_the_published_medians():
-    by_key = {(r["data"], r["k"], r["system"]): r["median_s"] for r in published()}
+    """One table per CPU kind: the Intel kind's rows, then the AMD kind's (oneDNN on, the trainer's default)."""
     section = read("README.md").split("## Performance", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if re.match(r"\| ML-", line)]
     expected = []
-    for data, k in sorted({(d, k) for d, k, s in by_key if s == "implicit-cg"}, key=lambda x: (x[0] != "ml-1m", x[1])):
-        cells = [NAMES[data], str(k)] + [seconds(by_key[data, k, s]) for s in COLUMNS]
-        expected.append("| " + " | ".join(cells) + " |")
+    for path in (PUBLISHED, PUBLISHED_AMD):
+        by_key = {(r["data"], r["k"], r["system"]): r["median_s"] for r in published(path)}
+        keys = sorted({(d, k) for d, k, s in by_key if s == "implicit-cg"}, key=lambda x: (x[0] != "ml-1m", x[1]))
+        for data, k in keys:
+            cells = [NAMES[data], str(k)] + [seconds(by_key[data, k, s]) for s in COLUMNS]
+            expected.append("| " + " | ".join(cells) + " |")
     assert rows == expected
+
+
+def test_published_lines_name_their_cpu_kind():
+    intel = lines_of(PUBLISHED)[0]["machine"]
+    assert intel["cpu"].startswith("Intel(R) Xeon(R)") and intel["avx512f"]
+    assert "cpu_flags" not in intel  # recorded before the field existed; the README says so
+    amd = lines_of(PUBLISHED_AMD)
+    assert amd[0]["machine"]["cpu"].startswith("AMD EPYC") and amd[0]["machine"]["TF_ENABLE_ONEDNN_OPTS"] is None
+    for line in amd[1:]:
+        assert line["cpu"].startswith("AMD EPYC") and line["cpu_flags"]["avx2"] and not line["cpu_flags"]["avx512f"]
+        off = line["system"].endswith(run.ONEDNN_OFF)
+        assert line["TF_ENABLE_ONEDNN_OPTS"] == ("0" if off else "1"), line["system"]
+    text = read("benchmarks/README.md")
+    assert "recorded before the CPU field existed; measured on the Intel kind" in text
+
+
+def test_benchmark_readme_holds_the_amd_tables():
+    results = published(PUBLISHED_AMD)
+    assert {r["system"] for r in results} >= set(COLUMNS) | {s + run.ONEDNN_OFF for s in COLUMNS[:2]}
+    text = read("benchmarks/README.md")
+    rows = run.markdown_table(results).splitlines()[2:] + run.onednn_table(results).splitlines()[2:]
+    rows += onednn.kernel_table(lines_of(PUBLISHED_AMD_KERNELS)).splitlines()[2:]
+    assert len(rows) > 20
+    for row in rows:
+        assert row in text, row
+
+
+def test_cpu_info_and_the_onednn_variants(monkeypatch):
+    info = run.cpu_info()
+    assert set(info) == {"cpu", "avx512f", "cpu_flags", "TF_ENABLE_ONEDNN_OPTS"}
+    assert set(info["cpu_flags"]) == set(run.CPU_FLAGS)
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    assert run.child_env("wals2-cholesky" + run.ONEDNN_OFF)["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    assert "TF_ENABLE_ONEDNN_OPTS" not in run.child_env("wals2-cholesky")  # the worker sets 1
 
 
 def test_rounds_merge_into_one_line_per_configuration():
