@@ -81,6 +81,7 @@ def _start(
     procs = []
     for index in range(workers):
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+        env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the trainer's own default, as a user gets it
         if workers > 1:
             task = {"type": "chief", "index": 0} if index == 0 else {"type": "worker", "index": index - 1}
             spec = {"cluster": {"chief": hosts[:1], "worker": hosts[1:]}, "task": task}
@@ -103,7 +104,20 @@ def _run(workers: int, job: pathlib.Path, args: list[str]) -> list[str]:
                 proc.kill()
     logs = [(job.parent / f"{job.name}-logs" / f"worker{i}.log").read_text() for i in range(workers)]
     assert codes == [0] * workers, "\n".join(logs)
+    if workers > 1:
+        assert not _unclean_lines(logs), "\n".join(logs)
     return logs
+
+
+#: TensorFlow's C++ logging writes this before it is set up, whatever TF_CPP_MIN_LOG_LEVEL says (README).
+_BEFORE_LOGGING = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
+
+def _unclean_lines(logs: list[str]) -> list[str]:
+    """The warning and error lines of the workers' logs: Python's (the trainer's one format, a traceback) and
+    TensorFlow's C++ ones (W/E/F and a timestamp)."""
+    pattern = re.compile(r"^[WEF]\d{4} |\b(WARNING|ERROR|CRITICAL)\b|Traceback")
+    return [line for log in logs for line in log.splitlines() if line != _BEFORE_LOGGING and pattern.search(line)]
 
 
 def _relative_error(got, want) -> float:

@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from trainer import environment  # noqa: E402  (the standard library only)
+
+environment.set_defaults()  # before TensorFlow's import
 
 import argparse  # noqa: E402
 import logging  # noqa: E402

@@ -11,13 +11,9 @@ them runs this same command and they train together (``trainer.cluster``, ``trai
 
 from __future__ import annotations
 
-import os
+from trainer import environment  # the standard library only
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# oneDNN's CPU kernels (TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI or AMX): the sweep's
-# Gram matmuls run 2-5x and whole sweeps 1.8-2.3x faster with them on AVX2-only CPUs (benchmarks/README.md). Read at
-# TensorFlow's import; a value the user set (0 to turn them off) is kept.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+environment.set_defaults()  # before TensorFlow's import
 
 import sys  # noqa: E402
 

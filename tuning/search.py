@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# oneDNN's CPU kernels (TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI or AMX): the sweep's
-# Gram matmuls run 2-5x and whole sweeps 1.8-2.3x faster with them on AVX2-only CPUs (benchmarks/README.md). Read at
-# TensorFlow's import; a value the user set (0 to turn them off) is kept.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+from trainer import environment  # noqa: E402  (the standard library only)
+
+environment.set_defaults()  # before TensorFlow's import
 
 import logging  # noqa: E402
 import sys  # noqa: E402

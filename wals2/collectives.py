@@ -28,12 +28,42 @@ class Collectives:
         self._options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
         self.count = int(self.strategy.num_replicas_in_sync)
         self.rank = 0
+        self._functions: dict = {}
         if self.count > 1:
-            ids = self.strategy.run(lambda: tf.constant(tf.distribute.get_replica_context().replica_id_in_sync_group))
-            self.rank = int(self.strategy.experimental_local_results(ids)[0])
+            rank = self._function("rank", tf.int32)(tf.zeros([0, 0], tf.int32))
+            self.rank = int(self._local(rank)[0])
 
-    def _run(self, fn, value):
-        result = self.strategy.run(fn, args=(tf.convert_to_tensor(value),))
+    def _function(self, op: str, dtype: tf.DType):
+        """The ``tf.function`` that runs collective ``op`` ("sum", "gather" or "rank") on this worker's replica, for
+        [n, m] tensors of ``dtype``: one trace each, the same on every worker (eager ``strategy.run`` warns of
+        its overhead on every call, and retraces its collectives)."""
+        key = (op, dtype)
+        if key not in self._functions:
+            context = tf.distribute.get_replica_context
+            device = self.strategy.extended.worker_devices[0]
+
+            def replica(x):
+                with tf.device(device):  # a graph input has no device; a collective takes its input's devices
+                    x = tf.identity(x)
+                if op == "sum":
+                    return context().all_reduce("sum", x, self._options)
+                if op == "gather":
+                    return context().all_gather(x, 0, self._options)
+                return tf.fill([1], context().replica_id_in_sync_group)
+
+            self._functions[key] = tf.function(
+                lambda x: self.strategy.run(replica, args=(x,)),
+                input_signature=[tf.TensorSpec([None, None], dtype)],
+                autograph=False,
+            )
+        return self._functions[key]
+
+    def _collective(self, op: str, value: np.ndarray) -> np.ndarray:
+        """``op`` over the workers of ``value`` [n, ...], as a 2-D [n, m] tensor and back."""
+        result = self._function(op, tf.as_dtype(value.dtype))(value.reshape(value.shape[0], -1))
+        return self._local(result)
+
+    def _local(self, result) -> np.ndarray:
         return self.strategy.experimental_local_results(result)[0].numpy()
 
     def all_reduce_sum(self, value) -> np.ndarray:
@@ -41,7 +71,7 @@ class Collectives:
         value = np.asarray(value)
         if self.count == 1 or not value.size:  # a collective of an empty tensor crashes TensorFlow
             return value
-        return self._run(lambda x: tf.distribute.get_replica_context().all_reduce("sum", x, self._options), value)
+        return self._collective("sum", value.reshape(1, -1) if value.ndim < 2 else value).reshape(value.shape)
 
     def sizes(self, size: int) -> np.ndarray:
         """int64 [P], every worker's ``size`` in rank order."""
@@ -62,7 +92,7 @@ class Collectives:
             return [np.zeros((int(size), *value.shape[1:]), value.dtype) for size in sizes]
         padded = np.zeros((int(sizes.max()), *value.shape[1:]), value.dtype)
         padded[: value.shape[0]] = value
-        flat = self._run(lambda x: tf.distribute.get_replica_context().all_gather(x, 0, self._options), padded)
+        flat = self._collective("gather", padded).reshape(-1, *value.shape[1:])
         return [part[:size] for part, size in zip(np.split(flat, self.count), sizes)]
 
     def all_gather_strings(self, values) -> list[np.ndarray]:
