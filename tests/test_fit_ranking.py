@@ -1,4 +1,4 @@
-"""fit(ranking_k=k) / evaluate(ranking_k=k): val_ndcg_at_<k> and val_precision_at_<k> against a numpy computation
+"""fit(ranking_k=k) / evaluate(ranking_k=k): val_ndcg@<k> and val_precision@<k> against a numpy computation
 (dense scores, argsort, DCG by hand), a hand case, and their direction for EarlyStopping."""
 
 import math
@@ -45,14 +45,14 @@ def test_fit_logs_the_ranking_of_the_validation_users_every_sweep(split):
     model = WALSModel(*SHAPE, mode="implicit", latent_factors=4, regularization=0.5, alpha=2.0, seed=1)
     model.compile()
     history = model.fit(train, epochs=2, validation_data=test, ranking_k=5, verbose=0).history
-    assert set(history) == {"rmse", "val_rmse", "val_ndcg_at_5", "val_precision_at_5"}
-    assert len(history["val_ndcg_at_5"]) == 2
+    assert set(history) == {"rmse", "val_rmse", "val_ndcg@5", "val_precision@5"}
+    assert len(history["val_ndcg@5"]) == 2
     ndcg, precision = numpy_ranking(model, train, test, 5)  # the last sweep's factors are the model's
-    assert history["val_ndcg_at_5"][-1] == pytest.approx(ndcg, abs=1e-9)
-    assert history["val_precision_at_5"][-1] == pytest.approx(precision, abs=1e-9)
+    assert history["val_ndcg@5"][-1] == pytest.approx(ndcg, abs=1e-9)
+    assert history["val_precision@5"][-1] == pytest.approx(precision, abs=1e-9)
     results = model.evaluate(test, ranking_k=5, return_dict=True, verbose=0)
-    assert results["ndcg_at_5"] == pytest.approx(ndcg, abs=1e-9)
-    assert results["precision_at_5"] == pytest.approx(precision, abs=1e-9)
+    assert results["ndcg@5"] == pytest.approx(ndcg, abs=1e-9)
+    assert results["precision@5"] == pytest.approx(precision, abs=1e-9)
     assert results["rmse"] == pytest.approx(history["val_rmse"][-1], rel=1e-5)
 
 
@@ -79,9 +79,9 @@ def test_early_stopping_maximises_val_ndcg_without_a_mode(split):
     train, test = split
     model = WALSModel(*SHAPE, mode="implicit", latent_factors=12, regularization=1e-3, alpha=20.0, seed=5)
     model.compile()
-    stop = keras.callbacks.EarlyStopping(monitor="val_ndcg_at_10", patience=1)
+    stop = keras.callbacks.EarlyStopping(monitor="val_ndcg@10", patience=1)
     val = model.fit(train, epochs=12, validation_data=test, ranking_k=10, callbacks=[stop], verbose=0).history
-    val = val["val_ndcg_at_10"]
+    val = val["val_ndcg@10"]
     assert stop.monitor_op is keras.ops.greater
     # patience 1: it stops at the first sweep that does not beat the best so far (a maximum)
     improving = [val[i] > max(val[:i]) for i in range(1, len(val))]
@@ -110,9 +110,7 @@ def test_keras_tuner_maximises_the_ranking_log(split, tmp_path):
         model.compile()
         return model
 
-    tuner = kt.GridSearch(
-        build, objective=kt.Objective("val_ndcg_at_5", "max"), directory=str(tmp_path), project_name="p"
-    )
+    tuner = kt.GridSearch(build, objective=kt.Objective("val_ndcg@5", "max"), directory=str(tmp_path), project_name="p")
     tuner.search(train, epochs=1, validation_data=test, ranking_k=5, verbose=0)
     trials = tuner.oracle.get_best_trials(2)
     assert len(trials) == 2 and trials[0].score >= trials[1].score  # best first: the larger NDCG

@@ -57,9 +57,9 @@ def test_heldout_ranking_drops_excluded_items_before_cutting_to_k():
 def test_one_registry_gives_every_metric_direction():
     for key in ("val_rmse", "rmse", "loss", "train_rmse", "validation_rmse", "test_rmse"):
         assert direction(key) == "min", key
-    for key in ("val_ndcg_at_10", "val_ndcg@10", "validation_ndcg@10", "test_map@5", "precision@3", "val_recall_at_2"):
+    for key in ("val_ndcg@10", "validation_ndcg@10", "test_map@5", "precision@3", "val_recall@2"):
         assert direction(key) == "max", key
-    for bad in ("val_ndcg_at", "validation_bogus", "ndcg@x", "", None):
+    for bad in ("val_ndcg_at_10", "val_ndcg_at", "validation_bogus", "ndcg@x", "", None):  # one spelling
         with pytest.raises(ValueError, match=r"`metric` should be \[<split>_\]<name>\[@<k>\] .* Received: metric="):
             direction(bad)
     # its readers: the pipeline gate, the tuner's objective, the hypertune goal, the Keras logs' directions
@@ -74,6 +74,6 @@ def test_one_registry_gives_every_metric_direction():
     for mode, want in (("implicit", "max"), ("explicit", "min")):
         key, goal = objective_name(mode_of(WALSConfig(mode=mode)), 10)
         assert goal == want == direction(key)
-        assert hypertune_metric(mode_of(WALSConfig(mode=mode)), 10)[2] == {"max": "MAXIMIZE", "min": "MINIMIZE"}[want]
+        assert hypertune_metric(mode_of(WALSConfig(mode=mode)), 10)[1] == {"max": "MAXIMIZE", "min": "MINIMIZE"}[want]
     logs = {metric.name: metric._direction for metric in _log_directions(10)[0].metrics}
-    assert logs == {"rmse": "down", "loss": "down", "ndcg_at_10": "up", "precision_at_10": "up"}
+    assert logs == {"rmse": "down", "loss": "down", "ndcg@10": "up", "precision@10": "up"}

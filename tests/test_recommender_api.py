@@ -249,10 +249,8 @@ def test_readme_library_examples_run(tmp_path, monkeypatch):
     assert set(model.recommend([0], k=model.num_items - 3)[0][0]) == set(range(model.num_items)) - {3, 7, new_item}
     # ranking logs, maximised by EarlyStopping, and the loaded model's answers
     ranked, history = namespace["ranked"], namespace["ranked_history"].history
-    assert {"val_ndcg_at_10", "val_precision_at_10"} <= set(history) and namespace[
-        "stop"
-    ].monitor_op is keras.ops.greater
-    assert 0 < history["val_ndcg_at_10"][-1] <= 1
+    assert {"val_ndcg@10", "val_precision@10"} <= set(history) and namespace["stop"].monitor_op is keras.ops.greater
+    assert 0 < history["val_ndcg@10"][-1] <= 1
     want, _ = ranked.recommend_ids(ratings.user_ids[:2], k=5, filter_already_liked_items=True)
     assert namespace["loaded_ids"].tolist() == want.tolist()
 

@@ -100,7 +100,7 @@ class TaskConfig:
     hypertune: bool = _field(
         False,
         "Report the validation metric after every sweep to Vertex AI hyperparameter tuning: the RMSE (tag "
-        "val_rmse), or in the implicit mode NDCG@--top-k (tag val_ndcg_at_<k>).",
+        "val_rmse), or in the implicit mode NDCG@--top-k (tag val_ndcg@<k>).",
         "--hypertune",
     )
     verbose_logging: bool = _field(False, "Log at DEBUG level.", "--verbose-logging")

@@ -57,8 +57,7 @@ def run(task: TaskConfig, config: WALSConfig, preset: str | None, cluster: clust
         dirs = vertex.resolve_dirs(task, role)
         reporter = None
         if task.hypertune and role.is_chief:
-            key, tag, _ = vertex.hypertune_metric(modes.mode_of(config), task.top_k)
-            reporter = vertex.HypertuneReport(key, tag)
+            reporter = vertex.HypertuneReport(vertex.hypertune_metric(modes.mode_of(config), task.top_k)[0])
         if role.is_chief:
             staging = artifacts.Staging(dirs.output, [dirs.model_entry, "config.json", "metrics.json"])
         if cluster.workers > 1:

@@ -6,7 +6,7 @@
 - Role: ``trainer.cluster.role`` (the chief writes).
 - Tuning: ``cloudml-hypertune`` records the validation metric after every sweep under the tag that is the
   ``metricId`` of the tuning job spec (``hypertune_metric``): ``val_rmse`` (MINIMIZE), or in a mode judged by
-  ranking (implicit feedback) ``val_ndcg_at_<k>`` (MAXIMIZE), NDCG@``--top-k``.
+  ranking (implicit feedback) ``val_ndcg@<k>`` (MAXIMIZE), NDCG@``--top-k``.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ logger = logging.getLogger(__name__)
 HPT_METRIC_TAG = "val_rmse"
 
 
-def hypertune_metric(mode, top_k: int) -> tuple[str, str, str]:
-    """(log key, reported tag, goal) of ``--hypertune`` in ``mode`` (a ``wals2.modes.Mode``): the validation
-    NDCG@k where the mode is judged by ranking, else the validation RMSE."""
-    key, tag = (f"val_ndcg@{top_k}", f"val_ndcg_at_{top_k}") if mode.ranked else ("val_rmse", HPT_METRIC_TAG)
-    return key, tag, {"max": "MAXIMIZE", "min": "MINIMIZE"}[metric_direction(key)]
+def hypertune_metric(mode, top_k: int) -> tuple[str, str]:
+    """(tag, goal) of ``--hypertune`` in ``mode`` (a ``wals2.modes.Mode``): the validation NDCG@k where the mode
+    is judged by ranking, else the validation RMSE. The tag is the Keras log key it reports."""
+    key = f"val_ndcg@{top_k}" if mode.ranked else HPT_METRIC_TAG
+    return key, {"max": "MAXIMIZE", "min": "MINIMIZE"}[metric_direction(key)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,15 +74,15 @@ def resolve_dirs(task, this, environ: Mapping[str, str] = os.environ) -> Dirs:
 
 
 class HypertuneReport(keras.callbacks.Callback):
-    """Reports the log ``key`` after every sweep (``global_step`` = sweep) through ``cloudml-hypertune``, as
-    ``tag`` (``hypertune_metric``).
+    """Reports the log ``key`` after every sweep (``global_step`` = sweep) through ``cloudml-hypertune``, under
+    the same name as its tag (``hypertune_metric``).
 
     Reporting every sweep lets a tuning job with ``measurementSelectionType: BEST_MEASUREMENT`` use the best sweep.
     """
 
-    def __init__(self, key: str = "val_rmse", tag: str = HPT_METRIC_TAG):
+    def __init__(self, key: str = HPT_METRIC_TAG):
         super().__init__()
-        self.key, self.tag = key, tag
+        self.key = key
         try:
             import hypertune
         except ImportError as err:
@@ -93,5 +93,5 @@ class HypertuneReport(keras.callbacks.Callback):
         value = (logs or {}).get(self.key)
         if value is not None:
             self._reporter.report_hyperparameter_tuning_metric(
-                hyperparameter_metric_tag=self.tag, metric_value=float(value), global_step=epoch + 1
+                hyperparameter_metric_tag=self.key, metric_value=float(value), global_step=epoch + 1
             )

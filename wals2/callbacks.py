@@ -14,14 +14,13 @@ class HeldoutRanking(keras.callbacks.Callback):
 
     Put it before the callbacks that read these logs. The model must know its training items
     (``set_training_data`` or ``set_seen_items``): they are never recommended. ``WALSModel.fit(ranking_k=k)``
-    adds one itself (logs ``val_ndcg_at_<k>`` and ``val_precision_at_<k>``).
+    adds one itself (logs ``val_ndcg@<k>`` and ``val_precision@<k>``).
 
     Args:
         heldout: the held-out entries; every one counts as relevant.
         k: the cutoff.
         prefix: prepended to the metric names.
         names: the metrics logged (``metrics.METRICS`` names).
-        separator: between a metric's name and k.
     """
 
     def __init__(
@@ -30,16 +29,15 @@ class HeldoutRanking(keras.callbacks.Callback):
         k: int = metrics.RANKING_K,
         prefix: str = "val_",
         names: tuple[str, ...] = metrics.METRICS,
-        separator: str = "@",
     ):
         super().__init__()
         unknown = sorted(set(names) - set(metrics.METRICS))
         if unknown:
             raise ValueError(f"`names` should be among {metrics.METRICS}. Received: {unknown}")
-        self.heldout, self.k, self.prefix, self.names, self.separator = heldout, k, prefix, tuple(names), separator
+        self.heldout, self.k, self.prefix, self.names = heldout, k, prefix, tuple(names)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
         scores = metrics.heldout_ranking(self.model, self.heldout, self.k)
-        logs.update(metrics.logs(scores, self.k, self.names, self.prefix, self.separator))
+        logs.update(metrics.logs(scores, self.k, self.names, self.prefix))

@@ -25,12 +25,12 @@ if TYPE_CHECKING:  # this module imports numpy only: the pipeline's gate reads i
 METRICS = ("precision", "recall", "ndcg", "map")
 #: The registry of metric names and directions ("min": lower is better, "max": higher is better). Every Keras log,
 #: tuning objective, hypertune tag, ``metrics.json`` key and pipeline gate metric is ``[<split>_]<name>`` or
-#: ``[<split>_]<name><separator><k>`` of one of these (``direction`` reads it).
+#: ``[<split>_]<name>@<k>`` of one of these (``direction`` reads it): one spelling each.
 DIRECTIONS = {"rmse": "min", "loss": "min", **{name: "max" for name in METRICS}}
 #: The split prefixes of the keys: Keras' ``val_`` logs, the ``train`` / ``validation`` / ``test`` parts of
 #: ``metrics.json``.
 SPLITS = ("val", "train", "validation", "test")
-_KEY = re.compile(rf"^(?:(?:{'|'.join(SPLITS)})_)?(?P<name>[a-z]+)(?:(?:@|_at_)[0-9]+)?$")
+_KEY = re.compile(rf"^(?:(?:{'|'.join(SPLITS)})_)?(?P<name>[a-z]+)(?:@[0-9]+)?$")
 #: The cutoff k of the held-out ranking logs (``callbacks.HeldoutRanking``, ``WALSModel.fit(ranking_k=...)``).
 RANKING_K = 10
 
@@ -44,7 +44,7 @@ def rmse(targets, predictions) -> float | None:
 
 
 def direction(key: str) -> str:
-    """ "min" or "max": the direction of a metric key (``val_rmse``, ``val_ndcg_at_10``, ``validation_ndcg@10``).
+    """ "min" or "max": the direction of a metric key (``val_rmse``, ``val_ndcg@10``, ``validation_ndcg@10``).
 
     Raises:
         ValueError: a key that names no metric of ``DIRECTIONS``.
@@ -122,10 +122,10 @@ def heldout_ranking(model, heldout: Ratings, k: int = 10, exclude: Ratings | Non
     return ranking_metrics(top, relevant)
 
 
-def logs(scores: dict, k: int, names=METRICS, prefix: str = "", separator: str = "@") -> dict[str, float]:
+def logs(scores: dict, k: int, names=METRICS, prefix: str = "") -> dict[str, float]:
     """The metrics ``names`` of ``ranking_metrics`` / ``heldout_ranking`` scores at k, as logs named
-    ``{prefix}{name}{separator}{k}`` (e.g. ``val_ndcg@10``, or ``val_ndcg_at_10`` with ``separator="_at_"``)."""
-    return {f"{prefix}{name}{separator}{k}": scores[f"{name}@{k}"] for name in names}
+    ``{prefix}{name}@{k}`` (e.g. ``val_ndcg@10``)."""
+    return {f"{prefix}{name}@{k}": scores[f"{name}@{k}"] for name in names}
 
 
 def _items_by_user(ratings: Ratings, users: np.ndarray) -> list[np.ndarray]:

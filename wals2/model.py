@@ -30,9 +30,8 @@ class NonFiniteFactorsError(FloatingPointError):
 
 #: The logs of every ``fit`` / ``evaluate`` (``val_<name>`` as ``<name>``); their directions are the registry's.
 LOGS = ("rmse", "loss")
-#: The ranking logs of ``fit(ranking_k=k)`` and ``evaluate(ranking_k=k)``, ``<name>_at_<k>``; higher is better.
+#: The ranking logs of ``fit(ranking_k=k)`` and ``evaluate(ranking_k=k)``, ``<name>@<k>``; higher is better.
 RANKING_LOGS = ("ndcg", "precision")
-RANKING_SEPARATOR = "_at_"
 #: The state variables, in the order of ``weights``.
 _STATE_NAMES = ("user_factors", "item_factors", "user_bias", "item_bias", "global_mean", "rating_range")
 #: Pairs per batch of ``predict`` (Keras' default of 32 makes ``predict`` of 10k pairs 20-30x slower).
@@ -76,7 +75,7 @@ def _log_directions(ranking_k: int | None = None) -> list:
 
     names = list(LOGS)
     if ranking_k is not None:
-        names += [f"{name}{RANKING_SEPARATOR}{ranking_k}" for name in RANKING_LOGS]
+        names += [f"{name}@{ranking_k}" for name in RANKING_LOGS]
     keras_direction = {"min": "down", "max": "up"}
     metrics = [_Direction(name, keras_direction[ranking.direction(name)]) for name in names]
     return [LogDirections(metrics, "log_directions")]
@@ -291,8 +290,8 @@ class WALSModel(Recommender, keras.Model):
         (as in ``validation_data=(pairs, ratings)``); it may be omitted after ``set_training_data``.
         ``validation_data`` (``Ratings``, ``engine.Entries`` or ``(pairs, ratings)``; on several workers, this
         worker's part) adds ``val_rmse`` to the logs after every sweep. With ``ranking_k`` (``metrics.RANKING_K``
-        = 10 is the usual cutoff) and ``validation_data`` a ``Ratings``, every sweep also logs ``val_ndcg_at_<k>``
-        and ``val_precision_at_<k>`` (``metrics.heldout_ranking``: each validation user's top k, training items
+        = 10 is the usual cutoff) and ``validation_data`` a ``Ratings``, every sweep also logs ``val_ndcg@<k>``
+        and ``val_precision@<k>`` (``metrics.heldout_ranking``: each validation user's top k, training items
         excluded, against the user's validation items), which ``mode="auto"`` callbacks know to maximise.
         Callbacks, ``verbose`` and ``initial_epoch`` work as in Keras; one epoch is one sweep.
         """
@@ -381,12 +380,12 @@ class WALSModel(Recommender, keras.Model):
                 "wals2.callbacks.HeldoutRanking of every worker's validation entries instead."
             )
         self._ranking_k = int(ranking_k)
-        return HeldoutRanking(validation_data, int(ranking_k), names=RANKING_LOGS, separator=RANKING_SEPARATOR)
+        return HeldoutRanking(validation_data, int(ranking_k), names=RANKING_LOGS)
 
     def evaluate(self, x=None, y=None, batch_size: int | None = 65536, *, ranking_k: int | None = None, **kwargs):
         """Keras ``evaluate`` of (pairs, ratings) or of a ``Ratings``; the batch size defaults to 65,536 pairs.
 
-        With ``x`` a ``Ratings`` and ``ranking_k``, the results also hold ``ndcg_at_<k>`` and ``precision_at_<k>``
+        With ``x`` a ``Ratings`` and ``ranking_k``, the results also hold ``ndcg@<k>`` and ``precision@<k>``
         of its users' top k (``metrics.heldout_ranking``, training items excluded), after ``rmse``.
         """
         heldout = x if isinstance(x, Ratings) else None
@@ -404,7 +403,7 @@ class WALSModel(Recommender, keras.Model):
         return_dict = kwargs.pop("return_dict", False)
         results = super().evaluate(x, y, batch_size=batch_size, return_dict=True, **kwargs)
         scores = ranking.heldout_ranking(self, heldout, int(ranking_k))
-        results.update(ranking.logs(scores, int(ranking_k), RANKING_LOGS, separator=RANKING_SEPARATOR))
+        results.update(ranking.logs(scores, int(ranking_k), RANKING_LOGS))
         return results if return_dict else list(results.values())
 
     def predict(self, x, batch_size: int | None = PREDICT_BATCH_SIZE, **kwargs):
