@@ -1,17 +1,12 @@
 """Fold-in: the exact factor of a user who was not in training, against fixed item factors.
 
 This is TF1's ``WALSModel.project_row_factors``, for every mode. For a new user with rated items S (ratings
-a_j), the item side stays fixed and the user's factor is the minimiser of the model's objective, i.e. the row
-update of a half-sweep:
-
-    (lambda_u I + w0 T'T + sum_{j in S} d_j t_j t_j') x = sum_{j in S} (w0 + d_j) y_j t_j
-
-* ``tf1``: T = V, d_j = C_j (the TF1 item weights, R = 1), y_j = a_j, w0 = ``unobs_weight``; x = u.
-* ``implicit``: T = V, d_j = alpha a_j, y_j = 1, w0 = 1; x = u.
-* ``explicit``: T = [V, 1], d_j = 1, y_j = a_j - mu - c_j, w0 = 0; x = [u, b_u].
-
-lambda_u = lambda, or lambda |S| with ``scale_regularization``. Folding in a training user's own ratings
-therefore gives the factor (and bias) the last row half-sweep gave that user.
+a_j), the item side stays fixed and the user's factor is the minimiser of the model's objective: the row update
+of a half-sweep, the normal equation of ``wals2.solver`` with the user's entries, solved by the solver's own
+``gram_and_rhs`` and ``cholesky_rows``. Each mode gives its terms (``modes.Mode.fold_in_terms``): the fixed table
+T (V, or [V, 1] with biases, for x = [u, b_u]), w0, the entries' weights d_j and targets y_j. lambda_u = lambda,
+or lambda |S| with ``scale_regularization``. Folding in a training user's own ratings therefore gives the factor
+(and bias) the last row half-sweep gave that user.
 """
 
 from __future__ import annotations
@@ -24,7 +19,7 @@ import tensorflow as tf
 
 from wals2 import scoring
 from wals2.modes import Mode
-from wals2.solver import gramian
+from wals2.solver import cholesky_rows, gram_and_rhs, gramian
 
 
 class FoldInState(NamedTuple):
@@ -85,10 +80,8 @@ def solve(
     if query_weights is not None:
         d = d * tf.cast(query_weights, tf.float32)[:, None]
     gathered = tf.gather(table, safe) * mask[..., None]  # [b, L, k'], zero rows on padding
-    g0 = gramian(table, 0.0, w0) + lam * tf.eye(tf.shape(table)[1])
-    lhs = g0 + tf.matmul(gathered * d[..., None], gathered, transpose_a=True)  # [b, k', k']
-    rhs = tf.matmul(((w0 + d) * terms.targets)[:, None, :], gathered)[:, 0, :]  # [b, k']
-    return tf.linalg.cholesky_solve(tf.linalg.cholesky(lhs), rhs[..., None])[..., 0]
+    gram, rhs = gram_and_rhs(gathered, (w0 + d) * terms.targets, d)  # [b, k', k'], [b, k']
+    return cholesky_rows(gramian(table, lam, w0) + gram, rhs)
 
 
 def state_of(model, positive_counts: np.ndarray | None = None) -> FoldInState:

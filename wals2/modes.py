@@ -102,7 +102,7 @@ class Weighting(NamedTuple):
 
 
 class FoldInTerms(NamedTuple):
-    """The fold-in system of b new users: (lambda I + w0 T'T + sum_j d_j t_j t_j') x = sum_j (w0 + d_j) y_j t_j.
+    """The terms of the fold-in system of b new users (the solver's normal equation with T as the fixed side).
 
     Attributes:
         table: T, float32 [n, k'] (V, or [V, 1] with biases).
@@ -153,12 +153,25 @@ class Mode:
         """
         raise NotImplementedError
 
+    # The entry coefficients, written once for training (numpy, ``weighting``) and for fold-in and serving
+    # (tensors, ``fold_in_terms``): plain arithmetic, so that each takes either kind and returns the same kind.
+
+    def targets(self, values, mean=0.0):
+        """a_ij of entries with ratings ``values``: the rating (less mu with biases; 1 in the implicit mode)."""
+        return values
+
+    def confidence(self, values, alpha):
+        """d_ij of entries with ratings ``values`` where it is per entry (implicit mode), else None: then
+        d_ij = R_i C_j from the mode's row and column weights."""
+        return None
+
     def heldout_targets(self, values):
-        """What a prediction of an observed entry is compared with (the rating; 1 in the implicit mode).
+        """What a prediction p_ij (mu included) of an observed entry is compared with: a_ij with mu = 0 (the
+        rating; 1 in the implicit mode).
 
         ``values`` is a numpy array or a tensor; the result is of the same kind.
         """
-        return values
+        return self.targets(values, 0.0)
 
     def fold_in_terms(self, item_factors, items, ratings, mask, params) -> FoldInTerms:
         """The ``FoldInTerms`` of new users who rated ``items`` (int [b, L], any valid index on padding).
@@ -213,7 +226,8 @@ class Tf1(Mode):
             row_weights = col_weights = None
         if (row_weights is None) != (col_weights is None):
             raise ValueError("`row_weights` and `col_weights` should both be None (plain ALS) or both be given.")
-        return Weighting(float(cfg.unobs_weight), values, row_weights, col_weights, None, 0.0, (-np.inf, np.inf))
+        targets = self.targets(values)
+        return Weighting(float(cfg.unobs_weight), targets, row_weights, col_weights, None, 0.0, (-np.inf, np.inf))
 
     def fold_in_item_weights(self, positive_counts):
         cfg = self.config
@@ -222,8 +236,8 @@ class Tf1(Mode):
         return weights_lib.item_weights(positive_counts, cfg.wt_type, cfg.feature_wt_factor, cfg.feature_wt_exp)
 
     def fold_in_terms(self, item_factors, items, ratings, mask, params):
-        d = tf.gather(tf.cast(params.item_weights, tf.float32), items) * mask
-        return FoldInTerms(item_factors, tf.cast(params.unobs_weight, tf.float32), d, ratings)
+        d = tf.gather(tf.cast(params.item_weights, tf.float32), items) * mask  # R = 1
+        return FoldInTerms(item_factors, tf.cast(params.unobs_weight, tf.float32), d, self.targets(ratings))
 
 
 class Explicit(Mode):
@@ -234,16 +248,20 @@ class Explicit(Mode):
     hyperparameters = ("scale_regularization",)
     search_ranges = {"regularization": (1e-3, 100.0, "log"), "scale_regularization": None}
 
+    def targets(self, values, mean=0.0):
+        return values - mean  # the item bias c_j is the solve's offset (layout ``bias_offsets``; fold-in below)
+
     def weighting(self, values, shape, stats, given=None):
         self._refuse_weights(given)
-        ones = [np.ones(size, np.float32) for size in shape]
-        targets = np.subtract(values, stats.mean, dtype=np.result_type(values, np.float32))
+        ones = [np.ones(size, np.float32) for size in shape]  # d = R_i C_j = 1
+        targets = self.targets(np.asarray(values, np.result_type(values, np.float32)), stats.mean)
         return Weighting(0.0, targets, *ones, None, stats.mean, (stats.low, stats.high))
 
     def fold_in_terms(self, item_factors, items, ratings, mask, params):
         table = tf.concat([item_factors, tf.ones_like(item_factors[:, :1])], axis=1)
-        offsets = tf.cast(params.global_mean, tf.float32) + tf.gather(tf.cast(params.item_bias, tf.float32), items)
-        return FoldInTerms(table, tf.constant(0.0), mask, (ratings - offsets) * mask)
+        targets = self.targets(ratings, tf.cast(params.global_mean, tf.float32))
+        targets -= tf.gather(tf.cast(params.item_bias, tf.float32), items)
+        return FoldInTerms(table, tf.constant(0.0), mask, targets * mask)  # d = 1
 
 
 class Implicit(Mode):
@@ -265,14 +283,18 @@ class Implicit(Mode):
         if np.any(self.invalid_ratings(values)):
             raise ValueError("Implicit mode needs non-negative values (confidence 1 + alpha * r).")
         # d = alpha r in float64, so that a product beyond float32 is reported as an overflow by the layout.
-        d = self.config.alpha * np.asarray(values, np.float64)
-        return Weighting(1.0, np.ones_like(values), None, None, d, 0.0, (-np.inf, np.inf))
+        d = self.confidence(np.asarray(values, np.float64), self.config.alpha)
+        return Weighting(1.0, self.targets(values), None, None, d, 0.0, (-np.inf, np.inf))
 
-    def heldout_targets(self, values):
-        return values * 0 + 1
+    def targets(self, values, mean=0.0):
+        return values * 0 + 1  # the preference of an observed cell
+
+    def confidence(self, values, alpha):
+        return alpha * values
 
     def fold_in_terms(self, item_factors, items, ratings, mask, params):
-        return FoldInTerms(item_factors, tf.constant(1.0), tf.cast(params.alpha, tf.float32) * ratings, mask)
+        d = self.confidence(ratings, tf.cast(params.alpha, tf.float32))
+        return FoldInTerms(item_factors, tf.constant(1.0), d, self.targets(ratings) * mask)
 
 
 def check_training(ratings: Ratings, train: Ratings, config, stats: Statistics | None = None) -> None:

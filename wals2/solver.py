@@ -93,7 +93,7 @@ def half_sweep(
         lhs = system(gram, owners)
         if gram is None:
             lhs = tf.broadcast_to(lhs, [tf.shape(rhs)[0], k, k])
-        return tf.linalg.cholesky_solve(tf.linalg.cholesky(lhs), rhs[..., None])[..., 0]
+        return cholesky_rows(lhs, rhs)
 
     use_cg = solver == "cg" and layout.kind != "uniform"
     if use_cg:
@@ -193,14 +193,34 @@ def _gather(table, k, chunk: Chunk):
 def _gram_and_rhs(table, k, chunk: Chunk, with_gram: bool):
     """Per-unit Gram sum_e g_e z_e z_e' ([b, k, k], None without ``with_gram``) and right-hand side sum_e b_e z_e."""
     gathered, rhs_weights = _gather(table, k, chunk)
-    rhs = tf.matmul(rhs_weights[:, None, :], gathered)[:, 0, :]
     if not with_gram:
-        return None, rhs
-    if chunk.gram_weights is not None:
-        gram = tf.matmul(gathered * chunk.gram_weights[..., None], gathered, transpose_a=True)
-    else:
-        gram = tf.matmul(gathered, gathered, transpose_a=True) * chunk.row_scale[:, None, None]
-    return gram, rhs
+        return None, gram_and_rhs(gathered, rhs_weights, None)[1]
+    return gram_and_rhs(gathered, rhs_weights, chunk.gram_weights, chunk.row_scale)
+
+
+def gram_and_rhs(gathered, rhs_weights, gram_weights, row_scale=None):
+    """The observed part of each row's normal equation (module docstring), for rows given as gathered entries.
+
+    Args:
+        gathered: z_e, float32 [b, L, k], the fixed side's rows of each row's entries (zero rows on padding).
+        rhs_weights: b_e = (w0 + d_e) a_e, float32 [b, L].
+        gram_weights: g_e = d_e, float32 [b, L]; or None with ``row_scale``: g_e = R_i for every entry of row i.
+        row_scale: R_i, float32 [b] (used when ``gram_weights`` is None); None with neither: no Gram.
+
+    Returns:
+        (sum_e g_e z_e z_e' [b, k, k] or None, sum_e b_e z_e [b, k]).
+    """
+    rhs = tf.matmul(rhs_weights[:, None, :], gathered)[:, 0, :]
+    if gram_weights is not None:
+        return tf.matmul(gathered * gram_weights[..., None], gathered, transpose_a=True), rhs
+    if row_scale is not None:
+        return tf.matmul(gathered, gathered, transpose_a=True) * row_scale[:, None, None], rhs
+    return None, rhs
+
+
+def cholesky_rows(lhs, rhs):
+    """x_i = lhs_i^-1 rhs_i for SPD ``lhs`` [b, k, k] and ``rhs`` [b, k]: the exact row solve."""
+    return tf.linalg.cholesky_solve(tf.linalg.cholesky(lhs), rhs[..., None])[..., 0]
 
 
 def cg_max_length(k: int) -> int:
