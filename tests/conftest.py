@@ -3,11 +3,16 @@ import os
 import pathlib
 import sys
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the entry points' packages, also when the tests run from another directory
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from trainer import environment  # noqa: E402  (the standard library only)
+
+environment.set_defaults()  # TensorFlow in the tests runs as in the entry points (oneDNN on)
 
 import pytest  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 

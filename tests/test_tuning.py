@@ -93,14 +93,6 @@ def test_interrupted_search_resumes(ratings_file, tmp_path, caplog):
     assert len(json.loads((tmp_path / "p" / "results.json").read_text())) == 1
 
 
-@pytest.mark.slow
-def test_hyperband_and_implicit_ndcg_objective(ratings_file, tmp_path):
-    assert run(ratings_file, tmp_path, "--mode", "implicit", "--algorithm", "hyperband", "--num_iters", "3") == 0
-    best = json.loads((tmp_path / "ratings.tsv-implicit-hyperband" / "best_hyperparameters.json").read_text())
-    assert best["objective"] == "val_ndcg@10"
-    assert "alpha" in best["hyperparameters"] and 0.0 <= best["test"]["test_ndcg@10"] <= 1.0
-
-
 def test_search_space_follows_tf1_config_tune():
     hp = kt.HyperParameters()
     values = search_space(hp, mode_of(WALSConfig()))
@@ -433,15 +425,19 @@ def test_the_delivered_model_is_the_scored_one_when_the_best_sweep_is_not_the_la
 
 
 @pytest.mark.slow
-def test_hyperband_warm_started_trials_count_their_parents_sweeps(ratings_file, tmp_path):
-    """A Hyperband trial that continues a parent trial starts from the parent's best model: its recorded sweeps
-    add the parent's, and training its hyperparameters for that many sweeps from scratch gives its score."""
+def test_hyperband_implicit_ndcg_and_warm_started_trials_counting_their_parents_sweeps(ratings_file, tmp_path):
+    """Hyperband in the implicit mode maximises the validation NDCG@10. A trial that continues a parent trial
+    starts from the parent's best model: its recorded sweeps add the parent's, and training its hyperparameters
+    for that many sweeps from scratch gives its score."""
     from trainer import task as trainer_task
 
     directory = tmp_path / "runs"
     argv = ["--train-file", ratings_file, "--directory", str(directory), "--num_iters", "4"]
     assert main([*argv, "--mode", "implicit", "--algorithm", "hyperband"]) == 0
     project = directory / "ratings.tsv-implicit-hyperband"
+    best = json.loads((project / "best_hyperparameters.json").read_text())
+    assert best["objective"] == "val_ndcg@10"
+    assert "alpha" in best["hyperparameters"] and 0.0 <= best["test"]["test_ndcg@10"] <= 1.0
     trials = {}
     for path in project.glob("trial_*/trial.json"):
         record = json.loads(path.read_text())
@@ -457,7 +453,6 @@ def test_hyperband_warm_started_trials_count_their_parents_sweeps(ratings_file, 
         assert parent + 1 <= sweeps <= parent + hp["tuner/epochs"] - hp["tuner/initial_epoch"]
     tid, hp, sweeps = max(children, key=lambda child: child[2])
     score = json.loads((project / f"trial_{tid}" / "trial.json").read_text())["score"]
-    best = json.loads((project / "best_hyperparameters.json").read_text())
     values = [f"--{name}={hp[name]}" for name in ("latent_factors", "regularization", "alpha")]
     command = [*shlex.split(best["validation_command"])[3:], *values, f"--num_iters={int(sweeps)}"]
     assert trainer_task.main([*command, "--job-dir", str(tmp_path / "trial")]) == 0
