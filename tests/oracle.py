@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+
+from wals2.layout import HalfLayout, build_half
 
 
 def dense_problem(rows, cols, values, shape, row_weights, col_weights, w0):
@@ -55,3 +59,40 @@ def random_problem(seed, shape=(60, 45), nnz=700, empty_rows=(3, 17), empty_cols
     rows, cols = np.divmod(cells, n)
     values = rng.integers(1, 6, size=nnz).astype(np.float64)
     return rows, cols, values
+
+
+class Layouts(NamedTuple):
+    """The two halves of a sweep: ``rows`` solves U against V, ``cols`` solves V against U."""
+
+    rows: HalfLayout
+    cols: HalfLayout
+
+
+def build_layouts(
+    rows,
+    cols,
+    values,
+    shape,
+    row_weights,
+    col_weights,
+    unobserved_weight,
+    batch_entries=65536,
+    max_row_length=2048,
+    entry_weights=None,
+    bias_offsets=False,
+    scale_regularization=False,
+) -> Layouts:
+    """Both ``layout.build_half`` layouts of a COO matrix (the engine builds each worker's blocks the same way)."""
+    common = dict(
+        unobserved_weight=unobserved_weight,
+        batch_entries=batch_entries,
+        max_row_length=max_row_length,
+        entry_weights=entry_weights,
+        bias_offsets=bias_offsets,
+        scale_regularization=scale_regularization,
+    )
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    return Layouts(
+        rows=build_half(rows, cols, values, shape[0], shape[1], row_weights, col_weights, **common),
+        cols=build_half(cols, rows, values, shape[1], shape[0], col_weights, row_weights, **common),
+    )

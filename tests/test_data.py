@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import shared_file
+from oracle import build_layouts
 
 from wals2 import Ratings, RatingsError, WALSConfig, data, load_bundled, modes, read_ratings
 from wals2.data import bundled_path, read_web_views
-from wals2.layout import build_layouts
 from wals2.weights import item_weights, resolve
 
 
@@ -220,7 +220,7 @@ def test_long_fields_are_cut_in_messages(tmp_path):
 
 
 def solver_accepts(train, config):
-    """The solver's own check: ``build_layouts`` with the mode's weights, as ``WALSModel`` calls it."""
+    """The layout's own check (``layout.build_half`` of both halves) with the mode's weights."""
     mode = modes.mode_of(config)
     w = mode.weighting(train.values, train.shape, modes.statistics(train.items, train.values, train.num_items))
     try:

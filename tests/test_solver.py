@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from oracle import dense_problem, objective, random_problem, solve_rows
+from oracle import build_layouts, dense_problem, objective, random_problem, solve_rows
 
 from wals2 import solver
 from wals2.config import WALSConfig
 from wals2.engine import Partition, SweepEngine
-from wals2.layout import build_layouts, group_order, length_ladder
+from wals2.layout import group_order, length_ladder
 from wals2.modes import Tf1
 
 SHAPE = (60, 45)

@@ -112,69 +112,12 @@ class HalfLayout(NamedTuple):
     unobserved_weight: float
 
 
-class Layouts(NamedTuple):
-    """The two halves of a sweep: ``rows`` solves U against V, ``cols`` solves V against U."""
-
-    rows: HalfLayout
-    cols: HalfLayout
-
-
 def length_ladder(max_length: int) -> np.ndarray:
     """Bucket lengths 1, 2, ..., growing ~12.5 % per step, ending exactly at ``max_length``."""
     ladder = [1]
     while ladder[-1] < max_length:
         ladder.append(min(max_length, max(ladder[-1] + 1, int(np.ceil(ladder[-1] * 1.125)))))
     return np.asarray(ladder, dtype=np.int64)
-
-
-def build_layouts(
-    rows: np.ndarray,
-    cols: np.ndarray,
-    values: np.ndarray,
-    shape: tuple[int, int],
-    row_weights: np.ndarray | None,
-    col_weights: np.ndarray | None,
-    unobserved_weight: float,
-    batch_entries: int = 65536,
-    max_row_length: int = 2048,
-    entry_weights: np.ndarray | None = None,
-    bias_offsets: bool = False,
-    scale_regularization: bool = False,
-) -> Layouts:
-    """Builds both half-sweep layouts of a COO matrix.
-
-    Args:
-        rows, cols: int arrays [nnz], indices of the observed entries (no duplicates).
-        values: float array [nnz], a_ij (the targets).
-        shape: (m, n).
-        row_weights, col_weights: float32 [m] and [n] (R and C), or both None for plain ALS.
-        unobserved_weight: w0.
-        batch_entries, max_row_length: chunk and piece sizes (see ``WALSConfig``).
-        entry_weights: float [nnz], d_ij given per entry (instead of R_i C_j; R and C must then be None).
-        bias_offsets: keep o_e = W_ij for the solver's bias offsets (explicit mode).
-        scale_regularization: lambda n_i per row instead of lambda (ALS-WR).
-    """
-    num_rows, num_cols = shape
-    if (row_weights is None) != (col_weights is None):
-        raise ValueError("`row_weights` and `col_weights` should both be None (plain ALS) or both be given.")
-    if entry_weights is not None and row_weights is not None:
-        raise ValueError("Give either `entry_weights` or `row_weights`/`col_weights`, not both.")
-    rows, cols, values = np.asarray(rows), np.asarray(cols), np.asarray(values)
-    d = None if entry_weights is None else np.asarray(entry_weights)
-    if d is not None and (d.shape != values.shape or not np.all(np.isfinite(d)) or np.any(d < 0)):
-        raise ValueError(f"`entry_weights` should be {values.shape[0]} finite non-negative values.")
-    common = dict(
-        unobserved_weight=unobserved_weight,
-        batch_entries=batch_entries,
-        max_row_length=max_row_length,
-        entry_weights=d,
-        bias_offsets=bias_offsets,
-        scale_regularization=scale_regularization,
-    )
-    return Layouts(
-        rows=build_half(rows, cols, values, num_rows, num_cols, row_weights, col_weights, **common),
-        cols=build_half(cols, rows, values, num_cols, num_rows, col_weights, row_weights, **common),
-    )
 
 
 def build_half(

@@ -50,7 +50,7 @@ def half_sweep(
     """Solves every row of ``layout`` against ``fixed``.
 
     Args:
-        layout: the half's ``HalfLayout`` (built once per fit by ``layout.build_layouts``).
+        layout: the half's ``HalfLayout`` (built once per fit by ``layout.build_half``).
         fixed: float32 [n, k], the other side's factors; with ``layout.bias_offsets`` [n, k + 1], whose last
             column c_j is subtracted from every target (a_ij - c_j) and takes no part in the solve.
         regularization: lambda > 0 (scalar); multiplied by n_i per row when the layout has ``reg_scale``.
