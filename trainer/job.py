@@ -19,6 +19,7 @@ Every worker of the job runs ``run``; with one worker each collective is the ide
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import posixpath
 import time
@@ -134,7 +135,36 @@ def describe_tf_error(err: tf.errors.OpError) -> str:
 
 
 def _train(task, config, preset, dirs, staging, reporter, strategy, collectives: Collectives) -> int:
+    """Steps 1-5 of the module docstring on this worker; returns 0 (failures raise)."""
     started = time.perf_counter()
+    record = _agreed_record(task, config, collectives)
+    share, sizes = _load(task, config, preset, collectives)
+    chief = staging is not None
+    fitted = _fit(task, config, share, sizes, dirs, reporter, strategy, collectives, chief, started)
+    if not chief:
+        logger.info("worker %d of %d done; the chief writes the outputs", collectives.rank, collectives.count)
+        return 0
+    final = _one_process_copy(fitted.model, config, fitted.train)
+    results = _evaluate(final, fitted, task, config, collectives.count)
+    _log_results(results, task.top_k)
+    fitted.summaries.write_final(
+        {f"{name}/rmse": results[f"{name}_rmse"] for name in ("train", "validation", "test")}
+        | {
+            key.replace("_", "/", 1): value
+            for key, value in results.items()
+            if key.startswith(("validation_", "test_")) and "@" in key
+        },
+        step=config.num_iters,
+    )
+    write_outputs(final, fitted.train, staging, dirs, task, preset, collectives.count, record)
+    artifacts.write_json(staging.path("metrics.json"), results)
+    staging.commit()
+    logger.info("wrote %s (checkpoints %s, TensorBoard logs %s)", staging.destination, dirs.checkpoints, dirs.logs)
+    return 0
+
+
+def _agreed_record(task, config, collectives: Collectives) -> dict | None:
+    """Step 0 of several workers: every worker's settings and input identity agree (``agreement``), or all stop."""
     record, error = None, None
     if collectives.count > 1:
         try:  # the input's digest: a worker that cannot read it fails, and the others with it
@@ -143,6 +173,12 @@ def _train(task, config, preset, dirs, staging, reporter, strategy, collectives:
             error = err
         collectives.check(error)
     agreement.agree(record, collectives)  # before anything is read: a worker of another run stops the job
+    return record
+
+
+def _load(task, config, preset, collectives: Collectives):
+    """Steps 1-2: this worker's share, checked as the solver would check it; (share, [train, validation, test]
+    sizes of the whole job)."""
     share = cli.load_share(task, config.seed, collectives)
     error = None
     try:  # what the solver would refuse mid-sweep, named by line
@@ -165,7 +201,26 @@ def _train(task, config, preset, dirs, staging, reporter, strategy, collectives:
         f"; worker {collectives.rank} of {collectives.count}" if collectives.count > 1 else "",
     )
     logger.info("hyperparameters%s: %s", f" (preset {preset})" if preset else "", cli.describe(config))
-    chief = staging is not None
+    return share, sizes
+
+
+@dataclasses.dataclass
+class _Fitted:
+    """What step 3 leaves: the trained model, its run's record, and (on the chief) the whole sets."""
+
+    model: WALSModel
+    sweeps: SweepLog
+    initial: int
+    load_seconds: float
+    summaries: SweepSummaries | None
+    train: object = None
+    validation: object = None
+    test: object = None
+
+
+def _fit(task, config, share, sizes, dirs, reporter, strategy, collectives, chief: bool, started: float) -> _Fitted:
+    """Steps 3-4: the model under the job's strategy, resumed from its checkpoint, fitted with the callbacks."""
+    m, n = share.partition.shape
     with strategy.scope():
         model = WALSModel(m, n, config)
         model.compile(jit_compile=False)
@@ -176,17 +231,18 @@ def _train(task, config, preset, dirs, staging, reporter, strategy, collectives:
     checkpoint = SweepCheckpoint(dirs.checkpoints, model, run_id, write=chief)
     initial = checkpoint.restore(config.num_iters)
     # Every collective of the job comes before ``fit``: the whole sets for the chief's metrics and export.
-    train, validation, test = (sharding.gather(x, collectives) for x in (share.train, share.validation, share.test))
-    if not chief:
-        del train, validation, test
+    sets = [sharding.gather(x, collectives) for x in (share.train, share.validation, share.test)]
     callbacks = [sweeps, checkpoint]
     summaries = None
     if chief:
+        train, validation, _ = sets
         if model.mode.ranked and validation.nnz:  # the validation ranking every sweep, before its readers
             model.set_seen_items(train.users, train.items)
             callbacks.insert(0, HeldoutRanking(validation, task.top_k))
         summaries = SweepSummaries(dirs.logs, heldout_name, sweeps.seconds)
         callbacks += [summaries] + ([reporter] if reporter else [])
+    else:
+        sets = [None] * 3
     load_seconds = time.perf_counter() - started
     model.fit(
         share.partition,
@@ -196,69 +252,69 @@ def _train(task, config, preset, dirs, staging, reporter, strategy, collectives:
         callbacks=callbacks,
         verbose=0,
     )
-    if not chief:
-        logger.info("worker %d of %d done; the chief writes the outputs", collectives.rank, collectives.count)
-        return 0
+    return _Fitted(model, sweeps, initial, load_seconds, summaries, *sets)
 
-    # The chief evaluates and exports a one-process copy of the trained model, as a one-worker job does.
-    final = WALSModel(m, n, config, name=model.name)
+
+def _one_process_copy(model: WALSModel, config: WALSConfig, train) -> WALSModel:
+    """The chief's copy of the trained model outside the job's strategy, holding the whole training set's seen
+    items and vocabularies (a one-worker job's model, whatever the number of workers), to evaluate and export."""
+    final = WALSModel(model.num_users, model.num_items, config, name=model.name)
     final.set_weights(model.get_weights())
     final.set_seen_items(train.users, train.items, train.values)
     final.set_vocabularies(train.user_ids, train.item_ids)
+    return final
+
+
+def _evaluate(final: WALSModel, fitted: _Fitted, task, config: WALSConfig, workers: int) -> dict:
+    """Step 5's figures, the content of ``metrics.json``: RMSE and ranking of each set, and the run's record."""
+    train, validation, test = fitted.train, fitted.validation, fitted.test
     rmse = {name: final.rmse(x) for name, x in (("train", train), ("validation", validation), ("test", test))}
     ranking = {}
     for name, x, exclude in (("validation", validation, None), ("test", test, validation)):
         if x.nnz:
             scores = metrics.heldout_ranking(final, x, task.top_k, exclude if exclude and exclude.nnz else None)
             ranking.update({f"{name}_{key}": value for key, value in scores.items()})
-    cold = _cold_test_entries(train, test)
-    seconds = sweeps.seconds[1:] or sweeps.seconds
-    history = model.history.history if model.history else {}
-    results = {
+    seconds = fitted.sweeps.seconds[1:] or fitted.sweeps.seconds
+    history = fitted.model.history.history if fitted.model.history else {}
+    return {
         "train_rmse": rmse["train"],
         "validation_rmse": rmse["validation"],
         "test_rmse": rmse["test"],
         **ranking,
         "top_k": task.top_k,
         "sweeps": config.num_iters,
-        "resumed_from_sweep": initial,
-        "workers": collectives.count,
+        "resumed_from_sweep": fitted.initial,
+        "workers": workers,
         "median_seconds_per_sweep": float(np.median(seconds)) if seconds else None,
-        "first_sweep_seconds": sweeps.seconds[0] if sweeps.seconds else None,
-        "load_seconds": load_seconds,
-        "num_users": m,
-        "num_items": n,
+        "first_sweep_seconds": fitted.sweeps.seconds[0] if fitted.sweeps.seconds else None,
+        "load_seconds": fitted.load_seconds,
+        "num_users": final.num_users,
+        "num_items": final.num_items,
         "num_train": train.nnz,
         "num_validation": validation.nnz,
         "num_test": test.nnz,
-        "test_entries_with_cold_user_or_item": cold,
+        "test_entries_with_cold_user_or_item": _cold_test_entries(train, test),
         "history": {k: [float(np.ravel(x)[0]) for x in v] for k, v in history.items()},
     }
+
+
+def _log_results(results: dict, top_k: int) -> None:
+    """The job's summary lines: the RMSEs, then each held-out set's ranking."""
     logger.info(
         "done: train RMSE = %.4f, validation RMSE = %s, test RMSE = %s after %d sweeps (median %.3f s/sweep); %d of "
         "%d test ratings touch a user or item with no training ratings (their factors are 0)",
-        rmse["train"],
-        _text(rmse["validation"]),
-        _text(rmse["test"]),
-        config.num_iters,
+        results["train_rmse"],
+        _text(results["validation_rmse"]),
+        _text(results["test_rmse"]),
+        results["sweeps"],
         results["median_seconds_per_sweep"] or 0.0,
-        cold,
-        test.nnz,
+        results["test_entries_with_cold_user_or_item"],
+        results["num_test"],
     )
     for name in ("validation", "test"):
-        if f"{name}_users" in ranking:
-            values = "  ".join(f"{m}@{task.top_k} {ranking[f'{name}_{m}@{task.top_k}']:.4f}" for m in metrics.METRICS)
-            logger.info("ranking on %s items (%d users): %s", name, ranking[f"{name}_users"], values)
-    summaries.write_final(
-        {f"{name}/rmse": value for name, value in rmse.items()}
-        | {key.replace("_", "/", 1): value for key, value in ranking.items() if not key.endswith("_users")},
-        step=config.num_iters,
-    )
-    write_outputs(final, train, staging, dirs, task, preset, collectives.count, record)
-    artifacts.write_json(staging.path("metrics.json"), results)
-    staging.commit()
-    logger.info("wrote %s (checkpoints %s, TensorBoard logs %s)", staging.destination, dirs.checkpoints, dirs.logs)
-    return 0
+        if f"{name}_users" in results:
+            values = "  ".join(f"{m}@{top_k} {results[f'{name}_{m}@{top_k}']:.4f}" for m in metrics.METRICS)
+            logger.info("ranking on %s items (%d users): %s", name, results[f"{name}_users"], values)
 
 
 def write_outputs(
