@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from wals2 import validate
 from wals2.options import DATASETS, SPLITS, normalize_delimiter
 
 DATA_TYPES = ("ratings", "web_views")
@@ -128,9 +129,7 @@ class TaskConfig:
                 f"test_fraction={self.test_fraction!r}, validation_fraction={self.validation_fraction!r}"
             )
         for name in ("top_k", "export_top_k"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` should be a positive integer. Received: {name}={value!r}")
+            validate.integer(name, getattr(self, name))
         if not (isinstance(self.collective_timeout, (int, float)) and 0 < self.collective_timeout < float("inf")):
             raise ValueError(
                 f"`collective_timeout` should be a number of seconds > 0. Received: {self.collective_timeout!r}"

@@ -8,9 +8,10 @@ holds exactly ``WALSConfig.to_dict()``.
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 from typing import Any
+
+from wals2 import validate
 
 #: ``wt_type`` codes of TF1's ``wals.py``: ``LOG_RATINGS = 0`` (a power law, C_j = n_j^-e) and
 #: ``LINEAR_RATINGS = 1`` (C_j = f / n_j). TF1's ``--wt_type`` help text had these two swapped.
@@ -156,20 +157,8 @@ class WALSConfig:
 
 
 def _check_int(config: WALSConfig, name: str, minimum: int, why: str = "") -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        reason = f" ({why})" if why else ""
-        raise ValueError(f"`{name}` should be {what}{reason}. Received: {name}={value!r}")
-    object.__setattr__(config, name, int(value))
+    object.__setattr__(config, name, validate.integer(name, getattr(config, name), minimum, why=why))
 
 
 def _check_float(config: WALSConfig, name: str, positive: bool, why: str = "") -> None:
-    value = getattr(config, name)
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > 0 if positive else value >= 0)
-    if not ok:
-        what = "a finite number > 0" if positive else "a finite number >= 0"
-        reason = f" ({why})" if why else ""
-        raise ValueError(f"`{name}` should be {what}{reason}. Received: {name}={value!r}")
-    object.__setattr__(config, name, float(value))
+    object.__setattr__(config, name, validate.real(name, getattr(config, name), positive, why))

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from wals2 import scoring
+from wals2 import scoring, validate
 from wals2.layout import HalfLayout, build_half
 from wals2.modes import Mode, Statistics, statistics
 from wals2.solver import fixed_side, half_sweep
@@ -36,8 +36,7 @@ logger = logging.getLogger(__name__)
 
 def block_bounds(size: int, count: int) -> np.ndarray:
     """Boundaries int64 [count + 1] of ``count`` contiguous near-equal blocks of ``size`` (the first ones larger)."""
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-        raise ValueError(f"`count` should be a positive integer. Received: count={count!r}")
+    validate.integer("count", count)
     base, extra = divmod(int(size), int(count))
     sizes = np.full(count, base, np.int64) + (np.arange(count) < extra)
     return np.concatenate([[0], np.cumsum(sizes)])

@@ -45,12 +45,10 @@ without training ratings) gets the k items (users) with the most training rating
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import tensorflow as tf
 
-from wals2 import scoring
+from wals2 import scoring, validate
 from wals2.foldin import solve as fold_in_solve
 from wals2.foldin import split_solution
 from wals2.modes import mode_of
@@ -292,8 +290,7 @@ def export_saved_model(model, path: str, top_k: int = 10) -> ServingModule:
     Raises:
         ValueError: the model has no vocabularies or seen items, a bad ``top_k``, or a non-empty ``path``.
     """
-    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or not 1 <= top_k <= model.num_items:
-        raise ValueError(f"`top_k` should be an integer in [1, {model.num_items}]. Received: top_k={top_k!r}")
+    validate.integer("top_k", top_k, 1, model.num_items)
     users, items = model._require_vocabularies("export_saved_model")
     seen = model._require_seen("export_saved_model")
     if tf.io.gfile.exists(path) and tf.io.gfile.listdir(path):

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from wals2 import scoring
+from wals2 import scoring, validate
 from wals2.modes import Mode
 from wals2.solver import cholesky_rows, gram_and_rhs, gramian
 
@@ -141,8 +141,7 @@ def recommend(
     Returns:
         (item indices int64 [b, k], scores float32 [b, k]).
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= model.num_items:
-        raise ValueError(f"`k` should be an integer in [1, {model.num_items}]. Received: k={k!r}")
+    validate.integer("k", k, 1, model.num_items)
     indices, values = _pad(items, ratings, model.num_items)
     factors, bias = split_solution(model.mode, _solve_model(model, indices, values), model.config.latent_factors)
     scores = scoring.item_scores(

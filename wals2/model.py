@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from wals2 import metrics as ranking
-from wals2 import partial_fit, scoring
+from wals2 import partial_fit, scoring, validate
 from wals2 import weights as weights_lib
 from wals2.callbacks import HeldoutRanking
 from wals2.config import WALSConfig
@@ -111,8 +111,7 @@ class WALSModel(Recommender, keras.Model):
         overrides = {key: kwargs.pop(key) for key in list(kwargs) if key in fields}
         super().__init__(**kwargs)
         for name, value in (("num_users", num_users), ("num_items", num_items)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`{name}` should be a positive integer. Received: {name}={value!r}")
+            validate.integer(name, value)
         if isinstance(config, dict):
             config = WALSConfig.from_dict(config)
         self.config = (config or WALSConfig()).replace(**overrides)
@@ -569,8 +568,7 @@ class WALSModel(Recommender, keras.Model):
         """Solves the rows ``indices`` of one side (0: users, 1: items) on the entries of ``matrix`` [b, other],
         then commits the solution, seen items and vocabularies together (``partial_fit.solve_rows``)."""
         bound = f"max_new_{('users', 'items')[axis]}"
-        if isinstance(max_new, bool) or not isinstance(max_new, (int, np.integer)) or max_new < 0:
-            raise ValueError(f"`{bound}` should be a non-negative integer. Received: {bound}={max_new!r}")
+        max_new = validate.integer(bound, max_new, low=0)
         indices = partial_fit.query_indices(indices, names[0])
         entries = _coo(matrix, (indices.size, (self.num_items, self.num_users)[axis]), names[1])
         solved = partial_fit.solve_rows(self, axis, indices, *entries, names, int(max_new), new_ids)
@@ -593,8 +591,7 @@ class WALSModel(Recommender, keras.Model):
 
 
 def _check_ranking_k(ranking_k, num_items: int) -> None:
-    if isinstance(ranking_k, bool) or not isinstance(ranking_k, (int, np.integer)) or not 1 <= ranking_k <= num_items:
-        raise ValueError(f"`ranking_k` should be an integer in [1, {num_items}]. Received: ranking_k={ranking_k!r}")
+    validate.integer("ranking_k", ranking_k, 1, num_items)
 
 
 def _multi_worker(strategy) -> bool:

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-from wals2 import scoring
+from wals2 import scoring, validate
 from wals2.data import Vocabulary
 
 SEEN_FILE = "seen.npz"
@@ -398,13 +398,11 @@ def _rows_csr(user_items, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarra
 
 
 def _check_k(k, size: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= size:
-        raise ValueError(f"`k` should be an integer in [1, {size}]. Received: k={k!r}")
+    validate.integer("k", k, 1, size)
 
 
 def _check_batch_size(batch_size) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"`batch_size` should be a positive integer. Received: batch_size={batch_size!r}")
+    validate.integer("batch_size", batch_size)
 
 
 def _candidates(include, exclude, size: int, names: tuple[str, str] = ("items", "filter_items")) -> np.ndarray | None:
