@@ -304,3 +304,28 @@ def test_web_views_blank_lines_count_in_the_line_numbers(tmp_path):
     path = write(tmp_path, "views.csv", "clientId,contentId,timeOnPage\n\na,x,3\n\n\nb,y,soon\n")
     with pytest.raises(RatingsError, match=r"line 6: timeOnPage 'soon' is not a finite number"):
         read_web_views(path)
+
+
+def test_repeated_pairs_counts_repeats_and_finds_the_first_pair_in_input_order():
+    rng = np.random.default_rng(3)
+    rows, cols = rng.integers(0, 6, 200), rng.integers(0, 5, 200)
+    seen, naive = set(), 0
+    for pair in zip(rows.tolist(), cols.tolist()):
+        naive += pair in seen
+        seen.add(pair)
+    count, first = data.repeated_pairs(rows, cols, 5)
+    smallest = min(p for p in seen if sum(1 for q in zip(rows.tolist(), cols.tolist()) if q == p) > 1)
+    at = [i for i, q in enumerate(zip(rows.tolist(), cols.tolist())) if q == smallest][:2]
+    assert count == naive and first.tolist() == at
+    count, first = data.repeated_pairs(np.arange(4), np.zeros(4, int), 1)
+    assert count == 0 and first.size == 0
+
+
+def test_the_model_refuses_a_matrix_with_a_repeated_entry():
+    from scipy import sparse
+
+    from wals2 import WALSModel
+
+    coo = sparse.coo_array((np.ones(3), ([0, 1, 0], [1, 2, 1])), shape=(2, 3))
+    with pytest.raises(ValueError, match=r"has 1 duplicate \(row, column\) entries"):
+        WALSModel(2, 3, latent_factors=2).fit(coo, epochs=1, verbose=0)

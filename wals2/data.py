@@ -167,14 +167,12 @@ class Ratings:
         item_ids, items = np.unique(raw[item_col], return_inverse=True)
         users = users.astype(np.int32).ravel()
         items = items.astype(np.int32).ravel()
-        keys = users.astype(np.int64) * len(item_ids) + items
-        sorted_keys = np.sort(keys)
-        dup = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
-        if dup.size:
-            lines = line_number(first_line, blank_lines, np.flatnonzero(keys == sorted_keys[dup[0]])[:2])
-            u, i = divmod(int(sorted_keys[dup[0]]), len(item_ids))
+        repeated, first = repeated_pairs(users, items, len(item_ids))
+        if repeated:
+            lines = line_number(first_line, blank_lines, first)
+            u, i = users[first[0]], items[first[0]]
             raise RatingsError(
-                f"{source}: {dup.size} duplicate (user, item) pair(s); the first is user {quote(user_ids[u].item())}, "
+                f"{source}: {repeated} duplicate (user, item) pair(s); the first is user {quote(user_ids[u].item())}, "
                 f"item {quote(item_ids[i].item())} on lines {lines.tolist()}. Remove or aggregate duplicates first.",
                 int(lines[-1]),
             )
@@ -288,6 +286,20 @@ def line_of(ratings: Ratings, part: Ratings, entry: int) -> int | None:
     if part is not ratings:  # (user, item) pairs are unique, so the pair finds the entry
         entry = np.flatnonzero((ratings.users == part.users[entry]) & (ratings.items == part.items[entry]))[0]
     return int(ratings.line(entry))
+
+
+def repeated_pairs(rows: np.ndarray, cols: np.ndarray, num_cols: int) -> tuple[int, np.ndarray]:
+    """The entries whose (row, column) pair an earlier entry has: (their number, the positions [2] of the first
+    two entries of the smallest such pair, in input order; empty when there are none).
+
+    The one duplicate check of the reader, the multi-worker exchange and the model's own matrices.
+    """
+    keys = np.asarray(rows).astype(np.int64) * int(num_cols) + np.asarray(cols)
+    order = np.argsort(keys, kind="stable")
+    same = np.flatnonzero(keys[order[1:]] == keys[order[:-1]])
+    if not same.size:
+        return 0, np.zeros(0, np.int64)
+    return int(same.size), order[[same[0], same[0] + 1]]
 
 
 def line_number(first_line: int, blank_lines: np.ndarray | None, rows):

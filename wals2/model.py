@@ -16,7 +16,7 @@ from wals2 import partial_fit, scoring, validate
 from wals2 import weights as weights_lib
 from wals2.callbacks import HeldoutRanking
 from wals2.config import WALSConfig
-from wals2.data import Ratings
+from wals2.data import Ratings, repeated_pairs
 from wals2.engine import Entries, Partition, SweepEngine
 from wals2.modes import mode_of
 from wals2.recommender import Recommender
@@ -665,7 +665,7 @@ def _coo(train, shape: tuple[int, int], name: str | None = None) -> tuple[np.nda
         raise ValueError(f"{subject} should be finite. Received NaN or inf values.")
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
-    keys = np.unique(rows * shape[1] + cols)
-    if keys.size != rows.size:
-        raise ValueError(f"{what} has {rows.size - keys.size} duplicate (row, column) entries.")
+    repeated, _ = repeated_pairs(rows, cols, shape[1])
+    if repeated:
+        raise ValueError(f"{what} has {repeated} duplicate (row, column) entries.")
     return rows, cols, values

@@ -25,7 +25,7 @@ import numpy as np
 
 from wals2 import data
 from wals2.collectives import Collectives
-from wals2.data import Ratings, RatingsError, Vocabulary
+from wals2.data import Ratings, RatingsError, Vocabulary, repeated_pairs
 from wals2.engine import Blocks, Entries, Partition
 from wals2.modes import Statistics, statistics
 
@@ -111,13 +111,10 @@ def gather(ratings: Ratings, collectives: Collectives) -> Ratings:
 def _merge_duplicates(ratings: Ratings, aggregate: bool, collectives: Collectives) -> Ratings:
     """Entries of a row block with repeated (user, item) pairs summed (``aggregate``) or refused, after the
     exchange brought pairs from several workers' parts together (each part was checked on its own already)."""
-    keys = ratings.users.astype(np.int64) * ratings.num_items + ratings.items
-    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    repeated = keys.size - unique.size
+    repeated, first = repeated_pairs(ratings.users, ratings.items, ratings.num_items)
     error = None
     if repeated and not aggregate:
-        dup = keys[np.setdiff1d(np.arange(keys.size), first)[0]]
-        u, i = divmod(int(dup), ratings.num_items)
+        u, i = ratings.users[first[0]], ratings.items[first[0]]
         error = RatingsError(
             f"{ratings.source}: {repeated} duplicate (user, item) pair(s) across the workers' parts of the input; "
             f"one is user {ratings.user_ids[u].item()!r}, item {ratings.item_ids[i].item()!r}. Remove or aggregate "
@@ -126,6 +123,8 @@ def _merge_duplicates(ratings: Ratings, aggregate: bool, collectives: Collective
     collectives.check(error)
     if not repeated:
         return ratings
+    keys = ratings.users.astype(np.int64) * ratings.num_items + ratings.items
+    unique, inverse = np.unique(keys, return_inverse=True)
     values = np.bincount(inverse.ravel(), weights=ratings.values.astype(np.float64), minlength=unique.size)
     users, items = np.divmod(unique, ratings.num_items)
     return Ratings(
