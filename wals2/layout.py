@@ -146,7 +146,58 @@ def build_half(
     degree = np.bincount(rows, minlength=num_rows).astype(np.int64)
     starts = np.cumsum(degree) - degree
     order = group_order(rows, num_rows)  # entries grouped by row; their order within a row is free
+    terms = _entry_terms(rows, cols, values, num_fixed, own_weights, fixed_weights, w0, entry_weights, bias_offsets)
+    entries = (cols, terms.rhs, terms.gram, terms.offsets)
 
+    ladder = length_ladder(max_row_length)
+    present = np.flatnonzero(degree > 0)
+    short = present[degree[present] <= max_row_length]
+    long_rows = present[degree[present] > max_row_length]
+    unit_scale = None if terms.kind != "separable" else np.asarray(own_weights, np.float32) * terms.column_scale
+
+    # Short rows: one unit each, in bucket order (each unit names its row in ``owners``).
+    short_chunks = _chunks(
+        starts[short], degree[short], short, ladder, entries, order, unit_scale, num_fixed, batch_entries
+    )
+    # Long rows: near-equal pieces of at most max_row_length entries.
+    piece_start, piece_length, owner = _pieces(starts[long_rows], degree[long_rows], max_row_length)
+    piece_chunks = _chunks(
+        piece_start, piece_length, long_rows[owner], ladder, entries, order, unit_scale, num_fixed, batch_entries
+    )
+
+    return HalfLayout(
+        kind=terms.kind,
+        num_rows=int(num_rows),
+        num_fixed=int(num_fixed),
+        short=short_chunks,
+        pieces=piece_chunks,
+        num_long=int(long_rows.size),
+        long_rows=host_tensor(long_rows, np.int32),
+        fixed_scale=terms.fixed_scale,
+        empty_rows=host_tensor(np.flatnonzero(degree == 0), np.int32),
+        reg_scale=host_tensor(degree, np.float32) if scale_regularization else None,
+        bias_offsets=bias_offsets,
+        unobserved_weight=w0,
+    )
+
+
+class _EntryTerms(NamedTuple):
+    """The per-entry coefficients of one half, in the entries' order (``_entry_terms``)."""
+
+    kind: str  # "uniform" (no d), "separable" (d = R_i C_j, C > 0) or "general"
+    rhs: np.ndarray  # b_e = W_e a_e (over sqrt(C_j) when separable), float32 [nnz]
+    gram: np.ndarray | None  # g_e = d_e, float32 [nnz], "general" only
+    offsets: np.ndarray | None  # o_e, the bias offsets' weights (with ``bias_offsets``)
+    fixed_scale: tf.Tensor | None  # sqrt(C_j) [num_fixed], separable with differing C_j
+    column_scale: np.float32  # the one C of every column, separable with equal C_j (else 1)
+
+
+def _entry_terms(rows, cols, values, num_fixed, own_weights, fixed_weights, w0, entry_weights, bias_offsets):
+    """The half's kind and per-entry coefficients, computed in float32 in the entries' own order.
+
+    Raises:
+        ValueError: a weighted rating (w0 + d) a that overflows float32.
+    """
     with np.errstate(over="ignore", invalid="ignore"):
         if entry_weights is not None:
             d = np.array(entry_weights, np.float32)
@@ -196,45 +247,20 @@ def build_half(
             "The weighted ratings (w0 + R_i C_j) a_ij overflow float32: lower the ratings' scale or the weights "
             f"(largest |(w0 + d) a| = {largest:.3g})."
         )
-    entries = (cols, rhs, gram, offsets)
+    return _EntryTerms(kind, rhs, gram, offsets, fixed_scale, column_scale)
 
-    ladder = length_ladder(max_row_length)
-    present = np.flatnonzero(degree > 0)
-    short = present[degree[present] <= max_row_length]
-    long_rows = present[degree[present] > max_row_length]
-    unit_scale = None if kind != "separable" else np.asarray(own_weights, np.float32) * column_scale
 
-    # Short rows: one unit each, in bucket order (each unit names its row in ``owners``).
-    short_chunks = _chunks(
-        starts[short], degree[short], short, ladder, entries, order, unit_scale, num_fixed, batch_entries
-    )
-
-    # Long rows: near-equal pieces of at most max_row_length entries.
-    num_pieces = -(-degree[long_rows] // max_row_length)
-    piece_len = -(-degree[long_rows] // num_pieces)
-    owner = np.repeat(np.arange(long_rows.size), num_pieces)
+def _pieces(starts: np.ndarray, degree: np.ndarray, max_row_length: int):
+    """Long rows cut into near-equal pieces of at most ``max_row_length`` entries: (each piece's first entry, its
+    length, its row's index into ``starts``), int64 [pieces] each."""
+    num_pieces = -(-degree // max_row_length)
+    piece_len = -(-degree // num_pieces)
+    owner = np.repeat(np.arange(degree.size), num_pieces)
     first_piece = (np.cumsum(num_pieces) - num_pieces).astype(np.int64)
     index_in_row = np.arange(owner.size) - np.repeat(first_piece, num_pieces)
-    piece_start = starts[long_rows][owner] + index_in_row * piece_len[owner]
-    piece_length = np.minimum(piece_len[owner], degree[long_rows][owner] - index_in_row * piece_len[owner])
-    piece_chunks = _chunks(
-        piece_start, piece_length, long_rows[owner], ladder, entries, order, unit_scale, num_fixed, batch_entries
-    )
-
-    return HalfLayout(
-        kind=kind,
-        num_rows=int(num_rows),
-        num_fixed=int(num_fixed),
-        short=short_chunks,
-        pieces=piece_chunks,
-        num_long=int(long_rows.size),
-        long_rows=host_tensor(long_rows, np.int32),
-        fixed_scale=fixed_scale,
-        empty_rows=host_tensor(np.flatnonzero(degree == 0), np.int32),
-        reg_scale=host_tensor(degree, np.float32) if scale_regularization else None,
-        bias_offsets=bias_offsets,
-        unobserved_weight=w0,
-    )
+    piece_start = starts[owner] + index_in_row * piece_len[owner]
+    piece_length = np.minimum(piece_len[owner], degree[owner] - index_in_row * piece_len[owner])
+    return piece_start, piece_length, owner
 
 
 def _single_value(weights: np.ndarray):
