@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -79,14 +80,39 @@ def train(train_file: str, job_dir: str, extra: list[str]) -> None:
     command = [sys.executable, "-m", "trainer.task", *TRAINER_FLAGS, "--train-file", train_file, "--job-dir", job_dir]
     command += extra
     logger.info("train: python %s", " ".join(command[1:]))
-    status = subprocess.run(command, check=False).returncode
+    child = subprocess.Popen(command)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum, frame):  # SIGTERM ends the trainer too; main's cleanup then removes the work directory
+        child.terminate()
+        raise Terminated(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        status = child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
     if status != 0:
         raise RuntimeError(f"the trainer exited with status {status} (its log is above): {' '.join(command[1:])}")
+
+
+class Terminated(Exception):
+    """The pipeline received SIGTERM while the trainer ran (the trainer was stopped)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"received {signal.Signals(signum).name}; stopped the trainer")
+        self.status = 128 + signum
 
 
 def run(args: argparse.Namespace, trainer_flags: list[str], work: str) -> int:
     """The flow's steps in ``work``; returns the exit status."""
     base = os.path.join(args.models_dir, args.name)
+    # The incumbent first: a version the gate cannot read fails the run before any training.
+    serving = versions.latest(base)
+    incumbent = None if serving is None else gate.read_metrics(os.path.join(base, str(serving), "metrics.json"))
     frame = query.web_views(
         args.export, custom_dimension_index=args.custom_dimension, start_date=args.start_date, end_date=args.end_date
     )
@@ -95,8 +121,6 @@ def run(args: argparse.Namespace, trainer_flags: list[str], work: str) -> int:
     job_dir = tempfile.mkdtemp(prefix="job-", dir=work)  # fresh, so no earlier run's checkpoints are resumed
     train(train_file, job_dir, trainer_flags)
 
-    serving = versions.latest(base)
-    incumbent = None if serving is None else gate.read_metrics(os.path.join(base, str(serving), "metrics.json"))
     candidate = gate.read_metrics(os.path.join(job_dir, "metrics.json"))
     decision = gate.decide(candidate, incumbent, args.metric, args.threshold, args.tolerance)
     if not decision.passed:
@@ -104,15 +128,16 @@ def run(args: argparse.Namespace, trainer_flags: list[str], work: str) -> int:
         return REJECTED
     logger.info("gate passed: %s", decision.reason)
 
-    staged = versions.stage(base)
-    try:
-        shutil.copytree(os.path.join(job_dir, "model"), staged, dirs_exist_ok=True)
-        for name in ("metrics.json", "config.json"):
-            shutil.copy2(os.path.join(job_dir, name), os.path.join(staged, name))
-        version = versions.publish(staged, base)
-    except BaseException:
-        versions.discard(staged)
-        raise
+    with versions.writing(base):
+        staged = versions.stage(base)
+        try:
+            shutil.copytree(os.path.join(job_dir, "model"), staged, dirs_exist_ok=True)
+            for name in ("metrics.json", "config.json"):
+                shutil.copy2(os.path.join(job_dir, name), os.path.join(staged, name))
+            version = versions.publish(staged, base)
+        except BaseException:
+            versions.discard(staged)
+            raise
     logger.info("wrote version %d: %s", version, os.path.join(base, str(version)))
     return 0
 
@@ -135,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, RuntimeError, ValueError) as err:
         logger.error("%s", err)
         return 1
+    except Terminated as err:
+        logger.error("%s; no version written", err)
+        return err.status
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)

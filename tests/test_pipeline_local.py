@@ -2,6 +2,11 @@
 
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -36,7 +41,9 @@ def _flow(export, models, *extra, work=None):
 
 
 def _entries(base):
-    return sorted(os.listdir(base)) if os.path.isdir(base) else []
+    """The entries of a model directory but the writers' lock and their record of the highest version."""
+    names = sorted(os.listdir(base)) if os.path.isdir(base) else []
+    return [name for name in names if name not in (versions.LOCK, versions.HIGHEST)]
 
 
 def _popularity_recall(train_file, k=10):
@@ -113,11 +120,82 @@ def test_versions_ignore_staging_and_other_entries(tmp_path):
     for name in ("1", "3", "10", ".staging-x", "latest", "0"):
         os.makedirs(os.path.join(base, name))
     assert versions.versions(base) == [1, 3, 10]
-    staged = versions.stage(base)
-    assert os.path.basename(staged).startswith(versions.STAGING_PREFIX)
-    open(os.path.join(staged, "saved_model.pb"), "w").close()
-    assert versions.publish(staged, base) == 11
+    with versions.writing(base):
+        assert not os.path.exists(os.path.join(base, ".staging-x"))  # left by a writer that died: swept
+        staged = versions.stage(base)
+        assert os.path.basename(staged).startswith(versions.STAGING_PREFIX)
+        open(os.path.join(staged, "saved_model.pb"), "w").close()
+        assert versions.publish(staged, base) == 11
     assert os.path.exists(os.path.join(base, "11", "saved_model.pb")) and not os.path.exists(staged)
+
+
+def test_a_version_number_is_never_given_twice(tmp_path):
+    """After the highest version is deleted (a rollback), the next one gets a new number, not the deleted one's."""
+    base = str(tmp_path / "m")
+    numbers = []
+    for _ in range(3):
+        with versions.writing(base):
+            numbers.append(versions.publish(versions.stage(base), base))
+    shutil.rmtree(os.path.join(base, "3"))
+    with versions.writing(base):
+        numbers.append(versions.publish(versions.stage(base), base))
+    assert numbers == [1, 2, 3, 4] and versions.versions(base) == [1, 2, 4]
+
+
+def test_the_incumbent_is_read_before_training(export, tmp_path, monkeypatch, caplog):
+    """A highest version without metrics.json fails the run before the trainer starts, naming the file."""
+    (tmp_path / "models" / "wals2" / "1").mkdir(parents=True)
+    monkeypatch.setattr(local, "train", lambda *args: pytest.fail("trained before reading the incumbent"))
+    assert _flow(export, tmp_path / "models") == 1
+    assert f"metrics file not found: {tmp_path}/models/wals2/1/metrics.json" in caplog.text
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_trainer_and_removes_the_work_directory(export, tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = dict(os.environ, TMPDIR=str(scratch))
+    argv = ["--export", export, "--models-dir", str(tmp_path / "models"), "--", "--num_iters", "100000"]
+    pipeline = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.local", *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _trainers(scratch) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _trainers(scratch), "the trainer never started"
+        time.sleep(2)
+        pipeline.send_signal(signal.SIGTERM)
+        status = pipeline.wait(timeout=30)
+    finally:
+        if pipeline.poll() is None:
+            pipeline.kill()
+    output = pipeline.stdout.read()
+    assert status == 128 + signal.SIGTERM, output
+    assert "received SIGTERM; stopped the trainer; no version written" in output
+    time.sleep(1)
+    assert not _trainers(scratch) and list(scratch.iterdir()) == []
+    assert _entries(tmp_path / "models" / "wals2") == []
+
+
+def _trainers(scratch) -> list[int]:
+    """The pids of processes running the trainer on a file under ``scratch``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    command = f.read().split(b"\0")
+            except OSError:
+                continue
+            if b"trainer.task" in command and any(str(scratch).encode() in part for part in command):
+                found.append(int(entry))
+    return found
 
 
 # The gate: one rule for the local flow and the Vertex AI pipeline step.
