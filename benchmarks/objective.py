@@ -69,7 +69,8 @@ def by_time(args) -> None:
     solvers = args.solvers or list(SOLVERS)
     machine = cpu_info()
     lines = []
-    print(f"| data | k | solver | s/sweep | sweeps in {args.seconds:g} s | objective at {args.seconds:g} s | vs exact |")
+    t = f"{args.seconds:g} s"
+    print(f"| data | k | solver | s/sweep | sweeps in {t} | objective at {t} | vs exact |")
     print("|---|---|---|---|---|---|---|")
     for name in args.data:
         data = synthetic.load(name)

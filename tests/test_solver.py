@@ -229,10 +229,9 @@ def test_subspace_half_sweeps_converge_to_the_exact_solution(mode, config, max_r
             a, w, observed = dense_problem(rows, cols, values, SHAPE, r, c, W0)
             assert rel_err(exact, solve_rows(a, w, observed, fixed.numpy(), LAM)) < 1e-5
 
-        def loss(x):
+        def loss(x, fixed=fixed, rows_half=layout is engine.rows_layout):
             x = tf.constant(x, tf.float32)
-            pair = (x, fixed) if layout is engine.rows_layout else (fixed, x)
-            return float(engine.metrics(*pair)["loss"])
+            return float(engine.metrics(*((x, fixed) if rows_half else (fixed, x)))["loss"])
 
         x = start.numpy()
         losses = [loss(x)]
