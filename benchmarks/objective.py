@@ -5,6 +5,13 @@ k, every solver of ``wals2.config.SOLVERS`` for ``--sweeps`` sweeps of the bench
 weights, lambda = 0.05, w0 = 0.1, the same seeded initial factors as ``benchmarks.worker``) and prints the
 objective (``SweepEngine.metrics``, the one ``WALSModel`` logs as ``loss``) of each, and each solver's gap to
 the exact (Cholesky) solver's, as a markdown table and JSON lines.
+
+``--seconds T`` instead compares the solvers at equal wall time: each (``--solvers``, default all) runs one
+warm-up sweep (tracing), then sweeps from the same initial factors until T seconds of sweeping have passed,
+recording the objective after every sweep (computed outside the timed part). It prints each solver's curve
+(cumulative sweep seconds, objective), the objective of the last sweep finished within T, and the gaps to the
+exact solver's at T, as JSON lines with the CPU model and flags; ``--subspace-block`` sets b of the subspace
+solver (several values: one curve each).
 """
 
 from __future__ import annotations
@@ -12,11 +19,80 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 
 import numpy as np
 
 from benchmarks import synthetic
 from benchmarks.worker import initial_factors, wals2_engine
+
+
+def objective_curve(data, k: int, solver_name: str, seconds: float, subspace_block: int | None = None) -> dict:
+    """Sweeps of ``solver_name`` from the benchmark's initial factors until ``seconds`` of sweep time have passed.
+
+    Returns the curve [[cumulative sweep seconds, objective], ...] (the first point is the start, at 0 s), the
+    objective at ``seconds`` (of the last sweep finished by then; the start's if none was), the sweep times and
+    the warm-up (first, traced) sweep's time. Sweeps stop once past ``seconds`` or after 200.
+    """
+    import tensorflow as tf
+
+    m, n = data.shape
+    ones = (np.ones(m, np.float32), np.ones(n, np.float32))
+    engine = wals2_engine(
+        data.rows, data.cols, data.values, data.shape, *ones, solver_name, None, k, subspace_block=subspace_block
+    )
+    sweep = tf.function(engine.sweep, jit_compile=False)
+    u0, v0 = tf.constant(initial_factors(m, k)), tf.constant(initial_factors(n, k))
+    start = time.perf_counter()
+    u, v = sweep(u0, v0)
+    v[0, 0].numpy()
+    warmup = time.perf_counter() - start
+    u, v = u0, v0
+    curve = [[0.0, float(engine.metrics(u, v)["loss"])]]
+    elapsed, times = 0.0, []
+    while elapsed < seconds and len(times) < 200:
+        start = time.perf_counter()
+        u, v = sweep(u, v)
+        v[0, 0].numpy()  # synchronise
+        times.append(time.perf_counter() - start)
+        elapsed += times[-1]
+        curve.append([elapsed, float(engine.metrics(u, v)["loss"])])
+    at = [loss for t, loss in curve if t <= seconds][-1]
+    return {"curve": curve, "loss_at_seconds": at, "sweep_s": times, "warmup_s": warmup}
+
+
+def by_time(args) -> None:
+    """The ``--seconds`` comparison: one curve per solver (and subspace block size), gaps at equal time."""
+    from benchmarks.run import cpu_info
+    from wals2.config import SOLVERS
+
+    solvers = args.solvers or list(SOLVERS)
+    machine = cpu_info()
+    lines = []
+    t = f"{args.seconds:g} s"
+    print(f"| data | k | solver | s/sweep | sweeps in {t} | objective at {t} | vs exact |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.data:
+        data = synthetic.load(name)
+        for k in args.factors:
+            runs = []
+            for s in solvers:
+                for block in args.subspace_block if s == "subspace" else [None]:
+                    result = objective_curve(data, k, s, args.seconds, block)
+                    label = s if block is None else f"{s} (b = {block})"
+                    runs.append((label, s, block, result))
+            exact = next((r["loss_at_seconds"] for _, s, _, r in runs if s == "cholesky"), None)
+            for label, s, block, result in runs:
+                gap = None if exact is None else result["loss_at_seconds"] / exact - 1
+                median = float(np.median(result["sweep_s"]))
+                cells = [name, str(k), label, f"{median:.3f}", str(len(result["sweep_s"]))]
+                cells += [f"{result['loss_at_seconds']:.6g}", "" if gap is None else f"{100 * gap:+.3f} %"]
+                print("| " + " | ".join(cells) + " |", flush=True)
+                line = {"data": name, "k": k, "solver": s, "subspace_block": block, "seconds": args.seconds}
+                line.update(result, median_s=median, gap_vs_exact=gap, **machine)
+                lines.append(line)
+    for line in lines:
+        print(json.dumps(line))
 
 
 def objective_after(data, k: int, solver_name: str, sweeps: int) -> float:
@@ -38,8 +114,15 @@ def main() -> None:
     parser.add_argument("--data", nargs="+", default=["ml-1m"], choices=sorted(synthetic.LOADERS))
     parser.add_argument("--factors", nargs="+", type=int, default=[32, 64])
     parser.add_argument("--sweeps", type=int, default=10)
+    parser.add_argument("--seconds", type=float, help="compare the solvers at equal wall time instead")
+    parser.add_argument("--solvers", nargs="+", help="with --seconds: these solvers only (default: all)")
+    parser.add_argument("--subspace-block", nargs="+", type=int, default=[None], help="b of the subspace solver")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # the trainer's default, before TensorFlow's import
+    if args.seconds is not None:
+        by_time(args)
+        return
     from wals2.config import SOLVERS
 
     print(f"| data | k | solver | objective after {args.sweeps} sweeps | vs exact |")

@@ -122,6 +122,8 @@ def run_configuration(data: str, k: int, system: str, args: argparse.Namespace) 
     command += ["--sweeps", str(args.sweeps), "--device", args.device]
     if args.cg_steps is not None:
         command += ["--cg-steps", str(args.cg_steps)]
+    if getattr(args, "subspace_block", None) is not None:
+        command += ["--subspace-block", str(args.subspace_block)]
     record = {"data": data, "k": k, "system": system}
     try:
         proc = subprocess.run(
@@ -280,7 +282,8 @@ def check_problem(seed: int = 0, shape: tuple[int, int] = (300, 200), nnz: int =
 def check() -> bool:
     """wals2's sweep and the float32 numpy reference (plain and threaded) against a float64 numpy solve.
 
-    Every solver of ``wals2.config.SOLVERS`` is checked; where the sweep takes ``cg_steps`` it gets k steps.
+    Every solver of ``wals2.config.SOLVERS`` is checked; where the sweep takes ``cg_steps`` it gets k steps, and
+    the subspace solver gets one block of k coordinates (its exact solve from the previous factors).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -324,6 +327,7 @@ def check() -> bool:
                 k,
                 lam,
                 w0,
+                subspace_block=k,
                 **sizes,
             )
             u, v = fn(tf.zeros([shape[0], k]), tf.constant(v0, tf.float32))
@@ -353,6 +357,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="device of the wals2 sweep")
     parser.add_argument("--cg-steps", type=int, help="passed to wals2's sweep when it takes cg_steps")
+    parser.add_argument("--subspace-block", type=int, help="block size b of wals2-subspace (default: the config's)")
     parser.add_argument(
         "--onednn-ab",
         action="store_true",

@@ -83,6 +83,7 @@ def wals2_engine(
     unobserved_weight: float = UNOBSERVED_WEIGHT,
     batch_entries: int = 65536,
     max_row_length: int = 2048,
+    subspace_block: int | None = None,
 ):
     """The one-worker ``wals2.engine.SweepEngine`` of the benchmark (tf1 mode, weights R and C)."""
     from wals2.config import WALSConfig
@@ -90,6 +91,8 @@ def wals2_engine(
     from wals2.modes import Tf1
 
     options = {} if cg_steps is None else {"cg_steps": cg_steps}
+    if subspace_block is not None:
+        options["subspace_block"] = subspace_block
     config = WALSConfig(
         latent_factors=factors,
         regularization=regularization,
@@ -120,6 +123,7 @@ def run_wals2(args: argparse.Namespace, solver_name: str) -> dict:
             solver_name,
             args.cg_steps,
             args.factors,
+            subspace_block=args.subspace_block,
         )
         state = [tf.constant(initial_factors(m, args.factors)), tf.constant(initial_factors(n, args.factors))]
         layout_s = time.perf_counter() - start
@@ -219,9 +223,14 @@ def main() -> None:
     parser.add_argument("--sweeps", type=int, default=5)
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--cg-steps", type=int, default=None)
+    parser.add_argument("--subspace-block", type=int, default=None)
     args = parser.parse_args()
     device = args.device if args.system.startswith("wals2-") else "cpu"
     result = {"data": args.data, "k": args.factors, "system": args.system, "device": device, **_run.cpu_info()}
+    if args.system == "wals2-subspace":
+        from wals2.config import WALSConfig
+
+        result["subspace_block"] = args.subspace_block or WALSConfig().subspace_block
     result["loadavg_1m_at_start"] = os.getloadavg()[0]
     result.update(run(args))
     times = result["sweep_s"]

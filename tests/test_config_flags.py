@@ -42,6 +42,9 @@ def test_round_trip_config_to_flags_to_config():
         compute_loss=True,
         batch_entries=1000,
         max_row_length=64,
+        solver="subspace",
+        subspace_block=16,
+        subspace_sweeps=3,
     )
     task = TaskConfig(
         train_file="ratings.dat",
@@ -121,6 +124,9 @@ def test_web_views_forces_power_law_weights():
         ({"init": "zeros"}, r"`init` should be one of"),
         ({"num_iters": 1.5}, r"`num_iters` should be a positive integer"),
         ({"num_iters": 0}, r"`num_iters` should be a positive integer \(0 sweeps would leave the random initial"),
+        ({"subspace_block": 0}, r"`subspace_block` should be a positive integer. Received: subspace_block=0"),
+        ({"subspace_sweeps": 2.5}, r"`subspace_sweeps` should be a positive integer. Received: subspace_sweeps=2.5"),
+        ({"solver": "lu"}, r"`solver` should be one of \('cholesky', 'cg', 'subspace'\). Received: solver='lu'"),
     ],
 )
 def test_config_errors_name_the_field(kwargs, message):
@@ -189,6 +195,9 @@ def test_help_lists_the_choices_and_states_each_default_once():
     job_dir = next(a for a in parser._actions if "--job-dir" in a.option_strings).help
     assert job_dir == "Output directory (default: the parent of $AIP_MODEL_DIR, else jobs/<timestamp>)."
     assert parse(["--solver=cg", "--init=scaled"])[1].solver == "cg"
+    config = parse(["--solver", "subspace", "--subspace-block", "128", "--subspace_sweeps=2"])[1]
+    assert (config.solver, config.subspace_block, config.subspace_sweeps) == ("subspace", 128, 2)
+    assert parse(["--subspace_block=32"])[1].subspace_block == 32
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--solver=lu"])
 

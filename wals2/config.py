@@ -24,7 +24,7 @@ INITS = ("normal", "scaled")
 #: global mean + user and item biases, predictions clipped to the training ratings' range. "implicit":
 #: Hu-Koren-Volinsky preferences (1 on observed cells, 0 elsewhere) with confidence 1 + alpha * r.
 MODES = ("tf1", "explicit", "implicit")
-SOLVERS = ("cholesky", "cg")
+SOLVERS = ("cholesky", "cg", "subspace")
 
 
 def _field(default: Any, doc: str, **metadata: Any) -> Any:
@@ -90,10 +90,21 @@ class WALSConfig:
         "cholesky",
         "Row solver: 'cholesky' is the exact solve (batched Cholesky; rows shorter than 0.7 k through an L x L "
         "Woodbury system); 'cg' takes cg_steps conjugate-gradient steps from the previous factors (inexact; the "
-        "implicit library's usual solver).",
+        "implicit library's usual solver); 'subspace' is iALS++'s block coordinate descent from the previous "
+        "factors, subspace_sweeps passes over blocks of subspace_block coordinates, each solved exactly (inexact "
+        "per sweep, exact at convergence; O(L k b) per row instead of O(L k^2), for large k).",
         choices=SOLVERS,
     )
     cg_steps: int = _field(3, "Conjugate-gradient steps per row and half-sweep with solver='cg'.")
+    subspace_block: int = _field(
+        64,
+        "b, the coordinates per block of solver='subspace' (a b x b Cholesky solve per block and row; b >= k is "
+        "the exact solve).",
+        aliases=("--subspace-block",),
+    )
+    subspace_sweeps: int = _field(
+        1, "Passes over the blocks per row and half-sweep with solver='subspace'.", aliases=("--subspace-sweeps",)
+    )
     compute_loss: bool = _field(False, "Compute TF1's objective after every sweep and report it as 'loss'.")
     batch_entries: int = _field(
         65536, "Gathered entries per solver sub-batch; sets the working set of one batched Gram (performance only)."
@@ -120,6 +131,8 @@ class WALSConfig:
         _check_int(self, "seed", minimum=0)
         _check_int(self, "batch_entries", minimum=1)
         _check_int(self, "cg_steps", minimum=1)
+        _check_int(self, "subspace_block", minimum=1)
+        _check_int(self, "subspace_sweeps", minimum=1)
         _check_int(self, "max_row_length", minimum=1)
         _check_float(self, "regularization", positive=True, why="it keeps every k x k system positive definite")
         _check_float(self, "unobs_weight", positive=False)

@@ -186,17 +186,18 @@ class SweepEngine:
 
     # ------------------------------------------------------------------------------------------ the sweep
     def sweep(self, user_table: tf.Tensor, item_table: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """One exact (or CG) sweep from U [m, w] and V [n, w]; returns the new (U, V), equal on every worker."""
+        """One exact (or CG, or subspace) sweep from U [m, w] and V [n, w]; returns the new (U, V), equal everywhere."""
         cfg, blocks = self.config, self.partition.blocks
         (r0, r1), (c0, c1) = blocks.rows, blocks.cols
-        cg = cfg.solver == "cg"
+        warm = cfg.solver in ("cg", "subspace")  # the solvers that start from the previous factors
+        options = dict(cg_steps=cfg.cg_steps, subspace_block=cfg.subspace_block, subspace_sweeps=cfg.subspace_sweeps)
         u_block = half_sweep(
             self.rows_layout,
             fixed_side(item_table, self.mode.biases),
             cfg.regularization,
             cfg.solver,
-            user_table[r0:r1] if cg else None,
-            cfg.cg_steps,
+            user_table[r0:r1] if warm else None,
+            **options,
         )
         u = gather_blocks(u_block, blocks.row_bounds)
         v_block = half_sweep(
@@ -204,8 +205,8 @@ class SweepEngine:
             fixed_side(u, self.mode.biases),
             cfg.regularization,
             cfg.solver,
-            item_table[c0:c1] if cg else None,
-            cfg.cg_steps,
+            item_table[c0:c1] if warm else None,
+            **options,
         )
         return u, gather_blocks(v_block, blocks.col_bounds)
 

@@ -16,6 +16,19 @@ warm-started from the previous factors, as ``implicit`` does: matrix-free (A p =
 rows of up to k / 2 entries, on the formed k x k system for longer ones (whose Gram costs less than the repeated
 reads of the gathered rows); long rows cut into pieces are still solved exactly. It is inexact by design.
 
+``solver="subspace"`` is iALS++'s block coordinate descent (Rendle, Krichene, Zhang, Koren 2021, "iALS++:
+Speeding up Matrix Factorization with Subspace Optimization"): for each row's system A x = r, with
+A = G0_i + Z' D Z (G0_i = lambda_i I + w0 Y'Y, Z [L, k] the gathered fixed rows, D their Gram weights), it keeps
+the residual predictions t = Z x [L] and g = G0_i x [k] of the previous factors x, and for each block B of
+``subspace_block`` coordinates in turn solves the b x b system
+
+    (G0_i[B, B] + Z_B' D Z_B) delta = r_B - g_B - Z_B' D t,      x_B += delta, t += Z_B delta, g += G0_i[:, B] delta
+
+by Cholesky, ``subspace_sweeps`` passes over the blocks per half-sweep: O(L k b + k b^2) per row instead of
+O(L k^2 + k^3). It is block Gauss-Seidel on an SPD system: every step lowers the objective and repeated
+half-sweeps converge to the exact solution. Long rows cut into pieces, and layouts of the "uniform" kind (one
+shared factorisation), are still solved exactly.
+
 Everything here is pure tensors in, tensors out, and uses only dense standard ops (gather, BatchMatMul,
 Cholesky, triangular solves, a symmetric eigendecomposition, segment sums), so it runs on CPU or GPU; never
 compile it with XLA.
@@ -46,6 +59,8 @@ def half_sweep(
     solver: str = "cholesky",
     initial: tf.Tensor | None = None,
     cg_steps: int = 3,
+    subspace_block: int = 64,
+    subspace_sweeps: int = 1,
 ) -> tf.Tensor:
     """Solves every row of ``layout`` against ``fixed``.
 
@@ -55,15 +70,19 @@ def half_sweep(
             column c_j is subtracted from every target (a_ij - c_j) and takes no part in the solve.
         regularization: lambda > 0 (scalar); multiplied by n_i per row when the layout has ``reg_scale``.
             w0 is the layout's own ``unobserved_weight``, the one its right-hand sides were built with.
-        solver: "cholesky" (exact) or "cg" (``cg_steps`` CG steps from ``initial``).
-        initial: float32 [m, k], the previous factors of the solved side; required by "cg".
+        solver: "cholesky" (exact), "cg" (``cg_steps`` CG steps from ``initial``) or "subspace"
+            (``subspace_sweeps`` passes of block coordinate descent over blocks of ``subspace_block`` coordinates,
+            from ``initial``; see the module docstring).
+        initial: float32 [m, k], the previous factors of the solved side; required by "cg" and "subspace".
         cg_steps: CG steps per row for "cg".
+        subspace_block: b, the coordinates per block for "subspace" (b >= k: one block, the exact solve).
+        subspace_sweeps: passes over the blocks per half-sweep for "subspace".
 
     Returns:
         float32 [m, k], the new factors of the solved side.
     """
-    if solver not in ("cholesky", "cg"):
-        raise ValueError(f"`solver` should be 'cholesky' or 'cg'. Received: solver={solver!r}")
+    if solver not in ("cholesky", "cg", "subspace"):
+        raise ValueError(f"`solver` should be 'cholesky', 'cg' or 'subspace'. Received: solver={solver!r}")
     fixed = tf.convert_to_tensor(fixed, tf.float32)
     width = fixed.shape[1]
     k = width - 1 if layout.bias_offsets else width
@@ -96,9 +115,10 @@ def half_sweep(
         return cholesky_rows(lhs, rhs)
 
     use_cg = solver == "cg" and layout.kind != "uniform"
-    if use_cg:
+    use_subspace = solver == "subspace" and layout.kind != "uniform"
+    if use_cg or use_subspace:
         if initial is None:
-            raise ValueError("`initial` should be the previous factors [m, k] when solver='cg'. Received: None")
+            raise ValueError(f"`initial` should be the previous factors [m, k] when solver={solver!r}. Received: None")
         previous = tf.convert_to_tensor(initial, tf.float32)  # gathered at the chunks' owners, all rows < m
 
     def direct_rows(chunk: Chunk) -> tf.Tensor:
@@ -112,6 +132,11 @@ def half_sweep(
         gram, rhs = _gram_and_rhs(table, k, chunk, with_gram=True)
         return _gram_conjugate_gradient(system(gram, chunk.owners), rhs, tf.gather(previous, chunk.owners), cg_steps)
 
+    def subspace_rows(chunk: Chunk) -> tf.Tensor:
+        lam_i = lam * tf.gather(layout.reg_scale, chunk.owners) if per_row_lambda else None
+        x = tf.gather(previous, chunk.owners)
+        return _subspace(table, k, chunk, x, regularized, lam_i, subspace_block, subspace_sweeps)
+
     # The solutions of each part (its rows, their solutions [rows, k]), stitched into [m, k] at the end.
     rows, solutions = [layout.empty_rows], [tf.zeros([tf.size(layout.empty_rows), k], tf.float32)]
 
@@ -120,7 +145,9 @@ def half_sweep(
         rows.append(_owners(layout.short, start, stop))
         solutions.append(_map_chunks(layout.short, lambda c: (fn(c),), ([k],), start, stop)[0])
 
-    if layout.short.num_chunks and use_cg:
+    if layout.short.num_chunks and use_subspace:
+        short_rows(subspace_rows)
+    elif layout.short.num_chunks and use_cg:
         # Chunks come in ascending length: matrix-free CG on the first ``split``, CG on the formed systems after.
         split = tf.searchsorted(layout.short.lengths, [cg_max_length(k)], side="right")[0]
         short_rows(cg_rows, stop=split)
@@ -277,6 +304,66 @@ def _woodbury(rotated, k, chunk: Chunk, scale):
     t -= tf.matmul(v, c0[..., None])
     u = tf.linalg.cholesky_solve(tf.linalg.cholesky(inner), t)  # [b, L, 1]
     return (c0 + tf.matmul(u, v, transpose_a=True)[:, 0, :]) * scale
+
+
+def subspace_starts(k: int, block: int) -> list[int]:
+    """The first coordinate of each block of ``solver="subspace"``: 0, b, 2b, ..., and k - b last when b does not
+    divide k (that block overlaps its predecessor, which block coordinate descent allows); one block when b >= k."""
+    size = min(block, k)
+    starts = list(range(0, k - size + 1, size))
+    if starts[-1] + size < k:
+        starts.append(k - size)
+    return starts
+
+
+def _subspace(table, k, chunk: Chunk, x, g0, lam_i, block, sweeps):
+    """``sweeps`` passes of block coordinate descent on (G0_i + Z_g' D Z_g) x = r per unit, from ``x`` [b, k].
+
+    ``g0`` is G0 = lambda I + w0 Y'Y [k, k], or w0 Y'Y when ``lam_i`` [b] holds a lambda per row. Each block of
+    ``block`` coordinates B solves (G0_i[B, B] + Z_B' D Z_B) delta = r_B - g_B - Z_B' D t exactly (Cholesky), with
+    t = Z_g x [b, L] and g = G0_i x [b, k] kept up to date, in a ``tf.while_loop`` over the blocks.
+    """
+    gathered, rhs_weights = _gather(table, k, chunk)  # Z [b, L, k], [b, L]
+    rhs = tf.matmul(rhs_weights[:, None, :], gathered)[:, 0, :]  # r [b, k]
+    weights = chunk.gram_weights  # D [b, L]; None: D = R_i I per row (separable: no per-entry product)
+    starts = subspace_starts(k, block)
+    size = min(block, k)
+    eye = tf.eye(size, dtype=tf.float32)
+    t = tf.matmul(gathered, x[:, :, None])[:, :, 0]  # Z x [b, L]
+    g = tf.matmul(x, g0)  # G0 x [b, k] (G0 is symmetric)
+    if lam_i is not None:
+        g += lam_i[:, None] * x
+    starts_t = tf.constant(starts, tf.int32)
+    steps = len(starts) * sweeps
+
+    def body(step, x, t, g):
+        s = starts_t[step % len(starts)]
+        zb = tf.slice(gathered, [0, 0, s], [-1, -1, size])  # Z_B [b, L, size]
+        own = tf.slice(rhs - g, [0, s], [-1, size])  # r_B - g_B
+        if weights is not None:
+            wz = zb * weights[:, :, None]  # D Z_B
+            grad = own - tf.matmul(t[:, None, :], wz)[:, 0, :]
+            h = tf.matmul(wz, zb, transpose_a=True)
+        else:
+            scale = chunk.row_scale[:, None]
+            grad = own - scale * tf.matmul(t[:, None, :], zb)[:, 0, :]
+            h = tf.matmul(zb, zb, transpose_a=True) * scale[:, :, None]
+        h += tf.slice(g0, [s, s], [size, size])  # [b, size, size]
+        if lam_i is not None:
+            h += lam_i[:, None, None] * eye
+        delta = tf.linalg.cholesky_solve(tf.linalg.cholesky(h), grad[:, :, None])  # [b, size, 1]
+        t += tf.matmul(zb, delta)[:, :, 0]
+        delta = delta[:, :, 0]
+        dx = tf.ensure_shape(tf.pad(delta, [[0, 0], [s, k - s - size]]), [None, k])  # delta in place, [b, k]
+        g += tf.matmul(delta, tf.slice(g0, [s, 0], [size, k]))
+        if lam_i is not None:
+            g += lam_i[:, None] * dx
+        return step + 1, x + dx, t, g
+
+    _, x, _, _ = tf.while_loop(
+        lambda step, *_: step < steps, body, (tf.constant(0, tf.int32), x, t, g), parallel_iterations=1
+    )
+    return x
 
 
 def _conjugate_gradient(table, k, chunk: Chunk, x, system, steps):
