@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from trainer.serve_model import Recommender
+from serving.model import Recommender
 
 logger = logging.getLogger(__name__)
 

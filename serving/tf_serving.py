@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from trainer.serve_model import BadRequest, Recommender, WorkLimits, brief, load_json, rating, raw_id
+from serving.model import BadRequest, Recommender, WorkLimits, brief, load_json, rating, raw_id
 
 ROUTE = re.compile(r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<tail>:predict|/metadata)?")
 _INT32 = (-(2**31), 2**31 - 1)
@@ -70,9 +70,10 @@ def metadata(recommender: Recommender, name: str) -> dict:
     }
 
 
-def predict(body: bytes, recommender: Recommender, limits: WorkLimits) -> dict:
-    """Answers a TF Serving predict request body (see the module docstring); raises BadRequest."""
-    request = load_json(body)
+def predict(body, recommender: Recommender, limits: WorkLimits) -> dict:
+    """Answers a TF Serving predict request body (bytes, or its value already parsed by ``load_json``; see the
+    module docstring); raises BadRequest."""
+    request = load_json(body) if isinstance(body, (bytes, bytearray)) else body
     if not isinstance(request, dict):
         raise BadRequest(f"The request body should be a JSON object. Received: {brief(request)}")
     extra = sorted(set(request) - {"signature_name", "instances", "inputs"})

@@ -28,6 +28,9 @@ SIMILAR_SIGNATURES = {
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_INT_DIGITS = 19  # a JSON integer with more digits is refused before Python converts it
 BATCH_USERS = 256  # concurrent top-k requests are joined into one signature call of at most this many users
+LANE = threading.local()
+"""``LANE.name``: the executor lane of the calling thread (``serving.app`` sets it); each lane has its own batcher,
+so that a cheap request is never joined into, nor queued behind, the calls of heavy ones."""
 
 
 class BadRequest(Exception):
@@ -164,7 +167,8 @@ class Recommender:
         self.num_items = int(loaded.item_vocabulary.shape[0])
         self.num_users = int(loaded.user_vocabulary.shape[0])
         self.top_k = int(self.signatures["serving_default"].structured_outputs["scores"].shape[1])
-        self._batcher = _Batcher(self._call_top_k, BATCH_USERS)
+        self._batchers: dict[str, _Batcher] = {}
+        self._batchers_lock = threading.Lock()
         self.warm_up()
 
     def warm_up(self) -> None:
@@ -209,8 +213,14 @@ class Recommender:
     def top_items(self, user_ids: list, k: int | None) -> dict[str, np.ndarray]:
         """The outputs of ``serving_default`` (k None) or ``recommend`` for raw user ids (str or bytes).
 
-        Calls from concurrent threads are joined into one signature call per k (``_Batcher``)."""
-        return self._batcher.submit(user_ids, k).result()
+        Calls from concurrent threads of one lane (``LANE``) are joined into one signature call per k
+        (``_Batcher``)."""
+        lane = getattr(LANE, "name", "default")
+        batcher = self._batchers.get(lane)
+        if batcher is None:
+            with self._batchers_lock:
+                batcher = self._batchers.setdefault(lane, _Batcher(self._call_top_k, BATCH_USERS))
+        return batcher.submit(user_ids, k).result()
 
     def users(self, user_ids: list[str], k: int | None) -> list[dict]:
         """Top-k of known or unknown raw user ids (k None: the export's top_k), empty slots trimmed."""
