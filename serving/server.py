@@ -10,7 +10,8 @@ malformed heads; chunked bodies are read). ``Protocol`` adds to uvicorn's h11 pr
   nothing is closed after ``idle_timeout_s`` (uvicorn only times out a kept-alive one after a response);
 - past ``max_connections`` open connections, the longest idle one (no request in progress, no byte pending, for
   at least ``MIN_IDLE_S``) is closed to make room, so that idle connections cannot lock anyone out; when every
-  connection is busy the new one gets a 503. uvicorn's own ``limit_concurrency`` caps the requests in progress (503 past it).
+  connection is busy the new one gets a 503. uvicorn's own ``limit_concurrency`` caps the requests in progress
+  (503 past it).
 
 ``Server`` is uvicorn's, with two changes: it calls ``on_ready(host, port)`` once bound, and on SIGTERM / SIGINT it
 drains (stops accepting, answers in-flight requests for at most ``drain_timeout_s``, uvicorn's
