@@ -9,6 +9,7 @@ import pathlib
 import queue
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -1231,3 +1232,44 @@ def test_versioned_models_skip_broken_versions_and_retry_them_only_when_their_fi
     assert not models.poll() and loads.count("1") == 1
     with pytest.raises(ValueError, match="no version under"):
         VersionedModels(str(tmp_path / "3"), load=Loaded)
+
+
+@pytest.mark.slow
+def test_sigterm_drains_the_requests_in_flight_and_exits_0(exported):
+    path, _, _ = exported
+    running = Server(path, "--workers", "2", "--drain-timeout", "20")
+    heavy = json.dumps({"instances": [{"user_id": str(u % 600 + 1)} for u in range(200)], "parameters": {"k": 100}})
+    sent = threading.Barrier(17)
+    answered = []
+
+    def client():
+        connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=60)
+        try:
+            connection.request("POST", PREDICT, body=heavy, headers={"Content-Type": "application/json"})
+            sent.wait(timeout=30)
+            response = connection.getresponse()
+            answer = response.status, len(json.loads(response.read())["predictions"])
+            answered.append(time.monotonic())
+            return answer
+        finally:
+            connection.close()
+
+    try:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            futures = [pool.submit(client) for _ in range(16)]
+            sent.wait(timeout=30)  # every request is sent
+            time.sleep(0.5)  # and read by the server, which answers 2 at a time
+            signalled = time.monotonic()
+            running.process.send_signal(signal.SIGTERM)
+            answers = [future.result(timeout=60) for future in futures]
+        code = running.process.wait(timeout=30)
+        took = time.monotonic() - signalled
+    finally:
+        if running.process.poll() is None:
+            running.stop()
+    last = max(answered) - signalled
+    done = sum(a == (200, 200) for a in answers)
+    print(f"SIGTERM under load: {done} of 16 answered (the last {last:.1f} s after it), exit {code} in {took:.1f} s")
+    assert answers == [(200, 200)] * 16
+    assert code == 0 and took < 20
+    assert any("draining" in line for line in running.log) and not any("Traceback" in line for line in running.log)
