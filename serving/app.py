@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from serving import requests, tf_serving
 from serving.model import LANE, BadRequest, Recommender, WorkLimits, brief, load_json
+from serving.observe import Metrics, Observe
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ def create_app(
     health_route: str = "/health",
     predict_route: str = "/predict",
     model_name: str = "wals",
+    access_log: bool = True,
 ) -> Starlette:
     """The routes over ``models.current`` (read once per request, so that a swap never splits one).
 
@@ -173,8 +175,10 @@ def create_app(
         http: the ``HTTPLimits`` (body size and time, the lanes' threads).
         health_route, predict_route: Vertex's routes (they win over a TF Serving route of the same path).
         model_name: the ``<name>`` of TF Serving's routes.
+        access_log: one ``serving.access`` log line per request (``serving.observe``).
     """
     lanes = _Lanes(http)
+    metrics = Metrics(models)
 
     async def body_of(request: Request) -> bytes:
         length = request.headers.get("content-length")
@@ -259,6 +263,9 @@ def create_app(
         if not match:
             raise BadRequest(f"No route {brief(request.url.path)}.", HTTPStatus.NOT_FOUND)
         name, version, tail = match["name"], match["version"], match["tail"]
+        request.scope["wals2.route"] = {":predict": "tf_serving_predict", "/metadata": "tf_serving_metadata"}.get(
+            tail, "tf_serving_status"
+        )
         if name != model_name or version not in (None, recommender.version):
             raise tf_serving.not_found(name, version)
         if tail == ":predict":
@@ -270,7 +277,12 @@ def create_app(
             return JSONAnswer(tf_serving.metadata(recommender, name))
         return JSONAnswer(tf_serving.status(recommender))
 
+    async def metrics_route(request: Request) -> Response:
+        body, kind = metrics.exposition()
+        return Response(body, media_type=kind)
+
     routes = [
+        Route("/metrics", metrics_route, methods=["GET", "HEAD"], name="metrics"),
         Route(predict_route, answered(predict), methods=["POST"], name="predict"),
         Route(health_route, answered(health), methods=["GET", "HEAD"], name="health"),
         Route(TF1_READINESS_ROUTE, answered(health), methods=["GET", "HEAD"], name="readiness"),
@@ -295,7 +307,9 @@ def create_app(
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.lanes = lanes
+    app.state.metrics = metrics
     app.add_middleware(_HTTPVersion)
+    app.add_middleware(Observe, metrics=metrics, access_log=access_log)  # the outermost: it sees every answer
     return app
 
 

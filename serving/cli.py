@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds between looks for a new version when --model-dir holds numbered versions (default 5)",
     )
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one log line per request: method, path, status, latency, route (default on)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     health = os.environ.get("AIP_HEALTH_ROUTE", "/health")
     predict = os.environ.get("AIP_PREDICT_ROUTE", "/predict")
-    app = create_app(models, work, http, health, predict, args.model_name)
+    app = create_app(models, work, http, health, predict, args.model_name, args.access_log)
 
     def ready(host: str, port: int) -> None:
         recommender = models.current

@@ -680,6 +680,61 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(server):
     assert status == 413 and headers["connection"] == "close" and "--max-body-bytes" in json.loads(answer)["error"]
 
 
+def scrape(port) -> dict[tuple[str, tuple], float]:
+    """/metrics parsed by prometheus_client's own parser: {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, kind, text = call(port, "GET", "/metrics")
+    assert status == 200 and kind.startswith("text/plain"), kind
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_each_route_and_status_and_the_access_log_has_a_line_per_request(server):
+    time.sleep(0.2)  # the access lines of earlier requests are out
+    start = len(server.log)
+    before = scrape(server.port)
+    for _ in range(3):
+        assert predict(server.port, {"instances": [{"user_id": "1"}]})[0] == 200
+    assert predict(server.port, {"instances": []})[0] == 400
+    assert call(server.port, "GET", "/v1/models/wals/metadata")[0] == 200
+    assert call(server.port, "GET", "/nowhere")[0] == 404
+    after = scrape(server.port)
+
+    def delta(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta("wals2_requests_total", route="predict", status="200") == 3
+    assert delta("wals2_requests_total", route="predict", status="400") == 1
+    assert delta("wals2_requests_total", route="tf_serving_metadata", status="200") == 1
+    assert delta("wals2_requests_total", route="unmatched", status="404") == 1
+    assert delta("wals2_request_duration_seconds_count", route="predict") == 4
+    assert delta("wals2_request_duration_seconds_bucket", route="predict", le="+Inf") == 4
+    assert 0 < delta("wals2_request_duration_seconds_sum", route="predict") < 60
+    assert after[("wals2_served_model_version", ())] == 1
+    assert after[("wals2_requests_in_flight", ())] == 1  # the scrape itself
+    deadline = time.monotonic() + 5
+    pattern = re.compile(r"INFO serving\.access: (\w+) '([^']*)' (\d{3}) ([0-9.]+) ms route=(\w+)$")
+    while True:
+        lines = [m.groups() for line in server.log[start:] if (m := pattern.search(line.rstrip("\n")))]
+        if len(lines) >= 8 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [(method, path, status, route) for method, path, status, _, route in lines] == [
+        ("GET", "/metrics", "200", "metrics"),
+        *[("POST", PREDICT, "200", "predict")] * 3,
+        ("POST", PREDICT, "400", "predict"),
+        ("GET", "/v1/models/wals/metadata", "200", "tf_serving_metadata"),
+        ("GET", "/nowhere", "404", "unmatched"),
+        ("GET", "/metrics", "200", "metrics"),
+    ]
+    assert all(0 < float(ms) < 60_000 for _, _, _, ms, _ in lines)
+
+
 def test_head_gets_headers_without_a_body(server):
     _, _, text = call(server.port, "GET", HEALTH)
     raw = exchange(server.port, get(HEALTH, method="HEAD"))
