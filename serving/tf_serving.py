@@ -99,6 +99,14 @@ def predict(body, recommender: Recommender, limits: WorkLimits) -> dict:
         outputs = recommender.top_items(list(inputs["user_id"]), int(inputs["k"]))
     else:
         outputs = recommender.call(signature, inputs)
+    if signature == "fold_in_recommend":
+        filled = outputs["item_ids"] != b""
+        if not np.isfinite(outputs["scores"][filled]).all():  # -Infinity marks empty slots; NaN is noise
+            where = "instances[*].ratings" if rows else "inputs.ratings"
+            raise BadRequest(
+                f"`{where}` overflow float32 in the fold-in solve (the largest is "
+                f"{float(np.abs(inputs['ratings']).max()):g}); give ratings on the scale the model was trained on"
+            )
     if rows:
         names = list(outputs)
         batch = len(next(iter(outputs.values())))

@@ -994,6 +994,29 @@ def test_tf_serving_bad_requests_get_a_clear_4xx(served, path, request_body, sta
     assert (got, kind) == (status, "application/json") and message in json.loads(text)["error"], text
 
 
+def test_no_answer_holds_nan_and_overflowing_fold_in_ratings_get_a_400_naming_the_field(served):
+    port, _ = served
+    for path, body, field in (
+        (PREDICT, {"instances": [{"item_ids": ["1", "50"], "ratings": [3e38, 3e38]}]}, "`instances[0].ratings`"),
+        (
+            "/v1/models/wals:predict",
+            {"signature_name": "fold_in_recommend", "instances": [{"item_ids": ["1", "50"], "ratings": [3e38, 3e38]}]},
+            "`instances[*].ratings`",
+        ),
+        (
+            "/v1/models/wals:predict",
+            {"signature_name": "fold_in_recommend", "inputs": {"item_ids": [["1"]], "ratings": [[-3e38]]}},
+            "`inputs.ratings`",
+        ),
+    ):
+        status, _, text = call(port, "POST", path, body)
+        assert status == 400 and json.loads(text)["error"].startswith(field + " overflow float32"), text
+    # Scores a strict parser reads: no NaN anywhere; -Infinity only in TF Serving's empty slots.
+    status, _, text = call(port, "POST", PREDICT, {"instances": [{"item_ids": ["1"], "ratings": [1e30]}]})
+    strict = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text[:200]}"))
+    assert status in (200, 400) and strict
+
+
 def test_tf_serving_status_and_metadata_routes(served):
     port, _ = served
     for path in ("/v1/models/wals", "/v1/models/wals/versions/1"):
