@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="default $AIP_HTTP_PORT or 8080; 0 picks a free port",
     )
     parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="also serve TF Serving's gRPC PredictionService and ModelService on this port (TF Serving's is 8500; "
+        "0 picks a free port; default off)",
+    )
+    parser.add_argument(
         "--model-name",
         default=os.environ.get("MODEL_NAME", "wals"),
         help="the <name> of the TF Serving routes /v1/models/<name> (default $MODEL_NAME or wals)",
@@ -234,6 +241,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from serving.server import make_server
 
+    grpc_server = None
+    if args.grpc_port is not None:
+        from serving import grpc_service
+
+        try:
+            grpc_server, grpc_port = grpc_service.start(
+                models, work, args.model_name, args.host, args.grpc_port, args.workers, args.max_body_bytes
+            )
+        except OSError as err:
+            logger.error("%s", err)
+            return 1
+        logger.info("TF Serving gRPC PredictionService and ModelService on %s:%d", args.host, grpc_port)
+
     # The GIL is handed over every 1 ms instead of 5: a cheap request's thread (and the event loop) waits less
     # for the heavy lane's Python work (decoding and encoding large answers).
     sys.setswitchinterval(0.001)
@@ -241,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.run()
     finally:
+        if grpc_server is not None:
+            grpc_server.stop(grace=args.drain_timeout).wait()
         if hasattr(models, "stop"):
             models.stop()
         app.state.lanes.shutdown()

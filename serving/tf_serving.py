@@ -92,6 +92,24 @@ def predict(body, recommender: Recommender, limits: WorkLimits) -> dict:
     specs = recommender.input_specs[signature]
     rows = "instances" in request
     inputs = _rows(request["instances"], specs, signature) if rows else _columns(request["inputs"], specs)
+    outputs = run(signature, inputs, recommender, limits, "instances[*].ratings" if rows else "inputs.ratings")
+    if rows:
+        names = list(outputs)
+        batch = len(next(iter(outputs.values())))
+        if len(names) == 1:
+            return {"predictions": [_json(outputs[names[0]][b]) for b in range(batch)]}
+        return {"predictions": [{n: _json(outputs[n][b]) for n in names} for b in range(batch)]}
+    if len(outputs) == 1:
+        return {"outputs": _json(next(iter(outputs.values())))}
+    return {"outputs": {name: _json(value) for name, value in outputs.items()}}
+
+
+def run(
+    signature: str, inputs: dict[str, np.ndarray], recommender: Recommender, limits: WorkLimits, ratings: str
+) -> dict[str, np.ndarray]:
+    """Runs ``signature`` on checked numpy ``inputs`` within ``limits``: its numpy outputs (REST and gRPC).
+
+    ``ratings`` names the fold-in ratings in the 400 of ratings that overflow the solve."""
     _check_work(signature, inputs, recommender, limits)
     if signature == "serving_default":
         outputs = recommender.top_items(list(inputs["user_id"]), None)
@@ -102,20 +120,11 @@ def predict(body, recommender: Recommender, limits: WorkLimits) -> dict:
     if signature == "fold_in_recommend":
         filled = outputs["item_ids"] != b""
         if not np.isfinite(outputs["scores"][filled]).all():  # -Infinity marks empty slots; NaN is noise
-            where = "instances[*].ratings" if rows else "inputs.ratings"
             raise BadRequest(
-                f"`{where}` overflow float32 in the fold-in solve (the largest is "
+                f"`{ratings}` overflow float32 in the fold-in solve (the largest is "
                 f"{float(np.abs(inputs['ratings']).max()):g}); give ratings on the scale the model was trained on"
             )
-    if rows:
-        names = list(outputs)
-        batch = len(next(iter(outputs.values())))
-        if len(names) == 1:
-            return {"predictions": [_json(outputs[names[0]][b]) for b in range(batch)]}
-        return {"predictions": [{n: _json(outputs[n][b]) for n in names} for b in range(batch)]}
-    if len(outputs) == 1:
-        return {"outputs": _json(next(iter(outputs.values())))}
-    return {"outputs": {name: _json(value) for name, value in outputs.items()}}
+    return outputs
 
 
 def _rows(instances, specs: dict, signature: str) -> dict[str, np.ndarray]:

@@ -31,7 +31,7 @@ PREDICT = "/v1/endpoints/1/deployedModels/2:predict"
 NUM_ITEMS = 9724
 TEST_FLAGS = [
     *("--header-timeout", "1", "--body-timeout", "1", "--idle-timeout", "2"),
-    *("--max-connections", "64", "--workers", "2"),
+    *("--max-connections", "64", "--workers", "2", "--grpc-port", "0"),
 ]
 
 
@@ -62,7 +62,7 @@ class Server:
                 lines.put(line)
 
         threading.Thread(target=pump, daemon=True).start()
-        self.port = None
+        self.port = self.grpc_port = None
         deadline = time.monotonic() + 120
         while self.port is None:
             try:
@@ -70,6 +70,9 @@ class Server:
             except queue.Empty:
                 self.stop()
                 pytest.fail("the server did not start within 120 s: " + "".join(self.log))
+            grpc_match = re.search(r"gRPC PredictionService and ModelService on 127\.0\.0\.1:(\d+)", line)
+            if grpc_match:
+                self.grpc_port = int(grpc_match.group(1))
             match = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
             self.port = int(match.group(1)) if match else None
             if self.port is None and self.process.poll() is not None:
@@ -1445,3 +1448,81 @@ def test_heavy_requests_do_not_starve_a_one_user_request(exported):
     assert row["heavy_errors"] == 0 and row["heavy_requests_per_s"] > 0
     # The server before the lanes answered a one-user request in 3.2 s under this load (a FIFO pool).
     assert row["one_user_under_load"]["n"] >= 50 and row["one_user_under_load"]["p50_ms"] < 500, row
+
+
+def test_tf_serving_grpc_clients_work_with_the_packages_own_stubs(server, exported):
+    import grpc
+    from tensorflow_serving.apis import (
+        get_model_metadata_pb2,
+        get_model_status_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
+
+    _, _, module = exported
+    assert server.grpc_port
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    models = model_service_pb2_grpc.ModelServiceStub(channel)
+
+    def request(signature=None, name="wals", version=None, **inputs):
+        out = predict_pb2.PredictRequest()
+        out.model_spec.name = name
+        if version is not None:
+            out.model_spec.version.value = version
+        if signature:
+            out.model_spec.signature_name = signature
+        for key, value in inputs.items():
+            out.inputs[key].CopyFrom(value)
+        return out
+
+    answer = predictions.Predict(request(user_id=tf.make_tensor_proto(["1", "999999"])), timeout=30)
+    want = signature(module, "serving_default", user_id=["1", "999999"])
+    assert answer.model_spec.version.value == 1 and answer.model_spec.signature_name == "serving_default"
+    assert tf.make_ndarray(answer.outputs["item_ids"]).tolist() == want["item_ids"]
+    np.testing.assert_allclose(tf.make_ndarray(answer.outputs["scores"]), want["scores"], rtol=1e-6)
+    assert tf.make_ndarray(answer.outputs["known_user"]).tolist() == [True, False]
+    answer = predictions.Predict(
+        request("recommend", version=1, user_id=tf.make_tensor_proto(["1"]), k=tf.make_tensor_proto(3, tf.int32))
+    )
+    assert tf.make_ndarray(answer.outputs["item_ids"]).tolist() == [want["item_ids"][0][:3]]
+
+    def refused(call, *args):
+        with pytest.raises(grpc.RpcError) as err:
+            call(*args, timeout=30)
+        return err.value.code(), err.value.details()
+
+    overflow = request(
+        "fold_in_recommend",
+        item_ids=tf.make_tensor_proto([["1", "50"]]),
+        ratings=tf.make_tensor_proto(np.full((1, 2), 3e38, np.float32)),
+    )
+    code, details = refused(predictions.Predict, overflow)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("`inputs.ratings` overflow float32")
+    code, details = refused(predictions.Predict, request(name="other", user_id=tf.make_tensor_proto(["1"])))
+    assert code == grpc.StatusCode.NOT_FOUND and details == "Servable not found for request: Latest(other)"
+    code, _ = refused(predictions.Predict, request(version=7, user_id=tf.make_tensor_proto(["1"])))
+    assert code == grpc.StatusCode.NOT_FOUND
+    code, details = refused(predictions.Predict, request(user_id=tf.make_tensor_proto([1, 2])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "`inputs.user_id` should have dtype string" in details
+    code, details = refused(predictions.Predict, request(user_id=tf.make_tensor_proto(["1"] * 1001)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "(--max-instances)" in details
+    code, details = refused(predictions.Predict, request("nope", user_id=tf.make_tensor_proto(["1"])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "not found in signature def" in details
+
+    metadata_request = get_model_metadata_pb2.GetModelMetadataRequest()
+    metadata_request.model_spec.name = "wals"
+    metadata_request.metadata_field.append("signature_def")
+    metadata = predictions.GetModelMetadata(metadata_request, timeout=30)
+    defs = get_model_metadata_pb2.SignatureDefMap()
+    assert metadata.metadata["signature_def"].Unpack(defs)
+    assert {"serving_default", "recommend", "fold_in_recommend", "similar_items"} <= set(defs.signature_def)
+    assert defs.signature_def["serving_default"].outputs["scores"].dtype == tf.float32.as_datatype_enum
+    assert metadata.model_spec.version.value == 1
+
+    status_request = get_model_status_pb2.GetModelStatusRequest()
+    status_request.model_spec.name = "wals"
+    (status,) = models.GetModelStatus(status_request, timeout=30).model_version_status
+    assert (status.version, status.state) == (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE)
+    channel.close()
