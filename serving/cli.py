@@ -29,7 +29,7 @@ lanes (cheap and heavy requests). The model only reads its variables and tables,
 It loads the SavedModel with TensorFlow alone. SIGTERM drains: in-flight requests are answered, then it exits 0.
 
 ``--model-dir`` is either a SavedModel or a TF Serving base directory of numbered versions
-(``<dir>/<version>/saved_model.pb``, ``trainer.model_versions``): then the highest version is served and a new one
+(``<dir>/<version>/saved_model.pb``, ``serving.versions``): then the highest version is served and a new one
 is loaded, warmed up and swapped in while serving.
 """
 

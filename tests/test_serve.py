@@ -1526,3 +1526,69 @@ def test_tf_serving_grpc_clients_work_with_the_packages_own_stubs(server, export
     (status,) = models.GetModelStatus(status_request, timeout=30).model_version_status
     assert (status.version, status.state) == (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE)
     channel.close()
+
+
+def test_versioned_models_follow_the_content_of_the_versions(tmp_path, caplog):
+    from serving.versions import VersionedModels
+
+    loads = []
+
+    class Loaded:
+        def __init__(self, path, version):
+            content = (pathlib.Path(path) / "saved_model.pb").read_bytes()
+            loads.append((version, content))
+            if content.startswith(b"broken"):
+                raise ValueError("cannot parse saved_model.pb")
+            self.version, self.content = version, content
+            self.top_k = int(content.split(b"k=")[1]) if b"k=" in content else 10
+
+    def write(version, content):
+        (tmp_path / version).mkdir(exist_ok=True)
+        (tmp_path / version / "saved_model.pb").write_bytes(content)
+
+    write("1", b"model-a k=10")
+    models = VersionedModels(str(tmp_path), load=Loaded)
+    assert models.current.content == b"model-a k=10"
+    write("2", b"broken-a k=10")
+    assert not models.poll() and not models.poll() and loads.count(("2", b"broken-a k=10")) == 1
+    write("2", b"broken-b k=10")  # a same-size change is still a change: tried again, fails again
+    assert not models.poll() and loads[-1] == ("2", b"broken-b k=10")
+    write("2", b"model-b k=10")  # a same-size repair is loaded
+    assert models.poll() and (models.current.version, models.current.content) == ("2", b"model-b k=10")
+    # The served version replaced under its number: the new content is served.
+    write("2", b"model-c k=10")
+    assert models.poll() and (models.current.version, models.current.content) == ("2", b"model-c k=10")
+    assert not models.poll()  # and loaded once
+    # A version whose top_k is smaller is refused with a log line; the old one keeps serving.
+    caplog.clear()
+    with caplog.at_level("ERROR", logger="serving.versions"):
+        write("3", b"model-d k=5")
+        assert not models.poll() and models.current.content == b"model-c k=10"
+    assert any("refused version 3" in r.message and "top_k 5 is smaller" in r.message for r in caplog.records)
+    n = len(loads)
+    assert not models.poll() and len(loads) == n  # not tried again until its content changes
+    write("3", b"model-d k=20")
+    assert models.poll() and models.current.version == "3"
+    # The served version removed: the highest remaining one is served, and reported.
+    shutil.rmtree(tmp_path / "3")
+    assert models.poll() and (models.current.version, models.current.content) == ("2", b"model-c k=10")
+    shutil.rmtree(tmp_path / "2")
+    shutil.rmtree(tmp_path / "1")
+    with caplog.at_level("ERROR", logger="serving.versions"):
+        assert not models.poll() and models.current.version == "2"  # nothing else loads: kept, with an error
+    assert any("the served version 2 was removed" in r.message for r in caplog.records)
+
+
+def test_incompatible_signatures_are_named(exported, tmp_path):
+    from serving.model import Recommender
+    from serving.versions import incompatibility
+
+    path, _, module = exported
+    served = Recommender(str(path))
+    old = {n: fn for n, fn in module.signatures().items() if n in ("serving_default", "recommend", "fold_in_recommend")}
+    tf.saved_model.save(module, str(tmp_path / "old"), signatures=old)
+    fewer = Recommender(str(tmp_path / "old"))
+    assert incompatibility(served, served) is None and incompatibility(fewer, served) is None
+    assert "lacks the signatures" in incompatibility(served, fewer) and "similar_items" in incompatibility(
+        served, fewer
+    )
