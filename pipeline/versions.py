@@ -1,7 +1,9 @@
 """Numbered model versions, ``<models-dir>/<name>/<version>/`` (the layout TF Serving watches), written atomically.
 
 A version is staged in a hidden sibling directory (``.staging-*``, which TF Serving and version listings ignore)
-and renamed into place, so a reader sees either no version N or all of it.
+and renamed into place, so a reader sees either no version N or all of it. Staging directories that a killed run
+left behind are swept (``sweep``). A number is never given twice: ``.last-version`` records the highest number
+published, so that removing a version (a rollback) does not make its number come back with another model.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 
 logger = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".staging-"
+LAST_VERSION = ".last-version"
+STALE_STAGING_S = 6 * 3600  # a staging directory untouched this long belongs to no live run
 
 
 def versions(base: str) -> list[int]:
@@ -44,12 +49,13 @@ def publish(staged: str, base: str) -> int:
 
     If another writer takes the number first, the next free number is used.
     """
-    version = (latest(base) or 0) + 1
+    version = max(latest(base) or 0, last_published(base)) + 1
     while True:
         target = os.path.join(base, str(version))
         if not os.path.exists(target):
             try:
                 os.rename(staged, target)
+                _record(base, version)
                 return version
             except OSError:
                 if not os.path.exists(target):
@@ -60,3 +66,38 @@ def publish(staged: str, base: str) -> int:
 def discard(staged: str) -> None:
     """Removes a staging directory (after a failure)."""
     shutil.rmtree(staged, ignore_errors=True)
+
+
+def last_published(base: str) -> int:
+    """The highest version number ever published under ``base`` (0 if none is recorded)."""
+    try:
+        with open(os.path.join(base, LAST_VERSION), encoding="ascii") as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        return 0
+    if not text.isdigit():
+        raise ValueError(f"{os.path.join(base, LAST_VERSION)} should hold a version number. Received: {text!r}")
+    return int(text)
+
+
+def _record(base: str, version: int) -> None:
+    if version <= last_published(base):
+        return
+    temporary = os.path.join(base, f"{LAST_VERSION}.{os.getpid()}")
+    with open(temporary, "w", encoding="ascii") as f:
+        f.write(f"{version}\n")
+    os.replace(temporary, os.path.join(base, LAST_VERSION))
+
+
+def sweep(base: str, older_than_s: float = STALE_STAGING_S) -> list[str]:
+    """Removes the staging directories under ``base`` untouched for ``older_than_s`` seconds; returns them."""
+    if not os.path.isdir(base):
+        return []
+    now, removed = time.time(), []
+    for entry in os.listdir(base):
+        path = os.path.join(base, entry)
+        if entry.startswith(STAGING_PREFIX) and os.path.isdir(path) and now - os.path.getmtime(path) >= older_than_s:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+            logger.info("removed the stale staging directory %s", path)
+    return removed

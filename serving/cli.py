@@ -41,6 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import posixpath  # noqa: E402
 import sys  # noqa: E402
 
 from serving import versions  # noqa: E402
@@ -84,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--model-name",
-        default=os.environ.get("MODEL_NAME", "wals"),
-        help="the <name> of the TF Serving routes /v1/models/<name> (default $MODEL_NAME or wals)",
+        default=os.environ.get("MODEL_NAME"),
+        help="the <name> of the TF Serving routes /v1/models/<name> (default $MODEL_NAME, else the name of a "
+        "versioned --model-dir such as models/wals2, as pipeline.local --name writes it, else wals)",
     )
     group = parser.add_argument_group("limits (more gives 413, 431, 408 or 503)")
     positive = _positive_int
@@ -171,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def default_model_name(model_dir: str, versioned: bool) -> str:
+    """The TF Serving name without --model-name: a versioned base directory's own name (TF Serving's convention,
+    and what ``pipeline.local --name`` writes), else ``wals``."""
+    name = posixpath.basename(model_dir.rstrip("/")) if versioned else ""
+    return name if name and not set(name) & set("/:?#%") else "wals"
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -208,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, KeyError, ValueError, AttributeError, tf.errors.OpError) as err:
         logger.error("cannot load a wals2 serving SavedModel from %s: %s", args.model_dir, err)
         return 1
+    if not args.model_name:
+        args.model_name = default_model_name(args.model_dir, isinstance(models, versions.VersionedModels))
     work = WorkLimits(args.max_instances, args.max_results, args.max_fold_in_items, args.max_candidates)
     http = HTTPLimits(
         max_connections=args.max_connections,

@@ -165,3 +165,65 @@ def test_gate_command_line(tmp_path):
     assert gate.main(check + ["--tolerance", "0.25"]) == 0 and decision.read_text() == "true"
     candidate.write_text("[1, 2]")
     assert gate.main(check) == 1  # not a JSON object: an error, no decision
+
+
+def test_a_version_number_is_never_reused_and_stale_staging_is_swept(tmp_path):
+    base = str(tmp_path)
+    for _ in range(3):
+        assert versions.publish(versions.stage(base), base) in (1, 2, 3)
+    assert versions.versions(base) == [1, 2, 3] and versions.last_published(base) == 3
+    os.rmdir(os.path.join(base, "3"))  # a rollback removes version 3
+    assert versions.publish(versions.stage(base), base) == 4  # 3 is not given to another model
+    stale, fresh = versions.stage(base), versions.stage(base)
+    os.utime(stale, (0, 0))  # left by a run killed long ago
+    assert versions.sweep(base) == [stale]
+    assert not os.path.exists(stale) and os.path.isdir(fresh)  # a live run's staging is kept
+
+
+def test_the_incumbent_is_the_highest_version_with_metrics(tmp_path):
+    base = str(tmp_path)
+    for version, metrics in (("1", {"rmse": 1.0}), ("2", {"rmse": 0.9}), ("3", None)):
+        os.makedirs(os.path.join(base, version))
+        if metrics:
+            with open(os.path.join(base, version, "metrics.json"), "w") as f:
+                json.dump(metrics, f)
+    assert local._incumbent(base) == {"rmse": 0.9}
+    assert local._incumbent(str(tmp_path / "none")) is None
+
+
+def test_sigterm_ends_the_trainer_child(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import signal, sys\n"
+        "from pipeline import local\n"
+        "signal.signal(signal.SIGTERM, local._on_sigterm)\n"
+        "try:\n"
+        "    sleeper = 'import os, time; print(os.getpid(), flush=True); time.sleep(120)'\n"
+        "    local.run_child([sys.executable, '-c', sleeper])\n"
+        "except local.Terminated:\n"
+        "    sys.exit(local.TERMINATED)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=60) == local.TERMINATED
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break  # the trainer child is gone
+        assert time.monotonic() < deadline, "the child outlived the pipeline"
+        time.sleep(0.1)
+
+
+def test_the_server_names_a_versioned_model_after_its_directory():
+    from serving.cli import default_model_name
+
+    assert default_model_name("models/wals2", True) == "wals2"  # what pipeline.local --name wals2 writes
+    assert default_model_name("gs://bucket/models/news/", True) == "news"
+    assert default_model_name("jobs/demo/model", False) == "wals"
