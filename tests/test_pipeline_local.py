@@ -65,9 +65,9 @@ def test_two_runs_give_versions_1_and_2_and_a_worse_model_none(export, tmp_path)
 
     base = tmp_path / "models" / "wals2"
     assert _flow(export, tmp_path / "models", work=tmp_path / "work") == 0
-    assert _entries(base) == ["1"]
+    assert _entries(base) == [".last-version", "1"]
     assert _flow(export, tmp_path / "models") == 0
-    assert _entries(base) == ["1", "2"]  # no staging directory left behind
+    assert _entries(base) == [".last-version", "1", "2"]  # no staging directory left behind
     for version in ("1", "2"):
         files = set(os.listdir(base / version))
         assert {"saved_model.pb", "variables", "row.npy", "col.npy", "user.npy", "item.npy"} <= files
@@ -91,7 +91,7 @@ def test_two_runs_give_versions_1_and_2_and_a_worse_model_none(export, tmp_path)
     record = dict(metrics, validation_rmse=1.0)
     (base / "2" / "metrics.json").write_text(json.dumps(record))
     assert _flow(export, tmp_path / "models") == local.REJECTED
-    assert _entries(base) == ["1", "2"]
+    assert _entries(base) == [".last-version", "1", "2"]
 
 
 @pytest.mark.slow
