@@ -21,8 +21,10 @@ COPY trainer ./trainer
 COPY tuning ./tuning
 # The retraining pipeline runs its gate step (python -m pipeline.gate) in this image.
 COPY pipeline ./pipeline
+# The same image serves: --entrypoint python IMAGE -m trainer.serve (uvicorn, Starlette, Prometheus, gRPC).
+COPY serving ./serving
 
-RUN pip install --no-cache-dir "tensorflow${TF_EXTRAS}==${TF_VERSION}" "./[vertex]" \
+RUN pip install --no-cache-dir "tensorflow${TF_EXTRAS}==${TF_VERSION}" "./[vertex,serve]" \
     && useradd --uid 1000 --create-home trainer
 
 USER 1000

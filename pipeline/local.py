@@ -6,8 +6,12 @@ trainer.task --data-type web_views --use-optimized`` -> the gate (``pipeline.gat
 files) plus its ``metrics.json`` and ``config.json``. The version is staged and renamed into place; a failed
 step or a gate rejection writes no version.
 
+The incumbent (the highest version with a ``metrics.json``) is read before training; staging directories left by
+a killed run are swept first; a version number is never reused (``pipeline.versions``). SIGTERM ends the trainer
+child and removes the temporary directory (exit 143).
+
 Exit status: 0 a new version was written, 3 the gate rejected the model, 1 an error (the message says which
-step). Flags after ``--`` go to the trainer.
+step), 143 ended by SIGTERM. Flags after ``--`` go to the trainer.
 """
 
 from __future__ import annotations
@@ -27,6 +31,34 @@ from trainer import logs
 logger = logging.getLogger("pipeline.local")
 
 REJECTED = 3
+TERMINATED = 128 + signal.SIGTERM
+CHILD_STOP_S = 30
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a BaseException, so that no ``except Exception`` step swallows it)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def run_child(command: list[str]) -> int:
+    """Runs ``command`` and returns its exit status; if this process is interrupted meanwhile (SIGTERM, Ctrl-C),
+    the child is terminated (killed after ``CHILD_STOP_S``) before the interruption goes on."""
+    child = subprocess.Popen(command)
+    try:
+        return child.wait()
+    except BaseException:
+        child.terminate()
+        try:
+            child.wait(timeout=CHILD_STOP_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
+
+
 #: What the pipeline always passes the trainer; a held-out validation set gives the gate its metric.
 TRAINER_FLAGS = ("--data-type", "web_views", "--use-optimized", "--validation-fraction", "0.1")
 #: Trainer flags the pipeline sets itself, so they cannot follow ``--``.
@@ -80,39 +112,16 @@ def train(train_file: str, job_dir: str, extra: list[str]) -> None:
     command = [sys.executable, "-m", "trainer.task", *TRAINER_FLAGS, "--train-file", train_file, "--job-dir", job_dir]
     command += extra
     logger.info("train: python %s", " ".join(command[1:]))
-    child = subprocess.Popen(command)
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def stop(signum, frame):  # SIGTERM ends the trainer too; main's cleanup then removes the work directory
-        child.terminate()
-        raise Terminated(signum)
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        status = child.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    status = run_child(command)
     if status != 0:
         raise RuntimeError(f"the trainer exited with status {status} (its log is above): {' '.join(command[1:])}")
-
-
-class Terminated(Exception):
-    """The pipeline received SIGTERM while the trainer ran (the trainer was stopped)."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"received {signal.Signals(signum).name}; stopped the trainer")
-        self.status = 128 + signum
 
 
 def run(args: argparse.Namespace, trainer_flags: list[str], work: str) -> int:
     """The flow's steps in ``work``; returns the exit status."""
     base = os.path.join(args.models_dir, args.name)
-    # The incumbent first: a version the gate cannot read fails the run before any training.
-    serving = versions.latest(base)
-    incumbent = None if serving is None else gate.read_metrics(os.path.join(base, str(serving), "metrics.json"))
+    versions.sweep(base)
+    incumbent = _incumbent(base)  # before training: a problem with it shows at once, not after the training
     frame = query.web_views(
         args.export, custom_dimension_index=args.custom_dimension, start_date=args.start_date, end_date=args.end_date
     )
@@ -128,18 +137,27 @@ def run(args: argparse.Namespace, trainer_flags: list[str], work: str) -> int:
         return REJECTED
     logger.info("gate passed: %s", decision.reason)
 
-    with versions.writing(base):
-        staged = versions.stage(base)
-        try:
-            shutil.copytree(os.path.join(job_dir, "model"), staged, dirs_exist_ok=True)
-            for name in ("metrics.json", "config.json"):
-                shutil.copy2(os.path.join(job_dir, name), os.path.join(staged, name))
-            version = versions.publish(staged, base)
-        except BaseException:
-            versions.discard(staged)
-            raise
+    staged = versions.stage(base)
+    try:
+        shutil.copytree(os.path.join(job_dir, "model"), staged, dirs_exist_ok=True)
+        for name in ("metrics.json", "config.json"):
+            shutil.copy2(os.path.join(job_dir, name), os.path.join(staged, name))
+        version = versions.publish(staged, base)
+    except BaseException:
+        versions.discard(staged)
+        raise
     logger.info("wrote version %d: %s", version, os.path.join(base, str(version)))
     return 0
+
+
+def _incumbent(base: str) -> dict | None:
+    """The metrics of the highest version that has a ``metrics.json`` (None when none has: the first version)."""
+    for version in reversed(versions.versions(base)):
+        metrics = gate.read_metrics(os.path.join(base, str(version), "metrics.json"), missing_ok=True)
+        if metrics is not None:
+            return metrics
+        logger.warning("version %d has no metrics.json: the gate compares with the version below it", version)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,15 +173,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     work = args.work_dir or tempfile.mkdtemp(prefix="wals2-pipeline-")
     os.makedirs(work, exist_ok=True)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return run(args, trainer_flags, work)
     except (OSError, RuntimeError, ValueError) as err:
         logger.error("%s", err)
         return 1
-    except Terminated as err:
-        logger.error("%s; no version written", err)
-        return err.status
+    except Terminated:
+        logger.error("SIGTERM: the trainer was stopped and no version written")
+        return TERMINATED
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -2,11 +2,6 @@
 
 import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -41,9 +36,7 @@ def _flow(export, models, *extra, work=None):
 
 
 def _entries(base):
-    """The entries of a model directory but the writers' lock and their record of the highest version."""
-    names = sorted(os.listdir(base)) if os.path.isdir(base) else []
-    return [name for name in names if name not in (versions.LOCK, versions.HIGHEST)]
+    return sorted(os.listdir(base)) if os.path.isdir(base) else []
 
 
 def _popularity_recall(train_file, k=10):
@@ -72,9 +65,9 @@ def test_two_runs_give_versions_1_and_2_and_a_worse_model_none(export, tmp_path)
 
     base = tmp_path / "models" / "wals2"
     assert _flow(export, tmp_path / "models", work=tmp_path / "work") == 0
-    assert _entries(base) == ["1"]
+    assert _entries(base) == [".last-version", "1"]
     assert _flow(export, tmp_path / "models") == 0
-    assert _entries(base) == ["1", "2"]  # no staging directory left behind
+    assert _entries(base) == [".last-version", "1", "2"]  # no staging directory left behind
     for version in ("1", "2"):
         files = set(os.listdir(base / version))
         assert {"saved_model.pb", "variables", "row.npy", "col.npy", "user.npy", "item.npy"} <= files
@@ -98,7 +91,7 @@ def test_two_runs_give_versions_1_and_2_and_a_worse_model_none(export, tmp_path)
     record = dict(metrics, validation_rmse=1.0)
     (base / "2" / "metrics.json").write_text(json.dumps(record))
     assert _flow(export, tmp_path / "models") == local.REJECTED
-    assert _entries(base) == ["1", "2"]
+    assert _entries(base) == [".last-version", "1", "2"]
 
 
 @pytest.mark.slow
@@ -120,82 +113,11 @@ def test_versions_ignore_staging_and_other_entries(tmp_path):
     for name in ("1", "3", "10", ".staging-x", "latest", "0"):
         os.makedirs(os.path.join(base, name))
     assert versions.versions(base) == [1, 3, 10]
-    with versions.writing(base):
-        assert not os.path.exists(os.path.join(base, ".staging-x"))  # left by a writer that died: swept
-        staged = versions.stage(base)
-        assert os.path.basename(staged).startswith(versions.STAGING_PREFIX)
-        open(os.path.join(staged, "saved_model.pb"), "w").close()
-        assert versions.publish(staged, base) == 11
+    staged = versions.stage(base)
+    assert os.path.basename(staged).startswith(versions.STAGING_PREFIX)
+    open(os.path.join(staged, "saved_model.pb"), "w").close()
+    assert versions.publish(staged, base) == 11
     assert os.path.exists(os.path.join(base, "11", "saved_model.pb")) and not os.path.exists(staged)
-
-
-def test_a_version_number_is_never_given_twice(tmp_path):
-    """After the highest version is deleted (a rollback), the next one gets a new number, not the deleted one's."""
-    base = str(tmp_path / "m")
-    numbers = []
-    for _ in range(3):
-        with versions.writing(base):
-            numbers.append(versions.publish(versions.stage(base), base))
-    shutil.rmtree(os.path.join(base, "3"))
-    with versions.writing(base):
-        numbers.append(versions.publish(versions.stage(base), base))
-    assert numbers == [1, 2, 3, 4] and versions.versions(base) == [1, 2, 4]
-
-
-def test_the_incumbent_is_read_before_training(export, tmp_path, monkeypatch, caplog):
-    """A highest version without metrics.json fails the run before the trainer starts, naming the file."""
-    (tmp_path / "models" / "wals2" / "1").mkdir(parents=True)
-    monkeypatch.setattr(local, "train", lambda *args: pytest.fail("trained before reading the incumbent"))
-    assert _flow(export, tmp_path / "models") == 1
-    assert f"metrics file not found: {tmp_path}/models/wals2/1/metrics.json" in caplog.text
-
-
-@pytest.mark.slow
-def test_sigterm_stops_the_trainer_and_removes_the_work_directory(export, tmp_path):
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    env = dict(os.environ, TMPDIR=str(scratch))
-    argv = ["--export", export, "--models-dir", str(tmp_path / "models"), "--", "--num_iters", "100000"]
-    pipeline = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.local", *argv],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not _trainers(scratch) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _trainers(scratch), "the trainer never started"
-        time.sleep(2)
-        pipeline.send_signal(signal.SIGTERM)
-        status = pipeline.wait(timeout=30)
-    finally:
-        if pipeline.poll() is None:
-            pipeline.kill()
-    output = pipeline.stdout.read()
-    assert status == 128 + signal.SIGTERM, output
-    assert "received SIGTERM; stopped the trainer; no version written" in output
-    time.sleep(1)
-    assert not _trainers(scratch) and list(scratch.iterdir()) == []
-    assert _entries(tmp_path / "models" / "wals2") == []
-
-
-def _trainers(scratch) -> list[int]:
-    """The pids of processes running the trainer on a file under ``scratch``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    command = f.read().split(b"\0")
-            except OSError:
-                continue
-            if b"trainer.task" in command and any(str(scratch).encode() in part for part in command):
-                found.append(int(entry))
-    return found
 
 
 # The gate: one rule for the local flow and the Vertex AI pipeline step.
@@ -243,3 +165,65 @@ def test_gate_command_line(tmp_path):
     assert gate.main(check + ["--tolerance", "0.25"]) == 0 and decision.read_text() == "true"
     candidate.write_text("[1, 2]")
     assert gate.main(check) == 1  # not a JSON object: an error, no decision
+
+
+def test_a_version_number_is_never_reused_and_stale_staging_is_swept(tmp_path):
+    base = str(tmp_path)
+    for _ in range(3):
+        assert versions.publish(versions.stage(base), base) in (1, 2, 3)
+    assert versions.versions(base) == [1, 2, 3] and versions.last_published(base) == 3
+    os.rmdir(os.path.join(base, "3"))  # a rollback removes version 3
+    assert versions.publish(versions.stage(base), base) == 4  # 3 is not given to another model
+    stale, fresh = versions.stage(base), versions.stage(base)
+    os.utime(stale, (0, 0))  # left by a run killed long ago
+    assert versions.sweep(base) == [stale]
+    assert not os.path.exists(stale) and os.path.isdir(fresh)  # a live run's staging is kept
+
+
+def test_the_incumbent_is_the_highest_version_with_metrics(tmp_path):
+    base = str(tmp_path)
+    for version, metrics in (("1", {"rmse": 1.0}), ("2", {"rmse": 0.9}), ("3", None)):
+        os.makedirs(os.path.join(base, version))
+        if metrics:
+            with open(os.path.join(base, version, "metrics.json"), "w") as f:
+                json.dump(metrics, f)
+    assert local._incumbent(base) == {"rmse": 0.9}
+    assert local._incumbent(str(tmp_path / "none")) is None
+
+
+def test_sigterm_ends_the_trainer_child(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import signal, sys\n"
+        "from pipeline import local\n"
+        "signal.signal(signal.SIGTERM, local._on_sigterm)\n"
+        "try:\n"
+        "    sleeper = 'import os, time; print(os.getpid(), flush=True); time.sleep(120)'\n"
+        "    local.run_child([sys.executable, '-c', sleeper])\n"
+        "except local.Terminated:\n"
+        "    sys.exit(local.TERMINATED)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=60) == local.TERMINATED
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break  # the trainer child is gone
+        assert time.monotonic() < deadline, "the child outlived the pipeline"
+        time.sleep(0.1)
+
+
+def test_the_server_names_a_versioned_model_after_its_directory():
+    from serving.cli import default_model_name
+
+    assert default_model_name("models/wals2", True) == "wals2"  # what pipeline.local --name wals2 writes
+    assert default_model_name("gs://bucket/models/news/", True) == "news"
+    assert default_model_name("jobs/demo/model", False) == "wals"

@@ -235,4 +235,4 @@ def test_dockerfile_passes_hadolint_and_runs_the_trainer():
     assert result.returncode == 0, result.stdout + result.stderr
     text = (ROOT / "Dockerfile").read_text()
     assert "FROM python:3.11-slim" in text and 'ENTRYPOINT ["python", "-m", "trainer.task"]' in text
-    assert '"./[vertex]"' in text and "ARG TF_EXTRAS" in text
+    assert '"./[vertex,serve]"' in text and "COPY serving ./serving" in text and "ARG TF_EXTRAS" in text

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from trainer.serve_model import BadRequest, Recommender, WorkLimits, brief, load_json, rating, raw_id
+from serving.model import BadRequest, Recommender, WorkLimits, brief, load_json, rating, raw_id
 
 ROUTE = re.compile(r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<tail>:predict|/metadata)?")
 _INT32 = (-(2**31), 2**31 - 1)
@@ -70,9 +70,10 @@ def metadata(recommender: Recommender, name: str) -> dict:
     }
 
 
-def predict(body: bytes, recommender: Recommender, limits: WorkLimits) -> dict:
-    """Answers a TF Serving predict request body (see the module docstring); raises BadRequest."""
-    request = load_json(body)
+def predict(body, recommender: Recommender, limits: WorkLimits) -> dict:
+    """Answers a TF Serving predict request body (bytes, or its value already parsed by ``load_json``; see the
+    module docstring); raises BadRequest."""
+    request = load_json(body) if isinstance(body, (bytes, bytearray)) else body
     if not isinstance(request, dict):
         raise BadRequest(f"The request body should be a JSON object. Received: {brief(request)}")
     extra = sorted(set(request) - {"signature_name", "instances", "inputs"})
@@ -91,13 +92,7 @@ def predict(body: bytes, recommender: Recommender, limits: WorkLimits) -> dict:
     specs = recommender.input_specs[signature]
     rows = "instances" in request
     inputs = _rows(request["instances"], specs, signature) if rows else _columns(request["inputs"], specs)
-    _check_work(signature, inputs, recommender, limits)
-    if signature == "serving_default":
-        outputs = recommender.top_items(list(inputs["user_id"]), None)
-    elif signature == "recommend":
-        outputs = recommender.top_items(list(inputs["user_id"]), int(inputs["k"]))
-    else:
-        outputs = recommender.call(signature, inputs)
+    outputs = run(signature, inputs, recommender, limits, "instances[*].ratings" if rows else "inputs.ratings")
     if rows:
         names = list(outputs)
         batch = len(next(iter(outputs.values())))
@@ -107,6 +102,29 @@ def predict(body: bytes, recommender: Recommender, limits: WorkLimits) -> dict:
     if len(outputs) == 1:
         return {"outputs": _json(next(iter(outputs.values())))}
     return {"outputs": {name: _json(value) for name, value in outputs.items()}}
+
+
+def run(
+    signature: str, inputs: dict[str, np.ndarray], recommender: Recommender, limits: WorkLimits, ratings: str
+) -> dict[str, np.ndarray]:
+    """Runs ``signature`` on checked numpy ``inputs`` within ``limits``: its numpy outputs (REST and gRPC).
+
+    ``ratings`` names the fold-in ratings in the 400 of ratings that overflow the solve."""
+    _check_work(signature, inputs, recommender, limits)
+    if signature == "serving_default":
+        outputs = recommender.top_items(list(inputs["user_id"]), None)
+    elif signature == "recommend":
+        outputs = recommender.top_items(list(inputs["user_id"]), int(inputs["k"]))
+    else:
+        outputs = recommender.call(signature, inputs)
+    if signature == "fold_in_recommend":
+        filled = outputs["item_ids"] != b""
+        if not np.isfinite(outputs["scores"][filled]).all():  # -Infinity marks empty slots; NaN is noise
+            raise BadRequest(
+                f"`{ratings}` overflow float32 in the fold-in solve (the largest is "
+                f"{float(np.abs(inputs['ratings']).max()):g}); give ratings on the scale the model was trained on"
+            )
+    return outputs
 
 
 def _rows(instances, specs: dict, signature: str) -> dict[str, np.ndarray]:

@@ -28,6 +28,10 @@ SIMILAR_SIGNATURES = {
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_INT_DIGITS = 19  # a JSON integer with more digits is refused before Python converts it
 BATCH_USERS = 256  # concurrent top-k requests are joined into one signature call of at most this many users
+CHUNK_ROWS = 64  # rows per signature call (see Recommender.call)
+LANE = threading.local()
+"""``LANE.name``: the executor lane of the calling thread (``serving.app`` sets it); each lane has its own batcher,
+so that a cheap request is never joined into, nor queued behind, the calls of heavy ones."""
 
 
 class BadRequest(Exception):
@@ -164,7 +168,8 @@ class Recommender:
         self.num_items = int(loaded.item_vocabulary.shape[0])
         self.num_users = int(loaded.user_vocabulary.shape[0])
         self.top_k = int(self.signatures["serving_default"].structured_outputs["scores"].shape[1])
-        self._batcher = _Batcher(self._call_top_k, BATCH_USERS)
+        self._batchers: dict[str, _Batcher] = {}
+        self._batchers_lock = threading.Lock()
         self.warm_up()
 
     def warm_up(self) -> None:
@@ -191,7 +196,20 @@ class Recommender:
             )
 
     def call(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs ``signature`` on numpy ``inputs`` (already checked against its specs); numpy outputs."""
+        """Runs ``signature`` on numpy ``inputs`` (already checked against its specs); numpy outputs.
+
+        A batch of more than ``CHUNK_ROWS`` rows is run ``CHUNK_ROWS`` at a time: TensorFlow's intra-op threads
+        are shared by every call, so a cheap call waits for at most one chunk of a heavy one, not all of it."""
+        rows = max((len(v) for v in inputs.values() if np.ndim(v)), default=0)
+        if rows <= CHUNK_ROWS:
+            return self._call(signature, inputs)
+        parts = [
+            self._call(signature, {n: v[start : start + CHUNK_ROWS] if np.ndim(v) else v for n, v in inputs.items()})
+            for start in range(0, rows, CHUNK_ROWS)
+        ]
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    def _call(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         specs = self.input_specs[signature]
         feeds = {name: tf.constant(value, specs[name].dtype) for name, value in inputs.items()}
         try:
@@ -209,8 +227,14 @@ class Recommender:
     def top_items(self, user_ids: list, k: int | None) -> dict[str, np.ndarray]:
         """The outputs of ``serving_default`` (k None) or ``recommend`` for raw user ids (str or bytes).
 
-        Calls from concurrent threads are joined into one signature call per k (``_Batcher``)."""
-        return self._batcher.submit(user_ids, k).result()
+        Calls from concurrent threads of one lane (``LANE``) are joined into one signature call per k
+        (``_Batcher``)."""
+        lane = getattr(LANE, "name", "default")
+        batcher = self._batchers.get(lane)
+        if batcher is None:
+            with self._batchers_lock:
+                batcher = self._batchers.setdefault(lane, _Batcher(self._call_top_k, BATCH_USERS))
+        return batcher.submit(user_ids, k).result()
 
     def users(self, user_ids: list[str], k: int | None) -> list[dict]:
         """Top-k of known or unknown raw user ids (k None: the export's top_k), empty slots trimmed."""
@@ -333,4 +357,5 @@ class _Batcher:
 def _trim(items: np.ndarray, scores: np.ndarray, name: str = "item_ids") -> dict:
     """JSON lists, without the empty slots ("" / -inf) of a user with fewer than k unseen items."""
     keep = items != b""
-    return {name: [i.decode() for i in items[keep]], "scores": [float(s) for s in scores[keep]]}
+    # tolist() gives the same Python floats as float() of each float32, without a Python call per score.
+    return {name: [i.decode() for i in items[keep]], "scores": scores[keep].tolist()}
