@@ -114,6 +114,21 @@ def fit(train_users, train_items, shape, factors, solver, sweeps, regularization
     return model.user_factors.numpy(), model.item_factors.numpy(), seconds, history.history.get("loss", [])
 
 
+def markdown_table(lines: list[dict]) -> str:
+    """The published table of ``benchmarks/README.md`` from JSON lines of this benchmark (tested against it)."""
+    rows = [
+        "| k | solver | init | sweeps | fit s | s/sweep | objective | HR@10 | NDCG@10 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in lines:
+        solver = r["solver"] + (f" (b = {r['subspace_block']})" if r["subspace_block"] else "")
+        rows.append(
+            f"| {r['k']} | {solver} | {r.get('init', 'normal')} | {r['sweeps']} | {r['fit_s']:.0f} | "
+            f"{r['fit_s'] / r['sweeps']:.1f} | {r['loss'][-1]:,.0f} | {r['hr@10']:.4f} | {r['ndcg@10']:.4f} |"
+        )
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.loo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(DATA), help="the ml-1m folder (default: ../shared/data/ml-1m)")

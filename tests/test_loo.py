@@ -38,3 +38,18 @@ def test_protocol_holds_out_each_rated_users_latest_and_samples_unrated_negative
         assert items[candidates[row, 0]] == latest[raw]
         negatives = {items[i] for i in candidates[row, 1:]}
         assert len(negatives) == 3 and not negatives & {i for v, i in pairs if v == raw}
+
+
+def test_the_published_leave_one_out_table_is_in_the_benchmark_readme():
+    import json
+
+    from conftest import ROOT
+
+    lines = [
+        json.loads(line) for line in (ROOT / "benchmarks" / "published" / "loo-ml1m-amd.jsonl").read_text().splitlines()
+    ]
+    assert {(r["k"], r["solver"]) for r in lines} >= {(256, "cholesky"), (256, "subspace"), (512, "subspace")}
+    assert all(r["cpu"].startswith("AMD EPYC") for r in lines)
+    text = (ROOT / "benchmarks" / "README.md").read_text()
+    for row in loo.markdown_table(lines).splitlines():
+        assert row in text, row
