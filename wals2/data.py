@@ -295,11 +295,11 @@ def repeated_pairs(rows: np.ndarray, cols: np.ndarray, num_cols: int) -> tuple[i
     The one duplicate check of the reader, the multi-worker exchange and the model's own matrices.
     """
     keys = np.asarray(rows).astype(np.int64) * int(num_cols) + np.asarray(cols)
-    order = np.argsort(keys, kind="stable")
-    same = np.flatnonzero(keys[order[1:]] == keys[order[:-1]])
+    sorted_keys = np.sort(keys)  # an unstable sort: the positions are looked up only when there is a repeat
+    same = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
     if not same.size:
         return 0, np.zeros(0, np.int64)
-    return int(same.size), order[[same[0], same[0] + 1]]
+    return int(same.size), np.flatnonzero(keys == sorted_keys[same[0]])[:2]
 
 
 def line_number(first_line: int, blank_lines: np.ndarray | None, rows):
