@@ -26,7 +26,9 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # the trainer's default (trainer/environment.py)
+from trainer import environment  # noqa: E402  (the standard library only)
+
+environment.set_defaults()  # oneDNN as the trainer has it, before TensorFlow's import
 
 import numpy as np  # noqa: E402
 
