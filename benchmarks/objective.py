@@ -57,8 +57,36 @@ def objective_curve(data, k: int, solver_name: str, seconds: float, subspace_blo
         times.append(time.perf_counter() - start)
         elapsed += times[-1]
         curve.append([elapsed, float(engine.metrics(u, v)["loss"])])
-    at = [loss for t, loss in curve if t <= seconds][-1]
-    return {"curve": curve, "loss_at_seconds": at, "sweep_s": times, "warmup_s": warmup}
+    return {"curve": curve, "loss_at_seconds": loss_at(curve, seconds), "sweep_s": times, "warmup_s": warmup}
+
+
+def loss_at(curve, seconds: float) -> float:
+    """The objective of the last point of ``curve`` ([[seconds, objective], ...]) at or before ``seconds``."""
+    return [loss for t, loss in curve if t <= seconds][-1]
+
+
+def time_table(lines: list[dict]) -> str:
+    """One markdown row per curve of ``lines`` (``--seconds`` JSON lines, possibly from several runs): its median
+    seconds per sweep and speed-up over the exact sweep, the sweeps done, and the objective at T / 2 and at T with
+    its gap to the exact solver's curve of the same data set, k and T."""
+    exact = {(r["data"], r["k"], r["seconds"]): r for r in lines if r["solver"] == "cholesky"}
+    header = "| data | k | CPU | solver | s/sweep | sweep vs exact | sweeps | objective at T / 2 | objective at T | "
+    header += "vs exact at T / 2 | vs exact at T |"
+    rows = [header, "|" + "---|" * 11]
+    for r in lines:
+        T = r["seconds"]
+        ref = exact.get((r["data"], r["k"], T))
+        label = r["solver"] if r.get("subspace_block") is None else f"{r['solver']} (b = {r['subspace_block']})"
+        cells = [r["data"], str(r["k"]), r["cpu"], label, f"{r['median_s']:.2f}"]
+        cells.append(f"{ref['median_s'] / r['median_s']:.2f}x" if ref else "")
+        cells.append(str(len(r["sweep_s"])))
+        for t in (T / 2, T):
+            cells.append(f"{loss_at(r['curve'], t):.6g} ({t:g} s)")
+        for t in (T / 2, T):
+            gap = loss_at(r["curve"], t) / loss_at(ref["curve"], t) - 1 if ref else None
+            cells.append("" if gap is None else f"{100 * gap:+.2f} %")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def by_time(args) -> None:
@@ -69,30 +97,21 @@ def by_time(args) -> None:
     solvers = args.solvers or list(SOLVERS)
     machine = cpu_info()
     lines = []
-    t = f"{args.seconds:g} s"
-    print(f"| data | k | solver | s/sweep | sweeps in {t} | objective at {t} | vs exact |")
-    print("|---|---|---|---|---|---|---|")
     for name in args.data:
         data = synthetic.load(name)
         for k in args.factors:
-            runs = []
             for s in solvers:
                 for block in args.subspace_block if s == "subspace" else [None]:
+                    if s == "subspace" and block is None:
+                        from wals2.config import WALSConfig
+
+                        block = WALSConfig().subspace_block
                     result = objective_curve(data, k, s, args.seconds, block)
-                    label = s if block is None else f"{s} (b = {block})"
-                    runs.append((label, s, block, result))
-            exact = next((r["loss_at_seconds"] for _, s, _, r in runs if s == "cholesky"), None)
-            for label, s, block, result in runs:
-                gap = None if exact is None else result["loss_at_seconds"] / exact - 1
-                median = float(np.median(result["sweep_s"]))
-                cells = [name, str(k), label, f"{median:.3f}", str(len(result["sweep_s"]))]
-                cells += [f"{result['loss_at_seconds']:.6g}", "" if gap is None else f"{100 * gap:+.3f} %"]
-                print("| " + " | ".join(cells) + " |", flush=True)
-                line = {"data": name, "k": k, "solver": s, "subspace_block": block, "seconds": args.seconds}
-                line.update(result, median_s=median, gap_vs_exact=gap, **machine)
-                lines.append(line)
-    for line in lines:
-        print(json.dumps(line))
+                    line = {"data": name, "k": k, "solver": s, "subspace_block": block, "seconds": args.seconds}
+                    line.update(result, median_s=float(np.median(result["sweep_s"])), **machine)
+                    print(json.dumps(line), flush=True)
+                    lines.append(line)
+    print(time_table(lines))
 
 
 def objective_after(data, k: int, solver_name: str, sweeps: int) -> float:

@@ -119,3 +119,18 @@ def test_rounds_merge_into_one_line_per_configuration():
     assert run.merge_rounds([line([1.0, 2.0, 3.0], 0.5, 1.0)]) == line([1.0, 2.0, 3.0], 0.5, 1.0)
     failed = {"data": "d", "k": 8, "system": "s", "error": "exit 1: boom"}
     assert run.merge_rounds([line([1.0, 2.0, 3.0], 0.5, 1.0), failed]) == failed
+
+
+#: The subspace solver's objective-vs-time curves against the exact and CG solvers (``benchmarks.objective``).
+PUBLISHED_SUBSPACE = os.path.join(ROOT, "benchmarks", "published", "subspace-amd-epyc.jsonl")
+
+
+def test_subspace_section_holds_the_published_curves():
+    from benchmarks import objective
+
+    lines = lines_of(PUBLISHED_SUBSPACE)
+    assert {line["solver"] for line in lines} == {"cholesky", "cg", "subspace"}
+    assert all(line["cpu"] for line in lines)
+    section = read("benchmarks/README.md").split("## Subspace solver", 1)[1].split("\n## ", 1)[0]
+    for row in objective.time_table(lines).splitlines()[2:]:
+        assert row in section, row

@@ -26,8 +26,8 @@ the residual predictions t = Z x [L] and g = G0_i x [k] of the previous factors 
 
 by Cholesky, ``subspace_sweeps`` passes over the blocks per half-sweep: O(L k b + k b^2) per row instead of
 O(L k^2 + k^3). It is block Gauss-Seidel on an SPD system: every step lowers the objective and repeated
-half-sweeps converge to the exact solution. Long rows cut into pieces, and layouts of the "uniform" kind (one
-shared factorisation), are still solved exactly.
+half-sweeps converge to the exact solution. Rows of at most b entries (Woodbury, cheaper there), long rows cut
+into pieces, and layouts of the "uniform" kind (one shared factorisation) are still solved exactly.
 
 Everything here is pure tensors in, tensors out, and uses only dense standard ops (gather, BatchMatMul,
 Cholesky, triangular solves, a symmetric eigendecomposition, segment sums), so it runs on CPU or GPU; never
@@ -132,10 +132,13 @@ def half_sweep(
         gram, rhs = _gram_and_rhs(table, k, chunk, with_gram=True)
         return _gram_conjugate_gradient(system(gram, chunk.owners), rhs, tf.gather(previous, chunk.owners), cg_steps)
 
+    if use_subspace:
+        blocks = subspace_table(table, k, subspace_block)
+
     def subspace_rows(chunk: Chunk) -> tf.Tensor:
         lam_i = lam * tf.gather(layout.reg_scale, chunk.owners) if per_row_lambda else None
         x = tf.gather(previous, chunk.owners)
-        return _subspace(table, k, chunk, x, regularized, lam_i, subspace_block, subspace_sweeps)
+        return _subspace(table, blocks, k, chunk, x, regularized, lam_i, subspace_block, subspace_sweeps)
 
     # The solutions of each part (its rows, their solutions [rows, k]), stitched into [m, k] at the end.
     rows, solutions = [layout.empty_rows], [tf.zeros([tf.size(layout.empty_rows), k], tf.float32)]
@@ -145,8 +148,28 @@ def half_sweep(
         rows.append(_owners(layout.short, start, stop))
         solutions.append(_map_chunks(layout.short, lambda c: (fn(c),), ([k],), start, stop)[0])
 
+    def woodbury_short_rows(stop):
+        """Solves the short chunks [0, stop) exactly in the L x L Woodbury form (not for the uniform kind)."""
+        # w0 Y'Y = Q S Q'. eigh fails on non-finite input where Cholesky gives NaN: keep the NaN, so that a
+        # diverged sweep is reported by the caller's finiteness check.
+        finite = tf.reduce_all(tf.math.is_finite(shared))
+        eigenvalues, rotation = tf.linalg.eigh(tf.where(finite, shared, tf.zeros_like(shared)))
+        eigenvalues = tf.maximum(eigenvalues, 0.0) + tf.where(finite, 0.0, float("nan"))
+        rotated = tf.concat([tf.matmul(table[:, :k], rotation), table[:, k:]], axis=1)
+
+        def woodbury_rows(chunk: Chunk) -> tf.Tensor:
+            lam_i = lam * tf.gather(layout.reg_scale, chunk.owners)[:, None] if per_row_lambda else lam
+            scale = tf.math.rsqrt(lam_i + eigenvalues[None, :])  # [b or 1, k]
+            return _woodbury(rotated, k, chunk, scale)
+
+        short_rows(lambda c: tf.matmul(woodbury_rows(c), rotation, transpose_b=True), stop=stop)
+
     if layout.short.num_chunks and use_subspace:
-        short_rows(subspace_rows)
+        # Chunks come in ascending length: rows of up to b entries are solved exactly in the L x L Woodbury form
+        # (cheaper than a pass over the blocks there), the others by the block passes.
+        split = tf.searchsorted(layout.short.lengths, [subspace_max_woodbury(k, subspace_block)], side="right")[0]
+        woodbury_short_rows(stop=split)
+        short_rows(subspace_rows, start=split)
     elif layout.short.num_chunks and use_cg:
         # Chunks come in ascending length: matrix-free CG on the first ``split``, CG on the formed systems after.
         split = tf.searchsorted(layout.short.lengths, [cg_max_length(k)], side="right")[0]
@@ -157,19 +180,7 @@ def half_sweep(
         split = 0
         if layout.kind != "uniform":
             split = tf.searchsorted(layout.short.lengths, [woodbury_max_length(k)], side="right")[0]
-            # w0 Y'Y = Q S Q'. eigh fails on non-finite input where Cholesky gives NaN: keep the NaN, so that a
-            # diverged sweep is reported by the caller's finiteness check.
-            finite = tf.reduce_all(tf.math.is_finite(shared))
-            eigenvalues, rotation = tf.linalg.eigh(tf.where(finite, shared, tf.zeros_like(shared)))
-            eigenvalues = tf.maximum(eigenvalues, 0.0) + tf.where(finite, 0.0, float("nan"))
-            rotated = tf.concat([tf.matmul(table[:, :k], rotation), table[:, k:]], axis=1)
-
-            def woodbury_rows(chunk: Chunk) -> tf.Tensor:
-                lam_i = lam * tf.gather(layout.reg_scale, chunk.owners)[:, None] if per_row_lambda else lam
-                scale = tf.math.rsqrt(lam_i + eigenvalues[None, :])  # [b or 1, k]
-                return _woodbury(rotated, k, chunk, scale)
-
-            short_rows(lambda c: tf.matmul(woodbury_rows(c), rotation, transpose_b=True), stop=split)
+            woodbury_short_rows(stop=split)
         short_rows(direct_rows, start=split)
     if layout.num_long:
         with_gram = layout.kind != "uniform"
@@ -259,6 +270,12 @@ def cg_max_length(k: int) -> int:
     return k // 2
 
 
+def subspace_max_woodbury(k: int, block: int) -> int:
+    """The longest row (padded length L) that ``solver="subspace"`` solves exactly in the L x L Woodbury form:
+    up to b entries its L^2 k + L^3 / 3 cost is below a pass over the blocks (about 2 L k b + k b^2 / 3)."""
+    return min(block, woodbury_max_length(k))
+
+
 def woodbury_max_length(k: int) -> int:
     """The longest row (padded length L) solved in the L x L form of ``_woodbury`` rather than the k x k one."""
     return (7 * k) // 10
@@ -316,42 +333,63 @@ def subspace_starts(k: int, block: int) -> list[int]:
     return starts
 
 
-def _subspace(table, k, chunk: Chunk, x, g0, lam_i, block, sweeps):
+def subspace_table(table, k, block):
+    """The gathered table's first k columns block by block, [blocks * (n + 1), b]: rows [j (n + 1), (j + 1) (n + 1))
+    are the columns of block j, so that one gather yields every block's rows contiguous, [blocks, ..., b]."""
+    size = min(block, k)
+    return tf.concat([table[:, s : s + size] for s in subspace_starts(k, block)], axis=0)
+
+
+def _subspace(table, blocks, k, chunk: Chunk, x, g0, lam_i, block, sweeps):
     """``sweeps`` passes of block coordinate descent on (G0_i + Z_g' D Z_g) x = r per unit, from ``x`` [b, k].
 
-    ``g0`` is G0 = lambda I + w0 Y'Y [k, k], or w0 Y'Y when ``lam_i`` [b] holds a lambda per row. Each block of
-    ``block`` coordinates B solves (G0_i[B, B] + Z_B' D Z_B) delta = r_B - g_B - Z_B' D t exactly (Cholesky), with
-    t = Z_g x [b, L] and g = G0_i x [b, k] kept up to date, in a ``tf.while_loop`` over the blocks.
+    ``blocks`` is ``subspace_table(table, k, block)``. ``g0`` is G0 = lambda I + w0 Y'Y [k, k], or w0 Y'Y when
+    ``lam_i`` [b] holds a lambda per row. Each block of ``block`` coordinates B solves
+    (G0_i[B, B] + Z_B' D Z_B) delta = r_B - g_B - Z_B' D t exactly (Cholesky), with t = Z_g x [b, L] and
+    g = G0_i x [b, k] kept up to date, in a ``tf.while_loop`` over the blocks. The gathered rows of every block are
+    one gather [blocks, b, L, size] whose block j is a contiguous (uncopied) slice; the blocks' b x b systems do not
+    depend on x, so they are formed and factored for all blocks at once before the loop.
     """
-    gathered, rhs_weights = _gather(table, k, chunk)  # Z [b, L, k], [b, L]
-    rhs = tf.matmul(rhs_weights[:, None, :], gathered)[:, 0, :]  # r [b, k]
-    weights = chunk.gram_weights  # D [b, L]; None: D = R_i I per row (separable: no per-entry product)
     starts = subspace_starts(k, block)
-    size = min(block, k)
-    eye = tf.eye(size, dtype=tf.float32)
-    t = tf.matmul(gathered, x[:, :, None])[:, :, 0]  # Z x [b, L]
+    size, count = min(block, k), len(starts)
+    rows = tf.shape(table)[0]  # n + 1
+    gathered = tf.gather(blocks, chunk.indices[None] + rows * tf.range(count)[:, None, None])  # [count, b, L, size]
+    rhs_weights = chunk.rhs_weights
+    if chunk.offset_weights is not None:  # targets a_ij - c_j: subtract o_e c_j from b_e
+        rhs_weights = rhs_weights - chunk.offset_weights * tf.gather(table[:, k], chunk.indices)
+    # The blocks' systems do not depend on x: form and factor all of them at once, before the passes.
+    if chunk.gram_weights is not None:
+        weighted = gathered * chunk.gram_weights[None, :, :, None]  # D Z_B for every block
+        h = tf.matmul(weighted, gathered, transpose_a=True)  # [count, b, size, size]
+    else:  # separable: D = R_i I per row, no per-entry product
+        weighted = gathered
+        scale = chunk.row_scale[None, :, None, None]
+        h = tf.matmul(gathered, gathered, transpose_a=True) * scale
+    h += tf.stack([g0[s : s + size, s : s + size] for s in starts])[:, None]  # G0[B, B]
+    if lam_i is not None:
+        h += lam_i[None, :, None, None] * tf.eye(size, dtype=tf.float32)
+    factors = tf.linalg.cholesky(h)
+    rhs = tf.matmul(rhs_weights[None, :, None, :], gathered)[:, :, 0, :]  # r_B for every block [count, b, size]
+    # t = Z x: each coordinate counted in the first block that holds it (the last block may overlap).
+    covered = [max(0, (starts[j - 1] + size if j else 0) - s) for j, s in enumerate(starts)]
+    mask = tf.constant([[0.0] * c + [1.0] * (size - c) for c in covered], tf.float32)  # [count, size]
+    x_blocks = tf.stack([x[:, s : s + size] for s in starts]) * mask[:, None, :]  # [count, b, size]
+    t = tf.reduce_sum(tf.matmul(gathered, x_blocks[..., None])[..., 0], axis=0)  # [b, L]
     g = tf.matmul(x, g0)  # G0 x [b, k] (G0 is symmetric)
     if lam_i is not None:
         g += lam_i[:, None] * x
     starts_t = tf.constant(starts, tf.int32)
-    steps = len(starts) * sweeps
+    steps = count * sweeps
 
     def body(step, x, t, g):
-        s = starts_t[step % len(starts)]
-        zb = tf.slice(gathered, [0, 0, s], [-1, -1, size])  # Z_B [b, L, size]
-        own = tf.slice(rhs - g, [0, s], [-1, size])  # r_B - g_B
-        if weights is not None:
-            wz = zb * weights[:, :, None]  # D Z_B
-            grad = own - tf.matmul(t[:, None, :], wz)[:, 0, :]
-            h = tf.matmul(wz, zb, transpose_a=True)
-        else:
-            scale = chunk.row_scale[:, None]
-            grad = own - scale * tf.matmul(t[:, None, :], zb)[:, 0, :]
-            h = tf.matmul(zb, zb, transpose_a=True) * scale[:, :, None]
-        h += tf.slice(g0, [s, s], [size, size])  # [b, size, size]
-        if lam_i is not None:
-            h += lam_i[:, None, None] * eye
-        delta = tf.linalg.cholesky_solve(tf.linalg.cholesky(h), grad[:, :, None])  # [b, size, 1]
+        j = step % count
+        s = starts_t[j]
+        zb = gathered[j]  # Z_B [b, L, size]
+        grad = tf.matmul(t[:, None, :], weighted[j])[:, 0, :]  # Z_B' D t (without R_i when separable)
+        if chunk.gram_weights is None:
+            grad *= chunk.row_scale[:, None]
+        grad = rhs[j] - tf.slice(g, [0, s], [-1, size]) - grad  # r_B - g_B - Z_B' D t
+        delta = tf.linalg.cholesky_solve(factors[j], grad[:, :, None])  # [b, size, 1]
         t += tf.matmul(zb, delta)[:, :, 0]
         delta = delta[:, :, 0]
         dx = tf.ensure_shape(tf.pad(delta, [[0, 0], [s, k - s - size]]), [None, k])  # delta in place, [b, k]
