@@ -49,7 +49,8 @@ class HTTPLimits:
         max_connections: open connections (``--max-connections``); past it an idle connection is closed to make
             room, or, when every one is busy, the new one gets 503.
         workers: threads of the heavy lane (``--workers``).
-        light_workers: threads of the light lane.
+        light_workers: threads of the light lane (as many as the concurrent cheap requests that one batched call
+            can join).
         max_body_bytes: request body (``--max-body-bytes``): 413.
         header_timeout_s: a request head, from its first byte (``--header-timeout``): 408.
         body_timeout_s: a request body, once its head is read (``--body-timeout``): 408.
@@ -59,7 +60,7 @@ class HTTPLimits:
 
     max_connections: int = 256
     workers: int = 4
-    light_workers: int = 4
+    light_workers: int = 16
     max_body_bytes: int = 4 << 20
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0

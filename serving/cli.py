@@ -266,9 +266,6 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         logger.info("TF Serving gRPC PredictionService and ModelService on %s:%d", args.host, grpc_port)
 
-    # The GIL is handed over every 1 ms instead of 5: a cheap request's thread (and the event loop) waits less
-    # for the heavy lane's Python work (decoding and encoding large answers).
-    sys.setswitchinterval(0.001)
     server = make_server(app, args.host, args.port, http, ready)
     try:
         server.run()

@@ -58,13 +58,48 @@ def raw_error(status: int, message: str) -> bytes:
     return head.encode("latin-1") + body
 
 
+class _CoalescingTransport:
+    """A transport whose writes of one event-loop turn go out as one ``send``: uvicorn writes a response's head and
+    body separately, and each send of the event-loop thread has to take the GIL back from the model's threads."""
+
+    def __init__(self, transport, loop):
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data) -> None:
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(bytes(data))
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+
 class Protocol(H11Protocol):
     """uvicorn's h11 protocol with the additions of the module docstring; ``limits`` is set by ``make_server``."""
 
     limits: HTTPLimits = HTTPLimits()
 
     def connection_made(self, transport) -> None:
-        super().connection_made(transport)
+        super().connection_made(_CoalescingTransport(transport, self.loop))
         self._head_timer = None
         self._closing = False
         self._idle_since = self.loop.time()
