@@ -1,9 +1,11 @@
 """Numbered model versions, ``<models-dir>/<name>/<version>/`` (the layout TF Serving watches), written atomically.
 
-A version is staged in a hidden sibling directory (``.staging-*``, which TF Serving and version listings ignore)
-and renamed into place, so a reader sees either no version N or all of it. Staging directories that a killed run
-left behind are swept (``sweep``). A number is never given twice: ``.last-version`` records the highest number
-published, so that removing a version (a rollback) does not make its number come back with another model.
+A version is staged in a hidden sibling directory (``.staging-*``, which TF Serving and version listings ignore) and
+renamed into place, so a reader sees either no version N or all of it. A staging directory is named after its
+writer, ``.staging-<host>-<pid>-<random>``, so that ``sweep`` removes the ones a killed run left at once when that
+run was on this host (its process is gone), and the others once untouched for ``STALE_STAGING_S``. A number is never
+given twice: ``.last-version`` records the highest number published, so that removing a version (a rollback) does
+not make its number come back with another model.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 
@@ -39,9 +42,31 @@ def latest(base: str) -> int | None:
 
 
 def stage(base: str) -> str:
-    """A new, empty staging directory under ``base`` (created with its parents)."""
+    """A new, empty staging directory ``<base>/.staging-<host>-<pid>-<random>`` (created with its parents)."""
     os.makedirs(base, exist_ok=True)
-    return tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=base)
+    return tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{_host()}-{os.getpid()}-", dir=base)
+
+
+def _host() -> str:
+    """This host's name with only the characters a staging name may hold (``-`` separates the name's fields)."""
+    return "".join(c if c.isalnum() or c == "." else "_" for c in socket.gethostname()) or "_"
+
+
+def _abandoned(entry: str) -> bool:
+    """Whether staging directory ``entry`` was made by a process of this host that has ended."""
+    fields = entry[len(STAGING_PREFIX) :].split("-")
+    if len(fields) != 3 or fields[0] != _host() or not fields[1].isdigit():
+        return False
+    pid = int(fields[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, as another user's process
+        pass
+    return False
 
 
 def publish(staged: str, base: str) -> int:
@@ -90,13 +115,16 @@ def _record(base: str, version: int) -> None:
 
 
 def sweep(base: str, older_than_s: float = STALE_STAGING_S) -> list[str]:
-    """Removes the staging directories under ``base`` untouched for ``older_than_s`` seconds; returns them."""
+    """Removes the staging directories under ``base`` that a run left: made by an ended process of this host, or
+    (from another host, or named otherwise) untouched for ``older_than_s`` seconds; returns them."""
     if not os.path.isdir(base):
         return []
     now, removed = time.time(), []
     for entry in os.listdir(base):
         path = os.path.join(base, entry)
-        if entry.startswith(STAGING_PREFIX) and os.path.isdir(path) and now - os.path.getmtime(path) >= older_than_s:
+        if not (entry.startswith(STAGING_PREFIX) and os.path.isdir(path)):
+            continue
+        if _abandoned(entry) or now - os.path.getmtime(path) >= older_than_s:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
             logger.info("removed the stale staging directory %s", path)

@@ -175,9 +175,27 @@ def test_a_version_number_is_never_reused_and_stale_staging_is_swept(tmp_path):
     os.rmdir(os.path.join(base, "3"))  # a rollback removes version 3
     assert versions.publish(versions.stage(base), base) == 4  # 3 is not given to another model
     stale, fresh = versions.stage(base), versions.stage(base)
+    foreign = os.path.join(base, ".staging-otherhost-1-abc")  # another host's run: only its age tells
+    os.mkdir(foreign)
+    assert versions.sweep(base) == []  # this process is alive, and the foreign one is fresh
     os.utime(stale, (0, 0))  # left by a run killed long ago
-    assert versions.sweep(base) == [stale]
+    os.utime(foreign, (0, 0))
+    assert sorted(versions.sweep(base)) == sorted([stale, foreign])
     assert not os.path.exists(stale) and os.path.isdir(fresh)  # a live run's staging is kept
+
+
+def test_the_staging_of_an_ended_process_of_this_host_is_swept_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    base = str(tmp_path)
+    code = "import sys; from pipeline import versions; print(versions.stage(sys.argv[1]))"
+    left = subprocess.run([sys.executable, "-c", code, base], check=True, capture_output=True, text=True)
+    killed_run = left.stdout.strip()  # its writer has exited without publishing or discarding it
+    live = versions.stage(base)
+    assert os.path.isdir(killed_run) and os.path.basename(killed_run).startswith(".staging-")
+    assert versions.sweep(base) == [killed_run]  # fresh, but its process is gone
+    assert os.path.isdir(live) and not os.path.exists(killed_run)
 
 
 def test_the_incumbent_is_the_highest_version_with_metrics(tmp_path):
