@@ -64,6 +64,9 @@ def half_sweep(
 ) -> tf.Tensor:
     """Solves every row of ``layout`` against ``fixed``.
 
+    The rows come in three parts: rows without entries (x_i = 0), short rows in chunks of ascending length (solved
+    by the solver's plan, ``_SHORT_PLANS``) and long rows cut into pieces (always exact, ``_Half.long_rows``).
+
     Args:
         layout: the half's ``HalfLayout`` (built once per fit by ``layout.build_half``).
         fixed: float32 [n, k], the other side's factors; with ``layout.bias_offsets`` [n, k + 1], whose last
@@ -81,115 +84,112 @@ def half_sweep(
     Returns:
         float32 [m, k], the new factors of the solved side.
     """
-    if solver not in ("cholesky", "cg", "subspace"):
+    if solver not in _SHORT_PLANS:
         raise ValueError(f"`solver` should be 'cholesky', 'cg' or 'subspace'. Received: solver={solver!r}")
-    fixed = tf.convert_to_tensor(fixed, tf.float32)
-    width = fixed.shape[1]
-    k = width - 1 if layout.bias_offsets else width
-    lam = tf.cast(regularization, tf.float32)
-    w0 = tf.constant(layout.unobserved_weight, tf.float32)
-    shared = gramian(fixed if width == k else fixed[:, :k], 0.0, w0)  # w0 Y'Y; lambda is added per row below
-    table = fixed if layout.fixed_scale is None else fixed * layout.fixed_scale[:, None]
-    table = tf.concat([table, tf.zeros([1, width], table.dtype)], axis=0)  # index n = padding
-    eye = tf.eye(k, dtype=tf.float32)
-    per_row_lambda = layout.reg_scale is not None
-    shared_factor = None
-    if layout.kind == "uniform" and not per_row_lambda:
-        shared_factor = tf.linalg.cholesky(shared + lam * eye)
+    half = _Half(layout, fixed, regularization)
+    if layout.kind == "uniform":
+        solver = "cholesky"  # every row shares one factorisation: nothing to iterate
+    options = {"cg": {"steps": cg_steps}, "subspace": {"block": subspace_block, "sweeps": subspace_sweeps}}
+    if solver in options and initial is None:
+        raise ValueError(f"`initial` should be the previous factors [m, k] when solver={solver!r}. Received: None")
+    if layout.short.num_chunks:
+        _SHORT_PLANS[solver](half, initial, **options.get(solver, {}))
+    if layout.num_long:
+        half.long_rows()
+    return half.stitched()
 
-    regularized = shared if per_row_lambda else shared + lam * eye  # G0 (without lambda when it is per row)
 
-    def system(gram, owners):
+class _Half:
+    """The shared terms of one half-sweep and its solved parts.
+
+    Attributes:
+        layout: the half's ``HalfLayout``; k the factor count (``fixed`` without its bias column).
+        table: float32 [n + 1, width], the fixed factors (times ``layout.fixed_scale``) and a zero padding row n.
+        shared: w0 Y'Y [k, k]; ``regularized`` G0 = lambda I + w0 Y'Y (w0 Y'Y alone when lambda is per row).
+        rows, solutions: the parts solved so far, row indices [rows] and their solutions [rows, k].
+    """
+
+    def __init__(self, layout: HalfLayout, fixed, regularization):
+        self.layout = layout
+        fixed = tf.convert_to_tensor(fixed, tf.float32)
+        width = fixed.shape[1]
+        self.k = k = width - 1 if layout.bias_offsets else width
+        self.lam = lam = tf.cast(regularization, tf.float32)
+        w0 = tf.constant(layout.unobserved_weight, tf.float32)
+        self.shared = shared = gramian(fixed if width == k else fixed[:, :k], 0.0, w0)  # lambda is added per row
+        table = fixed if layout.fixed_scale is None else fixed * layout.fixed_scale[:, None]
+        self.table = tf.concat([table, tf.zeros([1, width], table.dtype)], axis=0)  # index n = padding
+        self.eye = eye = tf.eye(k, dtype=tf.float32)
+        self.per_row_lambda = layout.reg_scale is not None
+        self.shared_factor = None  # uniform weights, one lambda: every row shares one factorisation
+        if layout.kind == "uniform" and not self.per_row_lambda:
+            self.shared_factor = tf.linalg.cholesky(shared + lam * eye)
+        self.regularized = shared if self.per_row_lambda else shared + lam * eye
+        self.rows = [layout.empty_rows]  # rows without entries: x_i = 0, the minimiser of G0 x = 0
+        self.solutions = [tf.zeros([tf.size(layout.empty_rows), k], tf.float32)]
+
+    def system(self, gram, owners):
         """The k x k matrices [b, k, k] of the units owned by ``owners`` [b], given their Grams (or None)."""
-        lhs = regularized if gram is None else gram + regularized
-        if per_row_lambda:
-            return lhs + (lam * tf.gather(layout.reg_scale, owners))[:, None, None] * eye
+        lhs = self.regularized if gram is None else gram + self.regularized
+        if self.per_row_lambda:
+            return lhs + (self.lam * tf.gather(self.layout.reg_scale, owners))[:, None, None] * self.eye
         return lhs
 
-    def solve(gram, rhs, owners):
-        if shared_factor is not None:  # uniform weights, one lambda: every row shares one factorisation
-            return tf.transpose(tf.linalg.cholesky_solve(shared_factor, tf.transpose(rhs)))
-        lhs = system(gram, owners)
+    def solve(self, gram, rhs, owners):
+        """The exact solutions [b, k] of the systems of ``owners`` [b] with right-hand sides ``rhs`` [b, k]."""
+        if self.shared_factor is not None:
+            return tf.transpose(tf.linalg.cholesky_solve(self.shared_factor, tf.transpose(rhs)))
+        lhs = self.system(gram, owners)
         if gram is None:
-            lhs = tf.broadcast_to(lhs, [tf.shape(rhs)[0], k, k])
+            lhs = tf.broadcast_to(lhs, [tf.shape(rhs)[0], self.k, self.k])
         return cholesky_rows(lhs, rhs)
 
-    use_cg = solver == "cg" and layout.kind != "uniform"
-    use_subspace = solver == "subspace" and layout.kind != "uniform"
-    if use_cg or use_subspace:
-        if initial is None:
-            raise ValueError(f"`initial` should be the previous factors [m, k] when solver={solver!r}. Received: None")
-        previous = tf.convert_to_tensor(initial, tf.float32)  # gathered at the chunks' owners, all rows < m
+    def row_lambda(self, owners):
+        """lambda_i [b] of the rows ``owners`` [b] (lambda n_i), or the scalar lambda when it is one for all."""
+        return self.lam * tf.gather(self.layout.reg_scale, owners) if self.per_row_lambda else self.lam
 
-    def direct_rows(chunk: Chunk) -> tf.Tensor:
-        gram, rhs = _gram_and_rhs(table, k, chunk, with_gram=layout.kind != "uniform")
-        return solve(gram, rhs, chunk.owners)
+    def short_rows(self, fn, start=0, stop=None):
+        """Solves the short chunks [start, stop) with ``fn`` (a chunk -> its solutions [b, k])."""
+        self.rows.append(_owners(self.layout.short, start, stop))
+        self.solutions.append(_map_chunks(self.layout.short, lambda c: (fn(c),), ([self.k],), start, stop)[0])
 
-    def cg_rows(chunk: Chunk) -> tf.Tensor:
-        return _conjugate_gradient(table, k, chunk, tf.gather(previous, chunk.owners), system, cg_steps)
+    def split(self, max_length):
+        """The number of short chunks whose rows have at most ``max_length`` entries (chunks ascend in length)."""
+        return tf.searchsorted(self.layout.short.lengths, [max_length], side="right")[0]
 
-    def gram_cg_rows(chunk: Chunk) -> tf.Tensor:
-        gram, rhs = _gram_and_rhs(table, k, chunk, with_gram=True)
-        return _gram_conjugate_gradient(system(gram, chunk.owners), rhs, tf.gather(previous, chunk.owners), cg_steps)
+    def exact_rows(self, chunk: Chunk) -> tf.Tensor:
+        """A chunk's exact solutions from its k x k Grams (the right-hand sides alone for the uniform kind)."""
+        gram, rhs = _gram_and_rhs(self.table, self.k, chunk, with_gram=self.layout.kind != "uniform")
+        return self.solve(gram, rhs, chunk.owners)
 
-    if use_subspace:
-        blocks = subspace_table(table, k, subspace_block)
-
-    def subspace_rows(chunk: Chunk) -> tf.Tensor:
-        lam_i = lam * tf.gather(layout.reg_scale, chunk.owners) if per_row_lambda else None
-        x = tf.gather(previous, chunk.owners)
-        return _subspace(table, blocks, k, chunk, x, regularized, lam_i, subspace_block, subspace_sweeps)
-
-    # The solutions of each part (its rows, their solutions [rows, k]), stitched into [m, k] at the end.
-    rows, solutions = [layout.empty_rows], [tf.zeros([tf.size(layout.empty_rows), k], tf.float32)]
-
-    def short_rows(fn, start=0, stop=None):
-        """Solves the short chunks [start, stop) with ``fn``: appends their rows and solutions."""
-        rows.append(_owners(layout.short, start, stop))
-        solutions.append(_map_chunks(layout.short, lambda c: (fn(c),), ([k],), start, stop)[0])
-
-    def woodbury_short_rows(stop):
+    def woodbury_rows(self, stop):
         """Solves the short chunks [0, stop) exactly in the L x L Woodbury form (not for the uniform kind)."""
+        k = self.k
         # w0 Y'Y = Q S Q'. eigh fails on non-finite input where Cholesky gives NaN: keep the NaN, so that a
         # diverged sweep is reported by the caller's finiteness check.
-        finite = tf.reduce_all(tf.math.is_finite(shared))
-        eigenvalues, rotation = tf.linalg.eigh(tf.where(finite, shared, tf.zeros_like(shared)))
+        finite = tf.reduce_all(tf.math.is_finite(self.shared))
+        eigenvalues, rotation = tf.linalg.eigh(tf.where(finite, self.shared, tf.zeros_like(self.shared)))
         eigenvalues = tf.maximum(eigenvalues, 0.0) + tf.where(finite, 0.0, float("nan"))
-        rotated = tf.concat([tf.matmul(table[:, :k], rotation), table[:, k:]], axis=1)
+        rotated = tf.concat([tf.matmul(self.table[:, :k], rotation), self.table[:, k:]], axis=1)
 
-        def woodbury_rows(chunk: Chunk) -> tf.Tensor:
-            lam_i = lam * tf.gather(layout.reg_scale, chunk.owners)[:, None] if per_row_lambda else lam
+        def rows(chunk: Chunk) -> tf.Tensor:
+            lam_i = self.row_lambda(chunk.owners)
+            lam_i = lam_i[:, None] if self.per_row_lambda else lam_i
             scale = tf.math.rsqrt(lam_i + eigenvalues[None, :])  # [b or 1, k]
-            return _woodbury(rotated, k, chunk, scale)
+            return tf.matmul(_woodbury(rotated, k, chunk, scale), rotation, transpose_b=True)
 
-        short_rows(lambda c: tf.matmul(woodbury_rows(c), rotation, transpose_b=True), stop=stop)
+        self.short_rows(rows, stop=stop)
 
-    if layout.short.num_chunks and use_subspace:
-        # Chunks come in ascending length: rows of up to b entries are solved exactly in the L x L Woodbury form
-        # (cheaper than a pass over the blocks there), the others by the block passes.
-        split = tf.searchsorted(layout.short.lengths, [subspace_max_woodbury(k, subspace_block)], side="right")[0]
-        woodbury_short_rows(stop=split)
-        short_rows(subspace_rows, start=split)
-    elif layout.short.num_chunks and use_cg:
-        # Chunks come in ascending length: matrix-free CG on the first ``split``, CG on the formed systems after.
-        split = tf.searchsorted(layout.short.lengths, [cg_max_length(k)], side="right")[0]
-        short_rows(cg_rows, stop=split)
-        short_rows(gram_cg_rows, start=split)
-    elif layout.short.num_chunks:
-        # Chunks come in ascending length: the first ``split`` take the L x L Woodbury form, the others k x k.
-        split = 0
-        if layout.kind != "uniform":
-            split = tf.searchsorted(layout.short.lengths, [woodbury_max_length(k)], side="right")[0]
-            woodbury_short_rows(stop=split)
-        short_rows(direct_rows, start=split)
-    if layout.num_long:
+    def long_rows(self):
+        """Solves the long rows exactly: each one's Gram and right-hand side summed over its pieces."""
+        layout, k = self.layout, self.k
         with_gram = layout.kind != "uniform"
 
         def pieces(chunk: Chunk):
             # Pieces of one long row sit side by side: sum them within the chunk, so that the chunk's output
             # holds one Gram per long row it touches rather than one per piece.
             ids, local = tf.unique(tf.searchsorted(layout.long_rows, chunk.owners))
-            gram, rhs = _gram_and_rhs(table, k, chunk, with_gram)
+            gram, rhs = _gram_and_rhs(self.table, k, chunk, with_gram)
             sums = [
                 tf.math.unsorted_segment_sum(x, local, tf.size(ids)) for x in ((gram, rhs) if with_gram else (rhs,))
             ]
@@ -200,10 +200,59 @@ def half_sweep(
         *partial, ids = _map_chunks(layout.pieces, pieces, shapes, dtypes=dtypes)
         reduced = [tf.math.unsorted_segment_sum(x, ids, layout.num_long) for x in partial]
         gram, rhs = reduced if with_gram else (None, reduced[0])
-        rows.append(layout.long_rows)
-        solutions.append(solve(gram, rhs, layout.long_rows))
-    # Every row is in exactly one part: one copy into place, without concatenating the parts first.
-    return tf.ensure_shape(tf.dynamic_stitch(rows, solutions), [layout.num_rows, k])
+        self.rows.append(layout.long_rows)
+        self.solutions.append(self.solve(gram, rhs, layout.long_rows))
+
+    def stitched(self) -> tf.Tensor:
+        """float32 [m, k]: every row is in exactly one part; one copy into place, no concatenation first."""
+        return tf.ensure_shape(tf.dynamic_stitch(self.rows, self.solutions), [self.layout.num_rows, self.k])
+
+
+def _exact_plan(half: _Half, initial) -> None:
+    """Exact short rows: the L x L Woodbury form up to ``woodbury_max_length(k)`` entries, k x k Grams above."""
+    del initial  # the exact solve does not start from the previous factors
+    split = 0
+    if half.layout.kind != "uniform":
+        split = half.split(woodbury_max_length(half.k))
+        half.woodbury_rows(stop=split)
+    half.short_rows(half.exact_rows, start=split)
+
+
+def _cg_plan(half: _Half, initial, steps: int) -> None:
+    """``steps`` CG steps from ``initial``: matrix-free up to ``cg_max_length(k)`` entries, on the formed k x k
+    systems above."""
+    previous = tf.convert_to_tensor(initial, tf.float32)
+
+    def matrix_free(chunk: Chunk) -> tf.Tensor:
+        return _conjugate_gradient(half.table, half.k, chunk, tf.gather(previous, chunk.owners), half.system, steps)
+
+    def formed(chunk: Chunk) -> tf.Tensor:
+        gram, rhs = _gram_and_rhs(half.table, half.k, chunk, with_gram=True)
+        return _gram_conjugate_gradient(half.system(gram, chunk.owners), rhs, tf.gather(previous, chunk.owners), steps)
+
+    split = half.split(cg_max_length(half.k))
+    half.short_rows(matrix_free, stop=split)
+    half.short_rows(formed, start=split)
+
+
+def _subspace_plan(half: _Half, initial, block: int, sweeps: int) -> None:
+    """``sweeps`` block passes from ``initial``; rows of at most ``subspace_max_woodbury(k, b)`` entries are solved
+    exactly in the Woodbury form instead (cheaper than a pass there)."""
+    previous = tf.convert_to_tensor(initial, tf.float32)
+    blocks = subspace_table(half.table, half.k, block)
+
+    def passes(chunk: Chunk) -> tf.Tensor:
+        lam_i = half.row_lambda(chunk.owners) if half.per_row_lambda else None
+        x = tf.gather(previous, chunk.owners)
+        return _subspace(half.table, blocks, half.k, chunk, x, half.regularized, lam_i, block, sweeps)
+
+    split = half.split(subspace_max_woodbury(half.k, block))
+    half.woodbury_rows(stop=split)
+    half.short_rows(passes, start=split)
+
+
+# The short chunks' plan of each solver (the uniform kind always takes the exact one).
+_SHORT_PLANS = {"cholesky": _exact_plan, "cg": _cg_plan, "subspace": _subspace_plan}
 
 
 def fixed_side(factors, biases: bool):
