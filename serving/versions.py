@@ -19,11 +19,18 @@ files), never by number or size alone:
   (``incompatibility``): it lacks a signature the served one has, a signature's inputs differ, or its export's
   ``top_k`` is smaller.
 
+A replaced or refused model is freed at once (``free_unreachable``): a loaded SavedModel's objects sit in reference
+cycles, which Python's cyclic collector would reach only after many more allocations, so that the server's
+resident memory grew by about 22 MB per reload until a collection ran.
+
 Local paths and any TensorFlow filesystem (gs://) work.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import hashlib
 import logging
 import posixpath
@@ -57,6 +64,16 @@ def _versions(base: str) -> list[int]:
 
 
 SMALL_FILE_BYTES = 1 << 20
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+_MALLOC_TRIM = getattr(_LIBC, "malloc_trim", None)  # glibc only
+
+
+def free_unreachable() -> None:
+    """Collects the objects no longer reachable (a replaced model) and, on glibc, returns the freed heap pages to
+    the system (``malloc_trim(0)``)."""
+    gc.collect()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def fingerprint(path: str) -> str:
@@ -167,8 +184,10 @@ class VersionedModels:
         started = time.monotonic()
         loaded = self._try(version, check)
         if loaded is None:
+            free_unreachable()  # what a failed or refused load left
             return False
         previous, self.current = self.current.version, loaded
+        free_unreachable()  # the replaced model, unless a request in flight still holds it (then at the next swap)
         logger.info(
             "now serving version %s (loaded and warmed up in %.1f s; was version %s%s)",
             version,

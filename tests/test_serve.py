@@ -1315,6 +1315,31 @@ def test_versioned_models_skip_broken_versions_and_retry_them_only_when_their_fi
         VersionedModels(str(tmp_path / "3"), load=Loaded)
 
 
+def test_a_replaced_model_is_freed_at_the_swap(tmp_path):
+    import gc
+    import weakref
+
+    from serving.versions import VersionedModels
+
+    class Loaded:  # a loaded model holds reference cycles, as a SavedModel's objects do
+        def __init__(self, path, version):
+            self.version = version
+            self.cycle = [self]
+
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "saved_model.pb").write_bytes(b"one")
+    models = VersionedModels(str(tmp_path), load=Loaded)
+    first = weakref.ref(models.current)
+    gc.disable()  # only the swap itself may collect
+    try:
+        (tmp_path / "2").mkdir()
+        (tmp_path / "2" / "saved_model.pb").write_bytes(b"two")
+        assert models.poll() and models.current.version == "2"
+        assert first() is None  # freed by the swap, not left for a later collection
+    finally:
+        gc.enable()
+
+
 @pytest.mark.slow
 def test_sigterm_drains_the_requests_in_flight_and_exits_0(exported):
     path, _, _ = exported
