@@ -138,3 +138,14 @@ def test_subspace_section_holds_the_published_curves():
     section = read("benchmarks/README.md").split("## Subspace solver", 1)[1].split("\n## ", 1)[0]
     for row in objective.time_table(lines).splitlines()[2:]:
         assert row in section, row
+
+
+def test_benchmark_readme_holds_the_amd_stage_profile():
+    (line,) = lines_of(os.path.join(ROOT, "benchmarks", "published", "stages-amd-ml20m.jsonl"))
+    section = read("benchmarks/README.md").split("### Where the seconds go on the AMD kind", 1)[1].split("\n## ")[0]
+    assert f"numpy SGEMM {line['numpy_sgemm_gflops']:.0f} GFLOP/s" in section
+    for half in ("rows", "cols"):
+        for stage in ("gather", "Gram", "factorisation", "solves"):
+            assert f"| {half} | {stage} | {line[f'{half}_rows_direct']} | {line[f'{half}_{stage}_s']:.3f} |" in section
+        assert f"| {line[f'{half}_woodbury_s']:.3f} |" in section
+        assert f"| {line[f'{half}_half_sweep_s']:.3f} |" in section
