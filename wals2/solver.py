@@ -270,11 +270,18 @@ def fixed_side(factors, biases: bool):
 def _gather(table, k, chunk: Chunk):
     """Gathered fixed rows z [b, L, k] and per-entry right-hand-side weights (bias offsets applied) [b, L]."""
     gathered = tf.gather(table, chunk.indices)  # [b, L, width]
-    rhs_weights = chunk.rhs_weights
-    if chunk.offset_weights is not None:  # targets a_ij - c_j: subtract o_e c_j from b_e
-        rhs_weights = rhs_weights - chunk.offset_weights * gathered[:, :, k]
+    rhs_weights = _rhs_weights(chunk, lambda: gathered[:, :, k])
+    if chunk.offset_weights is not None:
         gathered = gathered[:, :, :k]
     return gathered, rhs_weights
+
+
+def _rhs_weights(chunk: Chunk, offsets) -> tf.Tensor:
+    """b_e [b, L] of a chunk's entries; with bias offsets (targets a_ij - c_j) b_e - o_e c_j, where ``offsets()``
+    gives c_j [b, L] of each entry's fixed row."""
+    if chunk.offset_weights is None:
+        return chunk.rhs_weights
+    return chunk.rhs_weights - chunk.offset_weights * offsets()
 
 
 def _gram_and_rhs(table, k, chunk: Chunk, with_gram: bool):
@@ -403,9 +410,7 @@ def _subspace(table, blocks, k, chunk: Chunk, x, g0, lam_i, block, sweeps):
     size, count = min(block, k), len(starts)
     rows = tf.shape(table)[0]  # n + 1
     gathered = tf.gather(blocks, chunk.indices[None] + rows * tf.range(count)[:, None, None])  # [count, b, L, size]
-    rhs_weights = chunk.rhs_weights
-    if chunk.offset_weights is not None:  # targets a_ij - c_j: subtract o_e c_j from b_e
-        rhs_weights = rhs_weights - chunk.offset_weights * tf.gather(table[:, k], chunk.indices)
+    rhs_weights = _rhs_weights(chunk, lambda: tf.gather(table[:, k], chunk.indices))
     # The blocks' systems do not depend on x: form and factor all of them at once, before the passes.
     if chunk.gram_weights is not None:
         weighted = gathered * chunk.gram_weights[None, :, :, None]  # D Z_B for every block
