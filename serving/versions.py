@@ -29,7 +29,6 @@ Local paths and any TensorFlow filesystem (gs://) work.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import hashlib
 import logging
@@ -64,8 +63,7 @@ def _versions(base: str) -> list[int]:
 
 
 SMALL_FILE_BYTES = 1 << 20
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
-_MALLOC_TRIM = getattr(_LIBC, "malloc_trim", None)  # glibc only
+_MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)  # the process's own C library; glibc only
 
 
 def free_unreachable() -> None:
