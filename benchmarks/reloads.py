@@ -103,13 +103,13 @@ def main(argv: list[str] | None = None) -> int:
                         raise RuntimeError(f"version {version} was not served within {SERVE_TIMEOUT_S} s")
                     time.sleep(0.05)
                 for i in range(args.requests):
-                    predict(port, users[i % len(users) :][:1])
+                    predict(port, [users[i % len(users)]])
                 line = {"reload": version - 1, "version": version, **memory_mb(server.pid)}
                 lines.append(line)
                 print(json.dumps(line), flush=True)
         finally:
             loadtest.stop_server(server)
-    first, last = lines[1] if len(lines) > 1 else lines[0], lines[-1]
+    first, last = lines[1], lines[-1]  # after the first reload, after the last (--reloads >= 1)
     per_reload = (last["VmRSS"] - first["VmRSS"]) / max(1, last["reload"] - first["reload"])
     summary = {
         "reloads": args.reloads,
