@@ -84,16 +84,24 @@ def wals2_engine(
     batch_entries: int = 65536,
     max_row_length: int = 2048,
     subspace_block: int | None = None,
+    mode: str = "tf1",
+    alpha: float = 1.0,
 ):
-    """The one-worker ``wals2.engine.SweepEngine`` of the benchmark (tf1 mode, weights R and C)."""
+    """The one-worker ``wals2.engine.SweepEngine`` of the benchmark.
+
+    ``mode`` "tf1" (the default): TF1's weighting with row and column weights R and C; "implicit": HKV's
+    confidence 1 + ``alpha`` r (the weights and ``unobserved_weight`` unused), lambda not scaled by the counts.
+    """
     from wals2.config import WALSConfig
     from wals2.engine import Partition, SweepEngine
-    from wals2.modes import Tf1
+    from wals2.modes import mode_of
 
     options = {} if cg_steps is None else {"cg_steps": cg_steps}
     if subspace_block is not None:
         options["subspace_block"] = subspace_block
     config = WALSConfig(
+        mode=mode,
+        alpha=alpha,
         latent_factors=factors,
         regularization=regularization,
         unobs_weight=unobserved_weight,
@@ -102,7 +110,8 @@ def wals2_engine(
         max_row_length=max_row_length,
         **options,
     )
-    return SweepEngine(Tf1(config), Partition.single(rows, cols, values, shape), (row_weights, col_weights))
+    given = (row_weights, col_weights) if mode == "tf1" else None
+    return SweepEngine(mode_of(config), Partition.single(rows, cols, values, shape), given)
 
 
 def run_wals2(args: argparse.Namespace, solver_name: str) -> dict:

@@ -149,3 +149,32 @@ def test_benchmark_readme_holds_the_amd_stage_profile():
             assert f"| {half} | {stage} | {line[f'{half}_rows_direct']} | {line[f'{half}_{stage}_s']:.3f} |" in section
         assert f"| {line[f'{half}_woodbury_s']:.3f} |" in section
         assert f"| {line[f'{half}_half_sweep_s']:.3f} |" in section
+
+
+def test_subspace_section_holds_the_ml20m_k512_sweeps():
+    from benchmarks import objective
+
+    lines = lines_of(os.path.join(ROOT, "benchmarks", "published", "subspace-ml20m-k512-amd.jsonl"))
+    assert {(line["data"], line["k"]) for line in lines} == {("ml-20m", 512)}
+    section = read("benchmarks/README.md").split("## Subspace solver", 1)[1].split("\n## ", 1)[0]
+    for row in objective.sweep_table(lines).splitlines()[2:]:
+        assert row in section, row
+
+
+def test_equal_objective_section_holds_the_published_runs():
+    from benchmarks import objective
+
+    lines = lines_of(os.path.join(ROOT, "benchmarks", "published", "equal-objective-amd.jsonl"))
+    assert {line["system"] for line in lines} >= {"implicit-cg", "wals2-cholesky", "wals2-cg", "wals2-subspace"}
+    for line in lines:  # every system reached the common target, TOLERANCE above the worst system's lowest
+        assert (
+            line["lowest"]
+            <= line["target"]
+            == pytest.approx(
+                (1 + objective.TOLERANCE)
+                * max(other["lowest"] for other in lines if (other["data"], other["k"]) == (line["data"], line["k"]))
+            )
+        )
+    section = read("benchmarks/README.md").split("## Equal objective against implicit's CG", 1)[1].split("\n## ")[0]
+    for row in objective.equal_objective_table(lines).splitlines()[2:]:
+        assert row in section, row
