@@ -89,7 +89,7 @@ def objective_curve(
     the warm-up (first, traced) sweep's time. Sweeps stop once past ``seconds`` or after ``sweeps``. ``mode``
     "tf1": the benchmark's tf1 problem, its objective the engine's; "implicit": HKV's with confidence
     1 + ``ALPHA`` r, its objective ``hkv_objective``. ``max_row_length``: the config's (rows longer than it are
-    cut into pieces, solved exactly by every solver).
+    cut into pieces: solved exactly by "cholesky" and "cg", by block passes over the pieces by "subspace").
     """
     import tensorflow as tf
 

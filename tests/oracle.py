@@ -37,6 +37,29 @@ def solve_rows(a, w, observed, fixed, lam):
     return out
 
 
+def block_descent_rows(a, w, observed, fixed, lam, x, starts, size, exact_upto):
+    """One pass of block Gauss-Seidel per row, from ``x``, on lhs_i x = rhs_i (the systems of ``solve_rows``): for
+    each block B = [s, s + size) in turn, x_B += lhs_i[B, B]^-1 (rhs_i - lhs_i x)_B. Rows with at most
+    ``exact_upto`` observations are solved exactly; rows with none give 0."""
+    fixed = np.asarray(fixed, dtype=np.float64)
+    k = fixed.shape[1]
+    out = np.zeros((a.shape[0], k))
+    for i in range(a.shape[0]):
+        if not observed[i].any():
+            continue
+        lhs = lam * np.eye(k) + (fixed * w[i][:, None]).T @ fixed
+        rhs = fixed.T @ (w[i] * a[i])
+        if observed[i].sum() <= exact_upto:
+            out[i] = np.linalg.solve(lhs, rhs)
+            continue
+        xi = np.asarray(x[i], np.float64).copy()
+        for s in starts:
+            block = slice(s, s + size)
+            xi[block] += np.linalg.solve(lhs[block, block], (rhs - lhs @ xi)[block])
+        out[i] = xi
+    return out
+
+
 def objective(a, w, u, v, lam):
     """TF1's loss: sum_ij W_ij (A_ij - u_i.v_j)^2 + lam (|U|^2 + |V|^2)."""
     u = np.asarray(u, np.float64)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from oracle import build_layouts, dense_problem, objective, random_problem, solve_rows
+from oracle import block_descent_rows, build_layouts, dense_problem, objective, random_problem, solve_rows
 
 from wals2 import solver
 from wals2.config import WALSConfig
@@ -206,7 +206,7 @@ def subspace_engine(mode, config, max_row_length, k=K, block=3):
     return engine, (rows, cols, values)
 
 
-@pytest.mark.parametrize("max_row_length", [2048, 7])  # 7: long rows cut into pieces (solved exactly)
+@pytest.mark.parametrize("max_row_length", [2048, 7])  # 7: long rows cut into pieces
 @pytest.mark.parametrize("mode, config", SUBSPACE_CASES)
 def test_subspace_half_sweeps_converge_to_the_exact_solution(mode, config, max_row_length):
     """Block Gauss-Seidel on an SPD system: repeated half-sweeps on a fixed side reach the Cholesky solution, and
@@ -246,6 +246,34 @@ def test_subspace_half_sweeps_converge_to_the_exact_solution(mode, config, max_r
         else:  # one pass from a random start is not the exact solution yet
             first = solver.half_sweep(layout, table, LAM, "subspace", start, subspace_block=3)
             assert rel_err(first, exact) > 1e-3
+
+
+@pytest.mark.parametrize("weights", ["vector", "vector-with-zero"])  # separable; general rows
+@pytest.mark.parametrize("batch_entries, max_row_length", [(65536, 2048), (8, 7)])  # whole rows; long-row pieces
+def test_subspace_pass_matches_numpy_block_gauss_seidel(weights, batch_entries, max_row_length):
+    """One subspace half-sweep is one pass of block Gauss-Seidel per row (float64 numpy oracle), whether a row is
+    whole or cut into pieces; rows of at most b entries are solved exactly. k = 8 in blocks of 3 (0, 3, 5)."""
+    rng = np.random.default_rng(11)
+    rows, cols, values = random_problem(5, shape=SHAPE, nnz=900, empty_rows=(3, 17), empty_cols=(5, 30))
+    r, c = weights_for(weights, rng, cols)
+    layouts = build_layouts(
+        rows, cols, values, SHAPE, r, c, W0, batch_entries=batch_entries, max_row_length=max_row_length
+    )
+    if max_row_length == 7:
+        assert layouts.rows.num_long > 0 and layouts.cols.num_long > 0 and layouts.cols.pieces.num_chunks > 1
+    a, w, observed = dense_problem(rows, cols, values, SHAPE, r, c, W0)
+    starts, exact_upto = solver.subspace_starts(K, 3), solver.subspace_max_woodbury(K, 3)
+    assert starts == [0, 3, 5]
+    for layout, (a_, w_, obs_), (m, n) in (
+        (layouts.rows, (a, w, observed), SHAPE),
+        (layouts.cols, (a.T, w.T, observed.T), SHAPE[::-1]),
+    ):
+        fixed = rng.standard_normal((n, K)).astype(np.float32)
+        start = rng.standard_normal((m, K)).astype(np.float32)
+        got = solver.half_sweep(layout, fixed, LAM, "subspace", start, subspace_block=3)
+        want = block_descent_rows(a_, w_, obs_, fixed, LAM, start, starts, 3, exact_upto)
+        assert rel_err(got, want) < 1e-4, layout.kind
+        assert rel_err(want, solve_rows(a_, w_, obs_, fixed, LAM)) > 1e-2  # one pass is not the exact solve yet
 
 
 @pytest.mark.parametrize("mode, config", SUBSPACE_CASES[::2])

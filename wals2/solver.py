@@ -26,8 +26,9 @@ the residual predictions t = Z x [L] and g = G0_i x [k] of the previous factors 
 
 by Cholesky, ``subspace_sweeps`` passes over the blocks per half-sweep: O(L k b + k b^2) per row instead of
 O(L k^2 + k^3). It is block Gauss-Seidel on an SPD system: every step lowers the objective and repeated
-half-sweeps converge to the exact solution. Rows of at most b entries (Woodbury, cheaper there), long rows cut
-into pieces, and layouts of the "uniform" kind (one shared factorisation) are still solved exactly.
+half-sweeps converge to the exact solution. Long rows cut into pieces take the same block steps, with t kept per
+piece and each block's terms summed over a row's pieces. Rows of at most b entries (Woodbury, cheaper there) and
+layouts of the "uniform" kind (one shared factorisation) are still solved exactly.
 
 Everything here is pure tensors in, tensors out, and uses only dense standard ops (gather, BatchMatMul,
 Cholesky, triangular solves, a symmetric eigendecomposition, segment sums), so it runs on CPU or GPU; never
@@ -65,7 +66,8 @@ def half_sweep(
     """Solves every row of ``layout`` against ``fixed``.
 
     The rows come in three parts: rows without entries (x_i = 0), short rows in chunks of ascending length (solved
-    by the solver's plan, ``_SHORT_PLANS``) and long rows cut into pieces (always exact, ``_Half.long_rows``).
+    by the solver's plan, ``_SHORT_PLANS``) and long rows cut into pieces (exact, ``_Half.long_rows``, except for
+    "subspace", whose block passes run over the pieces, ``_subspace_long_rows``).
 
     Args:
         layout: the half's ``HalfLayout`` (built once per fit by ``layout.build_half``).
@@ -94,7 +96,9 @@ def half_sweep(
         raise ValueError(f"`initial` should be the previous factors [m, k] when solver={solver!r}. Received: None")
     if layout.short.num_chunks:
         _SHORT_PLANS[solver](half, initial, **options.get(solver, {}))
-    if layout.num_long:
+    if layout.num_long and solver == "subspace" and subspace_block < half.k:
+        _subspace_long_rows(half, initial, subspace_block, subspace_sweeps)
+    elif layout.num_long:
         half.long_rows()
     return half.stitched()
 
@@ -251,6 +255,65 @@ def _subspace_plan(half: _Half, initial, block: int, sweeps: int) -> None:
     half.short_rows(passes, start=split)
 
 
+def _subspace_long_rows(half: _Half, initial, block: int, sweeps: int) -> None:
+    """The block passes of ``_subspace`` on the long rows, whose entries are spread over pieces (``layout.pieces``).
+
+    One pass over the pieces forms each block's terms per piece (Z_B' D Z_B, r_B and t = Z x, ``_block_terms``)
+    and sums the first two over each long row's pieces; then each block step is one pass that brings t up to date
+    with the previous step's delta and sums Z_B' D t over the pieces, followed by the same b x b solve as a short
+    row's (``_block_step``). t lives per entry, float32 [E] in the pieces' flat order. Costs O(L k b) per row and
+    pass, as for short rows, instead of the O(L k^2) Gram of ``_Half.long_rows``.
+    """
+    layout, k, table = half.layout, half.k, half.table
+    previous = tf.convert_to_tensor(initial, tf.float32)
+    blocks = subspace_table(table, k, block)
+    starts = subspace_starts(k, block)
+    size, count = min(block, k), len(starts)
+    rows = tf.shape(table)[0]
+
+    def long_index(chunk: Chunk):
+        # Each piece's long row (into layout.long_rows) and, within the chunk, its distinct rows and their slots.
+        own = tf.searchsorted(layout.long_rows, chunk.owners)
+        ids, local = tf.unique(own)
+        return own, ids, local
+
+    def sums(x, local, ids):
+        return tf.math.unsorted_segment_sum(x, local, tf.size(ids))
+
+    def terms(chunk: Chunk):
+        _, ids, local = long_index(chunk)
+        gram, rhs, t = _block_terms(table, blocks, k, starts, chunk, tf.gather(previous, chunk.owners))
+        gram, rhs = tf.transpose(gram, [1, 0, 2, 3]), tf.transpose(rhs, [1, 0, 2])  # [b, count, ...]
+        return sums(gram, local, ids), sums(rhs, local, ids), ids, tf.reshape(t, [-1])
+
+    shapes = ([count, size, size], [count, size], [], [])
+    dtypes = (tf.float32, tf.float32, tf.int32, tf.float32)
+    gram, rhs, ids, t = _map_chunks(layout.pieces, terms, shapes, dtypes=dtypes)
+    gram = tf.transpose(tf.math.unsorted_segment_sum(gram, ids, layout.num_long), [1, 0, 2, 3])
+    rhs = tf.transpose(tf.math.unsorted_segment_sum(rhs, ids, layout.num_long), [1, 0, 2])
+    lam_i = half.row_lambda(layout.long_rows) if half.per_row_lambda else None
+    factors = _block_factors(gram, half.regularized, starts, lam_i)
+    x = tf.gather(previous, layout.long_rows)
+    g = _block_g(x, half.regularized, lam_i)
+    delta = None
+    for step in range(count * sweeps):
+        j = step % count
+
+        def gradient(chunk: Chunk, t, j=j, last=(step - 1) % count, delta=delta):
+            own, ids, local = long_index(chunk)
+            if delta is not None:  # t += Z_B' delta of the previous step's block
+                t += tf.matmul(tf.gather(blocks, chunk.indices + rows * last), tf.gather(delta, own)[..., None])[..., 0]
+            observed = _block_gradient(tf.gather(blocks, chunk.indices + rows * j), t, chunk)
+            return sums(observed, local, ids), ids, tf.reshape(t, [-1])
+
+        shapes, dtypes = ([size], [], []), (tf.float32, tf.int32, tf.float32)
+        observed, ids, t = _map_chunks(layout.pieces, gradient, shapes, dtypes=dtypes, entry_arrays=(t,))
+        observed = tf.math.unsorted_segment_sum(observed, ids, layout.num_long)
+        delta, x, g = _block_step(half.regularized, lam_i, k, starts[j], size, factors[j], rhs[j], observed, x, g)
+    half.rows.append(layout.long_rows)
+    half.solutions.append(x)
+
+
 # The short chunks' plan of each solver (the uniform kind always takes the exact one).
 _SHORT_PLANS = {"cholesky": _exact_plan, "cg": _cg_plan, "subspace": _subspace_plan}
 
@@ -400,62 +463,91 @@ def _subspace(table, blocks, k, chunk: Chunk, x, g0, lam_i, block, sweeps):
     """``sweeps`` passes of block coordinate descent on (G0_i + Z_g' D Z_g) x = r per unit, from ``x`` [b, k].
 
     ``blocks`` is ``subspace_table(table, k, block)``. ``g0`` is G0 = lambda I + w0 Y'Y [k, k], or w0 Y'Y when
-    ``lam_i`` [b] holds a lambda per row. Each block of ``block`` coordinates B solves
-    (G0_i[B, B] + Z_B' D Z_B) delta = r_B - g_B - Z_B' D t exactly (Cholesky), with t = Z_g x [b, L] and
-    g = G0_i x [b, k] kept up to date, in a ``tf.while_loop`` over the blocks. The gathered rows of every block are
-    one gather [blocks, b, L, size] whose block j is a contiguous (uncopied) slice; the blocks' b x b systems do not
-    depend on x, so they are formed and factored for all blocks at once before the loop.
+    ``lam_i`` [b] holds a lambda per row. Each block of ``block`` coordinates B takes ``_block_step``, with
+    t = Z_g x [b, L] and g = G0_i x [b, k] kept up to date, in a ``tf.while_loop`` over the blocks. The gathered
+    rows of every block are one gather [blocks, b, L, size] whose block j is a contiguous (uncopied) slice; the
+    blocks' b x b systems do not depend on x, so they are formed and factored for all blocks at once before the loop.
     """
     starts = subspace_starts(k, block)
     size, count = min(block, k), len(starts)
-    rows = tf.shape(table)[0]  # n + 1
-    gathered = tf.gather(blocks, chunk.indices[None] + rows * tf.range(count)[:, None, None])  # [count, b, L, size]
-    rhs_weights = _rhs_weights(chunk, lambda: tf.gather(table[:, k], chunk.indices))
-    # The blocks' systems do not depend on x: form and factor all of them at once, before the passes.
-    if chunk.gram_weights is not None:
-        weighted = gathered * chunk.gram_weights[None, :, :, None]  # D Z_B for every block
-        h = tf.matmul(weighted, gathered, transpose_a=True)  # [count, b, size, size]
-    else:  # separable: D = R_i I per row, no per-entry product
-        weighted = gathered
-        scale = chunk.row_scale[None, :, None, None]
-        h = tf.matmul(gathered, gathered, transpose_a=True) * scale
-    h += tf.stack([g0[s : s + size, s : s + size] for s in starts])[:, None]  # G0[B, B]
-    if lam_i is not None:
-        h += lam_i[None, :, None, None] * tf.eye(size, dtype=tf.float32)
-    factors = tf.linalg.cholesky(h)
-    rhs = tf.matmul(rhs_weights[None, :, None, :], gathered)[:, :, 0, :]  # r_B for every block [count, b, size]
-    # t = Z x: each coordinate counted in the first block that holds it (the last block may overlap).
-    covered = [max(0, (starts[j - 1] + size if j else 0) - s) for j, s in enumerate(starts)]
-    mask = tf.constant([[0.0] * c + [1.0] * (size - c) for c in covered], tf.float32)  # [count, size]
-    x_blocks = tf.stack([x[:, s : s + size] for s in starts]) * mask[:, None, :]  # [count, b, size]
-    t = tf.reduce_sum(tf.matmul(gathered, x_blocks[..., None])[..., 0], axis=0)  # [b, L]
-    g = tf.matmul(x, g0)  # G0 x [b, k] (G0 is symmetric)
-    if lam_i is not None:
-        g += lam_i[:, None] * x
+    gram, rhs, t, gathered = _block_terms(table, blocks, k, starts, chunk, x, keep_gathered=True)
+    factors = _block_factors(gram, g0, starts, lam_i)
+    g = _block_g(x, g0, lam_i)
     starts_t = tf.constant(starts, tf.int32)
     steps = count * sweeps
 
     def body(step, x, t, g):
         j = step % count
-        s = starts_t[j]
         zb = gathered[j]  # Z_B [b, L, size]
-        grad = tf.matmul(t[:, None, :], weighted[j])[:, 0, :]  # Z_B' D t (without R_i when separable)
-        if chunk.gram_weights is None:
-            grad *= chunk.row_scale[:, None]
-        grad = rhs[j] - tf.slice(g, [0, s], [-1, size]) - grad  # r_B - g_B - Z_B' D t
-        delta = tf.linalg.cholesky_solve(factors[j], grad[:, :, None])  # [b, size, 1]
-        t += tf.matmul(zb, delta)[:, :, 0]
-        delta = delta[:, :, 0]
-        dx = tf.ensure_shape(tf.pad(delta, [[0, 0], [s, k - s - size]]), [None, k])  # delta in place, [b, k]
-        g += tf.matmul(delta, tf.slice(g0, [s, 0], [size, k]))
-        if lam_i is not None:
-            g += lam_i[:, None] * dx
-        return step + 1, x + dx, t, g
+        observed = _block_gradient(zb, t, chunk)
+        delta, x, g = _block_step(g0, lam_i, k, starts_t[j], size, factors[j], rhs[j], observed, x, g)
+        return step + 1, x, t + tf.matmul(zb, delta[..., None])[..., 0], g
 
     _, x, _, _ = tf.while_loop(
         lambda step, *_: step < steps, body, (tf.constant(0, tf.int32), x, t, g), parallel_iterations=1
     )
     return x
+
+
+def _block_terms(table, blocks, k, starts, chunk: Chunk, x, keep_gathered=False):
+    """The x-independent terms of every block's system for a chunk's units, and the predictions t = Z_g x.
+
+    Returns Z_B' D Z_B [count, b, size, size], r_B = Z_B' rhs_weights [count, b, size], t [b, L] (each coordinate
+    counted in the first block that holds it: the last block may overlap its predecessor) and, with
+    ``keep_gathered``, every block's gathered rows Z_B [count, b, L, size] (one gather from ``blocks``).
+    """
+    size, count = int(blocks.shape[1]), len(starts)
+    rows = tf.shape(table)[0]  # n + 1
+    gathered = tf.gather(blocks, chunk.indices[None] + rows * tf.range(count)[:, None, None])  # [count, b, L, size]
+    rhs_weights = _rhs_weights(chunk, lambda: tf.gather(table[:, k], chunk.indices))
+    if chunk.gram_weights is not None:
+        gram = tf.matmul(gathered * chunk.gram_weights[None, :, :, None], gathered, transpose_a=True)
+    else:  # separable: D = R_i I per row, no per-entry product
+        gram = tf.matmul(gathered, gathered, transpose_a=True) * chunk.row_scale[None, :, None, None]
+    rhs = tf.matmul(rhs_weights[None, :, None, :], gathered)[:, :, 0, :]
+    covered = [max(0, (starts[j - 1] + size if j else 0) - s) for j, s in enumerate(starts)]
+    mask = tf.constant([[0.0] * c + [1.0] * (size - c) for c in covered], tf.float32)  # [count, size]
+    x_blocks = tf.stack([x[:, s : s + size] for s in starts]) * mask[:, None, :]  # [count, b, size]
+    t = tf.reduce_sum(tf.matmul(gathered, x_blocks[..., None])[..., 0], axis=0)  # [b, L]
+    return (gram, rhs, t, gathered) if keep_gathered else (gram, rhs, t)
+
+
+def _block_factors(gram, g0, starts, lam_i):
+    """Cholesky factors [count, b, size, size] of every block's system G0_i[B, B] + Z_B' D Z_B, from ``gram``."""
+    size = int(gram.shape[-1])
+    gram += tf.stack([g0[s : s + size, s : s + size] for s in starts])[:, None]  # G0[B, B]
+    if lam_i is not None:
+        gram += lam_i[None, :, None, None] * tf.eye(size, dtype=tf.float32)
+    return tf.linalg.cholesky(gram)
+
+
+def _block_g(x, g0, lam_i):
+    """g = G0_i x [b, k] (G0 is symmetric)."""
+    g = tf.matmul(x, g0)
+    return g if lam_i is None else g + lam_i[:, None] * x
+
+
+def _block_gradient(zb, t, chunk: Chunk):
+    """Z_B' D t [b, size] from a block's gathered rows ``zb`` [b, L, size] and the predictions ``t`` [b, L]."""
+    d = chunk.gram_weights if chunk.gram_weights is not None else chunk.row_scale[:, None]
+    return tf.matmul((t * d)[:, None, :], zb)[:, 0, :]
+
+
+def _block_step(g0, lam_i, k, s, size, factor, rhs, observed, x, g):
+    """One block step of ``solver="subspace"`` on the b units' systems, for the block B = [s, s + size):
+
+        (G0_i[B, B] + Z_B' D Z_B) delta = r_B - g_B - Z_B' D t,      x_B += delta,  g += G0_i[:, B] delta
+
+    (the caller adds Z_B delta to t), k the solved width. ``factor`` [b, size, size] is the Cholesky factor of the
+    left-hand side, ``rhs`` r_B [b, size], ``observed`` Z_B' D t [b, size]. Returns (delta [b, size], x, g).
+    """
+    grad = rhs - tf.slice(g, [0, s], [-1, size]) - observed
+    delta = tf.linalg.cholesky_solve(factor, grad[:, :, None])[:, :, 0]
+    dx = tf.ensure_shape(tf.pad(delta, [[0, 0], [s, k - s - size]]), [None, k])  # delta in place, [b, k]
+    g += tf.matmul(delta, tf.slice(g0, [s, 0], [size, k]))
+    if lam_i is not None:
+        g += lam_i[:, None] * dx
+    return delta, x + dx, g
 
 
 def _conjugate_gradient(table, k, chunk: Chunk, x, system, steps):
@@ -500,15 +592,17 @@ def _owners(chunks: Chunks, start=0, stop=None):
     return chunks.owners[chunks.unit_bounds[start] : chunks.unit_bounds[stop]]
 
 
-def _map_chunks(chunks: Chunks, fn, shapes, start=0, stop=None, dtypes=None):
+def _map_chunks(chunks: Chunks, fn, shapes, start=0, stop=None, dtypes=None, entry_arrays=()):
     """Runs ``fn`` on the chunks [start, stop) in one ``tf.while_loop`` and concatenates its outputs over the units.
 
     Args:
         chunks: the flat chunked units.
-        fn: ``Chunk`` -> tuple of tensors, each [b, *shape] for the chunk's b units.
+        fn: ``Chunk`` (and one [b, L] slice of each of ``entry_arrays``) -> tuple of tensors, each [b, *shape] for
+            the chunk's b units, or flat [b L] for a shape ().
         shapes: the tuple of output shapes, without the unit axis.
         start, stop: the chunks to run (int32 scalars; stop None: to the last chunk).
         dtypes: the outputs' dtypes (default: all float32).
+        entry_arrays: further [E] tensors in the entries' flat order, sliced per chunk like the entries.
 
     Returns:
         A tuple of tensors [units of those chunks, *shape], in the units' order.
@@ -534,7 +628,7 @@ def _map_chunks(chunks: Chunks, fn, shapes, start=0, stop=None, dtypes=None):
             row_scale=units(chunks.row_scale),
             owners=units(chunks.owners),
         )
-        outputs = fn(chunk)
+        outputs = fn(chunk, *[entries(x) for x in entry_arrays])
         return (c + 1, *[a.write(c - start, o) for a, o in zip(arrays, outputs)])
 
     dtypes = dtypes or (tf.float32,) * len(shapes)
