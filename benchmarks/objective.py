@@ -181,7 +181,7 @@ def equal_objective_table(lines: list[dict]) -> str:
     reference = {(r["data"], r["k"]): r["seconds_to_target"] for r in lines if r["system"] == "implicit-cg"}
     for r in lines:
         ref = reference.get((r["data"], r["k"]))
-        cells = [r["data"], str(r["k"]), r["cpu"], r["system"], f"{r['median_s']:.3f}", f"{r['lowest']:.6g}"]
+        cells = [r["data"], str(r["k"]), cpu_label(r), r["system"], f"{r['median_s']:.3f}", f"{r['lowest']:.6g}"]
         cells += [f"{r['target']:.6g}", str(r["sweeps_to_target"]), f"{r['seconds_to_target']:.2f}"]
         cells.append(f"{ref / r['seconds_to_target']:.2f}x" if ref else "")
         rows.append("| " + " | ".join(cells) + " |")
@@ -234,7 +234,7 @@ def time_table(lines: list[dict]) -> str:
         T = r["seconds"]
         ref = exact.get((r["data"], r["k"], T))
         label = r["solver"] if r.get("subspace_block") is None else f"{r['solver']} (b = {r['subspace_block']})"
-        cells = [r["data"], str(r["k"]), r["cpu"], label, f"{r['median_s']:.2f}"]
+        cells = [r["data"], str(r["k"]), cpu_label(r), label, f"{r['median_s']:.2f}"]
         cells.append(f"{ref['median_s'] / r['median_s']:.2f}x" if ref else "")
         cells.append(str(len(r["sweep_s"])))
         for t in (T / 2, T):
@@ -244,6 +244,11 @@ def time_table(lines: list[dict]) -> str:
             cells.append("" if gap is None else f"{100 * gap:+.2f} %")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def cpu_label(line: dict) -> str:
+    """The CPU column of the tables: the model, and "(AVX-512)" where the line's CPU has it."""
+    return line["cpu"] + (" (AVX-512)" if line.get("avx512f") else "")
 
 
 def sweep_table(lines: list[dict]) -> str:
@@ -258,7 +263,7 @@ def sweep_table(lines: list[dict]) -> str:
         label = r["solver"] if r.get("subspace_block") is None else f"{r['solver']} (b = {r['subspace_block']})"
         if r.get("max_row_length", 2048) != 2048:
             label += f", `--max_row_length {r['max_row_length']}`"
-        cells = [r["data"], str(r["k"]), r["cpu"], label, f"{r['warmup_s']:.1f}", f"{r['median_s']:.1f}"]
+        cells = [r["data"], str(r["k"]), cpu_label(r), label, f"{r['warmup_s']:.1f}", f"{r['median_s']:.1f}"]
         cells.append(f"{ref['median_s'] / r['median_s']:.2f}x" if ref else "")
         cells.append(f"{r['curve'][1][1]:.6g}")
         rows.append("| " + " | ".join(cells) + " |")

@@ -25,39 +25,36 @@ def dense_problem(rows, cols, values, shape, row_weights, col_weights, w0):
 
 def solve_rows(a, w, observed, fixed, lam):
     """argmin_x sum_j w_ij (a_ij - x.y_j)^2 + lam |x|^2 for every row; rows with no observation give 0."""
+    return np.stack([np.linalg.solve(lhs, rhs) for lhs, rhs in row_systems(a, w, observed, fixed, lam)])
+
+
+def row_systems(a, w, observed, fixed, lam):
+    """(lhs_i, rhs_i) of every row's normal equation, lam I + Y' W_i Y and Y' W_i a_i (float64); for a row with no
+    observation (lam I, 0), whose solution is 0."""
     fixed = np.asarray(fixed, dtype=np.float64)
     k = fixed.shape[1]
-    out = np.zeros((a.shape[0], k))
     for i in range(a.shape[0]):
         if not observed[i].any():
+            yield lam * np.eye(k), np.zeros(k)
             continue
-        lhs = lam * np.eye(k) + (fixed * w[i][:, None]).T @ fixed
-        rhs = fixed.T @ (w[i] * a[i])
-        out[i] = np.linalg.solve(lhs, rhs)
-    return out
+        yield lam * np.eye(k) + (fixed * w[i][:, None]).T @ fixed, fixed.T @ (w[i] * a[i])
 
 
 def block_descent_rows(a, w, observed, fixed, lam, x, starts, size, exact_upto):
     """One pass of block Gauss-Seidel per row, from ``x``, on lhs_i x = rhs_i (the systems of ``solve_rows``): for
     each block B = [s, s + size) in turn, x_B += lhs_i[B, B]^-1 (rhs_i - lhs_i x)_B. Rows with at most
     ``exact_upto`` observations are solved exactly; rows with none give 0."""
-    fixed = np.asarray(fixed, dtype=np.float64)
-    k = fixed.shape[1]
-    out = np.zeros((a.shape[0], k))
-    for i in range(a.shape[0]):
-        if not observed[i].any():
-            continue
-        lhs = lam * np.eye(k) + (fixed * w[i][:, None]).T @ fixed
-        rhs = fixed.T @ (w[i] * a[i])
-        if observed[i].sum() <= exact_upto:
-            out[i] = np.linalg.solve(lhs, rhs)
-            continue
+    out = []
+    for i, (lhs, rhs) in enumerate(row_systems(a, w, observed, fixed, lam)):
         xi = np.asarray(x[i], np.float64).copy()
+        if observed[i].sum() <= exact_upto:
+            out.append(np.linalg.solve(lhs, rhs))  # 0 for a row with no observation
+            continue
         for s in starts:
             block = slice(s, s + size)
             xi[block] += np.linalg.solve(lhs[block, block], (rhs - lhs @ xi)[block])
-        out[i] = xi
-    return out
+        out.append(xi)
+    return np.stack(out)
 
 
 def objective(a, w, u, v, lam):

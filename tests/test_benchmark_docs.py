@@ -16,6 +16,9 @@ PUBLISHED_AMD = os.path.join(ROOT, "benchmarks", "published", "amd-epyc-zen3.jso
 #: The AMD kind's ML-20M run (oneDNN on, the default), two rounds.
 PUBLISHED_AMD_20M = os.path.join(ROOT, "benchmarks", "published", "amd-epyc-zen3-ml20m.jsonl")
 PUBLISHED_AMD_KERNELS = os.path.join(ROOT, "benchmarks", "published", "onednn-kernels-amd.jsonl")
+#: The AMD EPYC Zen 4 (AVX-512) kind: ML-1M and ML-20M, two rounds each.
+PUBLISHED_ZEN4 = os.path.join(ROOT, "benchmarks", "published", "amd-epyc-zen4.jsonl")
+PUBLISHED_ZEN4_20M = os.path.join(ROOT, "benchmarks", "published", "amd-epyc-zen4-ml20m.jsonl")
 NAMES = {"ml-1m": "ML-1M", "ml-20m": "ML-20M"}
 COLUMNS = ("wals2-cholesky", "wals2-cg", "implicit-cholesky", "implicit-cg")
 
@@ -48,11 +51,12 @@ def test_benchmark_readme_holds_the_published_table():
 
 
 def test_readme_performance_table_is_the_published_medians():
-    """One table per CPU kind: the Intel kind's rows, then the AMD kind's (oneDNN on, the trainer's default)."""
+    """One table per CPU kind: the Intel kind's rows, the AMD Zen 3 kind's (oneDNN on, the trainer's default), then
+    the AMD Zen 4 kind's."""
     section = read("README.md").split("## Performance", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if re.match(r"\| ML-", line)]
     expected = []
-    for paths in ((PUBLISHED,), (PUBLISHED_AMD, PUBLISHED_AMD_20M)):
+    for paths in ((PUBLISHED,), (PUBLISHED_AMD, PUBLISHED_AMD_20M), (PUBLISHED_ZEN4, PUBLISHED_ZEN4_20M)):
         by_key = {(r["data"], r["k"], r["system"]): r["median_s"] for path in paths for r in published(path)}
         keys = sorted({(d, k) for d, k, s in by_key if s == "implicit-cg"}, key=lambda x: (x[0] != "ml-1m", x[1]))
         for data, k in keys:
@@ -72,6 +76,12 @@ def test_published_lines_name_their_cpu_kind():
         assert line["cpu"].startswith("AMD EPYC") and line["cpu_flags"]["avx2"] and not line["cpu_flags"]["avx512f"]
         off = line["system"].endswith(run.ONEDNN_OFF)
         assert line["TF_ENABLE_ONEDNN_OPTS"] == ("0" if off else "1"), line["system"]
+    for path in (PUBLISHED_ZEN4, PUBLISHED_ZEN4_20M):
+        machine = lines_of(path)[0]["machine"]
+        assert machine["cpu"].startswith("AMD EPYC") and machine["cpu_flags"]["avx512_vnni"]
+    for line in published(PUBLISHED_ZEN4) + published(PUBLISHED_ZEN4_20M):
+        assert line["cpu"].startswith("AMD EPYC") and line["cpu_flags"]["avx512f"]
+        assert line["TF_ENABLE_ONEDNN_OPTS"] == "1", line["system"]
     text = " ".join(read("benchmarks/README.md").split())
     assert "recorded before the CPU field existed; measured on the Intel kind" in text
 
@@ -86,6 +96,19 @@ def test_benchmark_readme_holds_the_amd_tables():
     assert len(rows) > 30
     for row in rows:
         assert row in text, row
+
+
+def test_benchmark_readme_holds_the_zen4_tables():
+    results = published(PUBLISHED_ZEN4)
+    assert {r["system"] for r in results} >= set(COLUMNS) | {"numpy", "numpy-2threads"}
+    section = read("benchmarks/README.md").split("## AMD EPYC Zen 4 (AVX-512) kind", 1)[1].split("\n## ", 1)[0]
+    rows = (
+        run.markdown_table(results).splitlines()[2:]
+        + run.markdown_table(published(PUBLISHED_ZEN4_20M)).splitlines()[2:]
+    )
+    assert len(rows) == 28
+    for row in rows:
+        assert row in section, row
 
 
 def test_cpu_info_and_the_onednn_variants(monkeypatch):
@@ -154,11 +177,31 @@ def test_benchmark_readme_holds_the_amd_stage_profile():
 def test_subspace_section_holds_the_ml20m_k512_sweeps():
     from benchmarks import objective
 
-    lines = lines_of(os.path.join(ROOT, "benchmarks", "published", "subspace-ml20m-k512-amd.jsonl"))
-    assert {(line["data"], line["k"]) for line in lines} == {("ml-20m", 512)}
     section = read("benchmarks/README.md").split("## Subspace solver", 1)[1].split("\n## ", 1)[0]
-    for row in objective.sweep_table(lines).splitlines()[2:]:
+    # Zen 3 with long rows solved exactly; Zen 4 with block passes over them, and the code before on that machine.
+    for name in ("amd", "zen4", "zen4-exact-long-rows"):
+        lines = lines_of(os.path.join(ROOT, "benchmarks", "published", f"subspace-ml20m-k512-{name}.jsonl"))
+        assert {(line["data"], line["k"]) for line in lines} == {("ml-20m", 512)}
+        for row in objective.sweep_table(lines).splitlines()[2:]:
+            assert row in section, row
+    curves = lines_of(os.path.join(ROOT, "benchmarks", "published", "subspace-ml20m-k512-zen4-curve.jsonl"))
+    assert {line["solver"] for line in curves} == {"subspace", "cholesky"}
+    for row in objective.time_table(curves).splitlines()[2:]:
         assert row in section, row
+    by_name = {
+        name: lines_of(os.path.join(ROOT, "benchmarks", "published", f"subspace-ml20m-k512-{name}.jsonl"))
+        for name in ("zen4", "zen4-exact-long-rows")
+    }
+    after = {(r["solver"], r["subspace_block"]): r["median_s"] for r in by_name["zen4"]}
+    (before,) = by_name["zen4-exact-long-rows"]
+    readme = " ".join(read("README.md").split())
+    sub, exact = after["subspace", 64], after["cholesky", None]
+    assert f"{sub:.1f} s against {exact:.1f} s; {before['median_s']:.1f} s before" in readme
+    assert f"is {exact / sub:.1f}x faster than the exact one" in readme
+    text = " ".join(section.split())
+    for line in curves:  # the curves as the prose gives them
+        points = ", ".join(f"({t:.1f}, {loss:.4g})" if t else f"(0, {loss:.4g})" for t, loss in line["curve"])
+        assert points in text, points
 
 
 def test_equal_objective_section_holds_the_published_runs():

@@ -80,7 +80,7 @@ def half_sweep(
             from ``initial``; see the module docstring).
         initial: float32 [m, k], the previous factors of the solved side; required by "cg" and "subspace".
         cg_steps: CG steps per row for "cg".
-        subspace_block: b, the coordinates per block for "subspace" (b >= k: one block, the exact solve).
+        subspace_block: b, the coordinates per block for "subspace" (b >= k: one block, solved by the exact path).
         subspace_sweeps: passes over the blocks per half-sweep for "subspace".
 
     Returns:
@@ -89,14 +89,14 @@ def half_sweep(
     if solver not in _SHORT_PLANS:
         raise ValueError(f"`solver` should be 'cholesky', 'cg' or 'subspace'. Received: solver={solver!r}")
     half = _Half(layout, fixed, regularization)
-    if layout.kind == "uniform":
-        solver = "cholesky"  # every row shares one factorisation: nothing to iterate
     options = {"cg": {"steps": cg_steps}, "subspace": {"block": subspace_block, "sweeps": subspace_sweeps}}
     if solver in options and initial is None:
         raise ValueError(f"`initial` should be the previous factors [m, k] when solver={solver!r}. Received: None")
+    if layout.kind == "uniform" or (solver == "subspace" and subspace_block >= half.k):
+        solver = "cholesky"  # one factorisation shared by every row, or one block of all k coordinates: exact
     if layout.short.num_chunks:
         _SHORT_PLANS[solver](half, initial, **options.get(solver, {}))
-    if layout.num_long and solver == "subspace" and subspace_block < half.k:
+    if layout.num_long and solver == "subspace":
         _subspace_long_rows(half, initial, subspace_block, subspace_sweeps)
     elif layout.num_long:
         half.long_rows()
