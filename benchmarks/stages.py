@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from benchmarks import synthetic
+from benchmarks.run import cpu_info
 from benchmarks.worker import REGULARIZATION, initial_factors
 
 STAGES = ("gather", "Gram", "factorisation", "solves")
@@ -171,7 +172,13 @@ def main() -> None:
         print(f"| {name} | whole half-sweep ({h['long_rows']} long rows included) | | {h['half_sweep_s']:.3f} | | | |")
     print(
         json.dumps(
-            {"data": args.data, "k": k, **peaks, **{f"{n}_{key}": x for n, h in halves.items() for key, x in h.items()}}
+            {
+                "data": args.data,
+                "k": k,
+                **cpu_info(),
+                **peaks,
+                **{f"{n}_{key}": x for n, h in halves.items() for key, x in h.items()},
+            }
         )
     )
 

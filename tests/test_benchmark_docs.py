@@ -163,9 +163,11 @@ def test_subspace_section_holds_the_published_curves():
         assert row in section, row
 
 
-def test_benchmark_readme_holds_the_amd_stage_profile():
-    (line,) = lines_of(os.path.join(ROOT, "benchmarks", "published", "stages-amd-ml20m.jsonl"))
-    section = read("benchmarks/README.md").split("### Where the seconds go on the AMD kind", 1)[1].split("\n## ")[0]
+@pytest.mark.parametrize("name, title", [("amd", "AMD kind"), ("zen4", "Zen 4 kind")])
+def test_benchmark_readme_holds_the_amd_stage_profiles(name, title):
+    (line,) = lines_of(os.path.join(ROOT, "benchmarks", "published", f"stages-{name}-ml20m.jsonl"))
+    section = read("benchmarks/README.md").split(f"### Where the seconds go on the {title}", 1)[1]
+    section = section.split("\n## ")[0].split("\n### ")[0]
     assert f"numpy SGEMM {line['numpy_sgemm_gflops']:.0f} GFLOP/s" in section
     for half in ("rows", "cols"):
         for stage in ("gather", "Gram", "factorisation", "solves"):
