@@ -129,6 +129,7 @@ class _Half:
         if layout.kind == "uniform" and not self.per_row_lambda:
             self.shared_factor = tf.linalg.cholesky(shared + lam * eye)
         self.regularized = shared if self.per_row_lambda else shared + lam * eye
+        self._blocks = {}  # subspace_table per block size, see ``subspace_blocks``
         self.rows = [layout.empty_rows]  # rows without entries: x_i = 0, the minimiser of G0 x = 0
         self.solutions = [tf.zeros([tf.size(layout.empty_rows), k], tf.float32)]
 
@@ -184,28 +185,58 @@ class _Half:
 
         self.short_rows(rows, stop=stop)
 
+    def long_row_sums(self, fn, shapes, flat=0, entry_arrays=()):
+        """Runs ``fn`` over the pieces of the long rows and sums its outputs over each long row's pieces.
+
+        Args:
+            fn: (``Chunk``, own [b], one [b, L] slice of each of ``entry_arrays``) -> tuple of tensors: first one
+                [b, *shape] per piece for each of ``shapes``, then ``flat`` per-entry tensors [b, L]. ``own`` is
+                each piece's index into ``layout.long_rows``.
+            shapes: the shapes of the summed outputs, without the piece axis.
+            flat: the number of per-entry outputs, returned in the pieces' flat order.
+            entry_arrays: [E] tensors in the pieces' flat order, passed to ``fn`` per chunk.
+
+        Returns:
+            (list of float32 [num_long, *shape], list of float32 [E]).
+        """
+        layout, count = self.layout, len(shapes)
+
+        def body(chunk: Chunk, *slices):
+            own = tf.searchsorted(layout.long_rows, chunk.owners)
+            # Pieces of one long row sit side by side: sum them within the chunk, so that the chunk's output
+            # holds one term per long row it touches rather than one per piece.
+            ids, local = tf.unique(own)
+            outputs = fn(chunk, own, *slices)
+            sums = [tf.math.unsorted_segment_sum(x, local, tf.size(ids)) for x in outputs[:count]]
+            return (*sums, ids, *[tf.reshape(x, [-1]) for x in outputs[count:]])
+
+        dtypes = (tf.float32,) * count + (tf.int32,) + (tf.float32,) * flat
+        outputs = _map_chunks(
+            layout.pieces, body, (*shapes, [], *[[]] * flat), dtypes=dtypes, entry_arrays=entry_arrays
+        )
+        ids = outputs[count]
+        sums = [tf.math.unsorted_segment_sum(x, ids, layout.num_long) for x in outputs[:count]]
+        return sums, list(outputs[count + 1 :])
+
     def long_rows(self):
         """Solves the long rows exactly: each one's Gram and right-hand side summed over its pieces."""
         layout, k = self.layout, self.k
         with_gram = layout.kind != "uniform"
 
-        def pieces(chunk: Chunk):
-            # Pieces of one long row sit side by side: sum them within the chunk, so that the chunk's output
-            # holds one Gram per long row it touches rather than one per piece.
-            ids, local = tf.unique(tf.searchsorted(layout.long_rows, chunk.owners))
+        def pieces(chunk: Chunk, own):
             gram, rhs = _gram_and_rhs(self.table, k, chunk, with_gram)
-            sums = [
-                tf.math.unsorted_segment_sum(x, local, tf.size(ids)) for x in ((gram, rhs) if with_gram else (rhs,))
-            ]
-            return (*sums, ids)
+            return (gram, rhs) if with_gram else (rhs,)
 
-        shapes = ([k, k], [k], []) if with_gram else ([k], [])
-        dtypes = (tf.float32,) * (len(shapes) - 1) + (tf.int32,)
-        *partial, ids = _map_chunks(layout.pieces, pieces, shapes, dtypes=dtypes)
-        reduced = [tf.math.unsorted_segment_sum(x, ids, layout.num_long) for x in partial]
-        gram, rhs = reduced if with_gram else (None, reduced[0])
+        sums, _ = self.long_row_sums(pieces, ([k, k], [k]) if with_gram else ([k],))
+        gram, rhs = sums if with_gram else (None, sums[0])
         self.rows.append(layout.long_rows)
         self.solutions.append(self.solve(gram, rhs, layout.long_rows))
+
+    def subspace_blocks(self, block):
+        """``subspace_table`` of this half's table, formed once per half-sweep (a copy the size of the table)."""
+        if block not in self._blocks:
+            self._blocks[block] = subspace_table(self.table, self.k, block)
+        return self._blocks[block]
 
     def stitched(self) -> tf.Tensor:
         """float32 [m, k]: every row is in exactly one part; one copy into place, no concatenation first."""
@@ -243,7 +274,7 @@ def _subspace_plan(half: _Half, initial, block: int, sweeps: int) -> None:
     """``sweeps`` block passes from ``initial``; rows of at most ``subspace_max_woodbury(k, b)`` entries are solved
     exactly in the Woodbury form instead (cheaper than a pass there)."""
     previous = tf.convert_to_tensor(initial, tf.float32)
-    blocks = subspace_table(half.table, half.k, block)
+    blocks = half.subspace_blocks(block)
 
     def passes(chunk: Chunk) -> tf.Tensor:
         lam_i = half.row_lambda(chunk.owners) if half.per_row_lambda else None
@@ -266,31 +297,17 @@ def _subspace_long_rows(half: _Half, initial, block: int, sweeps: int) -> None:
     """
     layout, k, table = half.layout, half.k, half.table
     previous = tf.convert_to_tensor(initial, tf.float32)
-    blocks = subspace_table(table, k, block)
+    blocks = half.subspace_blocks(block)
     starts = subspace_starts(k, block)
     size, count = min(block, k), len(starts)
     rows = tf.shape(table)[0]
 
-    def long_index(chunk: Chunk):
-        # Each piece's long row (into layout.long_rows) and, within the chunk, its distinct rows and their slots.
-        own = tf.searchsorted(layout.long_rows, chunk.owners)
-        ids, local = tf.unique(own)
-        return own, ids, local
-
-    def sums(x, local, ids):
-        return tf.math.unsorted_segment_sum(x, local, tf.size(ids))
-
-    def terms(chunk: Chunk):
-        _, ids, local = long_index(chunk)
+    def terms(chunk: Chunk, own):
         gram, rhs, t = _block_terms(table, blocks, k, starts, chunk, tf.gather(previous, chunk.owners))
-        gram, rhs = tf.transpose(gram, [1, 0, 2, 3]), tf.transpose(rhs, [1, 0, 2])  # [b, count, ...]
-        return sums(gram, local, ids), sums(rhs, local, ids), ids, tf.reshape(t, [-1])
+        return tf.transpose(gram, [1, 0, 2, 3]), tf.transpose(rhs, [1, 0, 2]), t  # [b, count, ...], t [b, L]
 
-    shapes = ([count, size, size], [count, size], [], [])
-    dtypes = (tf.float32, tf.float32, tf.int32, tf.float32)
-    gram, rhs, ids, t = _map_chunks(layout.pieces, terms, shapes, dtypes=dtypes)
-    gram = tf.transpose(tf.math.unsorted_segment_sum(gram, ids, layout.num_long), [1, 0, 2, 3])
-    rhs = tf.transpose(tf.math.unsorted_segment_sum(rhs, ids, layout.num_long), [1, 0, 2])
+    (gram, rhs), (t,) = half.long_row_sums(terms, ([count, size, size], [count, size]), flat=1)
+    gram, rhs = tf.transpose(gram, [1, 0, 2, 3]), tf.transpose(rhs, [1, 0, 2])  # [count, num_long, ...]
     lam_i = half.row_lambda(layout.long_rows) if half.per_row_lambda else None
     factors = _block_factors(gram, half.regularized, starts, lam_i)
     x = tf.gather(previous, layout.long_rows)
@@ -299,16 +316,12 @@ def _subspace_long_rows(half: _Half, initial, block: int, sweeps: int) -> None:
     for step in range(count * sweeps):
         j = step % count
 
-        def gradient(chunk: Chunk, t, j=j, last=(step - 1) % count, delta=delta):
-            own, ids, local = long_index(chunk)
+        def gradient(chunk: Chunk, own, t, j=j, last=(step - 1) % count, delta=delta):
             if delta is not None:  # t += Z_B' delta of the previous step's block
                 t += tf.matmul(tf.gather(blocks, chunk.indices + rows * last), tf.gather(delta, own)[..., None])[..., 0]
-            observed = _block_gradient(tf.gather(blocks, chunk.indices + rows * j), t, chunk)
-            return sums(observed, local, ids), ids, tf.reshape(t, [-1])
+            return _block_gradient(tf.gather(blocks, chunk.indices + rows * j), t, chunk), t
 
-        shapes, dtypes = ([size], [], []), (tf.float32, tf.int32, tf.float32)
-        observed, ids, t = _map_chunks(layout.pieces, gradient, shapes, dtypes=dtypes, entry_arrays=(t,))
-        observed = tf.math.unsorted_segment_sum(observed, ids, layout.num_long)
+        (observed,), (t,) = half.long_row_sums(gradient, ([size],), flat=1, entry_arrays=(t,))
         delta, x, g = _block_step(half.regularized, lam_i, k, starts[j], size, factors[j], rhs[j], observed, x, g)
     half.rows.append(layout.long_rows)
     half.solutions.append(x)
