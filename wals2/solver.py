@@ -4,9 +4,10 @@ For the row half (the column half is the same call with the transposed layout an
 
     (lambda I + w0 Y'Y + sum_{j in obs(i)} d_ij y_j y_j') x_i = sum_{j in obs(i)} (w0 + d_ij) a_ij y_j
 
-G0 = lambda I + w0 Y'Y is formed once per half-sweep; the per-row Gram and right-hand side come from a padded
-gather of Y per chunk of rows (``layout.py``), batched GEMMs and a batched Cholesky solve. Rows without
-observations get x_i = 0, the exact minimiser (lambda I + w0 Y'Y) x = 0.
+w0 Y'Y = Q S Q' is formed and diagonalised once per half-sweep, and the exact solves run in its eigenbasis, where
+G0_i = lambda_i I + w0 Y'Y is the diagonal lambda_i + S (``_Half.solve``): the per-row Gram and right-hand side
+come from a padded gather of the rotated factors Y Q per chunk of rows (``layout.py``), batched GEMMs and a batched
+Cholesky solve, and x_i = Q x'_i. Rows without observations get x_i = 0, the exact minimiser of G0 x = 0.
 
 Rows with at most 0.7 k entries are solved exactly through an L x L system instead (the Woodbury identity, see
 ``_woodbury``), which is cheaper than the k x k Gram and factorisation for such short rows.
@@ -36,6 +37,8 @@ compile it with XLA.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -93,7 +96,7 @@ def half_sweep(
     if solver in options and initial is None:
         raise ValueError(f"`initial` should be the previous factors [m, k] when solver={solver!r}. Received: None")
     if layout.kind == "uniform" or (solver == "subspace" and subspace_block >= half.k):
-        solver = "cholesky"  # one factorisation shared by every row, or one block of all k coordinates: exact
+        solver = "cholesky"  # one diagonal system shared by every row, or one block of all k coordinates: exact
     if layout.short.num_chunks:
         _SHORT_PLANS[solver](half, initial, **options.get(solver, {}))
     if layout.num_long and solver == "subspace":
@@ -103,35 +106,70 @@ def half_sweep(
     return half.stitched()
 
 
+class _Basis(NamedTuple):
+    """The eigenbasis of w0 Y'Y = Q S Q' in which the exact solves run (``_Half.basis``).
+
+    Attributes:
+        table: float32 [n + 1, width], the gathered table with its first k columns rotated, Z Q, and the zero row n.
+        rotation: Q, float32 [k, k].
+        eigenvalues: S, float32 [k], clipped at 0 (NaN when Y'Y is not finite).
+    """
+
+    table: tf.Tensor
+    rotation: tf.Tensor
+    eigenvalues: tf.Tensor
+
+
 class _Half:
     """The shared terms of one half-sweep and its solved parts.
 
+    The tables are built at their first use and kept for the half-sweep: ``table`` for the CG and subspace plans,
+    ``basis`` for the exact solves (one [n + 1, width] copy of the fixed factors each; a plan that does not need
+    one does not build it). Call them outside loop bodies.
+
     Attributes:
         layout: the half's ``HalfLayout``; k the factor count (``fixed`` without its bias column).
-        table: float32 [n + 1, width], the fixed factors (times ``layout.fixed_scale``) and a zero padding row n.
+        fixed: float32 [n, width], the fixed factors as given.
         shared: w0 Y'Y [k, k]; ``regularized`` G0 = lambda I + w0 Y'Y (w0 Y'Y alone when lambda is per row).
         rows, solutions: the parts solved so far, row indices [rows] and their solutions [rows, k].
     """
 
     def __init__(self, layout: HalfLayout, fixed, regularization):
         self.layout = layout
-        fixed = tf.convert_to_tensor(fixed, tf.float32)
+        self.fixed = fixed = tf.convert_to_tensor(fixed, tf.float32)
         width = fixed.shape[1]
         self.k = k = width - 1 if layout.bias_offsets else width
         self.lam = lam = tf.cast(regularization, tf.float32)
         w0 = tf.constant(layout.unobserved_weight, tf.float32)
         self.shared = shared = gramian(fixed if width == k else fixed[:, :k], 0.0, w0)  # lambda is added per row
-        table = fixed if layout.fixed_scale is None else fixed * layout.fixed_scale[:, None]
-        self.table = tf.concat([table, tf.zeros([1, width], table.dtype)], axis=0)  # index n = padding
         self.eye = eye = tf.eye(k, dtype=tf.float32)
         self.per_row_lambda = layout.reg_scale is not None
-        self.shared_factor = None  # uniform weights, one lambda: every row shares one factorisation
-        if layout.kind == "uniform" and not self.per_row_lambda:
-            self.shared_factor = tf.linalg.cholesky(shared + lam * eye)
         self.regularized = shared if self.per_row_lambda else shared + lam * eye
+        self._table = self._basis = None
         self._blocks = {}  # subspace_table per block size, see ``subspace_blocks``
         self.rows = [layout.empty_rows]  # rows without entries: x_i = 0, the minimiser of G0 x = 0
         self.solutions = [tf.zeros([tf.size(layout.empty_rows), k], tf.float32)]
+
+    def table(self) -> tf.Tensor:
+        """float32 [n + 1, width]: the fixed factors (times ``layout.fixed_scale``) and a zero padding row n."""
+        if self._table is None:
+            self._table = _padded_table(self.fixed, self.layout.fixed_scale)
+        return self._table
+
+    def basis(self) -> _Basis:
+        """The ``_Basis`` of w0 Y'Y: its eigendecomposition and the gathered table rotated into it."""
+        if self._basis is None:
+            # eigh fails on non-finite input where Cholesky gives NaN: keep the NaN, so that a diverged sweep is
+            # reported by the caller's finiteness check.
+            finite = tf.reduce_all(tf.math.is_finite(self.shared))
+            eigenvalues, rotation = tf.linalg.eigh(tf.where(finite, self.shared, tf.zeros_like(self.shared)))
+            eigenvalues = tf.maximum(eigenvalues, 0.0) + tf.where(finite, 0.0, float("nan"))
+            k, fixed = self.k, self.fixed
+            rotated = tf.matmul(fixed if fixed.shape[1] == k else fixed[:, :k], rotation)
+            if fixed.shape[1] != k:
+                rotated = tf.concat([rotated, fixed[:, k:]], axis=1)
+            self._basis = _Basis(_padded_table(rotated, self.layout.fixed_scale), rotation, eigenvalues)
+        return self._basis
 
     def system(self, gram, owners):
         """The k x k matrices [b, k, k] of the units owned by ``owners`` [b], given their Grams (or None)."""
@@ -141,13 +179,23 @@ class _Half:
         return lhs
 
     def solve(self, gram, rhs, owners):
-        """The exact solutions [b, k] of the systems of ``owners`` [b] with right-hand sides ``rhs`` [b, k]."""
-        if self.shared_factor is not None:
-            return tf.transpose(tf.linalg.cholesky_solve(self.shared_factor, tf.transpose(rhs)))
-        lhs = self.system(gram, owners)
+        """The exact solutions x_i [b, k] of the units ``owners`` [b] from their terms in the eigenbasis.
+
+        With G0_i = lambda_i I + w0 Y'Y = Q diag(lambda_i + S) Q' and the rotated terms gram = Q' Z' D Z Q
+        [b, k, k] (None for the uniform kind: no observed Gram) and rhs = Q' Z' b [b, k], gathered from
+        ``basis().table``, the normal equation becomes
+
+            (diag(lambda_i + S) + gram) x' = rhs,      x_i = Q x',
+
+        one batched Cholesky solve (a division for the uniform kind).
+        """
+        basis = self.basis()
+        diagonal = basis.eigenvalues + (self.row_lambda(owners)[:, None] if self.per_row_lambda else self.lam)
         if gram is None:
-            lhs = tf.broadcast_to(lhs, [tf.shape(rhs)[0], self.k, self.k])
-        return cholesky_rows(lhs, rhs)
+            solution = rhs / diagonal
+        else:
+            solution = cholesky_rows(tf.linalg.set_diag(gram, tf.linalg.diag_part(gram) + diagonal), rhs)
+        return tf.matmul(solution, basis.rotation, transpose_b=True)
 
     def row_lambda(self, owners):
         """lambda_i [b] of the rows ``owners`` [b] (lambda n_i), or the scalar lambda when it is one for all."""
@@ -162,26 +210,24 @@ class _Half:
         """The number of short chunks whose rows have at most ``max_length`` entries (chunks ascend in length)."""
         return tf.searchsorted(self.layout.short.lengths, [max_length], side="right")[0]
 
-    def exact_rows(self, chunk: Chunk) -> tf.Tensor:
-        """A chunk's exact solutions from its k x k Grams (the right-hand sides alone for the uniform kind)."""
-        gram, rhs = _gram_and_rhs(self.table, self.k, chunk, with_gram=self.layout.kind != "uniform")
-        return self.solve(gram, rhs, chunk.owners)
+    def exact_rows(self):
+        """The exact chunk solve (a chunk -> its solutions [b, k]) through the k x k systems of ``solve``."""
+        table, with_gram = self.basis().table, self.layout.kind != "uniform"
+
+        def rows(chunk: Chunk) -> tf.Tensor:
+            return self.solve(*_gram_and_rhs(table, self.k, chunk, with_gram), chunk.owners)
+
+        return rows
 
     def woodbury_rows(self, stop):
         """Solves the short chunks [0, stop) exactly in the L x L Woodbury form (not for the uniform kind)."""
-        k = self.k
-        # w0 Y'Y = Q S Q'. eigh fails on non-finite input where Cholesky gives NaN: keep the NaN, so that a
-        # diverged sweep is reported by the caller's finiteness check.
-        finite = tf.reduce_all(tf.math.is_finite(self.shared))
-        eigenvalues, rotation = tf.linalg.eigh(tf.where(finite, self.shared, tf.zeros_like(self.shared)))
-        eigenvalues = tf.maximum(eigenvalues, 0.0) + tf.where(finite, 0.0, float("nan"))
-        rotated = tf.concat([tf.matmul(self.table[:, :k], rotation), self.table[:, k:]], axis=1)
+        k, basis = self.k, self.basis()
 
         def rows(chunk: Chunk) -> tf.Tensor:
             lam_i = self.row_lambda(chunk.owners)
             lam_i = lam_i[:, None] if self.per_row_lambda else lam_i
-            scale = tf.math.rsqrt(lam_i + eigenvalues[None, :])  # [b or 1, k]
-            return tf.matmul(_woodbury(rotated, k, chunk, scale), rotation, transpose_b=True)
+            scale = tf.math.rsqrt(lam_i + basis.eigenvalues[None, :])  # [b or 1, k]
+            return tf.matmul(_woodbury(basis.table, k, chunk, scale), basis.rotation, transpose_b=True)
 
         self.short_rows(rows, stop=stop)
 
@@ -220,11 +266,11 @@ class _Half:
 
     def long_rows(self):
         """Solves the long rows exactly: each one's Gram and right-hand side summed over its pieces."""
-        layout, k = self.layout, self.k
+        layout, k, table = self.layout, self.k, self.basis().table
         with_gram = layout.kind != "uniform"
 
         def pieces(chunk: Chunk, own):
-            gram, rhs = _gram_and_rhs(self.table, k, chunk, with_gram)
+            gram, rhs = _gram_and_rhs(table, k, chunk, with_gram)
             return (gram, rhs) if with_gram else (rhs,)
 
         sums, _ = self.long_row_sums(pieces, ([k, k], [k]) if with_gram else ([k],))
@@ -235,7 +281,7 @@ class _Half:
     def subspace_blocks(self, block):
         """``subspace_table`` of this half's table, formed once per half-sweep (a copy the size of the table)."""
         if block not in self._blocks:
-            self._blocks[block] = subspace_table(self.table, self.k, block)
+            self._blocks[block] = subspace_table(self.table(), self.k, block)
         return self._blocks[block]
 
     def stitched(self) -> tf.Tensor:
@@ -250,19 +296,19 @@ def _exact_plan(half: _Half, initial) -> None:
     if half.layout.kind != "uniform":
         split = half.split(woodbury_max_length(half.k))
         half.woodbury_rows(stop=split)
-    half.short_rows(half.exact_rows, start=split)
+    half.short_rows(half.exact_rows(), start=split)
 
 
 def _cg_plan(half: _Half, initial, steps: int) -> None:
     """``steps`` CG steps from ``initial``: matrix-free up to ``cg_max_length(k)`` entries, on the formed k x k
     systems above."""
-    previous = tf.convert_to_tensor(initial, tf.float32)
+    previous, table = tf.convert_to_tensor(initial, tf.float32), half.table()
 
     def matrix_free(chunk: Chunk) -> tf.Tensor:
-        return _conjugate_gradient(half.table, half.k, chunk, tf.gather(previous, chunk.owners), half.system, steps)
+        return _conjugate_gradient(table, half.k, chunk, tf.gather(previous, chunk.owners), half.system, steps)
 
     def formed(chunk: Chunk) -> tf.Tensor:
-        gram, rhs = _gram_and_rhs(half.table, half.k, chunk, with_gram=True)
+        gram, rhs = _gram_and_rhs(table, half.k, chunk, with_gram=True)
         return _gram_conjugate_gradient(half.system(gram, chunk.owners), rhs, tf.gather(previous, chunk.owners), steps)
 
     split = half.split(cg_max_length(half.k))
@@ -273,13 +319,13 @@ def _cg_plan(half: _Half, initial, steps: int) -> None:
 def _subspace_plan(half: _Half, initial, block: int, sweeps: int) -> None:
     """``sweeps`` block passes from ``initial``; rows of at most ``subspace_max_woodbury(k, b)`` entries are solved
     exactly in the Woodbury form instead (cheaper than a pass there)."""
-    previous = tf.convert_to_tensor(initial, tf.float32)
+    previous, table = tf.convert_to_tensor(initial, tf.float32), half.table()
     blocks = half.subspace_blocks(block)
 
     def passes(chunk: Chunk) -> tf.Tensor:
         lam_i = half.row_lambda(chunk.owners) if half.per_row_lambda else None
         x = tf.gather(previous, chunk.owners)
-        return _subspace(half.table, blocks, half.k, chunk, x, half.regularized, lam_i, block, sweeps)
+        return _subspace(table, blocks, half.k, chunk, x, half.regularized, lam_i, block, sweeps)
 
     split = half.split(subspace_max_woodbury(half.k, block))
     half.woodbury_rows(stop=split)
@@ -295,7 +341,7 @@ def _subspace_long_rows(half: _Half, initial, block: int, sweeps: int) -> None:
     row's (``_block_step``). t lives per entry, float32 [E] in the pieces' flat order. Costs O(L k b) per row and
     pass, as for short rows, instead of the O(L k^2) Gram of ``_Half.long_rows``.
     """
-    layout, k, table = half.layout, half.k, half.table
+    layout, k, table = half.layout, half.k, half.table()
     previous = tf.convert_to_tensor(initial, tf.float32)
     blocks = half.subspace_blocks(block)
     starts = subspace_starts(k, block)
@@ -341,6 +387,13 @@ def fixed_side(factors, biases: bool):
     if not biases:
         return factors
     return tf.concat([factors[:, :-1], tf.ones_like(factors[:, :1]), factors[:, -1:]], axis=1)
+
+
+def _padded_table(rows, scale):
+    """The gathered table [n + 1, w]: ``rows`` [n, w] times ``scale`` [n] (None: 1) and a zero row n, the padding
+    entries' index. One copy of ``rows``: the product reuses the padded buffer."""
+    table = tf.pad(rows, [[0, 1], [0, 0]])
+    return table if scale is None else table * tf.pad(scale, [[0, 1]])[:, None]
 
 
 def _gather(table, k, chunk: Chunk):
