@@ -407,3 +407,45 @@ def test_integer_ratings_are_kept_and_give_the_float_ratings_sweep():
         np.testing.assert_array_equal(got.numpy(), want.numpy())
     got, want = as_int.metrics(u0, v0), as_float.metrics(u0, v0)
     assert float(got["loss"]) == float(want["loss"]) and float(got["rmse"]) == float(want["rmse"])
+
+
+@pytest.mark.parametrize("weights", ["none", "scalar", "vector", "vector-with-zero"])
+@pytest.mark.parametrize(
+    "ratings, dtype", [("whole", np.int8), ("large", np.int16), ("half-stars", np.float16), ("real", np.float32)]
+)
+def test_chunks_form_the_float32_weighted_ratings_of_every_entry_once(weights, ratings, dtype):
+    m, n = SHAPE
+    rows, cols, values = random_problem(5, shape=SHAPE, nnz=800, empty_rows=(3,), empty_cols=(7,))
+    rng = np.random.default_rng(2)
+    values = {
+        "whole": values.astype(np.int64),
+        "large": values * 1000,
+        "half-stars": values - 0.5 * rng.integers(0, 2, values.size),
+        "real": values + rng.uniform(-0.3, 0.3, values.size),
+    }[ratings]
+    r, c = weights_for(weights, rng, cols)
+    half = build_layouts(rows, cols, values, SHAPE, r, c, W0, batch_entries=8, max_row_length=7, bias_offsets=True).rows
+    assert half.short.targets.dtype == dtype and half.num_long > 0  # a_e kept in the narrowest exact dtype
+
+    def entries(chunk):
+        owners = tf.broadcast_to(chunk.owners[:, None], tf.shape(chunk.indices))
+        return tuple(tf.reshape(x, [-1]) for x in (owners, chunk.indices, chunk.rhs_weights, chunk.offset_weights))
+
+    kinds = (tf.int32, tf.int32, tf.float32, tf.float32)
+    parts = [solver._map_chunks(c, entries, ([],) * 4, dtypes=kinds) for c in (half.short, half.pieces)]
+    got_rows, got_cols, got_rhs, got_offsets = [np.concatenate([p[i].numpy() for p in parts]) for i in range(4)]
+    real = got_cols != n  # padding entries point at row n
+    np.testing.assert_array_equal(got_rhs[~real], 0.0)
+    key = got_rows[real] * n + got_cols[real]
+    order = np.argsort(key)
+    np.testing.assert_array_equal(key[order], np.sort(rows * n + cols))  # every entry exactly once
+
+    # The oracle: W = w0 + R_i C_j in float32, b = W a (/ sqrt(C_j)), o = W (/ C_j) when the C_j differ.
+    want_order = np.argsort(rows * n + cols)
+    i, j, a = rows[want_order], cols[want_order], np.asarray(values, np.float32)[want_order]
+    weight = np.full(i.size, np.float32(W0)) if r is None else r[i] * c[j] + np.float32(W0)
+    rhs, offsets = weight * a, weight
+    if half.fixed_scale is not None:
+        rhs, offsets = rhs / np.sqrt(c)[j], offsets / c[j]
+    np.testing.assert_array_equal(got_rhs[real][order], rhs)
+    np.testing.assert_array_equal(got_offsets[real][order], offsets)

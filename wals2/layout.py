@@ -11,7 +11,8 @@ All chunks of a half are stored back to back in flat arrays (``Chunks``), chunk 
 ``length`` entries, so the solver runs them in a single ``tf.while_loop`` whose graph does not grow with the
 number of buckets or chunks.
 
-Per observed entry e = (i, j, a_ij) it stores the static coefficients of the normal equation
+Per observed entry e = (i, j, a_ij) it stores the fixed row j, the target a_ij in a compact dtype and what is
+needed to form the static coefficients of the normal equation per chunk (``Coefficients``)
 
     (lambda I + w0 Y'Y + sum_j d_ij y_j y_j') x_i = sum_j (w0 + d_ij) a_ij y_j,      d_ij = R_i C_j,
 
@@ -25,7 +26,7 @@ in one of three forms (``kind``):
 * ``"general"``: the per-entry Gram weight g_e = d_ij and b_e = (w0 + d_ij) a_ij. Per-entry weights that do
   not factorise (the implicit-feedback confidence alpha r_ij) always take this path.
 
-Two options serve the explicit-feedback mode: ``bias_offsets`` keeps o_e = W_ij (in the units of the gathered
+Two options serve the explicit-feedback mode: ``bias_offsets`` forms o_e = W_ij (in the units of the gathered
 table) so that the solver can subtract the other side's bias c_j from every target, and
 ``scale_regularization`` keeps each row's count n_i so that lambda becomes lambda n_i (ALS-WR).
 """
@@ -40,6 +41,53 @@ import tensorflow as tf
 from wals2.host import aligned_full, host_tensor
 
 
+class Coefficients(NamedTuple):
+    """How a chunk's right-hand-side weights b_e and offset weights o_e are formed from its targets a_e.
+
+    With W_e = w0 + d_e (d_e = g_e for the "general" kind, R_i C_j for the "separable" one, 0 for "uniform"):
+
+        b_e = W_e a_e (/ sqrt(C_j) with ``fixed_scale``),      o_e = W_e (/ C_j with ``fixed_scale``),
+
+    in float32 and in this order, the products the layout's build checks for overflow. Forming them per chunk
+    keeps a_e in its compact dtype instead of two float32 arrays per half.
+
+    Attributes:
+        unobserved_weight: w0.
+        column_weights: C [n + 1], float32, 1 at the padding index, when the C_j differ ("separable" kind with
+            ``fixed_scale``), else None.
+        column_root: sqrt(C) [n + 1] likewise, else None.
+        offsets: whether o_e is formed (``bias_offsets``).
+    """
+
+    unobserved_weight: float
+    column_weights: tf.Tensor | None
+    column_root: tf.Tensor | None
+    offsets: bool
+
+    def weights(self, targets, gram_weights, row_scale, indices):
+        """(b_e, o_e or None), float32 [b, L], of a chunk's targets [b, L], Gram weights g_e [b, L] or None, unit
+        scales R_i [b] or None and fixed-row indices [b, L] (``num_fixed`` on padding, where a_e = 0)."""
+        w0 = tf.constant(self.unobserved_weight, tf.float32)
+        if gram_weights is not None:
+            weight = gram_weights + w0
+        elif row_scale is not None:
+            d = row_scale[:, None]
+            if self.column_weights is not None:
+                d = d * tf.gather(self.column_weights, indices)
+            weight = d + w0
+        else:
+            weight = w0
+        rhs = weight * tf.cast(targets, tf.float32)
+        offsets = None
+        if self.column_weights is not None:
+            rhs /= tf.gather(self.column_root, indices)
+            if self.offsets:
+                offsets = weight / tf.gather(self.column_weights, indices)
+        elif self.offsets:
+            offsets = tf.broadcast_to(weight, tf.shape(rhs))
+        return rhs, offsets
+
+
 class Chunks(NamedTuple):
     """Units (rows, or pieces of long rows) padded to their bucket length and chunked, in flat arrays.
 
@@ -48,29 +96,31 @@ class Chunks(NamedTuple):
 
     Attributes:
         indices: int32 [E], indices into the fixed factors; padding = num_fixed.
-        rhs_weights: float32 [E], b_e (0 on padding).
+        targets: [E], a_e in the narrowest of int8, int16, float16 and float32 that holds every float32 a_e
+            exactly (0 on padding).
         gram_weights: float32 [E], g_e ("general" kind), else None.
-        offset_weights: float32 [E], o_e with ``bias_offsets``, else None.
         row_scale: float32 [U], R_i of each unit ("separable" kind), else None.
         owners: int32 [U], the solved row of each unit.
         entry_bounds: int32 [C + 1]; unit_bounds: int32 [C + 1]; lengths: int32 [C].
         num_chunks: C, a Python int.
+        coefficients: the ``Coefficients`` that form b_e and o_e per chunk.
     """
 
     indices: tf.Tensor
-    rhs_weights: tf.Tensor
+    targets: tf.Tensor
     gram_weights: tf.Tensor | None
-    offset_weights: tf.Tensor | None
     row_scale: tf.Tensor | None
     owners: tf.Tensor
     entry_bounds: tf.Tensor
     unit_bounds: tf.Tensor
     lengths: tf.Tensor
     num_chunks: int
+    coefficients: Coefficients
 
 
 class Chunk(NamedTuple):
-    """One chunk's tensors: [b, L] entries and [b] units (fields as in ``Chunks``, None where absent)."""
+    """One chunk's tensors: [b, L] entries and [b] units (fields as in ``Chunks``, None where absent), with
+    rhs_weights b_e and offset_weights o_e (None without ``bias_offsets``) formed by ``Coefficients.weights``."""
 
     indices: tf.Tensor
     rhs_weights: tf.Tensor
@@ -94,7 +144,7 @@ class HalfLayout(NamedTuple):
         fixed_scale: float32 [n], sqrt(C) ("separable" kind), else None.
         empty_rows: int32 [m - rows with entries], the rows without entries (their solution is 0).
         reg_scale: float32 [m], the multiplier of lambda per row (n_i with ``scale_regularization``), else None.
-        bias_offsets: whether the chunks carry ``offset_weights``.
+        bias_offsets: whether the chunks form ``offset_weights`` (``Coefficients``).
         unobserved_weight: w0, the weight its right-hand sides were built with (the solver's w0 Y'Y uses it).
     """
 
@@ -146,8 +196,9 @@ def build_half(
     degree = np.bincount(rows, minlength=num_rows).astype(np.int64)
     starts = np.cumsum(degree) - degree
     order = group_order(rows, num_rows)  # entries grouped by row; their order within a row is free
-    terms = _entry_terms(rows, cols, values, num_fixed, own_weights, fixed_weights, w0, entry_weights, bias_offsets)
-    entries = (cols, terms.rhs, terms.gram, terms.offsets)
+    terms = _entry_terms(rows, cols, values, num_fixed, own_weights, fixed_weights, w0, entry_weights)
+    entries = (cols, compact_targets(values), terms.gram)
+    coefficients = Coefficients(w0, *terms.column_weights, bias_offsets)
 
     ladder = length_ladder(max_row_length)
     present = np.flatnonzero(degree > 0)
@@ -157,12 +208,21 @@ def build_half(
 
     # Short rows: one unit each, in bucket order (each unit names its row in ``owners``).
     short_chunks = _chunks(
-        starts[short], degree[short], short, ladder, entries, order, unit_scale, num_fixed, batch_entries
+        starts[short], degree[short], short, ladder, entries, order, unit_scale, num_fixed, batch_entries, coefficients
     )
     # Long rows: near-equal pieces of at most max_row_length entries.
     piece_start, piece_length, owner = _pieces(starts[long_rows], degree[long_rows], max_row_length)
     piece_chunks = _chunks(
-        piece_start, piece_length, long_rows[owner], ladder, entries, order, unit_scale, num_fixed, batch_entries
+        piece_start,
+        piece_length,
+        long_rows[owner],
+        ladder,
+        entries,
+        order,
+        unit_scale,
+        num_fixed,
+        batch_entries,
+        coefficients,
     )
 
     return HalfLayout(
@@ -182,21 +242,22 @@ def build_half(
 
 
 class _EntryTerms(NamedTuple):
-    """The per-entry coefficients of one half, in the entries' order (``_entry_terms``)."""
+    """The kind and Gram coefficients of one half (``_entry_terms``)."""
 
     kind: str  # "uniform" (no d), "separable" (d = R_i C_j, C > 0) or "general"
-    rhs: np.ndarray  # b_e = W_e a_e (over sqrt(C_j) when separable), float32 [nnz]
     gram: np.ndarray | None  # g_e = d_e, float32 [nnz], "general" only
-    offsets: np.ndarray | None  # o_e, the bias offsets' weights (with ``bias_offsets``)
     fixed_scale: tf.Tensor | None  # sqrt(C_j) [num_fixed], separable with differing C_j
     column_scale: np.float32  # the one C of every column, separable with equal C_j (else 1)
+    column_weights: (
+        tuple  # (C, sqrt(C)) [num_fixed + 1] tensors (1 at the padding index) with fixed_scale, else (None, None)
+    )
 
 
-def _entry_terms(rows, cols, values, num_fixed, own_weights, fixed_weights, w0, entry_weights, bias_offsets):
-    """The half's kind and per-entry coefficients, computed in float32 in the entries' own order.
+def _entry_terms(rows, cols, values, num_fixed, own_weights, fixed_weights, w0, entry_weights):
+    """The half's kind and Gram coefficients, computed in float32 in the entries' own order.
 
     Raises:
-        ValueError: a weighted rating (w0 + d) a that overflows float32.
+        ValueError: a right-hand-side weight b_e = (w0 + d) a (``Coefficients``) that overflows float32.
     """
     with np.errstate(over="ignore", invalid="ignore"):
         if entry_weights is not None:
@@ -222,10 +283,9 @@ def _entry_terms(rows, cols, values, num_fixed, own_weights, fixed_weights, w0, 
         else:
             weight = d + np.float32(w0)  # W_ij = w0 + d_ij
         del d
-        rhs = np.multiply(weight, values, dtype=np.float32)
-        offsets = np.broadcast_to(weight, rhs.shape) if bias_offsets else None
+        rhs = np.multiply(weight, values, dtype=np.float32)  # b_e, formed here only to check it is finite
         del weight
-        fixed_scale, column_scale = None, np.float32(1)
+        fixed_scale, column_scale, column_weights = None, np.float32(1), (None, None)
         if kind == "separable":
             fixed = np.asarray(fixed_weights, np.float32)
             if _single_value(fixed) is not None:  # one C for every column: the Gram is R_i C Y_g'Y_g
@@ -233,10 +293,11 @@ def _entry_terms(rows, cols, values, num_fixed, own_weights, fixed_weights, w0, 
             else:
                 root = np.sqrt(fixed)
                 rhs /= root[cols]
-                if offsets is not None:  # o_e c~_j z~_j = W c_j y_j with c~ = sqrt(C_j) c_j, z~ = sqrt(C_j) y_j
-                    offsets = offsets / fixed[cols]
                 fixed_scale = host_tensor(root)
-    if not (np.all(np.isfinite(rhs)) and (gram is None or np.all(np.isfinite(gram)))):
+                column_weights = tuple(host_tensor(np.append(x, np.float32(1))) for x in (fixed, root))
+        finite = np.all(np.isfinite(rhs))
+        del rhs
+    if not (finite and (gram is None or np.all(np.isfinite(gram)))):
         weight = w0
         if entry_weights is not None:
             weight = w0 + np.asarray(entry_weights, np.float64)
@@ -247,7 +308,22 @@ def _entry_terms(rows, cols, values, num_fixed, own_weights, fixed_weights, w0, 
             "The weighted ratings (w0 + R_i C_j) a_ij overflow float32: lower the ratings' scale or the weights "
             f"(largest |(w0 + d) a| = {largest:.3g})."
         )
-    return _EntryTerms(kind, rhs, gram, offsets, fixed_scale, column_scale)
+    return _EntryTerms(kind, gram, fixed_scale, column_scale, column_weights)
+
+
+def compact_targets(values: np.ndarray) -> np.ndarray:
+    """a_e as float32 values (the coefficients' precision) in the narrowest of int8, int16, float16 and float32
+    that holds every one of them exactly."""
+    values = np.asarray(values)
+    if values.dtype in (np.int8, np.int16, np.float16):
+        return values
+    exact = values.astype(np.float32)
+    for dtype in (np.int8, np.int16, np.float16):
+        with np.errstate(over="ignore", invalid="ignore"):
+            narrow = exact.astype(dtype)
+        if np.array_equal(narrow.astype(np.float32), exact):
+            return narrow
+    return exact
 
 
 def _pieces(starts: np.ndarray, degree: np.ndarray, max_row_length: int):
@@ -306,13 +382,15 @@ def group_order(keys: np.ndarray, num_keys: int) -> np.ndarray | None:
 FILL_ENTRIES = 1 << 22
 
 
-def _chunks(unit_start, unit_len, unit_owner, ladder, entries, order, unit_scale, num_fixed, batch_entries):
+def _chunks(
+    unit_start, unit_len, unit_owner, ladder, entries, order, unit_scale, num_fixed, batch_entries, coefficients
+):
     """Buckets units [start, start + len) of the grouped entries by length, pads and chunks them.
 
     ``order`` maps grouped positions to the entries' own order (None: the identity); ``entries`` are the
-    per-entry fields (cols, b, g or None, o or None) in the entries' own order. Returns the ``Chunks``.
+    per-entry fields (cols, a, g or None) in the entries' own order. Returns the ``Chunks``.
     """
-    entry_cols, entry_rhs, entry_gram, entry_offsets = entries
+    entry_cols, entry_targets, entry_gram = entries
     bucket = np.searchsorted(ladder, unit_len)
     units = np.argsort(bucket.astype(np.uint16), kind="stable")
     lengths = ladder[bucket[units]]
@@ -337,8 +415,7 @@ def _chunks(unit_start, unit_len, unit_owner, ladder, entries, order, unit_scale
     count = unit_len[units].astype(index)
     before = np.cumsum(count, dtype=np.int64) - count
     offset = np.cumsum(lengths) - lengths
-    fields = [(entry_cols, num_fixed, np.int32), (entry_rhs, 0.0, np.float32)]
-    fields += [(entry_gram, 0.0, np.float32), (entry_offsets, 0.0, np.float32)]
+    fields = [(entry_cols, num_fixed, np.int32), (entry_targets, 0, entry_targets.dtype), (entry_gram, 0.0, np.float32)]
     out = [None if values is None else aligned_full(total, pad, dtype) for values, pad, dtype in fields]
     cuts = np.searchsorted(before, np.arange(0, int(count.sum()), FILL_ENTRIES), side="right") - 1
     for lo, hi in zip(cuts, [*cuts[1:], units.size]):
@@ -355,17 +432,17 @@ def _chunks(unit_start, unit_len, unit_owner, ladder, entries, order, unit_scale
         for target, (values, _, _) in zip(out, fields):
             if target is not None:
                 target[slot] = values[source]
-    indices, rhs_weights, gram_weights, offset_weights = [None if a is None else host_tensor(a) for a in out]
+    indices, targets, gram_weights = [None if a is None else host_tensor(a) for a in out]
 
     return Chunks(
         indices=indices,
-        rhs_weights=rhs_weights,
+        targets=targets,
         gram_weights=gram_weights,
-        offset_weights=offset_weights,
         row_scale=None if unit_scale is None else host_tensor(unit_scale[unit_owner[units]]),
         owners=host_tensor(unit_owner[units], np.int32),
         entry_bounds=host_tensor(np.concatenate([[0], np.cumsum(chunk_units * chunk_lengths)]), np.int32),
         unit_bounds=host_tensor(np.concatenate([[0], np.cumsum(chunk_units)]), np.int32),
         lengths=host_tensor(chunk_lengths, np.int32),
         num_chunks=int(chunk_units.size),
+        coefficients=coefficients,
     )

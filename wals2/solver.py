@@ -686,14 +686,15 @@ def _map_chunks(chunks: Chunks, fn, shapes, start=0, stop=None, dtypes=None, ent
         def units(x):
             return None if x is None else x[u0:u1]
 
-        chunk = Chunk(
-            indices=entries(chunks.indices),
-            rhs_weights=entries(chunks.rhs_weights),
-            gram_weights=entries(chunks.gram_weights),
-            offset_weights=entries(chunks.offset_weights),
-            row_scale=units(chunks.row_scale),
-            owners=units(chunks.owners),
+        indices, gram_weights, row_scale = (
+            entries(chunks.indices),
+            entries(chunks.gram_weights),
+            units(chunks.row_scale),
         )
+        rhs_weights, offset_weights = chunks.coefficients.weights(
+            entries(chunks.targets), gram_weights, row_scale, indices
+        )
+        chunk = Chunk(indices, rhs_weights, gram_weights, offset_weights, row_scale, units(chunks.owners))
         outputs = fn(chunk, *[entries(x) for x in entry_arrays])
         return (c + 1, *[a.write(c - start, o) for a, o in zip(arrays, outputs)])
 
