@@ -12,10 +12,11 @@ Cholesky solve, and x_i = Q x'_i. Rows without observations get x_i = 0, the exa
 Rows with at most 0.7 k entries are solved exactly through an L x L system instead (the Woodbury identity, see
 ``_woodbury``), which is cheaper than the k x k Gram and factorisation for such short rows.
 
-``solver="cg"`` replaces the factorisation by ``cg_steps`` conjugate-gradient steps on the same system,
-warm-started from the previous factors, as ``implicit`` does: matrix-free (A p = G0 p + Y_g' (d * (Y_g p))) for
-rows of up to k / 2 entries, on the formed k x k system for longer ones (whose Gram costs less than the repeated
-reads of the gathered rows); long rows cut into pieces are still solved exactly. It is inexact by design.
+``solver="cg"`` replaces the factorisation by ``cg_steps`` conjugate-gradient steps on the same system (in the
+same eigenbasis), warm-started from the previous factors, as ``implicit`` does: matrix-free
+(A p = G0 p + Y_g' (d * (Y_g p))) for rows of up to k / 2 entries, on the formed k x k system for longer ones
+(whose Gram costs less than the repeated reads of the gathered rows); long rows cut into pieces are still solved
+exactly. It is inexact by design.
 
 ``solver="subspace"`` is iALS++'s block coordinate descent (Rendle, Krichene, Zhang, Koren 2021, "iALS++:
 Speeding up Matrix Factorization with Subspace Optimization"): for each row's system A x = r, with
@@ -123,14 +124,15 @@ class _Basis(NamedTuple):
 class _Half:
     """The shared terms of one half-sweep and its solved parts.
 
-    The tables are built at their first use and kept for the half-sweep: ``table`` for the CG and subspace plans,
-    ``basis`` for the exact solves (one [n + 1, width] copy of the fixed factors each; a plan that does not need
-    one does not build it). Call them outside loop bodies.
+    The tables are built at their first use and kept for the half-sweep: ``table`` for the subspace plan,
+    ``basis`` for the exact solves and CG (one [n + 1, width] copy of the fixed factors each; a plan that does not
+    need one does not build it). Call them outside loop bodies.
 
     Attributes:
         layout: the half's ``HalfLayout``; k the factor count (``fixed`` without its bias column).
         fixed: float32 [n, width], the fixed factors as given.
-        shared: w0 Y'Y [k, k]; ``regularized`` G0 = lambda I + w0 Y'Y (w0 Y'Y alone when lambda is per row).
+        shared: w0 Y'Y [k, k]; ``regularized`` G0 = lambda I + w0 Y'Y (w0 Y'Y alone when lambda is per row), the
+            subspace plan's.
         rows, solutions: the parts solved so far, row indices [rows] and their solutions [rows, k].
     """
 
@@ -142,9 +144,8 @@ class _Half:
         self.lam = lam = tf.cast(regularization, tf.float32)
         w0 = tf.constant(layout.unobserved_weight, tf.float32)
         self.shared = shared = gramian(fixed if width == k else fixed[:, :k], 0.0, w0)  # lambda is added per row
-        self.eye = eye = tf.eye(k, dtype=tf.float32)
         self.per_row_lambda = layout.reg_scale is not None
-        self.regularized = shared if self.per_row_lambda else shared + lam * eye
+        self.regularized = shared if self.per_row_lambda else shared + lam * tf.eye(k, dtype=tf.float32)
         self._table = self._basis = None
         self._blocks = {}  # subspace_table per block size, see ``subspace_blocks``
         self.rows = [layout.empty_rows]  # rows without entries: x_i = 0, the minimiser of G0 x = 0
@@ -171,12 +172,15 @@ class _Half:
             self._basis = _Basis(_padded_table(rotated, self.layout.fixed_scale), rotation, eigenvalues)
         return self._basis
 
-    def system(self, gram, owners):
-        """The k x k matrices [b, k, k] of the units owned by ``owners`` [b], given their Grams (or None)."""
-        lhs = self.regularized if gram is None else gram + self.regularized
-        if self.per_row_lambda:
-            return lhs + (self.lam * tf.gather(self.layout.reg_scale, owners))[:, None, None] * self.eye
-        return lhs
+    def diagonal(self, owners):
+        """lambda_i + S, G0_i of the units ``owners`` [b] in the eigenbasis: float32 [k], or [b, k] with a lambda
+        per row."""
+        eigenvalues = self.basis().eigenvalues
+        return eigenvalues + (self.row_lambda(owners)[:, None] if self.per_row_lambda else self.lam)
+
+    def formed(self, gram, owners):
+        """The k x k systems diag(lambda_i + S) + gram [b, k, k] of the units ``owners``, from their rotated Grams."""
+        return tf.linalg.set_diag(gram, tf.linalg.diag_part(gram) + self.diagonal(owners))
 
     def solve(self, gram, rhs, owners):
         """The exact solutions x_i [b, k] of the units ``owners`` [b] from their terms in the eigenbasis.
@@ -189,13 +193,11 @@ class _Half:
 
         one batched Cholesky solve (a division for the uniform kind).
         """
-        basis = self.basis()
-        diagonal = basis.eigenvalues + (self.row_lambda(owners)[:, None] if self.per_row_lambda else self.lam)
         if gram is None:
-            solution = rhs / diagonal
+            solution = rhs / self.diagonal(owners)
         else:
-            solution = cholesky_rows(tf.linalg.set_diag(gram, tf.linalg.diag_part(gram) + diagonal), rhs)
-        return tf.matmul(solution, basis.rotation, transpose_b=True)
+            solution = cholesky_rows(self.formed(gram, owners), rhs)
+        return tf.matmul(solution, self.basis().rotation, transpose_b=True)
 
     def row_lambda(self, owners):
         """lambda_i [b] of the rows ``owners`` [b] (lambda n_i), or the scalar lambda when it is one for all."""
@@ -301,15 +303,21 @@ def _exact_plan(half: _Half, initial) -> None:
 
 def _cg_plan(half: _Half, initial, steps: int) -> None:
     """``steps`` CG steps from ``initial``: matrix-free up to ``cg_max_length(k)`` entries, on the formed k x k
-    systems above."""
-    previous, table = tf.convert_to_tensor(initial, tf.float32), half.table()
+    systems above. They run in the eigenbasis of ``_Half.solve`` (CG's iterates do not depend on the basis), from
+    x'_0 = Q' x_0, where G0_i is a diagonal."""
+    basis, previous = half.basis(), tf.convert_to_tensor(initial, tf.float32)
+
+    def start(chunk: Chunk) -> tf.Tensor:
+        return tf.matmul(tf.gather(previous, chunk.owners), basis.rotation)  # Q' x_i per row, [b, k]
 
     def matrix_free(chunk: Chunk) -> tf.Tensor:
-        return _conjugate_gradient(table, half.k, chunk, tf.gather(previous, chunk.owners), half.system, steps)
+        x = _conjugate_gradient(basis.table, half.k, chunk, start(chunk), half.diagonal(chunk.owners), steps)
+        return tf.matmul(x, basis.rotation, transpose_b=True)
 
     def formed(chunk: Chunk) -> tf.Tensor:
-        gram, rhs = _gram_and_rhs(table, half.k, chunk, with_gram=True)
-        return _gram_conjugate_gradient(half.system(gram, chunk.owners), rhs, tf.gather(previous, chunk.owners), steps)
+        gram, rhs = _gram_and_rhs(basis.table, half.k, chunk, with_gram=True)
+        x = _gram_conjugate_gradient(half.formed(gram, chunk.owners), rhs, start(chunk), steps)
+        return tf.matmul(x, basis.rotation, transpose_b=True)
 
     split = half.split(cg_max_length(half.k))
     half.short_rows(matrix_free, stop=split)
@@ -616,17 +624,16 @@ def _block_step(g0, lam_i, k, s, size, factor, rhs, observed, x, g):
     return delta, x + dx, g
 
 
-def _conjugate_gradient(table, k, chunk: Chunk, x, system, steps):
-    """``steps`` CG iterations on (G0_i + Z_g' D Z_g) x = b per unit, matrix-free, from ``x`` [b, k]."""
+def _conjugate_gradient(table, k, chunk: Chunk, x, diagonal, steps):
+    """``steps`` CG iterations on (diag(``diagonal``) + Z_g' D Z_g) x = Z_g' b per unit, matrix-free, from ``x``
+    [b, k]; ``diagonal`` is [k] or [b, k] (G0_i in the eigenbasis, ``table`` rotated into it)."""
     gathered, rhs_weights = _gather(table, k, chunk)
     rhs = tf.matmul(rhs_weights[:, None, :], gathered)[:, 0, :]
-    g0 = system(None, chunk.owners)  # [k, k], or [b, k, k] with per-row lambda
 
     def apply(p):
         t = tf.matmul(gathered, p[:, :, None])[:, :, 0]  # [b, L]
         t = t * chunk.gram_weights if chunk.gram_weights is not None else t * chunk.row_scale[:, None]
-        g0p = tf.matmul(p, g0) if g0.shape.rank == 2 else tf.matmul(g0, p[:, :, None])[:, :, 0]
-        return tf.matmul(t[:, None, :], gathered)[:, 0, :] + g0p
+        return tf.matmul(t[:, None, :], gathered)[:, 0, :] + diagonal * p
 
     return _cg_steps(apply, rhs, x, steps)
 
