@@ -224,3 +224,22 @@ def test_equal_objective_section_holds_the_published_runs():
     section = read("benchmarks/README.md").split("## Equal objective against implicit's CG", 1)[1].split("\n## ")[0]
     for row in objective.equal_objective_table(lines).splitlines()[2:]:
         assert row in section, row
+
+
+def test_zen4_memory_section_holds_the_published_phases():
+    from benchmarks import memory
+
+    lines = lines_of(os.path.join(ROOT, "benchmarks", "published", "memory-zen4-ml20m.jsonl"))
+    assert {(line["data"], line["k"]) for line in lines} == {("ml-20m", 64)}
+    assert {line["solver"] for line in lines} == {"cholesky", "cg"}
+    section = read("benchmarks/README.md").split("### Memory on the Zen 4 kind", 1)[1].split("\n## ", 1)[0]
+    for row in memory.markdown_table(lines).splitlines()[2:]:
+        assert row in section, row
+    peak = {line["solver"]: max(p["hwm_gb"] for p in line["phases"]) for line in lines}
+    # The same probe on the code before the eigenbasis solves and the compact layouts, same machine.
+    before, _ = lines_of(os.path.join(ROOT, "benchmarks", "published", "memory-zen4-ml20m-before.jsonl"))
+    assert before["solver"] == "cholesky" and before["cpu"] == lines[0]["cpu"]
+    text = " ".join(section.split())
+    hwm_before = max(p["hwm_gb"] for p in before["phases"])
+    assert f"levels off at {peak['cholesky']:.2f} GB (exact) and {peak['cg']:.2f} GB (`cg`)" in text
+    assert f"against {hwm_before:.2f} GB for the exact sweep before" in text
