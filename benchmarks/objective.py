@@ -273,10 +273,11 @@ def sweep_table(lines: list[dict]) -> str:
 def by_time(args) -> None:
     """The ``--seconds`` comparison: one curve per solver (and subspace block size), gaps at equal time."""
     from benchmarks.run import cpu_info
-    from wals2.config import SOLVERS
+    from wals2.config import SOLVERS, WALSConfig
 
     solvers = args.solvers or list(SOLVERS)
     machine = cpu_info()
+    default_block = WALSConfig().subspace_block
     lines = []
     for name in args.data:
         data = synthetic.load(name)
@@ -284,9 +285,7 @@ def by_time(args) -> None:
             for s in solvers:
                 for block in args.subspace_block if s == "subspace" else [None]:
                     if s == "subspace" and block is None:
-                        from wals2.config import WALSConfig
-
-                        block = WALSConfig().subspace_block
+                        block = default_block
                     result = objective_curve(data, k, s, args.seconds, block, max_row_length=args.max_row_length)
                     line = {"data": name, "k": k, "solver": s, "subspace_block": block, "seconds": args.seconds}
                     line["max_row_length"] = args.max_row_length

@@ -254,7 +254,8 @@ class Explicit(Mode):
     def weighting(self, values, shape, stats, given=None):
         self._refuse_weights(given)
         ones = [np.ones(size, np.float32) for size in shape]  # d = R_i C_j = 1
-        targets = self.targets(np.asarray(values, np.result_type(values, np.float32)), stats.mean)
+        with np.errstate(over="ignore"):  # an r - mu beyond float32 is refused by the layout's overflow check
+            targets = self.targets(np.asarray(values, np.result_type(values, np.float32)), stats.mean)
         return Weighting(0.0, targets, *ones, None, stats.mean, (stats.low, stats.high))
 
     def fold_in_terms(self, item_factors, items, ratings, mask, params):
