@@ -207,10 +207,11 @@ def test_subspace_section_holds_the_ml20m_k512_sweeps():
         assert points in text, points
 
 
-def test_equal_objective_section_holds_the_published_runs():
+@pytest.mark.parametrize("name", ["amd", "zen4"])
+def test_equal_objective_section_holds_the_published_runs(name):
     from benchmarks import objective
 
-    lines = lines_of(os.path.join(ROOT, "benchmarks", "published", "equal-objective-amd.jsonl"))
+    lines = lines_of(os.path.join(ROOT, "benchmarks", "published", f"equal-objective-{name}.jsonl"))
     assert {line["system"] for line in lines} >= {"implicit-cg", "wals2-cholesky", "wals2-cg", "wals2-subspace"}
     for line in lines:  # every system reached the common target, TOLERANCE above the worst system's lowest
         assert (
