@@ -226,9 +226,7 @@ class _Half:
         k, basis = self.k, self.basis()
 
         def rows(chunk: Chunk) -> tf.Tensor:
-            lam_i = self.row_lambda(chunk.owners)
-            lam_i = lam_i[:, None] if self.per_row_lambda else lam_i
-            scale = tf.math.rsqrt(lam_i + basis.eigenvalues[None, :])  # [b or 1, k]
+            scale = tf.reshape(tf.math.rsqrt(self.diagonal(chunk.owners)), [-1, k])  # [b or 1, k]
             return tf.matmul(_woodbury(basis.table, k, chunk, scale), basis.rotation, transpose_b=True)
 
         self.short_rows(rows, stop=stop)
