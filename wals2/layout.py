@@ -68,21 +68,19 @@ class Coefficients(NamedTuple):
         """(b_e, o_e or None), float32 [b, L], of a chunk's targets [b, L], Gram weights g_e [b, L] or None, unit
         scales R_i [b] or None and fixed-row indices [b, L] (``num_fixed`` on padding, where a_e = 0)."""
         w0 = tf.constant(self.unobserved_weight, tf.float32)
+        column = None if self.column_weights is None else tf.gather(self.column_weights, indices)  # C_j [b, L]
         if gram_weights is not None:
             weight = gram_weights + w0
         elif row_scale is not None:
-            d = row_scale[:, None]
-            if self.column_weights is not None:
-                d = d * tf.gather(self.column_weights, indices)
-            weight = d + w0
+            weight = (row_scale[:, None] if column is None else row_scale[:, None] * column) + w0
         else:
             weight = w0
         rhs = weight * tf.cast(targets, tf.float32)
         offsets = None
-        if self.column_weights is not None:
+        if column is not None:
             rhs /= tf.gather(self.column_root, indices)
             if self.offsets:
-                offsets = weight / tf.gather(self.column_weights, indices)
+                offsets = weight / column
         elif self.offsets:
             offsets = tf.broadcast_to(weight, tf.shape(rhs))
         return rhs, offsets
@@ -248,9 +246,8 @@ class _EntryTerms(NamedTuple):
     gram: np.ndarray | None  # g_e = d_e, float32 [nnz], "general" only
     fixed_scale: tf.Tensor | None  # sqrt(C_j) [num_fixed], separable with differing C_j
     column_scale: np.float32  # the one C of every column, separable with equal C_j (else 1)
-    column_weights: (
-        tuple  # (C, sqrt(C)) [num_fixed + 1] tensors (1 at the padding index) with fixed_scale, else (None, None)
-    )
+    # (C, sqrt(C)), [num_fixed + 1] tensors (1 at the padding index), with fixed_scale; else (None, None)
+    column_weights: tuple
 
 
 def _entry_terms(rows, cols, values, num_fixed, own_weights, fixed_weights, w0, entry_weights):

@@ -397,7 +397,7 @@ def fixed_side(factors, biases: bool):
 
 def _padded_table(rows, scale):
     """The gathered table [n + 1, w]: ``rows`` [n, w] times ``scale`` [n] (None: 1) and a zero row n, the padding
-    entries' index. One copy of ``rows``: the product reuses the padded buffer."""
+    entries' index (TensorFlow may reuse the padded buffer for the product, which it alone holds)."""
     table = tf.pad(rows, [[0, 1], [0, 0]])
     return table if scale is None else table * tf.pad(scale, [[0, 1]])[:, None]
 
