@@ -57,6 +57,30 @@ def block_descent_rows(a, w, observed, fixed, lam, x, starts, size, exact_upto):
     return np.stack(out)
 
 
+def cg_rows(a, w, observed, fixed, lam, x, steps, exact_longer_than):
+    """``steps`` conjugate-gradient iterations per row from ``x`` on lhs_i x = rhs_i (the systems of
+    ``solve_rows``); rows with more than ``exact_longer_than`` observations are solved exactly, rows with none
+    give 0."""
+    out = []
+    for i, (lhs, rhs) in enumerate(row_systems(a, w, observed, fixed, lam)):
+        count = observed[i].sum()
+        if count == 0 or count > exact_longer_than:
+            out.append(np.linalg.solve(lhs, rhs))
+            continue
+        xi = np.asarray(x[i], np.float64).copy()
+        residual = rhs - lhs @ xi
+        direction = residual.copy()
+        for _ in range(steps):
+            product = lhs @ direction
+            step = (residual @ residual) / (direction @ product)
+            xi += step * direction
+            new_residual = residual - step * product
+            direction = new_residual + (new_residual @ new_residual) / (residual @ residual) * direction
+            residual = new_residual
+        out.append(xi)
+    return np.stack(out)
+
+
 def objective(a, w, u, v, lam):
     """TF1's loss: sum_ij W_ij (A_ij - u_i.v_j)^2 + lam (|U|^2 + |V|^2)."""
     u = np.asarray(u, np.float64)

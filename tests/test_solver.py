@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from oracle import block_descent_rows, build_layouts, dense_problem, objective, random_problem, solve_rows
+from oracle import block_descent_rows, build_layouts, cg_rows, dense_problem, objective, random_problem, solve_rows
 
 from wals2 import solver
 from wals2.config import WALSConfig
@@ -156,6 +156,30 @@ def test_cg_with_enough_steps_reaches_the_exact_solution(mode):
     one_step = solver.half_sweep(layouts.rows, v, LAM, "cg", start, 1)
     if mode != "none":  # a single step from a random start is far from exact
         assert rel_err(one_step, solve_rows(a, w, observed, v, LAM)) > 1e-2
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("mode, kind", [("vector", "separable"), ("vector-with-zero", "general")])
+@pytest.mark.parametrize("max_row_length", [2048, 12])
+def test_cg_steps_match_a_float64_cg_from_the_same_start(steps, mode, kind, max_row_length):
+    """A few CG steps, matrix-free or on the formed systems (``cg_max_length``), against numpy's float64 CG."""
+    k = 16  # weighted: every row matrix-free at 1 step, split at k / 2 at 2; unweighted: split at k / 2
+    rng = np.random.default_rng(5)
+    rows, cols, values = random_problem(6, shape=SHAPE, nnz=900)
+    r, c = weights_for(mode, rng, cols)
+    layouts = build_layouts(rows, cols, values, SHAPE, r, c, W0, batch_entries=64, max_row_length=max_row_length)
+    assert layouts.rows.kind == kind
+    lengths = np.bincount(rows, minlength=SHAPE[0])
+    limit = solver.cg_max_length(k, steps, weighted=kind == "general")
+    assert limit == (2**31 - 1 if (kind, steps) == ("general", 1) else k // 2)
+    assert np.any((lengths > k // 2) & (lengths <= max_row_length))  # rows past k / 2 take each path in turn
+    a, w, observed = dense_problem(rows, cols, values, SHAPE, r, c, W0)
+    v = rng.standard_normal((SHAPE[1], k)).astype(np.float32)
+    start = rng.standard_normal((SHAPE[0], k)).astype(np.float32)
+    got = solver.half_sweep(layouts.rows, v, LAM, "cg", start, steps)
+    want = cg_rows(a, w, observed, v, LAM, start, steps, exact_longer_than=max_row_length)
+    assert rel_err(got, want) < 1e-4
+    assert rel_err(start, want) > 1e-2  # the steps moved the rows
 
 
 def test_cg_loss_after_ten_sweeps_within_half_percent_of_exact():

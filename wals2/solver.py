@@ -14,9 +14,9 @@ Rows with at most 0.7 k entries are solved exactly through an L x L system inste
 
 ``solver="cg"`` replaces the factorisation by ``cg_steps`` conjugate-gradient steps on the same system (in the
 same eigenbasis), warm-started from the previous factors, as ``implicit`` does: matrix-free
-(A p = G0 p + Y_g' (d * (Y_g p))) for rows of up to k / 2 entries, on the formed k x k system for longer ones
-(whose Gram costs less than the repeated reads of the gathered rows); long rows cut into pieces are still solved
-exactly. It is inexact by design.
+(A p = G0 p + Y_g' (d * (Y_g p))) for every row once k is large against the steps, else for rows of up to k / 2
+entries and on the formed k x k system for longer ones (``cg_max_length``); long rows cut into pieces are still
+solved exactly. It is inexact by design.
 
 ``solver="subspace"`` is iALS++'s block coordinate descent (Rendle, Krichene, Zhang, Koren 2021, "iALS++:
 Speeding up Matrix Factorization with Subspace Optimization"): for each row's system A x = r, with
@@ -300,7 +300,7 @@ def _exact_plan(half: _Half, initial) -> None:
 
 
 def _cg_plan(half: _Half, initial, steps: int) -> None:
-    """``steps`` CG steps from ``initial``: matrix-free up to ``cg_max_length(k)`` entries, on the formed k x k
+    """``steps`` CG steps from ``initial``: matrix-free up to ``cg_max_length`` entries, on the formed k x k
     systems above. They run in the eigenbasis of ``_Half.solve`` (CG's iterates do not depend on the basis), from
     x'_0 = Q' x_0, where G0_i is a diagonal."""
     basis, previous = half.basis(), tf.convert_to_tensor(initial, tf.float32)
@@ -317,7 +317,7 @@ def _cg_plan(half: _Half, initial, steps: int) -> None:
         x = _gram_conjugate_gradient(half.formed(gram, chunk.owners), rhs, start(chunk), steps)
         return tf.matmul(x, basis.rotation, transpose_b=True)
 
-    split = half.split(cg_max_length(half.k))
+    split = half.split(cg_max_length(half.k, steps, weighted=half.layout.kind == "general"))
     half.short_rows(matrix_free, stop=split)
     half.short_rows(formed, start=split)
 
@@ -452,12 +452,19 @@ def cholesky_rows(lhs, rhs):
     return tf.linalg.cholesky_solve(tf.linalg.cholesky(lhs), rhs[..., None])[..., 0]
 
 
-def cg_max_length(k: int) -> int:
-    """The longest row (padded length L) that ``solver="cg"`` solves by matrix-free CG.
+def cg_max_length(k: int, steps: int, weighted: bool) -> int:
+    """The longest row (padded length L) that ``solver="cg"`` solves by matrix-free CG; longer rows form their Gram.
 
-    Matrix-free CG steps read the gathered rows [L, k] twice per step, at memory speed; past about k / 2 entries
-    forming the Gram (at the batched matmul's rate) and running the CG steps on the k x k system is cheaper.
+    Per entry, the matrix-free products (the residual and ``steps`` steps, two batched matrix-vector products
+    each) cost 4 k (steps + 1) flops at memory speed; forming the Gram costs 2 k^2 flops at the batched matmul's
+    rate, and a per-entry weighted Gram (Z * d)' Z (``weighted``, the "general" kind) a weighted copy of the
+    gathered rows on top. Both grow linearly in L, so the choice is one of k and ``steps``: matrix-free for
+    every row once k >= ``c (steps + 1)``, c = 8 weighted and 16 unweighted (from interleaved half-sweep timings
+    at ML-1M, k = 32-128, 1-6 steps, on the AMD EPYC Zen 4 kind); below that only up to k / 2 entries, where
+    the Gram's small batched matmuls run far below their rate.
     """
+    if k >= (8 if weighted else 16) * (steps + 1):
+        return 2**31 - 1
     return k // 2
 
 
