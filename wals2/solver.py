@@ -455,13 +455,14 @@ def cholesky_rows(lhs, rhs):
 def cg_max_length(k: int, steps: int, weighted: bool) -> int:
     """The longest row (padded length L) that ``solver="cg"`` solves by matrix-free CG; longer rows form their Gram.
 
-    Per entry, the matrix-free products (the residual and ``steps`` steps, two batched matrix-vector products
-    each) cost 4 k (steps + 1) flops at memory speed; forming the Gram costs 2 k^2 flops at the batched matmul's
-    rate, and a per-entry weighted Gram (Z * d)' Z (``weighted``, the "general" kind) a weighted copy of the
-    gathered rows on top. Both grow linearly in L, so the choice is one of k and ``steps``: matrix-free for
-    every row once k >= ``c (steps + 1)``, c = 8 weighted and 16 unweighted (from interleaved half-sweep timings
-    at ML-1M, k = 32-128, 1-6 steps, on the AMD EPYC Zen 4 kind); below that only up to k / 2 entries, where
-    the Gram's small batched matmuls run far below their rate.
+    Per entry, the matrix-free products (the residual, which takes in the right-hand side, and ``steps`` steps,
+    two batched matrix-vector products each) cost 4 k (steps + 1) flops at memory speed; forming the Gram costs
+    2 k^2 flops at the batched matmul's rate (and the right-hand side 2 k), and a per-entry weighted Gram
+    (Z * d)' Z (``weighted``, the "general" kind) a weighted copy of the gathered rows on top. Both grow linearly
+    in L, so the choice is one of k and ``steps``: matrix-free for every row once k >= ``c (steps + 1)``, c = 8
+    weighted and 16 unweighted (from interleaved half-sweep timings at ML-1M, k = 32-128, 1-6 steps, on the AMD
+    EPYC Zen 4 kind, measured while the right-hand side was still a pass of its own); below that only up to
+    k / 2 entries, where the Gram's small batched matmuls run far below their rate.
     """
     if k >= (8 if weighted else 16) * (steps + 1):
         return 2**31 - 1
@@ -631,36 +632,48 @@ def _block_step(g0, lam_i, k, s, size, factor, rhs, observed, x, g):
 
 def _conjugate_gradient(table, k, chunk: Chunk, x, diagonal, steps):
     """``steps`` CG iterations on (diag(``diagonal``) + Z_g' D Z_g) x = Z_g' b per unit, matrix-free, from ``x``
-    [b, k]; ``diagonal`` is [k] or [b, k] (G0_i in the eigenbasis, ``table`` rotated into it)."""
+    [b, k]; ``diagonal`` is [k] or [b, k] (G0_i in the eigenbasis, ``table`` rotated into it).
+
+    The starting residual comes from one pass over the gathered rows after t = Z_g x:
+
+        r = Z_g' (b - D t) - diag x,
+
+    so that the right-hand side Z_g' b is never formed on its own."""
     gathered, rhs_weights = _gather(table, k, chunk)
-    rhs = tf.matmul(rhs_weights[:, None, :], gathered)[:, 0, :]
+    weights = chunk.gram_weights if chunk.gram_weights is not None else chunk.row_scale[:, None]  # D, [b, L] or [b, 1]
 
     def apply(p):
-        t = tf.matmul(gathered, p[:, :, None])[:, :, 0]  # [b, L]
-        t = t * chunk.gram_weights if chunk.gram_weights is not None else t * chunk.row_scale[:, None]
+        t = tf.matmul(gathered, p[:, :, None])[:, :, 0] * weights  # D Z_g p, [b, L]
         return tf.matmul(t[:, None, :], gathered)[:, 0, :] + diagonal * p
 
-    return _cg_steps(apply, rhs, x, steps)
+    t = tf.matmul(gathered, x[:, :, None])[:, :, 0]
+    residual = tf.matmul((rhs_weights - weights * t)[:, None, :], gathered)[:, 0, :] - diagonal * x
+    return _cg_steps(apply, residual, x, steps)
 
 
 def _gram_conjugate_gradient(lhs, rhs, x, steps):
     """``steps`` CG iterations on the explicit systems ``lhs`` [b, k, k] x = ``rhs`` [b, k], from ``x`` [b, k]."""
-    return _cg_steps(lambda p: tf.matmul(lhs, p[:, :, None])[:, :, 0], rhs, x, steps)
+
+    def apply(p):
+        return tf.matmul(lhs, p[:, :, None])[:, :, 0]
+
+    return _cg_steps(apply, rhs - apply(x), x, steps)
 
 
-def _cg_steps(apply, rhs, x, steps):
-    """``steps`` conjugate-gradient iterations on A x = ``rhs`` [b, k] per row, A p given by ``apply``, from x."""
-    r = rhs - apply(x)
-    p = r
+def _cg_steps(apply, residual, x, steps):
+    """``steps`` conjugate-gradient iterations on A x = b per row, A p given by ``apply``, from x [b, k] and its
+    residual b - A x [b, k]; the last step updates x only."""
+    r = p = residual
     rs = tf.reduce_sum(r * r, axis=1, keepdims=True)
-    for _ in range(steps):
+    for step in range(steps):
         ap = apply(p)
         alpha = tf.math.divide_no_nan(rs, tf.reduce_sum(p * ap, axis=1, keepdims=True))
         x = x + alpha * p
-        r = r - alpha * ap
-        rs_next = tf.reduce_sum(r * r, axis=1, keepdims=True)
-        p = r + tf.math.divide_no_nan(rs_next, rs) * p
-        rs = rs_next
+        if step + 1 < steps:
+            r = r - alpha * ap
+            rs_next = tf.reduce_sum(r * r, axis=1, keepdims=True)
+            p = r + tf.math.divide_no_nan(rs_next, rs) * p
+            rs = rs_next
     return x
 
 
