@@ -607,10 +607,14 @@ def _block_g(x, g0, lam_i):
     return g if lam_i is None else g + lam_i[:, None] * x
 
 
+def _entry_gram_weights(chunk: Chunk) -> tf.Tensor:
+    """D of a chunk's entries: g_e [b, L] per entry, or R_i [b, 1] per unit (the "separable" kind)."""
+    return chunk.gram_weights if chunk.gram_weights is not None else chunk.row_scale[:, None]
+
+
 def _block_gradient(zb, t, chunk: Chunk):
     """Z_B' D t [b, size] from a block's gathered rows ``zb`` [b, L, size] and the predictions ``t`` [b, L]."""
-    d = chunk.gram_weights if chunk.gram_weights is not None else chunk.row_scale[:, None]
-    return tf.matmul((t * d)[:, None, :], zb)[:, 0, :]
+    return tf.matmul((t * _entry_gram_weights(chunk))[:, None, :], zb)[:, 0, :]
 
 
 def _block_step(g0, lam_i, k, s, size, factor, rhs, observed, x, g):
@@ -640,7 +644,7 @@ def _conjugate_gradient(table, k, chunk: Chunk, x, diagonal, steps):
 
     so that the right-hand side Z_g' b is never formed on its own."""
     gathered, rhs_weights = _gather(table, k, chunk)
-    weights = chunk.gram_weights if chunk.gram_weights is not None else chunk.row_scale[:, None]  # D, [b, L] or [b, 1]
+    weights = _entry_gram_weights(chunk)
 
     def apply(p):
         t = tf.matmul(gathered, p[:, :, None])[:, :, 0] * weights  # D Z_g p, [b, L]
