@@ -40,6 +40,17 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "amx_bf16", "amx_tile", "a
 CHECK_TOLERANCE = 1e-4
 #: ``--onednn-ab`` runs every wals2 system also as ``<system>-onednn0``: TF_ENABLE_ONEDNN_OPTS=0 in its worker.
 ONEDNN_OFF = "-onednn0"
+#: ``--threads-ab`` runs every wals2 system also as ``<system>-tfthreads``: TF_NUM_INTRAOP_THREADS=0 (TensorFlow's
+#: own default, every core per kernel) instead of the trainer's one share per chunk (``wals2.threads``).
+TF_THREADS = "-tfthreads"
+#: Variant suffix -> (the variable its worker gets, its value, the A/B table's names of the variant, of the
+#: default and of their ratio).
+VARIANTS = {
+    ONEDNN_OFF: ("TF_ENABLE_ONEDNN_OPTS", "0", ("oneDNN off", "oneDNN on", "off / on")),
+    TF_THREADS: ("TF_NUM_INTRAOP_THREADS", "0", ("TF's threads", "a share per chunk", "TF's / share")),
+}
+#: The TensorFlow variables recorded with every line (the worker sets the trainer's defaults where unset).
+TF_VARIABLES = ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS")
 
 
 def all_systems() -> list[str]:
@@ -50,7 +61,7 @@ def all_systems() -> list[str]:
 
 
 def cpu_info() -> dict:
-    """The CPU model and the flags of ``CPU_FLAGS`` (from /proc/cpuinfo), and ``TF_ENABLE_ONEDNN_OPTS``."""
+    """The CPU model and the flags of ``CPU_FLAGS`` (from /proc/cpuinfo), and the ``TF_VARIABLES``."""
     cpuinfo = ""
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -62,7 +73,7 @@ def cpu_info() -> dict:
         "cpu": model or platform.processor(),
         "avx512f": "avx512f" in flags,
         "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS},
-        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        **{name: os.environ.get(name) for name in TF_VARIABLES},
     }
 
 
@@ -101,12 +112,13 @@ def numpy_blas() -> list[str]:
 def child_env(system: str) -> dict[str, str]:
     """The environment of a worker: BLAS at 1 thread for systems with their own threads, quieter TF logs.
 
-    A ``-onednn0`` system runs with TF_ENABLE_ONEDNN_OPTS=0; the others inherit the variable (the worker sets it
-    to 1 when unset, as the trainer does).
+    A system with a suffix of ``VARIANTS`` runs with that variant's variable; the others inherit the variables
+    (the worker sets the trainer's defaults where unset, ``trainer.environment``).
     """
     env = dict(os.environ)
-    if system.endswith(ONEDNN_OFF):
-        env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    for suffix, (name, value, _) in VARIANTS.items():
+        if system.endswith(suffix):
+            env[name] = value
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (synthetic.REPO_ROOT, env.get("PYTHONPATH")) if p)
     if system in SINGLE_THREAD_BLAS:
@@ -116,7 +128,7 @@ def child_env(system: str) -> dict[str, str]:
 
 def run_configuration(data: str, k: int, system: str, args: argparse.Namespace) -> dict:
     """Runs one configuration in a fresh worker process; returns its JSON result or an error record."""
-    worker_system = system.removesuffix(ONEDNN_OFF)
+    worker_system = variant_of(system)[0]
     command = [sys.executable, "-m", "benchmarks.worker", "--data", data, "--factors", str(k)]
     command += ["--system", worker_system]
     command += ["--sweeps", str(args.sweeps), "--device", args.device]
@@ -196,20 +208,34 @@ def markdown_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def onednn_table(results: list[dict]) -> str:
-    """For every wals2 system run with ``--onednn-ab``: its median with TF_ENABLE_ONEDNN_OPTS=0 and =1, and the
-    ratio of the two ("> 1": oneDNN is faster)."""
+def variant_of(system: str) -> tuple[str, str | None]:
+    """(the worker's system, the ``VARIANTS`` suffix or None) of a system name such as ``wals2-cg-onednn0``."""
+    for suffix in VARIANTS:
+        if system.endswith(suffix):
+            return system.removesuffix(suffix), suffix
+    return system, None
+
+
+def ab_table(results: list[dict], suffix: str) -> str:
+    """For every wals2 system run with the variant ``suffix`` too: the variant's median, the default's, and their
+    ratio ("> 1": the default is faster)."""
+    variant, default, ratio_name = VARIANTS[suffix][2]
     by_key = {(r["data"], r["k"], r["system"]): r for r in results}
     lines = [
-        "| data | k | system | median s, oneDNN off | median s, oneDNN on | off / on |",
+        f"| data | k | system | median s, {variant} | median s, {default} | {ratio_name} |",
         "|---|---|---|---|---|---|",
     ]
     for r in results:
-        off = by_key.get((r["data"], r["k"], r["system"] + ONEDNN_OFF))
-        if off and "median_s" in off and "median_s" in r:
-            cells = [r["data"], str(r["k"]), r["system"], f"{off['median_s']:.3f}", f"{r['median_s']:.3f}"]
-            lines.append("| " + " | ".join(cells + [ratio(off, r)]) + " |")
+        other = by_key.get((r["data"], r["k"], r["system"] + suffix))
+        if other and "median_s" in other and "median_s" in r:
+            cells = [r["data"], str(r["k"]), r["system"], f"{other['median_s']:.3f}", f"{r['median_s']:.3f}"]
+            lines.append("| " + " | ".join(cells + [ratio(other, r)]) + " |")
     return "\n".join(lines)
+
+
+def onednn_table(results: list[dict]) -> str:
+    """``ab_table`` of the ``--onednn-ab`` systems: TF_ENABLE_ONEDNN_OPTS=0 against =1 ("> 1": oneDNN is faster)."""
+    return ab_table(results, ONEDNN_OFF)
 
 
 def available(data: str) -> bool:
@@ -231,8 +257,8 @@ def benchmark(args: argparse.Namespace) -> None:
     if unknown:
         sys.exit(f"unknown systems {unknown}; known: {known}")
     systems = [s for s in known if not args.systems or s in args.systems]
-    if args.onednn_ab:
-        systems = [v for s in systems for v in ((s, s + ONEDNN_OFF) if s.startswith("wals2-") else (s,))]
+    suffixes = [suffix for suffix, on in ((ONEDNN_OFF, args.onednn_ab), (TF_THREADS, args.threads_ab)) if on]
+    systems = [v for s in systems for v in ([s] + [s + x for x in suffixes] if s.startswith("wals2-") else [s])]
     machine = machine_info()
     os.makedirs(RESULTS_DIR, exist_ok=True)
     path = os.path.join(RESULTS_DIR, datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ".jsonl")
@@ -260,11 +286,11 @@ def benchmark(args: argparse.Namespace) -> None:
         f"machine: {machine['cpu']}, {machine['cores']} cores, "
         + ", ".join(f"{p} {v}" for p, v in machine["versions"].items())
     )
-    variables = (*OPENBLAS_VARIABLES, "TF_ENABLE_ONEDNN_OPTS")
+    variables = (*OPENBLAS_VARIABLES, *TF_VARIABLES)
     print(", ".join(f"{name}={machine[name]}" for name in variables) + f", device={args.device}\n")
     print(markdown_table(results))
-    if args.onednn_ab:
-        print("\n" + onednn_table(results))
+    for suffix in suffixes:
+        print("\n" + ab_table(results, suffix))
 
 
 def check_problem(seed: int = 0, shape: tuple[int, int] = (300, 200), nnz: int = 6000):
@@ -287,7 +313,9 @@ def check() -> bool:
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # the trainer's default, before TensorFlow's import
+    from trainer import environment
+
+    environment.set_defaults()  # the trainer's, before TensorFlow's import
     import tensorflow as tf
 
     from benchmarks import numpy_ref
@@ -362,6 +390,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--onednn-ab",
         action="store_true",
         help="also run every wals2 system with TF_ENABLE_ONEDNN_OPTS=0, as <system>-onednn0, alternating",
+    )
+    parser.add_argument(
+        "--threads-ab",
+        action="store_true",
+        help="also run every wals2 system with TensorFlow's own thread count (TF_NUM_INTRAOP_THREADS=0), as "
+        "<system>-tfthreads, alternating",
     )
     parser.add_argument("--check", action="store_true", help="only verify wals2 and numpy against float64")
     args = parser.parse_args(argv)

@@ -17,8 +17,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-# The trainer's default (trainer/task.py), set before TensorFlow's import; the parent may set it otherwise.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+from trainer import environment  # the standard library only
+
+# The trainer's defaults (oneDNN, intra-op threads), set before TensorFlow's import; the parent may set them.
+environment.set_defaults()
 
 from benchmarks import run as _run  # noqa: E402  (imports no TensorFlow)
 from benchmarks import synthetic  # noqa: E402

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from trainer import environment  # the standard library only
 
-environment.set_defaults()  # before TensorFlow's import
+environment.set_defaults(training=False)  # before TensorFlow's import
 
 import argparse  # noqa: E402
 import logging  # noqa: E402

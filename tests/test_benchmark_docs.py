@@ -114,13 +114,23 @@ def test_benchmark_readme_holds_the_zen4_tables():
         assert row in section, row
 
 
-def test_cpu_info_and_the_onednn_variants(monkeypatch):
+def test_cpu_info_and_the_variants(monkeypatch):
     info = run.cpu_info()
-    assert set(info) == {"cpu", "avx512f", "cpu_flags", "TF_ENABLE_ONEDNN_OPTS"}
+    assert set(info) == {"cpu", "avx512f", "cpu_flags", "TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS"}
     assert set(info["cpu_flags"]) == set(run.CPU_FLAGS)
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
     assert run.child_env("wals2-cholesky" + run.ONEDNN_OFF)["TF_ENABLE_ONEDNN_OPTS"] == "0"
-    assert "TF_ENABLE_ONEDNN_OPTS" not in run.child_env("wals2-cholesky")  # the worker sets 1
+    assert run.child_env("wals2-cg" + run.TF_THREADS)["TF_NUM_INTRAOP_THREADS"] == "0"  # TensorFlow's own count
+    plain = run.child_env("wals2-cholesky")
+    assert "TF_ENABLE_ONEDNN_OPTS" not in plain and "TF_NUM_INTRAOP_THREADS" not in plain  # the worker sets them
+    assert run.variant_of("wals2-cg" + run.TF_THREADS) == ("wals2-cg", run.TF_THREADS)
+    assert run.variant_of("implicit-cg") == ("implicit-cg", None)
+    results = [
+        {"data": "d", "k": 8, "system": "wals2-cg", "median_s": 0.10},
+        {"data": "d", "k": 8, "system": "wals2-cg" + run.TF_THREADS, "median_s": 0.12},
+    ]
+    assert run.ab_table(results, run.TF_THREADS).splitlines()[2] == "| d | 8 | wals2-cg | 0.120 | 0.100 | 1.20 |"
 
 
 def test_rounds_merge_into_one_line_per_configuration():

@@ -10,14 +10,20 @@ Each applies only when the variable is unset; a value the user set is kept.
 * ``TF_ENABLE_ONEDNN_OPTS``: 1. TensorFlow turns its oneDNN CPU kernels on by itself only on CPUs with AVX-512
   VNNI or AMX; on AVX2-only CPUs the sweep's Gram matmuls run 2-5x and whole sweeps 1.8-2.3x faster with them,
   with factors equal within float32 rounding (``benchmarks/README.md``). 0 turns them off.
+* ``TF_NUM_INTRAOP_THREADS`` (where the process trains, ``training=True``): ``wals2.threads.intra_op_threads()``,
+  max(1, cores // 2), one share of the cores per chunk a half-sweep runs at once (see ``wals2.threads``; on 2
+  cores the sweep is 7-25 % faster than with TensorFlow's default of every core per kernel). 0 is TensorFlow's
+  default. The model server keeps TensorFlow's default: a request is one batch of kernels, nothing runs beside it.
 
-This module imports nothing but the standard library.
+This module imports nothing but the standard library and ``wals2.threads`` (which imports nothing else).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import MutableMapping
+
+from wals2 import threads
 
 #: Present when an NVIDIA kernel driver is loaded (Linux).
 NVIDIA_DRIVER = "/proc/driver/nvidia/version"
@@ -28,7 +34,10 @@ def has_nvidia_driver() -> bool:
     return os.path.exists(NVIDIA_DRIVER)
 
 
-def set_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
-    """Sets ``TF_CPP_MIN_LOG_LEVEL`` and ``TF_ENABLE_ONEDNN_OPTS`` in ``environ`` where unset (module docstring)."""
+def set_defaults(environ: MutableMapping[str, str] = os.environ, *, training: bool = True) -> None:
+    """Sets ``TF_CPP_MIN_LOG_LEVEL``, ``TF_ENABLE_ONEDNN_OPTS`` and, with ``training``, ``TF_NUM_INTRAOP_THREADS``
+    in ``environ`` where unset (module docstring)."""
     environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if has_nvidia_driver() else "3")
     environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    if training:
+        environ.setdefault(threads.INTRA_OP_VARIABLE, str(threads.intra_op_threads()))

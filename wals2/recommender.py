@@ -10,12 +10,13 @@ items come from ``wals2.scoring``. A ``.keras`` file keeps both pieces of state 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-from wals2 import scoring, validate
+from wals2 import scoring, threads, validate
 from wals2.data import Vocabulary
 
 SEEN_FILE = "seen.npz"
@@ -130,7 +131,7 @@ class Recommender:
             k: items per user, 1 <= k <= num_items (default 10).
             exclude_seen: drop the user's training items (or those of ``user_items``; default True). A user with
                 fewer than k remaining candidates gets item -1 and score -inf in the remaining slots.
-            batch_size: users scored at once (memory is batch_size x candidates floats).
+            batch_size: users scored at once (memory: ``threads.PARALLEL_CHUNKS`` x batch_size x candidates floats).
             N: implicit's name for ``k``.
             filter_already_liked_items: implicit's name for ``exclude_seen``; giving both with different values
                 raises.
@@ -195,7 +196,7 @@ class Recommender:
                 -inf.
             filter_items: item indices never returned.
             items: item indices, the only candidates (default: every item).
-            batch_size: queries scored at once (memory is batch_size x candidates floats).
+            batch_size: queries scored at once (memory: ``threads.PARALLEL_CHUNKS`` x batch_size x candidates floats).
             N: implicit's name for ``k``.
 
         Returns:
@@ -437,6 +438,10 @@ def _similar(factors, queries, k, exclude, include, batch_size, name):
 def _top_k(scores, queries, k, candidates, excluded, batch_size, lookup=None):
     """The k best candidates of each query by ``scores(batch)`` [b, candidates], batched; one ``top_k_unseen``.
 
+    ``threads.PARALLEL_CHUNKS`` batches are scored at a time (each in its own thread), as the sweep runs its
+    chunks: with TensorFlow's intra-op threads at one share of the cores per chunk (``wals2.threads``) one batch
+    alone would use one share.
+
     Args:
         scores: batch of query indices -> float32 scores [b, c] over the candidates.
         queries: int64 query indices [b].
@@ -447,8 +452,8 @@ def _top_k(scores, queries, k, candidates, excluded, batch_size, lookup=None):
         lookup: int64 [b], the row of ``excluded`` of each query (default: the query index itself).
     """
     lookup = queries if lookup is None else lookup
-    out_items, out_scores = [], []
-    for start in range(0, queries.size, batch_size):
+
+    def best(start: int) -> tuple[np.ndarray, np.ndarray]:
         ranked = scores(queries[start : start + batch_size])
         batch = lookup[start : start + batch_size]
         rows = cols = np.zeros(0, np.int64)
@@ -471,8 +476,14 @@ def _top_k(scores, queries, k, candidates, excluded, batch_size, lookup=None):
         if width < k:
             found = np.pad(found, ((0, 0), (0, k - width)), constant_values=-1)
             values = np.pad(values, ((0, 0), (0, k - width)), constant_values=-np.inf)
-        out_items.append(found)
-        out_scores.append(values.astype(np.float32))
-    if not out_items:
+        return found, values.astype(np.float32)
+
+    starts = range(0, queries.size, batch_size)
+    if not starts:
         return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
-    return np.concatenate(out_items), np.concatenate(out_scores)
+    if len(starts) == 1:
+        results = [best(0)]
+    else:
+        with ThreadPoolExecutor(min(threads.PARALLEL_CHUNKS, len(starts)), thread_name_prefix="top-k") as pool:
+            results = list(pool.map(best, starts))
+    return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])

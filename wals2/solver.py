@@ -44,9 +44,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from wals2.layout import Chunk, Chunks, HalfLayout
-
-# Chunks that may run at the same time inside the while loop over a half's chunks.
-PARALLEL_CHUNKS = 2
+from wals2.threads import PARALLEL_CHUNKS  # chunks that run at the same time in the loop over a half's chunks
 
 
 def gramian(fixed: tf.Tensor, regularization: tf.Tensor, unobserved_weight: tf.Tensor) -> tf.Tensor:
