@@ -15,15 +15,14 @@ Each applies only when the variable is unset; a value the user set is kept.
   cores the sweep is 7-25 % faster than with TensorFlow's default of every core per kernel). 0 is TensorFlow's
   default. The model server keeps TensorFlow's default: a request is one batch of kernels, nothing runs beside it.
 
-This module imports nothing but the standard library and ``wals2.threads`` (which imports nothing else).
+This module imports nothing but the standard library; with ``training`` it imports ``wals2.threads`` (which imports
+nothing else), so that the model server, which serves without the ``wals2`` package, never imports it.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import MutableMapping
-
-from wals2 import threads
 
 #: Present when an NVIDIA kernel driver is loaded (Linux).
 NVIDIA_DRIVER = "/proc/driver/nvidia/version"
@@ -40,4 +39,6 @@ def set_defaults(environ: MutableMapping[str, str] = os.environ, *, training: bo
     environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if has_nvidia_driver() else "3")
     environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     if training:
+        from wals2 import threads  # the standard library only
+
         environ.setdefault(threads.INTRA_OP_VARIABLE, str(threads.intra_op_threads()))
