@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # the worker's and the trainer's default
+from trainer import environment  # the standard library only
+
+environment.set_defaults()  # the worker's and the trainer's, before TensorFlow's import
 
 from benchmarks import synthetic  # noqa: E402  (imports no TensorFlow)
 from benchmarks.run import cpu_info  # noqa: E402

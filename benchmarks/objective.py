@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 
 import numpy as np
@@ -322,8 +321,6 @@ def main() -> None:
         "--against-implicit", type=int, metavar="N", help="compare with implicit's CG at equal objective, N sweeps"
     )
     args = parser.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # the trainer's default, before TensorFlow's import
     if args.against_implicit is not None:
         versus_implicit(args)
         return

@@ -9,8 +9,11 @@ import pytest
 from benchmarks import onednn, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: The Intel Xeon (AVX-512) kind's run, recorded before the per-line CPU fields existed.
+#: The Intel Xeon (AVX-512) kind's earlier run, recorded before the per-line CPU fields existed.
 PUBLISHED = os.path.join(ROOT, "benchmarks", "published", "latest.jsonl")
+#: The Intel kind again (AVX-512 and AMX), with the trainer's thread count against TensorFlow's (``--threads-ab``).
+PUBLISHED_INTEL = os.path.join(ROOT, "benchmarks", "published", "intel-xeon-ml1m.jsonl")
+PUBLISHED_INTEL_20M = os.path.join(ROOT, "benchmarks", "published", "intel-xeon-ml20m.jsonl")
 #: The AMD EPYC Zen 3 (AVX2 only) kind: sweeps with oneDNN on and off, and the kernels.
 PUBLISHED_AMD = os.path.join(ROOT, "benchmarks", "published", "amd-epyc-zen3.jsonl")
 #: The AMD kind's ML-20M run (oneDNN on, the default), two rounds.
@@ -51,12 +54,17 @@ def test_benchmark_readme_holds_the_published_table():
 
 
 def test_readme_performance_table_is_the_published_medians():
-    """One table per CPU kind: the Intel kind's rows, the AMD Zen 3 kind's (oneDNN on, the trainer's default), then
-    the AMD Zen 4 kind's."""
+    """One table per CPU kind: the Intel kind's latest rows (the trainer's thread count), the AMD Zen 3 kind's
+    (oneDNN on, the trainer's default), then the AMD Zen 4 kind's."""
     section = read("README.md").split("## Performance", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if re.match(r"\| ML-", line)]
     expected = []
-    for paths in ((PUBLISHED,), (PUBLISHED_AMD, PUBLISHED_AMD_20M), (PUBLISHED_ZEN4, PUBLISHED_ZEN4_20M)):
+    kinds = (
+        (PUBLISHED_INTEL, PUBLISHED_INTEL_20M),
+        (PUBLISHED_AMD, PUBLISHED_AMD_20M),
+        (PUBLISHED_ZEN4, PUBLISHED_ZEN4_20M),
+    )
+    for paths in kinds:
         by_key = {(r["data"], r["k"], r["system"]): r["median_s"] for path in paths for r in published(path)}
         keys = sorted({(d, k) for d, k, s in by_key if s == "implicit-cg"}, key=lambda x: (x[0] != "ml-1m", x[1]))
         for data, k in keys:
@@ -82,8 +90,28 @@ def test_published_lines_name_their_cpu_kind():
     for line in published(PUBLISHED_ZEN4) + published(PUBLISHED_ZEN4_20M):
         assert line["cpu"].startswith("AMD EPYC") and line["cpu_flags"]["avx512f"]
         assert line["TF_ENABLE_ONEDNN_OPTS"] == "1", line["system"]
+    for path in (PUBLISHED_INTEL, PUBLISHED_INTEL_20M):
+        machine = lines_of(path)[0]["machine"]
+        assert machine["cpu"].startswith("Intel(R) Xeon(R)") and machine["cpu_flags"]["amx_tile"]
+        assert machine["cores"] == 2 and machine["TF_NUM_INTRAOP_THREADS"] is None  # the worker's default applies
+    for line in published(PUBLISHED_INTEL) + published(PUBLISHED_INTEL_20M):
+        assert line["cpu"].startswith("Intel(R) Xeon(R)") and line["TF_ENABLE_ONEDNN_OPTS"] == "1"
+        tf_threads = line["system"].endswith(run.TF_THREADS)
+        assert line["TF_NUM_INTRAOP_THREADS"] == ("0" if tf_threads else "1"), line["system"]  # 1: 2 cores // 2
     text = " ".join(read("benchmarks/README.md").split())
     assert "recorded before the CPU field existed; measured on the Intel kind" in text
+
+
+def test_benchmark_readme_holds_the_intel_tables():
+    section = read("benchmarks/README.md").split("## Intel Xeon (AVX-512) kind", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for path in (PUBLISHED_INTEL, PUBLISHED_INTEL_20M):
+        results = published(path)
+        assert {r["system"] for r in results} >= set(COLUMNS) | {s + run.TF_THREADS for s in COLUMNS[:2]}
+        rows += run.markdown_table(results).splitlines()[2:] + run.ab_table(results, run.TF_THREADS).splitlines()[2:]
+    assert len(rows) == 2 * (16 + 4)
+    for row in rows:
+        assert row in section, row
 
 
 def test_benchmark_readme_holds_the_amd_tables():
@@ -177,8 +205,8 @@ def test_subspace_section_holds_the_published_curves():
             assert row in section, row
 
 
-@pytest.mark.parametrize("name, title", [("amd", "AMD kind"), ("zen4", "Zen 4 kind")])
-def test_benchmark_readme_holds_the_amd_stage_profiles(name, title):
+@pytest.mark.parametrize("name, title", [("amd", "AMD kind"), ("zen4", "Zen 4 kind"), ("intel", "Intel kind")])
+def test_benchmark_readme_holds_the_stage_profiles(name, title):
     (line,) = lines_of(os.path.join(ROOT, "benchmarks", "published", f"stages-{name}-ml20m.jsonl"))
     section = read("benchmarks/README.md").split(f"### Where the seconds go on the {title}", 1)[1]
     section = section.split("\n## ")[0].split("\n### ")[0]
@@ -195,7 +223,7 @@ def test_subspace_section_holds_the_ml20m_k512_sweeps():
 
     section = read("benchmarks/README.md").split("## Subspace solver", 1)[1].split("\n## ", 1)[0]
     # Zen 3 with long rows solved exactly; Zen 4 with block passes over them, and the code before on that machine.
-    for name in ("amd", "zen4", "zen4-exact-long-rows"):
+    for name in ("amd", "zen4", "zen4-exact-long-rows", "intel"):
         lines = lines_of(os.path.join(ROOT, "benchmarks", "published", f"subspace-ml20m-k512-{name}.jsonl"))
         assert {(line["data"], line["k"]) for line in lines} == {("ml-20m", 512)}
         for row in objective.sweep_table(lines).splitlines()[2:]:
@@ -220,7 +248,7 @@ def test_subspace_section_holds_the_ml20m_k512_sweeps():
         assert points in text, points
 
 
-@pytest.mark.parametrize("name", ["amd", "zen4", "zen4-repeat"])
+@pytest.mark.parametrize("name", ["amd", "zen4", "zen4-repeat", "intel"])
 def test_equal_objective_section_holds_the_published_runs(name):
     from benchmarks import objective
 

@@ -11,8 +11,8 @@ Each applies only when the variable is unset; a value the user set is kept.
   VNNI or AMX; on AVX2-only CPUs the sweep's Gram matmuls run 2-5x and whole sweeps 1.8-2.3x faster with them,
   with factors equal within float32 rounding (``benchmarks/README.md``). 0 turns them off.
 * ``TF_NUM_INTRAOP_THREADS`` (where the process trains, ``training=True``): ``wals2.threads.intra_op_threads()``,
-  max(1, cores // 2), one share of the cores per chunk a half-sweep runs at once (see ``wals2.threads``; on 2
-  cores the sweep is 7-25 % faster than with TensorFlow's default of every core per kernel). 0 is TensorFlow's
+  max(1, cores // 2), one share of the cores per chunk a half-sweep runs at once (see ``wals2.threads``; with
+  TensorFlow's default of every core per kernel, a sweep on 2 cores took 1.03-1.38x the time). 0 is TensorFlow's
   default. The model server keeps TensorFlow's default: a request is one batch of kernels, nothing runs beside it.
 
 This module imports nothing but the standard library; with ``training`` it imports ``wals2.threads`` (which imports

@@ -1,10 +1,10 @@
 """wals2: TF1's weighted alternating least squares (contrib ``WALSModel``) for TensorFlow 2 and Keras 3.
 
-Layers, bottom up: ``config`` and ``weights`` (hyperparameters, TF1 item weights) -> ``data`` (validated
-ratings, id maps, the split) -> ``layout`` and ``solver`` (the exact half-sweep, pure tensors) -> ``modes``
-(one object per mode), ``scoring``, ``collectives`` and ``engine`` (one worker's blocks, the sweep, the
-objective), ``sharding`` (the data of several workers), ``metrics`` and ``foldin`` (ranking metrics, new users'
-factors) -> ``recommender`` and ``partial_fit`` (implicit's recommend / similar / partial-fit calls on the
+Layers, bottom up: ``config``, ``weights`` and ``threads`` (hyperparameters, TF1 item weights, the CPU thread
+count) -> ``data`` (validated ratings, id maps, the split) -> ``layout`` and ``solver`` (the exact half-sweep, pure
+tensors) -> ``modes`` (one object per mode), ``scoring``, ``collectives`` and ``engine`` (one worker's blocks, the
+sweep, the objective), ``sharding`` (the data of several workers), ``metrics`` and ``foldin`` (ranking metrics, new
+users' factors) -> ``recommender`` and ``partial_fit`` (implicit's recommend / similar / partial-fit calls on the
 model's state) and ``callbacks`` (held-out ranking logs) -> ``model`` (the Keras model) -> ``export`` (the
 serving SavedModel). Entry points (``trainer``, ``tuning``, ``pipeline``) import from here, never the other
 way round.
@@ -16,7 +16,8 @@ import importlib.util
 import sys
 
 #: Public name -> the module that defines it. They are imported on first use (PEP 562), so that light modules
-#: (``wals2.config``, ``wals2.options``) can be imported, for a command line's ``--help``, without TensorFlow.
+#: (``wals2.config``, ``wals2.options``, ``wals2.threads``) can be imported, for a command line's ``--help`` or
+#: before TensorFlow's import, without TensorFlow.
 _EXPORTS = {
     "LINEAR_RATINGS": "wals2.config",
     "LOG_RATINGS": "wals2.config",

@@ -9,11 +9,11 @@ chunk. One share of the cores per concurrent chunk::
 
     intra-op threads = max(1, c // PARALLEL_CHUNKS)
 
-removes that contention. Measured on 2-core machines (1 intra-op thread against TensorFlow's 2, ML-1M-shaped
-data, ``benchmarks/README.md``): the exact sweep 10-25 % faster at k = 32 and 64, and 7-10 % at ML-20M k = 64; a
-single large kernel run alone (one batch of ``recommend``) then uses one share, which is why batches are scored
-``PARALLEL_CHUNKS`` at a time. The thread count changes only how kernels are split, so results agree within float32
-rounding.
+removes that contention. Measured on the 2-core Intel kind (1 intra-op thread against TensorFlow's 2, synthetic
+ML-1M and ML-20M shapes, ``benchmarks/README.md``): with TensorFlow's default a sweep took 1.09-1.38x the time at
+ML-1M k = 32 and 64 and 1.03-1.14x at ML-20M (exact and CG solvers). A single large kernel run alone (one batch
+of ``recommend``) then uses one share, which is why batches are scored ``PARALLEL_CHUNKS`` at a time.
+The thread count changes only how kernels are split, so results agree within float32 rounding.
 
 The entry points (``trainer.task``, ``tuning.search``, the benchmarks) set ``TF_NUM_INTRAOP_THREADS`` to this
 value before TensorFlow's import when it is unset (``trainer.environment``); a library user may do the same, or call
