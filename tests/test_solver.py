@@ -473,3 +473,14 @@ def test_chunks_form_the_float32_weighted_ratings_of_every_entry_once(weights, r
         rhs, offsets = rhs / np.sqrt(c)[j], offsets / c[j]
     np.testing.assert_array_equal(got_rhs[real][order], rhs)
     np.testing.assert_array_equal(got_offsets[real][order], offsets)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4), (2, 3, 5, 4)])
+def test_rows_dot_is_each_entrys_dot_product_with_its_units_vector(shape):
+    rng = np.random.default_rng(7)
+    gathered = rng.standard_normal(shape)
+    x = rng.standard_normal(shape[:-2] + shape[-1:])
+    expected = np.einsum("...lw,...w->...l", gathered, x)  # float64
+    got = solver.rows_dot(tf.constant(gathered, tf.float32), tf.constant(x, tf.float32)).numpy()
+    assert got.shape == shape[:-1]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

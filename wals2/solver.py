@@ -368,7 +368,7 @@ def _subspace_long_rows(half: _Half, initial, block: int, sweeps: int) -> None:
 
         def gradient(chunk: Chunk, own, t, j=j, last=(step - 1) % count, delta=delta):
             if delta is not None:  # t += Z_B' delta of the previous step's block
-                t += tf.matmul(tf.gather(blocks, chunk.indices + rows * last), tf.gather(delta, own)[..., None])[..., 0]
+                t += rows_dot(tf.gather(blocks, chunk.indices + rows * last), tf.gather(delta, own))
             return _block_gradient(tf.gather(blocks, chunk.indices + rows * j), t, chunk), t
 
         (observed,), (t,) = half.long_row_sums(gradient, ([size],), flat=1, entry_arrays=(t,))
@@ -443,6 +443,16 @@ def gram_and_rhs(gathered, rhs_weights, gram_weights, row_scale=None):
     if row_scale is not None:
         return tf.matmul(gathered, gathered, transpose_a=True) * row_scale[:, None, None], rhs
     return None, rhs
+
+
+def rows_dot(gathered, x):
+    """t_e = z_e' x_i for every entry e of each unit i: ``gathered`` [..., b, L, w], ``x`` [..., b, w] -> [..., b, L].
+
+    Written as the row vector x' times Z' (a [1, w] x [w, L] product per unit): TensorFlow's batched matmul runs
+    it 1.2-1.4x faster than Z x as a [L, w] x [w, 1] product (one thread, w = 64 and 128, chunks of 4,096-65,536
+    entries, on the Intel Xeon kind).
+    """
+    return tf.matmul(x[..., None, :], gathered, transpose_b=True)[..., 0, :]
 
 
 def cholesky_rows(lhs, rhs):
@@ -559,7 +569,7 @@ def _subspace(table, blocks, k, chunk: Chunk, x, g0, lam_i, block, sweeps):
         zb = gathered[j]  # Z_B [b, L, size]
         observed = _block_gradient(zb, t, chunk)
         delta, x, g = _block_step(g0, lam_i, k, starts_t[j], size, factors[j], rhs[j], observed, x, g)
-        return step + 1, x, t + tf.matmul(zb, delta[..., None])[..., 0], g
+        return step + 1, x, t + rows_dot(zb, delta), g
 
     _, x, _, _ = tf.while_loop(
         lambda step, *_: step < steps, body, (tf.constant(0, tf.int32), x, t, g), parallel_iterations=1
@@ -586,7 +596,7 @@ def _block_terms(table, blocks, k, starts, chunk: Chunk, x, keep_gathered=False)
     covered = [max(0, (starts[j - 1] + size if j else 0) - s) for j, s in enumerate(starts)]
     mask = tf.constant([[0.0] * c + [1.0] * (size - c) for c in covered], tf.float32)  # [count, size]
     x_blocks = tf.stack([x[:, s : s + size] for s in starts]) * mask[:, None, :]  # [count, b, size]
-    t = tf.reduce_sum(tf.matmul(gathered, x_blocks[..., None])[..., 0], axis=0)  # [b, L]
+    t = tf.reduce_sum(rows_dot(gathered, x_blocks), axis=0)  # [b, L]
     return (gram, rhs, t, gathered) if keep_gathered else (gram, rhs, t)
 
 
@@ -645,10 +655,10 @@ def _conjugate_gradient(table, k, chunk: Chunk, x, diagonal, steps):
     weights = _entry_gram_weights(chunk)
 
     def apply(p):
-        t = tf.matmul(gathered, p[:, :, None])[:, :, 0] * weights  # D Z_g p, [b, L]
+        t = rows_dot(gathered, p) * weights  # D Z_g p, [b, L]
         return tf.matmul(t[:, None, :], gathered)[:, 0, :] + diagonal * p
 
-    t = tf.matmul(gathered, x[:, :, None])[:, :, 0]
+    t = rows_dot(gathered, x)
     residual = tf.matmul((rhs_weights - weights * t)[:, None, :], gathered)[:, 0, :] - diagonal * x
     return _cg_steps(apply, residual, x, steps)
 
