@@ -248,7 +248,7 @@ def test_subspace_section_holds_the_ml20m_k512_sweeps():
         assert points in text, points
 
 
-@pytest.mark.parametrize("name", ["amd", "zen4", "zen4-repeat", "intel"])
+@pytest.mark.parametrize("name", ["amd", "zen4", "zen4-repeat", "intel", "intel-rows-dot"])
 def test_equal_objective_section_holds_the_published_runs(name):
     from benchmarks import objective
 
