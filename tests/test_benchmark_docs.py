@@ -223,7 +223,7 @@ def test_subspace_section_holds_the_ml20m_k512_sweeps():
 
     section = read("benchmarks/README.md").split("## Subspace solver", 1)[1].split("\n## ", 1)[0]
     # Zen 3 with long rows solved exactly; Zen 4 with block passes over them, and the code before on that machine.
-    for name in ("amd", "zen4", "zen4-exact-long-rows", "intel"):
+    for name in ("amd", "zen4", "zen4-exact-long-rows", "intel", "intel-rows-dot"):
         lines = lines_of(os.path.join(ROOT, "benchmarks", "published", f"subspace-ml20m-k512-{name}.jsonl"))
         assert {(line["data"], line["k"]) for line in lines} == {("ml-20m", 512)}
         for row in objective.sweep_table(lines).splitlines()[2:]:
