@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from benchmarks import synthetic
-from benchmarks.worker import REGULARIZATION, initial_factors, wals2_engine
+from benchmarks.worker import REGULARIZATION, initial_factors, wals2_engine  # sets the trainer's TensorFlow defaults
 
 #: HKV's confidence of an observed rating r in ``--against-implicit``: 1 + ALPHA r.
 ALPHA = 1.0

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 
 import numpy as np
 
 from benchmarks import synthetic
 from benchmarks.run import cpu_info
-from benchmarks.worker import REGULARIZATION, initial_factors
+from benchmarks.worker import REGULARIZATION, initial_factors  # sets the trainer's TensorFlow defaults
 
 STAGES = ("gather", "Gram", "factorisation", "solves")
 
@@ -132,7 +131,6 @@ def main() -> None:
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
     from benchmarks.worker import wals2_engine
