@@ -12,7 +12,7 @@ from conftest import shared_file
 from oracle import build_layouts
 
 from wals2 import Ratings, RatingsError, WALSConfig, data, load_bundled, modes, read_ratings
-from wals2.data import bundled_path, read_web_views
+from wals2.data import Vocabulary, bundled_path, read_web_views
 from wals2.weights import item_weights, resolve
 
 
@@ -33,6 +33,19 @@ def test_tab_file_with_real_id_maps(tmp_path):
     assert list(r.user_index([10, 3])) == [1, 0]
     with pytest.raises(KeyError, match="unknown user id 4"):
         r.user_index([4])
+
+
+def test_integer_ids_are_looked_up_exactly():
+    """A fraction, a string that is not an integer or a bool is an unknown id of an integer vocabulary, never
+    truncated to a known one; integer strings and integral floats name their integer, large ones exactly."""
+    vocab = Vocabulary(np.array([1, 5, 2**53 + 1]), 3, "user_ids")
+    assert list(vocab.index([5, 1])) == [1, 0] and list(vocab.index(["5", 1.0])) == [1, 0]
+    assert list(vocab.index(np.array([str(2**53 + 1)]))) == [2]
+    for raw, shown in ((1.7, "1.7"), ("abc", "'abc'"), (True, "True"), (float("nan"), "nan")):
+        with pytest.raises(KeyError, match=f"unknown user id {shown}"):
+            vocab.index([raw])
+    with pytest.raises(ValueError, match="vocabulary's type int64. Received 'x'"):
+        vocab.extended(["x"])
 
 
 def test_double_colon_csv_headers_and_gzip(tmp_path):

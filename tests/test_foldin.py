@@ -103,6 +103,9 @@ def test_recommend_matches_argsort_and_excludes_rated_items(problem):
         ([[-1]], [[1.0]], r"item indices in \[0, 30\)"),
         ([[3, 3]], [[1.0, 2.0]], "should not repeat an item"),
         ([[3]], [[float("nan")]], "should be finite"),
+        ([[3]], [[1e39]], "should be finite in float32"),
+        ([[1.7]], [[1.0]], "should hold int item indices"),
+        ([1, 2], [1.0, 2.0], "should hold one list per user"),
     ],
 )
 def test_bad_input_is_rejected_with_a_clear_message(problem, items, ratings, message):
@@ -137,3 +140,9 @@ def test_fold_in_reproduces_the_row_half_sweep_in_other_modes(problem, mode):
     got = fold_in(model, items, ratings)
     assert got.shape[1] == cfg.latent_factors + (mode == "explicit")
     np.testing.assert_allclose(got, swept[users], rtol=2e-4, atol=2e-5)
+
+
+def test_the_implicit_mode_refuses_negative_ratings_as_fit_does(problem):
+    model = fitted(problem, mode="implicit")
+    with pytest.raises(ValueError, match=r"`ratings\[0\]` rating -5 is negative; the implicit mode needs ratings >= 0"):
+        fold_in(model, [[1, 2]], [[-5.0, 3.0]])

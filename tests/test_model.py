@@ -224,6 +224,40 @@ def test_bad_inputs_are_named(problem):
         make_model().fit(epochs=1)
 
 
+@pytest.mark.parametrize("mode", ["tf1", "explicit", "implicit"])
+def test_out_of_range_sparse_tensor_indices_are_refused_and_leave_the_model_trainable(problem, mode):
+    model = make_model(mode=mode, **({"unobs_weight": 0.0} if mode != "tf1" else {}))
+    with pytest.raises(ValueError, match=r"column indices should be in \[0, 40\)\. Received: min 1, max 45"):
+        model.fit(tf.SparseTensor([[0, 45], [1, 1]], [1.0, 1.0], [50, 40]), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"row indices should be in \[0, 50\)\. Received: min -1, max 1"):
+        model.fit(tf.SparseTensor([[-1, 0], [1, 1]], [1.0, 1.0], [50, 40]), epochs=1, verbose=0)
+    assert model.engine is None
+    model.fit(problem, epochs=1, verbose=0)
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(model.user_factors)))
+
+
+def test_an_explicit_model_needs_a_rating():
+    model = WALSModel(4, 3, latent_factors=2, mode="explicit")
+    model.compile()
+    with pytest.raises(ValueError, match="explicit mode needs at least one rating"):
+        model.fit(sp.coo_array((4, 3)), epochs=1, verbose=0)
+
+
+def test_predict_and_evaluate_check_their_pairs(problem):
+    model = make_model()
+    model.fit(problem, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="`x` pairs should be int"):
+        model.predict(np.array([[0.7, 1.9]]), verbose=0)
+    with pytest.raises(ValueError, match=r"`x` user indices should be in \[0, 50\)"):
+        model.predict(np.array([[50, 0]]), verbose=0)
+    with pytest.raises(ValueError, match=r"index pairs \[b, 2\]"):
+        model.predict(np.array([1, 2]), verbose=0)
+    with pytest.raises(ValueError, match=r"`evaluate\(x, y\)` item indices should be in \[0, 40\)"):
+        model.evaluate(np.array([[0, 40]]), np.array([1.0]), verbose=0)
+    with pytest.raises(ValueError, match="ratings should be finite"):
+        model.evaluate(np.array([[0, 1]]), np.array([np.nan]), verbose=0)
+
+
 def test_divergence_raises_a_clear_error():
     """Finite inputs whose second half-sweep overflows float32: NonFiniteFactorsError, not NaN factors.
 

@@ -251,7 +251,7 @@ HARDENING = {
         GOOD.replace("2\t3\t1", "2\t3\t-1").encode(),
         ["--mode", "implicit"],
         1,
-        ["{file}: line 5 (user 2, item 3): rating -1 is negative; --mode implicit needs ratings >= 0"],
+        ["{file}: line 5 (user 2, item 3): rating -1 is negative; the implicit mode needs ratings >= 0"],
     ),
     "weighted_overflow": (
         GOOD.replace("2\t3\t1", "2\t3\t1e38").encode(),

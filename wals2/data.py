@@ -499,13 +499,32 @@ class Vocabulary:
         """The raw id of each index [size]."""
         return self._ids
 
-    def _cast(self, raw_ids) -> np.ndarray:
-        """Raw ids as this vocabulary's dtype (as ``lookup`` compares them)."""
+    def _cast(self, raw_ids, error: type[Exception] = ValueError) -> np.ndarray:
+        """Raw ids [b] as this vocabulary's dtype, exactly: for integer ids, ids that are not integers (a fraction,
+        a string that is not an integer's digits, a bool) raise ``error`` naming the first one, a KeyError as an
+        unknown id or a ValueError as an id of the wrong type."""
         raw = np.atleast_1d(np.asarray(raw_ids))
-        try:
-            return raw.astype(self._ids.dtype) if self._ids.dtype.kind in "iu" else raw.astype(str)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"The raw {self._what} ids should be of the vocabulary's type {self._ids.dtype}") from err
+        if self._ids.dtype.kind not in "iu":
+            return raw.astype(str)
+        if raw.dtype.kind in "iu":
+            return raw.astype(self._ids.dtype)
+        flat = raw.reshape(-1)
+        parsed = pd.to_numeric(pd.Series(flat, dtype=object), errors="coerce")  # integer strings stay exact
+        numbers = parsed.to_numpy(np.float64 if parsed.dtype.kind not in "iu" else parsed.dtype)
+        exact = np.ones(flat.shape, bool)
+        if raw.dtype.kind == "b":
+            exact[:] = False
+        elif numbers.dtype.kind == "f":
+            exact = np.isfinite(numbers) & (numbers == np.round(numbers))
+        if not np.all(exact):
+            first = flat[np.flatnonzero(~exact)[0]]
+            first = first.item() if isinstance(first, np.generic) else first
+            if error is KeyError:
+                raise KeyError(f"unknown {self._what} id {quote(first)}")
+            raise error(
+                f"The raw {self._what} ids should be of the vocabulary's type {self._ids.dtype}. Received {first!r}"
+            )
+        return numbers.astype(self._ids.dtype).reshape(raw.shape)
 
     def contains(self, raw_ids) -> np.ndarray:
         """bool [b]: whether each raw id is in the vocabulary."""
@@ -527,7 +546,7 @@ class Vocabulary:
             raise ValueError(f"The raw {self._what} ids should be 1-D. Received shape {raw.shape}")
         if not raw.size:
             return np.zeros(0, np.int64)
-        return self._order[lookup(self._sorted, raw, self._what)].astype(np.int64)
+        return self._order[lookup(self._sorted, self._cast(raw, KeyError), self._what)].astype(np.int64)
 
     def index_or_none(self, raw_ids) -> np.ndarray | None:
         return None if raw_ids is None else self.index(raw_ids)

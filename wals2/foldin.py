@@ -120,10 +120,11 @@ def fold_in(model, items: Sequence[Sequence[int]], ratings: Sequence[Sequence[fl
         float32 [b, k], one factor per user; [b, k + 1] (factor, then bias b_u) with biases (explicit mode).
 
     Raises:
-        ValueError: mismatched lengths, item indices out of [0, num_items), repeated items within one user,
-            non-finite ratings, or a tf1 model with item weights and no seen items.
+        ValueError: mismatched lengths, item indices that are not ints or out of [0, num_items), repeated items
+            within one user, ratings that are not finite in float32 or that the mode refuses (negative ones in the
+            implicit mode), or a tf1 model with item weights and no seen items.
     """
-    indices, values = _pad(items, ratings, model.num_items)
+    indices, values = _pad(items, ratings, model.num_items, model.mode)
     return _solve_model(model, indices, values).numpy()
 
 
@@ -142,7 +143,7 @@ def recommend(
         (item indices int64 [b, k], scores float32 [b, k]).
     """
     validate.integer("k", k, 1, model.num_items)
-    indices, values = _pad(items, ratings, model.num_items)
+    indices, values = _pad(items, ratings, model.num_items, model.mode)
     factors, bias = split_solution(model.mode, _solve_model(model, indices, values), model.config.latent_factors)
     scores = scoring.item_scores(
         factors,
@@ -176,7 +177,7 @@ def _solve_model(model, indices: np.ndarray, values: np.ndarray) -> tf.Tensor:
     )
 
 
-def _pad(items, ratings, num_items: int) -> tuple[np.ndarray, np.ndarray]:
+def _pad(items, ratings, num_items: int, mode: Mode) -> tuple[np.ndarray, np.ndarray]:
     """Ragged per-user (items, ratings) -> int64 [b, L] padded with -1 and float32 [b, L], validated."""
     if isinstance(items, tf.RaggedTensor):
         items = items.to_list()
@@ -187,12 +188,21 @@ def _pad(items, ratings, num_items: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(
             f"`items` and `ratings` should list the same number of users. Received: {len(items)} and {len(ratings)}"
         )
+    for name, rows in (("items", items), ("ratings", ratings)):
+        flat = next((b for b, row in enumerate(rows) if np.ndim(row) != 1), None)
+        if flat is not None:
+            raise ValueError(
+                f"`{name}` should hold one list per user (`{name}[b]` 1-D). Received: {name}[{flat}]={rows[flat]!r}"
+            )
     width = max((len(row) for row in items), default=0)
     indices = np.full((len(items), width), -1, np.int64)
     values = np.zeros((len(items), width), np.float32)
     for b, (row, rated) in enumerate(zip(items, ratings)):
-        row = np.asarray(row, dtype=np.int64).reshape(-1)
+        given = np.asarray(row).reshape(-1)
         rated = np.asarray(rated, dtype=np.float64).reshape(-1)
+        if given.size and given.dtype.kind not in "iu":
+            raise ValueError(f"`items[{b}]` should hold int item indices. Received dtype {given.dtype}: {row!r}")
+        row = given.astype(np.int64)
         if row.shape != rated.shape:
             raise ValueError(
                 f"`items[{b}]` and `ratings[{b}]` should have the same length. Received: {row.size} and {rated.size}"
@@ -201,8 +211,13 @@ def _pad(items, ratings, num_items: int) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"`items[{b}]` should hold item indices in [0, {num_items}). Received: {row.tolist()}")
         if np.unique(row).size != row.size:
             raise ValueError(f"`items[{b}]` should not repeat an item. Received: items[{b}]={row.tolist()}")
-        if not np.all(np.isfinite(rated)):
-            raise ValueError(f"`ratings[{b}]` should be finite. Received: ratings[{b}]={rated.tolist()}")
+        with np.errstate(over="ignore"):
+            finite = np.all(np.isfinite(rated.astype(np.float32)))
+        if not finite:
+            raise ValueError(f"`ratings[{b}]` should be finite in float32. Received: ratings[{b}]={rated.tolist()}")
+        invalid = np.flatnonzero(mode.invalid_ratings(rated))
+        if invalid.size:
+            raise ValueError(f"`ratings[{b}]` rating {rated[invalid[0]]:g} {mode.invalid_reason}")
         indices[b, : row.size] = row
         values[b, : row.size] = rated
     return indices, values

@@ -302,8 +302,8 @@ def _entry_terms(rows, cols, values, num_fixed, own_weights, fixed_weights, w0, 
             weight = w0 + np.asarray(own_weights, np.float64)[rows] * np.asarray(fixed_weights, np.float64)[cols]
         largest = np.max(np.abs(weight * np.asarray(values, np.float64)))
         raise ValueError(
-            "The weighted ratings (w0 + R_i C_j) a_ij overflow float32: lower the ratings' scale or the weights "
-            f"(largest |(w0 + d) a| = {largest:.3g})."
+            "The weighted training ratings (each entry's weight times its target) overflow float32: lower the "
+            f"ratings' scale or the weights (the largest |weight x target| is {largest:.3g})."
         )
     return _EntryTerms(kind, gram, fixed_scale, column_scale, column_weights)
 

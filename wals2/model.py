@@ -394,6 +394,10 @@ class WALSModel(Recommender, keras.Model):
             if heldout.shape != (self.num_users, self.num_items):
                 raise ValueError(f"`x` should have shape {(self.num_users, self.num_items)}. Received: {heldout.shape}")
             x, y = heldout.pairs(), heldout.values
+        elif _arrays(x) and _arrays(y):
+            values = _pairs(x, y, (self.num_users, self.num_items), "`evaluate(x, y)`")[2]
+            if not np.all(np.isfinite(values)):
+                raise ValueError("`evaluate(x, y)` ratings should be finite. Received NaN or inf values.")
         if ranking_k is None:
             return super().evaluate(x, y, batch_size=batch_size, **kwargs)
         _check_ranking_k(ranking_k, self.num_items)
@@ -407,6 +411,8 @@ class WALSModel(Recommender, keras.Model):
 
     def predict(self, x, batch_size: int | None = PREDICT_BATCH_SIZE, **kwargs):
         """Keras ``predict`` of int (user, item) pairs [b, 2] -> float32 [b]; the batch defaults to 4,096 pairs."""
+        if _arrays(x):
+            _index_pairs(x, (self.num_users, self.num_items), "`x`")
         return super().predict(x, batch_size=batch_size, **kwargs)
 
     def export(self, filepath, format: str = "tf_saved_model", verbose=None, top_k: int = 10, **kwargs):
@@ -623,12 +629,26 @@ def _pairs(pairs, values, shape: tuple[int, int], what: str) -> tuple[np.ndarray
         raise ValueError(
             f"{what} should be (pairs [b, 2], ratings [b]). Received shapes {pairs.shape} and {values.shape}"
         )
+    users, items = _index_pairs(pairs, shape, what)
+    return users, items, values
+
+
+def _index_pairs(pairs, shape: tuple[int, int], what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(users int64 [b], items int64 [b]) of int (user, item) index pairs [b, 2], checked against ``shape``."""
+    pairs = np.asarray(pairs)
+    if pairs.ndim != 2 or pairs.shape[1] != 2:
+        raise ValueError(f"{what} should be int (user, item) index pairs [b, 2]. Received shape {pairs.shape}")
     if pairs.size and pairs.dtype.kind not in "iu":
         raise ValueError(f"{what} pairs should be int (user, item) indices. Received dtype {pairs.dtype}")
     for axis, size, name in ((0, shape[0], "user"), (1, shape[1], "item")):
         if pairs.size and (pairs[:, axis].min() < 0 or pairs[:, axis].max() >= size):
             raise ValueError(f"{what} {name} indices should be in [0, {size}).")
-    return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), values
+    return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+
+
+def _arrays(x) -> bool:
+    """Whether ``x`` is held in memory (an array, a tensor or a list), as opposed to a dataset or a generator."""
+    return isinstance(x, (np.ndarray, tf.Tensor, list))
 
 
 def _pairs_matrix(x, y, shape: tuple[int, int]) -> sp.coo_array:
@@ -665,6 +685,11 @@ def _coo(train, shape: tuple[int, int], name: str | None = None) -> tuple[np.nda
         raise ValueError(f"{subject} should be finite. Received NaN or inf values.")
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
+    for index, size, axis in ((rows, shape[0], "row"), (cols, shape[1], "column")):
+        if index.size and (index.min() < 0 or index.max() >= size):
+            raise ValueError(
+                f"{what}'s {axis} indices should be in [0, {size}). Received: min {index.min()}, max {index.max()}"
+            )
     repeated, _ = repeated_pairs(rows, cols, shape[1])
     if repeated:
         raise ValueError(f"{what} has {repeated} duplicate (row, column) entries.")

@@ -253,6 +253,11 @@ class Explicit(Mode):
 
     def weighting(self, values, shape, stats, given=None):
         self._refuse_weights(given)
+        if not stats.count:
+            raise ValueError(
+                "The explicit mode needs at least one rating: the global mean and the range of the predictions come "
+                "from the training ratings. Received a training matrix with no entries."
+            )
         ones = [np.ones(size, np.float32) for size in shape]  # d = R_i C_j = 1
         with np.errstate(over="ignore"):  # an r - mu beyond float32 is refused by the layout's overflow check
             targets = self.targets(np.asarray(values, np.result_type(values, np.float32)), stats.mean)
@@ -273,7 +278,7 @@ class Implicit(Mode):
     hyperparameters = ("alpha", "scale_regularization")
     search_ranges = {"regularization": (1e-3, 100.0, "log"), "alpha": (0.01, 100.0, "log")}
 
-    invalid_reason = "is negative; --mode implicit needs ratings >= 0 (the confidence of a rating r is 1 + alpha * r)"
+    invalid_reason = "is negative; the implicit mode needs ratings >= 0 (the confidence of a rating r is 1 + alpha * r)"
 
     def invalid_ratings(self, values):
         return np.asarray(values) < 0
@@ -282,7 +287,7 @@ class Implicit(Mode):
         self._refuse_weights(given)
         values = np.asarray(values)
         if np.any(self.invalid_ratings(values)):
-            raise ValueError("Implicit mode needs non-negative values (confidence 1 + alpha * r).")
+            raise ValueError("The implicit mode needs ratings >= 0 (the confidence of a rating r is 1 + alpha * r).")
         # d = alpha r in float64, so that a product beyond float32 is reported as an overflow by the layout.
         d = self.confidence(np.asarray(values, np.float64), self.config.alpha)
         return Weighting(1.0, self.targets(values), None, None, d, 0.0, (-np.inf, np.inf))
