@@ -125,6 +125,7 @@ class WALSModel(Recommender, keras.Model):
         self._vocabularies = None
         self._fitting = False
         self._ranking_k: int | None = None  # the k of the ranking logs of the last fit(ranking_k=k)
+        self._traced_for = (None, None, None)  # (engine, validation_data, ranking_k) of the traced train_function
         if not defer_state:
             self._materialize_state()
         self.built = True
@@ -310,7 +311,11 @@ class WALSModel(Recommender, keras.Model):
         self._heldout = None if validation_data is None else _entries(validation_data, shape)
         if ranking_k is not None:
             kwargs["callbacks"] = [self._ranking_callback(ranking_k, validation_data), *(kwargs.get("callbacks") or [])]
-        self.train_function = None
+        # The traced sweep captures the engine and the validation entries: keep it while both are the same objects.
+        traced_for = (self.engine, validation_data, ranking_k)
+        if self.train_function is None or any(a is not b for a, b in zip(self._traced_for, traced_for)):
+            self.train_function = None
+            self._traced_for = traced_for
         if epochs is None:
             epochs = self.config.num_iters
         replicas = self.distribute_strategy.num_replicas_in_sync
