@@ -75,7 +75,7 @@ def test_string_ids_are_kept_as_strings(tmp_path):
         ("1\t2\t3\n1\t3\tfour\n", {}, r"line 2: rating 'four' is not a finite number"),
         ("1\t2\t3\n1\t3\tnan\n2\t3\tNaN\n", {}, r"line 2: rating 'nan' is not a finite number \(2 such row"),
         ("1\t2\t3\n1\t3\t4\n1\t2\t5\n", {}, r"1 duplicate \(user, item\) pair.*user 1, item 2 on lines \[1, 3\]"),
-        ("1\t2\t\n", {}, r"line 1: rating nan|line 1: rating"),
+        ("1\t2\t\n", {}, r"line 1: no rating \(a missing or empty field\)"),
     ],
 )
 def test_bad_files_name_file_and_line(tmp_path, text, kwargs, message):
@@ -100,6 +100,8 @@ def test_header_line_numbers_count_the_header(tmp_path):
         ("\n\n1::2::3\n\n-1::3::4\n", {"delimiter": "::"}, r"line 5: user id -1 is negative"),
         ("1\t2\t3\n\n\n2\t\t3\n", {}, r"line 4: empty item id"),
         ("1\t2\t3\n\n1\t3\t1e39\n", {}, r"line 3: rating '1e39' overflows float32"),
+        ("1\t2\t3\n\n\n2\t3\n", {}, r"line 4: no rating \(a missing or empty field\)"),
+        ("1\t2\t3\n\n2\t3\t4\t5\t6\n", {}, r"line 3: 5 fields with delimiter '\\t', where the lines before have 3"),
         ("\n\n\n", {}, r"empty|only blank lines"),
     ],
 )
@@ -342,3 +344,15 @@ def test_the_model_refuses_a_matrix_with_a_repeated_entry():
     coo = sparse.coo_array((np.ones(3), ([0, 1, 0], [1, 2, 1])), shape=(2, 3))
     with pytest.raises(ValueError, match=r"has 1 duplicate \(row, column\) entries"):
         WALSModel(2, 3, latent_factors=2).fit(coo, epochs=1, verbose=0)
+
+
+def test_a_fourth_column_that_is_not_all_numbers_is_not_used_as_timestamps(tmp_path, caplog):
+    for name, text, why in (
+        ("missing.tsv", "1\t10\t5\t100\n2\t20\t4\n3\t30\t2\t5\n", "line 2: no fourth field"),
+        ("word.tsv", "1\t10\t5\t100\n2\t20\t4\tabc\n", "line 2: the fourth field 'abc' is not a number"),
+    ):
+        ratings = read_ratings(write(tmp_path, name, text))
+        assert ratings.nnz == text.count("\n") and ratings.timestamps is None
+        assert f"{why}, so the fourth column is not used as timestamps" in caplog.text
+        with pytest.raises(ValueError, match="fourth field is read as timestamps only when it is a number on every"):
+            ratings.train_validation_test(0.0, 0.5, strategy="time")

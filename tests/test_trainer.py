@@ -96,7 +96,10 @@ BAD_FILES = {
     "too_few_columns": ("1::2::3::4\n", "found 1 column(s) with delimiter '\\t'"),
     "ratings_dat_hint": ("1::2::3::4\n", "ML-1M ratings.dat files use --delimiter '::'"),
     "negative_id": ("1\t2\t3\n-4\t2\t3\n", "line 2: user id -4 is negative"),
-    "empty_rating": ("1\t2\t3\tx\n2\t2\t\tx\n", "line 2: rating nan"),
+    "empty_rating": ("1\t2\t3\tx\n2\t2\t\tx\n", "line 2: no rating (a missing or empty field)"),
+    "short_row": ("1\t10\t5\n2\t20\n", "line 2: no rating (a missing or empty field)"),
+    "too_many_fields": ("1\t2\t3\t4\t5\n2\t2\t3\t4\t5\n", "line 1: 5 fields with delimiter '\\t'"),
+    "long_row": ("1\t2\t3\n\n4\t5\t6\t7\t8\n", "line 3: 5 fields with delimiter '\\t', where the lines before have 3"),
 }
 
 
@@ -282,7 +285,7 @@ HARDENING = {
         b"1<>2<>3\n1<>3<>4<>5<>6\n",
         ["--delimiter", "<>"],
         1,
-        ["{file}: cannot parse with delimiter '<>': Expected 3 fields in line 2, saw 5"],
+        ["{file}: line 2: 5 fields with delimiter '<>', where the lines before have 3"],
     ),
     "dataset_offline": (
         None,

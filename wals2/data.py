@@ -240,9 +240,7 @@ class Ratings:
         if strategy not in SPLITS:
             raise ValueError(f"`strategy` should be one of {SPLITS}. Received: strategy={strategy!r}")
         if strategy == "time" and self.timestamps is None:
-            raise ValueError(
-                f"`strategy` 'time' needs timestamps, and {self.source} has none. Received: strategy='time'"
-            )
+            raise no_timestamps(self.source)
         validation, test = split_masks(
             self.users, self.items, self.timestamps, self.num_items, validation_fraction, test_fraction, seed, strategy
         )
@@ -300,6 +298,14 @@ def repeated_pairs(rows: np.ndarray, cols: np.ndarray, num_cols: int) -> tuple[i
     if not same.size:
         return 0, np.zeros(0, np.int64)
     return int(same.size), np.flatnonzero(keys == sorted_keys[same[0]])[:2]
+
+
+def no_timestamps(source) -> ValueError:
+    """The error of a time split of ratings without timestamps (``Ratings.split``, ``sharding``)."""
+    return ValueError(
+        f"`strategy` 'time' needs timestamps, and {source} has none (a ratings file's fourth field is read as "
+        "timestamps only when it is a number on every line). Received: strategy='time'"
+    )
 
 
 def line_number(first_line: int, blank_lines: np.ndarray | None, rows):
@@ -595,7 +601,16 @@ def read_ratings(
         what = "only a header line" if headers else "no data"
         raise RatingsError(f"{path}: the file is empty ({what})") from None
     except pd.errors.ParserError as err:
-        raise RatingsError(f"{path}: cannot parse with delimiter {quote(delimiter)}: {_cut(str(err))}") from None
+        fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
+        if fields is None:
+            raise RatingsError(f"{path}: cannot parse with delimiter {quote(delimiter)}: {_cut(str(err))}") from None
+        expected, line, saw = (int(x) for x in fields.groups())  # line: of the text read, header included
+        line += (text.first_line - 1) if text is not None else 0
+        raise RatingsError(
+            f"{path}: line {line}: {saw} fields with delimiter {quote(delimiter)}, where the lines before have "
+            f"{expected}; expected user, item, rating[, timestamp] on every line",
+            line,
+        ) from None
     except UnicodeDecodeError:
         line, data = _undecodable_line(path, compression, text, headers)
         raise RatingsError(
@@ -610,12 +625,34 @@ def read_ratings(
     first_line = text.first_line if text is not None else (2 if headers else 1)
     # Line j (0-based) of what was read is file line first_line + j - headers (the header, if any, comes first).
     blank_lines = blank_lines[blank_lines >= int(headers)] + (first_line - int(headers))
-    names = [*COLUMNS, "timestamp"][: min(frame.shape[1], 4)]
-    frame = frame.iloc[:, : len(names)].replace("", np.nan)
+    if frame.shape[1] > 4:
+        raise RatingsError(
+            f"{path}: line {first_line}: {frame.shape[1]} fields with delimiter {quote(delimiter)}, expected user, "
+            "item, rating[, timestamp]",
+            first_line,
+        )
+    names = [*COLUMNS, "timestamp"][: frame.shape[1]]
+    empty = np.flatnonzero((frame.iloc[:, 2] == "").to_numpy())  # a missing field reads as an empty one
+    if empty.size:  # (empty ids are reported by ``Ratings.from_dataframe``, with the other bad ids)
+        line = int(line_number(first_line, blank_lines, empty[0]))
+        raise RatingsError(
+            f"{path}: line {line}: no rating (a missing or empty field); expected user, item, rating[, timestamp] "
+            f"separated by {quote(delimiter)}",
+            line,
+        )
     frame.columns = names
-    if "timestamp" in names and pd.to_numeric(frame["timestamp"], errors="coerce").isna().any():
-        logger.warning("%s: the fourth column is not all numbers, so it is not used as timestamps", path)
-        frame = frame.drop(columns="timestamp")
+    if "timestamp" in names:
+        unusable = np.flatnonzero(pd.to_numeric(frame["timestamp"], errors="coerce").isna().to_numpy())
+        if unusable.size:
+            field = frame["timestamp"].iloc[unusable[0]]
+            logger.warning(
+                "%s: line %d: %s, so the fourth column is not used as timestamps",
+                path,
+                int(line_number(first_line, blank_lines, unusable[0])),
+                f"the fourth field {quote(field)} is not a number" if field else "no fourth field",
+            )
+            frame = frame.drop(columns="timestamp")
+    frame = frame.replace("", np.nan)
     logger.info("read %d lines from %s", len(frame), path)
     try:
         return Ratings.from_dataframe(

@@ -170,7 +170,7 @@ def distribute(
     by_row = _merge_duplicates(by_row, aggregate, collectives)
     error = None
     if strategy == "time" and by_row.timestamps is None:
-        error = ValueError(f"`strategy` 'time' needs timestamps, and {part.source} has none. Received: strategy='time'")
+        error = data.no_timestamps(part.source)
     collectives.check(error)
     validation, test = data.split_masks(
         by_row.users,
