@@ -321,6 +321,7 @@ def create_app(
         return error(err.status_code, message, headers)
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app.router.redirect_slashes = False  # "/health/" is an unknown route (a JSON 404), not a redirect
     app.state.lanes = lanes
     app.state.metrics = metrics
     app.add_middleware(_HTTPVersion)

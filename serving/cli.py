@@ -63,7 +63,11 @@ class _Fixed:
 
 def build_parser() -> argparse.ArgumentParser:
     defaults_work, defaults_http = WorkLimits(), HTTPLimits()
-    parser = argparse.ArgumentParser(prog="python -m trainer.serve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.serve",
+        description="An HTTP server for a wals2 serving SavedModel: Vertex AI's prediction route, TF Serving's "
+        "REST (and optionally gRPC) API and TF1's recommendation app.",
+    )
     parser.add_argument(
         "--model-dir",
         default=os.environ.get("AIP_STORAGE_URI"),
@@ -73,13 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     parser.add_argument(
         "--port",
-        type=int,
-        default=int(os.environ.get("AIP_HTTP_PORT", "8080")),
+        type=_port,
+        default=None,
         help="default $AIP_HTTP_PORT or 8080; 0 picks a free port",
     )
     parser.add_argument(
         "--grpc-port",
-        type=int,
+        type=_port,
         default=None,
         help="also serve TF Serving's gRPC PredictionService and ModelService on this port (TF Serving's is 8500; "
         "0 picks a free port; default off)",
@@ -181,6 +185,16 @@ def default_model_name(model_dir: str, versioned: bool) -> str:
     return name if name and not set(name) & set("/:?#%") else "wals"
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"should be a port number in [0, 65535], got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"should be a port number in [0, 65535], got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -202,7 +216,13 @@ def _positive_float(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.port is None:
+        try:
+            args.port = _port(os.environ.get("AIP_HTTP_PORT", "8080"))
+        except argparse.ArgumentTypeError as err:
+            parser.error(f"$AIP_HTTP_PORT (the default of --port) {err}")
     logs.configure(args.verbose)
     if not args.model_dir:
         logger.error("`--model-dir` should name a SavedModel directory (or set AIP_STORAGE_URI).")

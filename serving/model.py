@@ -43,6 +43,15 @@ class BadRequest(Exception):
         self.plain = plain
 
 
+def _reason(message: str) -> str:
+    """The line of a TensorFlow error message that says what went wrong, without the header, the node and the
+    stack lines around it (the last such line; the header itself when there is none)."""
+    skip = ("Graph execution error", "Detected at node", "<stack traces", "[[", "File ")
+    lines = [line.strip() for line in message.splitlines()]
+    reasons = [line for line in lines if line and not line.startswith(skip)]
+    return reasons[-1] if reasons else lines[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class WorkLimits:
     """Work one request may ask for (more gives 413 naming the limit and its flag).
@@ -215,7 +224,7 @@ class Recommender:
         try:
             out = self.signatures[signature](**feeds)
         except tf.errors.InvalidArgumentError as err:
-            raise BadRequest(f"The {signature!r} signature refused its inputs: {err.message.splitlines()[0]}") from None
+            raise BadRequest(f"The {signature!r} signature refused its inputs: {_reason(err.message)}") from None
         return {name: value.numpy() for name, value in out.items()}
 
     def _call_top_k(self, user_ids: list, k: int | None) -> dict[str, np.ndarray]:

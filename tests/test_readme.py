@@ -145,3 +145,30 @@ def test_the_saved_model_figures_are_those_of_a_fresh_export(tmp_path):
     )
     for stated, got in zip((total, pb, variables), measured, strict=True):
         assert abs(got - stated) <= 0.05 * got, (stated, got, sizes)  # 5 %: the README rounds
+
+
+@pytest.mark.slow
+def test_the_serving_answers_shown_are_those_of_the_readme_job(tmp_path):
+    """README "HTTP server": the items and scores shown for user 1 and the unknown user 999999 are what the model of
+    `python -m trainer.task --job-dir jobs/demo` answers (its `serving_default`, as the server calls it)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from trainer.task import main
+
+    text = README[README.index("\n### HTTP server\n") :]  # (its shell comments start with "# ", as headings do)
+    known = re.search(
+        r'"item_ids": \["(\d+)", "(\d+)", \.\.\.\], "scores": \[([\d.]+), ([\d.]+), \.\.\.\], "known_user": true', text
+    )
+    unknown = re.search(
+        r'"item_ids": \["(\d+)", "(\d+)", \.\.\.\], "scores": \[0.0, 0.0, \.\.\.\], "known_user": false', text
+    )
+    articles = re.search(r'TF1\'s app: \{"articles": \["(\d+)", "(\d+)", "(\d+)"\]\}', text)
+    assert known and unknown and articles
+    assert main(["--job-dir", str(tmp_path / "demo")]) == 0
+    model = tf.saved_model.load(str(tmp_path / "demo" / "model"))
+    out = model.signatures["serving_default"](user_id=tf.constant(["1", "999999"]))
+    items = [[i.decode() for i in row] for row in out["item_ids"].numpy()[:, :3]]
+    assert items[0] == list(articles.groups()) and items[0][:2] == list(known.groups()[:2])
+    np.testing.assert_allclose(out["scores"].numpy()[0, :2], [float(x) for x in known.groups()[2:]], atol=0.005)
+    assert items[1][:2] == list(unknown.groups()) and out["known_user"].numpy().tolist() == [True, False]

@@ -430,6 +430,9 @@ def test_bad_http_requests_get_4xx(served):
     connection.close()
     assert call(port, "GET", "/nowhere")[0] == 404
     assert call(port, "POST", "/nowhere", {"instances": [{"user_id": "1"}]})[0] == 404
+    for path in (HEALTH + "/", "/v1/models/", PREDICT + "/"):  # no redirect to the route without the slash
+        status, kind, text = call(port, "GET", path, headers={"Host": "elsewhere.example"})
+        assert (status, kind) == (404, "application/json") and json.loads(text)["error"].startswith("No route")
     assert call(port, "DELETE", PREDICT)[0] == 405
     status, _, text = call(port, "GET", PREDICT)  # a known route, the wrong method
     assert status == 405 and "use POST" in json.loads(text)["error"]
@@ -929,6 +932,13 @@ def test_tf_serving_similar_and_candidate_signatures_in_columnar_format(served, 
         ("/v1/models/wals:predict", {"instances": ["1"], "signature_name": "nope"}, 400, "not found in signature"),
         ("/v1/models/wals:predict", {"instances": ["1"], "inputs": ["1"]}, 400, "exactly one of"),
         ("/v1/models/wals:predict", {"instances": [["1"]]}, 400, "should have shape [None]"),
+        (
+            "/v1/models/wals:predict",
+            {"signature_name": "score", "inputs": {"user_id": ["1", "2"], "item_id": ["50"]}},
+            400,
+            "The 'score' signature refused its inputs: assertion failed: [`user_id` and `item_id` should have the "
+            "same length]",
+        ),
         ("/v1/models/wals:predict", {"instances": [1.5]}, 400, "should be a string or an integer id"),
         ("/v1/models/wals:predict", {"instances": ["\ud800"]}, 400, "should be valid Unicode"),
         (
@@ -1617,3 +1627,24 @@ def test_incompatible_signatures_are_named(exported, tmp_path):
     assert "lacks the signatures" in incompatibility(served, fewer) and "similar_items" in incompatibility(
         served, fewer
     )
+
+
+def test_ports_out_of_range_or_not_numbers_are_refused_before_the_model_loads(monkeypatch, capsys, tmp_path):
+    from serving import cli
+
+    missing = str(tmp_path / "no-model")  # never read: the ports are checked first
+    for args, env, message in (
+        (["--port", "99999"], None, "argument --port: should be a port number in [0, 65535], got '99999'"),
+        (["--grpc-port", "-1"], None, "argument --grpc-port: should be a port number in [0, 65535], got '-1'"),
+        ([], "abc", "$AIP_HTTP_PORT (the default of --port) should be a port number in [0, 65535], got 'abc'"),
+    ):
+        if env is None:
+            monkeypatch.delenv("AIP_HTTP_PORT", raising=False)
+        else:
+            monkeypatch.setenv("AIP_HTTP_PORT", env)
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["--model-dir", missing, *args])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # an explicit --port wins over a bad $AIP_HTTP_PORT, and --help works
+        cli.main(["--port", "8081", "--help"])
+    assert exit_.value.code == 0 and "AIP_HTTP_PORT" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """python -m trainer.task end to end: artifacts on good input; a clear error and no output on bad input."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def test_ml100k_tf1_defaults_and_optimized(tmp_path):
     assert rmse["optimized"] < rmse["default"]
 
 
-def test_runs_in_process_and_writes_into_an_existing_empty_dir(tmp_path):
+def test_runs_in_process_and_writes_into_an_existing_empty_dir(tmp_path, caplog):
     data = tmp_path / "r.tsv"
     rng = np.random.default_rng(0)
     cells = rng.choice(30 * 20, size=300, replace=False)
@@ -80,8 +81,11 @@ def test_runs_in_process_and_writes_into_an_existing_empty_dir(tmp_path):
     data.write_text("\n".join(lines) + "\n")
     job = tmp_path / "job"
     job.mkdir()
-    assert main(["--train-file", str(data), "--job-dir", str(job), "--num_iters", "2", "--latent_factors=3"]) == 0
+    args = ["--train-file", str(data), "--job-dir", str(job), "--num_iters", "2", "--latent_factors=3"]
+    with caplog.at_level(logging.WARNING):
+        assert main([*args, "--export-top-k", "25"]) == 0
     check_artifacts(job, 30, 20, 3)
+    assert "--export-top-k 25 is more than the 20 items: the SavedModel's serving_default lists 20" in caplog.text
     # A second run into the same directory is refused before any work.
     assert main(["--train-file", str(data), "--job-dir", str(job), "--num_iters", "2"]) == 1
 
@@ -125,6 +129,7 @@ def test_bad_files_fail_cleanly_without_output(tmp_path, caplog, case):
         (["--regularization=-0.5"], "`regularization` should be a finite number > 0"),
         (["--data-type", "webviews"], "invalid choice: 'webviews'"),
         (["--wt_type", "2"], "`wt_type` should be 0 ('log', power law) or 1 ('linear')"),
+        (["--wt_type", "foo"], "argument --wt_type: expected 0 or 'log' (power law), 1 or 'linear', got 'foo'"),
         (["--num_iters", "many"], "invalid int value: 'many'"),
         (["--data-type=web_views", "--delimiter=::"], "`delimiter` is fixed to ','"),
         (["--dataset", "ml-10m"], "invalid choice: 'ml-10m'"),

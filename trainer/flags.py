@@ -30,7 +30,12 @@ def _bool(text: str) -> bool:
 
 def _wt_type(text: str) -> int | str:
     value = text.strip().lower()
-    return value if value in ("linear", "log") else int(value)
+    if value in ("linear", "log"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 0 or 'log' (power law), 1 or 'linear', got {text!r}") from None
 
 
 def help_text(field: dataclasses.Field, default: Any = dataclasses.MISSING) -> str:

@@ -324,7 +324,15 @@ def write_outputs(
     model_dir = staging.path(dirs.model_entry)
     # The serving SavedModel at the model directory's root (where Vertex AI and TF Serving look for it), with
     # TF1's .npy files beside it.
-    export_saved_model(model, model_dir, top_k=min(task.export_top_k, train.num_items))
+    top_k = min(task.export_top_k, train.num_items)
+    if top_k < task.export_top_k:
+        logger.warning(
+            "--export-top-k %d is more than the %d items: the SavedModel's serving_default lists %d per user",
+            task.export_top_k,
+            train.num_items,
+            top_k,
+        )
+    export_saved_model(model, model_dir, top_k=top_k)
     arrays = {
         "row": model.user_factors,
         "col": model.item_factors,

@@ -176,6 +176,11 @@ class ServingModule(tf.Module):
     @tf.function(input_signature=[USER_ID, ITEM_ID], autograph=False)
     def score(self, user_id, item_id):
         """The model's prediction per (user_id, item_id) pair; 0.0 where either is unknown."""
+        same_length = tf.debugging.assert_equal(
+            tf.size(user_id), tf.size(item_id), message="`user_id` and `item_id` should have the same length"
+        )
+        with tf.control_dependencies([same_length]):
+            user_id = tf.identity(user_id)
         users, known_user = self._lookup_users(user_id)
         items = tf.ensure_shape(self.item_table.lookup(item_id), item_id.shape)
         known_item = (items >= 0) & tf.gather(self.item_known, tf.maximum(items, 0))
