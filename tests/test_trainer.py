@@ -54,6 +54,8 @@ def test_bundled_default_run(tmp_path):
     config, metrics = check_artifacts(job, 610, 9724, 5)
     assert metrics["num_test"] == 10083 and metrics["sweeps"] == 4
     assert 0.3 < metrics["train_rmse"] < metrics["test_rmse"] < 3.0
+    assert "val_rmse" not in metrics["history"]  # no validation set: the held-out RMSE per sweep is the test set's
+    assert metrics["history"]["test_rmse"][-1] == pytest.approx(metrics["test_rmse"], rel=1e-4)
     user = np.load(job / "model" / "user.npy")
     assert user[0] == 1 and user[-1] == 610  # latest-small user ids 1..610
 

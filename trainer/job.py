@@ -294,8 +294,14 @@ def _evaluate(final: WALSModel, fitted: _Fitted, task, config: WALSConfig, worke
         "num_validation": validation.nnz,
         "num_test": test.nnz,
         "test_entries_with_cold_user_or_item": _cold_test_entries(train, test),
-        "history": {k: [float(np.ravel(x)[0]) for x in v] for k, v in history.items()},
+        "history": {_history_name(k, validation.nnz): [float(np.ravel(x)[0]) for x in v] for k, v in history.items()},
     }
+
+
+def _history_name(key: str, validation: int) -> str:
+    """A Keras history key as ``metrics.json`` names it: ``val_*`` is ``test_*`` where the held-out set behind it is
+    the test set (a job without a validation set)."""
+    return key if validation or not key.startswith("val_") else "test_" + key.removeprefix("val_")
 
 
 def _log_results(results: dict, top_k: int) -> None:
