@@ -173,6 +173,7 @@ def test_checkpoint_of_another_run_is_refused(tmp_path, caplog):
     assert main([*args, "--job-dir", str(tmp_path / "a")]) == 0
     assert main([*args, "--job-dir", str(tmp_path / "b"), "--regularization=0.5"]) == 1
     assert "was written by a run with other data, split or hyperparameters" in caplog.text
+    assert "(regularization: saved 0.07, this run 0.5); use another --checkpoint-dir" in caplog.text  # TF1 default
     assert not (tmp_path / "b").exists()
 
 

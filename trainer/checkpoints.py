@@ -31,6 +31,23 @@ def fingerprint(config, digest: str, shape: tuple[int, int], extra: dict) -> str
     return json.dumps({"model": model, "shape": list(shape), "train": digest, **extra}, sort_keys=True)
 
 
+def _differences(saved: str, run: str) -> str:
+    """What differs between two ``fingerprint`` records, as "name: saved X, this run Y" parts."""
+    try:
+        before, now = json.loads(saved), json.loads(run)
+    except json.JSONDecodeError:
+        return f"saved record {saved[:200]!r}"
+    flat = [{**record.pop("model", {}), **record} for record in (before, now)]
+    names = sorted(set(flat[0]) | set(flat[1]))
+    what = {"train": "training ratings (digest)", "shape": "shape (users, items)"}
+    parts = [
+        f"{what.get(name, name)}: saved {flat[0].get(name)!r}, this run {flat[1].get(name)!r}"
+        for name in names
+        if flat[0].get(name) != flat[1].get(name)
+    ]
+    return "; ".join(parts) or "the same fields, written differently"
+
+
 class SweepCheckpoint(keras.callbacks.Callback):
     """Saves the factors, the biases and the sweep count to ``directory`` after every sweep; ``restore()``
     resumes a run.
@@ -84,8 +101,8 @@ class SweepCheckpoint(keras.callbacks.Callback):
         saved = reader.get_tensor(_RUN_KEY).decode()
         if saved != self.run:
             raise ValueError(
-                f"checkpoint {latest} was written by a run with other data, split or hyperparameters; use another "
-                f"--checkpoint-dir (or delete it) to start afresh. Saved: {saved}"
+                f"checkpoint {latest} was written by a run with other data, split or hyperparameters "
+                f"({_differences(saved, self.run)}); use another --checkpoint-dir (or delete it) to start afresh"
             )
         self._checkpoint.restore(latest).assert_consumed()
         sweeps = int(self._sweep.numpy())
