@@ -3,8 +3,11 @@
 import json
 import logging
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -419,3 +422,34 @@ def test_one_process_tensorflow_errors_say_what_failed(error, expected):
     assert text.startswith(expected) and text.endswith(f" ({error}: /data/out/model/row.npy; some detail)")
     full = tf.errors.UnknownError(None, None, "/data/out/x: No space left on device")
     assert describe_tf_error(full).startswith("the disk is full (UnknownError: /data/out/x: No space left")
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_run_with_one_line_and_status_130(tmp_path):
+    job = tmp_path / "job"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer.task", "--job-dir", str(job), "--num_iters", "100000"],
+        cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    watchdog = threading.Timer(120, proc.kill)  # ends the reads below if the line never comes
+    watchdog.start()
+    try:
+        seen = []
+        for line in proc.stdout:  # until the third sweep's line: checkpoints exist
+            seen.append(line)
+            if re.search(r" sweep +3/", line):
+                break
+        assert seen and re.search(r" sweep +3/", seen[-1]), "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+        proc.kill()
+    assert proc.returncode == 130, rest
+    assert "interrupted; the same command resumes from the last sweep's checkpoint" in rest
+    assert "Traceback" not in rest and not (job / "_SUCCESS").exists() and not (job / "model").exists()
+    assert any((job / "checkpoints").iterdir())

@@ -35,6 +35,8 @@ _POOLS = {"workerpool0": "chief", "workerpool1": "worker"}
 SUPERVISED = "WALS2_SUPERVISED_WORKER"
 #: Exit status after SIGTERM, as a shell reports a process ended by it.
 SIGTERM_STATUS = 128 + signal.SIGTERM
+#: Exit status after Ctrl-C (SIGINT), likewise.
+SIGINT_STATUS = 128 + signal.SIGINT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,8 +178,9 @@ def needs_supervisor(environ: Mapping[str, str] = os.environ) -> bool:
 
 def supervise(argv: list[str]) -> int:
     """Runs ``python -m trainer.task argv`` as a child and returns its exit status; SIGTERM (or SIGINT) ends the
-    child at once (SIGKILL) and this process with ``SIGTERM_STATUS`` (130 for SIGINT). On Linux the child is also
-    killed when this process dies of anything else (``PR_SET_PDEATHSIG``), so no orphan keeps training."""
+    child at once (SIGKILL) and this process with ``SIGTERM_STATUS`` (``SIGINT_STATUS`` for SIGINT). On Linux the
+    child is also killed when this process dies of anything else (``PR_SET_PDEATHSIG``), so no orphan keeps
+    training."""
     child = subprocess.Popen(
         [sys.executable, "-m", "trainer.task", *argv],
         env={**os.environ, SUPERVISED: "1"},

@@ -87,6 +87,11 @@ def run(task: TaskConfig, config: WALSConfig, preset: str | None, cluster: clust
         logger.error("%s; the job stops", err)
     except (ImportError, OSError, ValueError) as err:  # bad input: say what and where, without a traceback
         logger.error("%s", err)
+    except KeyboardInterrupt:
+        logger.error("interrupted; the same command resumes from the last sweep's checkpoint")
+        if staging is not None:
+            staging.discard()
+        return cluster_lib.SIGINT_STATUS
     except BaseException:
         if staging is not None:
             staging.discard()
