@@ -66,7 +66,7 @@ setup(
             "kfp>=2.7,<3",
             "google-cloud-pipeline-components>=2.14,<3",
         ],
-        "bench": ["implicit>=0.7", "psutil>=5"],
+        "bench": ["implicit>=0.7", "threadpoolctl>=3"],
         # python -m pipeline.local: the extraction query on DuckDB (sqlglot transpiles the BigQuery SQL).
         "pipeline-local": ["duckdb>=1.1", "sqlglot>=25"],
         # python -m pipeline.vertex: Kubeflow Pipelines v2 and Google Cloud's components (~300 MB; they pin

@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-dir", help="a wals2 serving SavedModel (default: train on bundled data and export)")
     parser.add_argument("--routes", nargs="+", choices=ROUTES, default=list(ROUTES))
     parser.add_argument(
-        "--clients", type=int, nargs="+", default=[8, 32, 128], help="concurrent client threads, one run each"
+        "--clients", type=int, nargs="+", default=[8, 32, 128], help="concurrent clients (asyncio tasks), one run each"
     )
     parser.add_argument("--requests", type=int, default=10000, help="requests per route (upper bound)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per route (upper bound)")

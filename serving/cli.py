@@ -11,7 +11,7 @@ Routes:
   ``{"similar_to_item": "50"}`` -> ``{"item_ids", "scores", "known_item"}`` and ``{"similar_to_user": "42"}`` ->
   ``{"user_ids", "scores", "known_user"}`` are the most similar items / users (``similar_items`` /
   ``similar_users``). One request may mix these kinds; ``parameters.k`` applies to all of them.
-- TensorFlow Serving's REST API (``trainer.tf_serving``): ``POST /v1/models/<name>[/versions/<v>]:predict``,
+- TensorFlow Serving's REST API (``serving.tf_serving``): ``POST /v1/models/<name>[/versions/<v>]:predict``,
   ``GET /v1/models/<name>[/versions/<v>]`` and ``.../metadata``.
 - ``GET $AIP_HEALTH_ROUTE`` (default ``/health``) and ``GET /readiness_check``: 200 with
   ``{"status": "ok", "model_version": ...}`` once the model is loaded.
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=positive,
         default=defaults_http.workers,
-        help="threads that call the model (default %(default)s)",
+        help="threads of the heavy lane that call the model (the light lane has its own 16; default %(default)s)",
     )
     group.add_argument(
         "--header-timeout",

@@ -168,8 +168,8 @@ class Staging:
                 _rmtree(self.root)
             if self._created and tf.io.gfile.isdir(self.destination) and not tf.io.gfile.listdir(self.destination):
                 tf.io.gfile.rmtree(self.destination)
-        except tf.errors.OpError:
-            pass  # best effort: the next Staging of this destination removes what is left (``recover``)
+        except tf.errors.OpError as err:  # best effort: the next Staging of this destination removes the rest
+            logger.warning("could not remove the staged outputs %s (%s); the next run removes them", self.root, err)
 
 
 def _manifest_entries(root: str) -> list[str]:

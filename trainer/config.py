@@ -160,8 +160,9 @@ class TaskConfig:
             raise ValueError("`split` 'time' needs timestamps, which web views have none of. Received: split='time'")
         if self.hypertune and self.validation_fraction == 0.0:
             raise ValueError(
-                "`validation_fraction` should be > 0 with --hypertune: tuning optimises the validation RMSE "
-                "(tuning on the test set, as TF1 did, makes the test RMSE optimistic). "
+                "`validation_fraction` should be > 0 with --hypertune: tuning optimises a validation metric "
+                "(RMSE, or NDCG in the implicit mode; tuning on the test set, as TF1 did, makes the test figures "
+                "optimistic). "
                 "Received: validation_fraction=0.0"
             )
 

@@ -8,7 +8,7 @@ Each applies only when the variable is unset; a value the user set is kept.
   and, in a multi-worker job, the collectives' ``StartAbort`` as the workers shut down. Every failure also
   reaches Python as an exception, which the entry points log on their own stream.
 * ``TF_ENABLE_ONEDNN_OPTS``: 1. TensorFlow turns its oneDNN CPU kernels on by itself only on CPUs with AVX-512
-  VNNI or AMX; on AVX2-only CPUs the sweep's Gram matmuls run 2-5x and whole sweeps 1.8-2.3x faster with them,
+  VNNI or AMX; on AVX2-only CPUs the sweep's Gram matmuls run 2-5x and whole sweeps 1.2-2.3x faster with them,
   with factors equal within float32 rounding (``benchmarks/README.md``). 0 turns them off.
 * ``TF_NUM_INTRAOP_THREADS`` (where the process trains, ``training=True``): ``wals2.threads.intra_op_threads()``,
   max(1, cores // 2), one share of the cores per chunk a half-sweep runs at once (see ``wals2.threads``; with
