@@ -49,7 +49,7 @@ def _reason(message: str) -> str:
     skip = ("Graph execution error", "Detected at node", "<stack traces", "[[", "File ")
     lines = [line.strip() for line in message.splitlines()]
     reasons = [line for line in lines if line and not line.startswith(skip)]
-    return reasons[-1] if reasons else lines[0]
+    return reasons[-1] if reasons else message.strip() or "no reason given"
 
 
 @dataclasses.dataclass(frozen=True)

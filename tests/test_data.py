@@ -3,6 +3,7 @@
 import dataclasses
 import gzip
 import pathlib
+import re
 import tempfile
 
 import numpy as np
@@ -12,7 +13,7 @@ from conftest import shared_file
 from oracle import build_layouts
 
 from wals2 import Ratings, RatingsError, WALSConfig, data, load_bundled, modes, read_ratings
-from wals2.data import Vocabulary, bundled_path, read_web_views
+from wals2.data import TextRange, Vocabulary, bundled_path, read_web_views
 from wals2.weights import item_weights, resolve
 
 
@@ -41,9 +42,23 @@ def test_integer_ids_are_looked_up_exactly():
     vocab = Vocabulary(np.array([1, 5, 2**53 + 1]), 3, "user_ids")
     assert list(vocab.index([5, 1])) == [1, 0] and list(vocab.index(["5", 1.0])) == [1, 0]
     assert list(vocab.index(np.array([str(2**53 + 1)]))) == [2]
-    for raw, shown in ((1.7, "1.7"), ("abc", "'abc'"), (True, "True"), (float("nan"), "nan")):
-        with pytest.raises(KeyError, match=f"unknown user id {shown}"):
-            vocab.index([raw])
+    for raw, shown in (
+        ([1.7], "1.7"),
+        (["abc"], "'abc'"),
+        ([True], "True"),
+        ([True, 5], "True"),
+        ([float("nan")], "nan"),
+        (["5.0"], "'5.0'"),
+        ([" 5"], "' 5'"),
+        (["1e0"], "'1e0'"),
+        ([2**70], str(2**70)),
+        (np.array([2**64 - 4], np.uint64), str(2**64 - 4)),
+    ):
+        with pytest.raises(KeyError, match=re.escape(f"unknown user id {shown}")):
+            vocab.index(raw)
+    narrow = Vocabulary(np.array([0, 5], np.int32), 2, "user_ids")
+    with pytest.raises(KeyError, match=f"unknown user id {2**32 + 5}"):  # not wrapped around to 5
+        narrow.index(np.array([2**32 + 5]))
     with pytest.raises(ValueError, match="vocabulary's type int64. Received 'x'"):
         vocab.extended(["x"])
 
@@ -102,6 +117,7 @@ def test_header_line_numbers_count_the_header(tmp_path):
         ("1\t2\t3\n\n1\t3\t1e39\n", {}, r"line 3: rating '1e39' overflows float32"),
         ("1\t2\t3\n\n\n2\t3\n", {}, r"line 4: no rating \(a missing or empty field\)"),
         ("1\t2\t3\n\n2\t3\t4\t5\t6\n", {}, r"line 3: 5 fields with delimiter '\\t', where the lines before have 3"),
+        ("\n\n1\t2\t3\t4\t5\n", {}, r"line 3: 5 fields with delimiter '\\t', expected user"),
         ("\n\n\n", {}, r"empty|only blank lines"),
     ],
 )
@@ -354,5 +370,15 @@ def test_a_fourth_column_that_is_not_all_numbers_is_not_used_as_timestamps(tmp_p
         ratings = read_ratings(write(tmp_path, name, text))
         assert ratings.nnz == text.count("\n") and ratings.timestamps is None
         assert f"{why}, so the fourth column is not used as timestamps" in caplog.text
-        with pytest.raises(ValueError, match="fourth field is read as timestamps only when it is a number on every"):
+        with pytest.raises(ValueError, match="fourth field as timestamps only when it is a number on every line"):
             ratings.train_validation_test(0.0, 0.5, strategy="time")
+
+
+def test_a_workers_lines_are_numbered_as_in_the_file(tmp_path):
+    """A worker's ``TextRange`` holds the header line, then its lines from file line ``first_line`` on."""
+    path = write(tmp_path, "part.tsv", "")
+    text = TextRange(b"u\ti\tr\n1\t2\t3\n1\t3\t3\t4\t5\n", 10)
+    with pytest.raises(RatingsError, match="line 11: 5 fields"):
+        read_ratings(path, headers=True, text=text)
+    with pytest.raises(RatingsError, match=r"line 11: no rating \(a missing or empty field\)"):
+        read_ratings(path, headers=True, text=TextRange(b"u\ti\tr\n1\t2\t3\n1\t3\n", 10))

@@ -302,3 +302,18 @@ def test_summary_lists_the_state_variables():
     assert f"{m} users x {n} items" in text and f"k = {k}" in text
     assert "user_factors" in text and f"({m}, {k})" in text and "item_bias" in text
     assert f"{m * k + n * k + m + n + 1 + 2:,} non-trainable values" in text
+
+
+def test_repeated_fits_reuse_the_traced_sweep_until_what_it_captured_changes(problem):
+    model = make_model()
+    validation = (np.stack([problem.users[:20], problem.items[:20]], axis=1), problem.values[:20])
+    model.fit(problem, epochs=1, verbose=0, validation_data=validation)
+    traced = model.train_function
+    for _ in range(3):  # the same engine and the same (pairs, ratings) tuple: no new trace
+        logs = model.fit(epochs=1, verbose=0, validation_data=validation).history
+        assert model.train_function is traced and "val_rmse" in logs
+    model.fit(epochs=1, verbose=0)  # other validation data (none)
+    assert model.train_function is not traced
+    traced = model.train_function
+    model.fit(problem, epochs=1, verbose=0)  # new training data: a new engine
+    assert model.train_function is not traced

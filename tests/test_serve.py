@@ -1645,6 +1645,21 @@ def test_ports_out_of_range_or_not_numbers_are_refused_before_the_model_loads(mo
         with pytest.raises(SystemExit) as exit_:
             cli.main(["--model-dir", missing, *args])
         assert exit_.value.code == 2 and message in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_:  # an explicit --port wins over a bad $AIP_HTTP_PORT, and --help works
-        cli.main(["--port", "8081", "--help"])
+    # An explicit --port wins over a bad $AIP_HTTP_PORT: the run goes on to load the (missing) model.
+    assert cli.main(["--model-dir", missing, "--port", "8081"]) == 1
+    assert "cannot load a wals2 serving SavedModel" in capsys.readouterr().out + capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--help"])
     assert exit_.value.code == 0 and "AIP_HTTP_PORT" in capsys.readouterr().out
+
+
+def test_the_reason_of_a_refused_signature_call_is_its_informative_line():
+    from serving.model import _reason
+
+    message = (
+        "Graph execution error:\n\nDetected at node Assert defined at (most recent call last):\n<stack traces "
+        "unavailable>\nassertion failed: [`user_id` and `item_id` should have the same length]\n\t [[{{node "
+        "Assert}}]] [Op:__inference_score_1]"
+    )
+    assert _reason(message) == "assertion failed: [`user_id` and `item_id` should have the same length]"
+    assert _reason("Graph execution error:") == "Graph execution error:" and _reason("") == "no reason given"

@@ -303,7 +303,7 @@ def repeated_pairs(rows: np.ndarray, cols: np.ndarray, num_cols: int) -> tuple[i
 def no_timestamps(source) -> ValueError:
     """The error of a time split of ratings without timestamps (``Ratings.split``, ``sharding``)."""
     return ValueError(
-        f"`strategy` 'time' needs timestamps, and {source} has none (a ratings file's fourth field is read as "
+        f"`strategy` 'time' needs timestamps, and {source} has none (read_ratings takes a file's fourth field as "
         "timestamps only when it is a number on every line). Received: strategy='time'"
     )
 
@@ -464,9 +464,26 @@ def _id_array(series: pd.Series) -> np.ndarray:
     return np.asarray(series.astype(str).to_numpy(), dtype=str)
 
 
+def _integer(value) -> int | None:
+    """``value`` as a Python int where it is one exactly (an integer, an integral float, a string of an integer's
+    digits), else None (a bool, a fraction, any other string or object)."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return int(value) if np.isfinite(value) and float(value).is_integer() else None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value):
+        return int(value)
+    return None
+
+
 def lookup(vocab: np.ndarray, raw_ids, what: str) -> np.ndarray:
-    """Positions of ``raw_ids`` in the sorted ``vocab``; a KeyError names the first unknown id (``what`` id)."""
-    raw = np.asarray(raw_ids).astype(vocab.dtype) if vocab.dtype.kind in "iu" else np.asarray(raw_ids).astype(str)
+    """Positions of ``raw_ids`` (of ``vocab``'s dtype: ``Vocabulary._cast``) in the sorted ``vocab``; a KeyError
+    names the first unknown id (``what`` id)."""
+    raw = np.asarray(raw_ids)
     pos = np.searchsorted(vocab, raw)
     pos = np.clip(pos, 0, len(vocab) - 1)
     unknown = vocab[pos] != raw
@@ -506,31 +523,28 @@ class Vocabulary:
         return self._ids
 
     def _cast(self, raw_ids, error: type[Exception] = ValueError) -> np.ndarray:
-        """Raw ids [b] as this vocabulary's dtype, exactly: for integer ids, ids that are not integers (a fraction,
-        a string that is not an integer's digits, a bool) raise ``error`` naming the first one, a KeyError as an
-        unknown id or a ValueError as an id of the wrong type."""
-        raw = np.atleast_1d(np.asarray(raw_ids))
+        """Raw ids [b] as this vocabulary's dtype, exactly: for integer ids, an id that is not an integer of that
+        dtype's range (a fraction, a bool, a string other than an integer's digits, a number out of range) raises
+        ``error`` naming the first one: a KeyError as an unknown id, or a ValueError as an id of the wrong type."""
+        raw = np.atleast_1d(raw_ids if isinstance(raw_ids, np.ndarray) else np.asarray(raw_ids, dtype=object))
         if self._ids.dtype.kind not in "iu":
             return raw.astype(str)
+        info = np.iinfo(self._ids.dtype)
         if raw.dtype.kind in "iu":
-            return raw.astype(self._ids.dtype)
-        flat = raw.reshape(-1)
-        parsed = pd.to_numeric(pd.Series(flat, dtype=object), errors="coerce")  # integer strings stay exact
-        numbers = parsed.to_numpy(np.float64 if parsed.dtype.kind not in "iu" else parsed.dtype)
-        exact = np.ones(flat.shape, bool)
-        if raw.dtype.kind == "b":
-            exact[:] = False
-        elif numbers.dtype.kind == "f":
-            exact = np.isfinite(numbers) & (numbers == np.round(numbers))
-        if not np.all(exact):
-            first = flat[np.flatnonzero(~exact)[0]]
+            bad = (raw < info.min) | (raw > info.max)
+            flat = raw.reshape(-1)
+        else:
+            flat = np.array([_integer(x) for x in raw.reshape(-1)], dtype=object)
+            bad = np.array([v is None or not info.min <= v <= info.max for v in flat], bool).reshape(raw.shape)
+        if np.any(bad):
+            first = raw.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]]
             first = first.item() if isinstance(first, np.generic) else first
             if error is KeyError:
                 raise KeyError(f"unknown {self._what} id {quote(first)}")
             raise error(
                 f"The raw {self._what} ids should be of the vocabulary's type {self._ids.dtype}. Received {first!r}"
             )
-        return numbers.astype(self._ids.dtype).reshape(raw.shape)
+        return flat.astype(self._ids.dtype).reshape(raw.shape)
 
     def contains(self, raw_ids) -> np.ndarray:
         """bool [b]: whether each raw id is in the vocabulary."""
@@ -547,7 +561,7 @@ class Vocabulary:
 
     def index(self, raw_ids) -> np.ndarray:
         """int64 indices [b] of raw ids [b]; KeyError naming the first unknown id."""
-        raw = np.atleast_1d(np.asarray(raw_ids))
+        raw = np.atleast_1d(raw_ids if isinstance(raw_ids, np.ndarray) else np.asarray(raw_ids, dtype=object))
         if raw.ndim != 1:
             raise ValueError(f"The raw {self._what} ids should be 1-D. Received shape {raw.shape}")
         if not raw.size:
@@ -605,7 +619,8 @@ def read_ratings(
         if fields is None:
             raise RatingsError(f"{path}: cannot parse with delimiter {quote(delimiter)}: {_cut(str(err))}") from None
         expected, line, saw = (int(x) for x in fields.groups())  # line: of the text read, header included
-        line += (text.first_line - 1) if text is not None else 0
+        if text is not None:  # a worker's lines: its text holds the header line first (if any), then its own lines
+            line += text.first_line - 1 - int(headers)
         raise RatingsError(
             f"{path}: line {line}: {saw} fields with delimiter {quote(delimiter)}, where the lines before have "
             f"{expected}; expected user, item, rating[, timestamp] on every line",
@@ -626,10 +641,11 @@ def read_ratings(
     # Line j (0-based) of what was read is file line first_line + j - headers (the header, if any, comes first).
     blank_lines = blank_lines[blank_lines >= int(headers)] + (first_line - int(headers))
     if frame.shape[1] > 4:
+        line = int(line_number(first_line, blank_lines, 0))
         raise RatingsError(
-            f"{path}: line {first_line}: {frame.shape[1]} fields with delimiter {quote(delimiter)}, expected user, "
+            f"{path}: line {line}: {frame.shape[1]} fields with delimiter {quote(delimiter)}, expected user, "
             "item, rating[, timestamp]",
-            first_line,
+            line,
         )
     names = [*COLUMNS, "timestamp"][: frame.shape[1]]
     empty = np.flatnonzero((frame.iloc[:, 2] == "").to_numpy())  # a missing field reads as an empty one

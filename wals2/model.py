@@ -125,7 +125,7 @@ class WALSModel(Recommender, keras.Model):
         self._vocabularies = None
         self._fitting = False
         self._ranking_k: int | None = None  # the k of the ranking logs of the last fit(ranking_k=k)
-        self._traced_for = (None, None, None)  # (engine, validation_data, ranking_k) of the traced train_function
+        self._traced_for = _TracedFor(None, None)  # what the traced train_function captured
         if not defer_state:
             self._materialize_state()
         self.built = True
@@ -221,6 +221,7 @@ class WALSModel(Recommender, keras.Model):
             variable.assign(value)
         self.engine = None
         self._heldout = None
+        self._traced_for = _TracedFor(None, None)
         self.train_function = self.test_function = self.predict_function = None
 
     def initialize_factors(self, seed: int | None = None) -> None:
@@ -312,10 +313,9 @@ class WALSModel(Recommender, keras.Model):
         if ranking_k is not None:
             kwargs["callbacks"] = [self._ranking_callback(ranking_k, validation_data), *(kwargs.get("callbacks") or [])]
         # The traced sweep captures the engine and the validation entries: keep it while both are the same objects.
-        traced_for = (self.engine, validation_data, ranking_k)
-        if self.train_function is None or any(a is not b for a, b in zip(self._traced_for, traced_for)):
+        if self.train_function is None or not self._traced_for.holds(self.engine, validation_data):
             self.train_function = None
-            self._traced_for = traced_for
+            self._traced_for = _TracedFor(self.engine, validation_data)
         if epochs is None:
             epochs = self.config.num_iters
         replicas = self.distribute_strategy.num_replicas_in_sync
@@ -594,6 +594,7 @@ class WALSModel(Recommender, keras.Model):
             variable.assign(tf.tensor_scatter_nd_update(tf.convert_to_tensor(variable), indices[:, None], rows))
         self._seen, self._vocabularies = solved.seen, solved.vocabularies
         self.engine = None  # the training matrix changed: fit needs it again
+        self._traced_for = _TracedFor(None, None)
         logger.debug("partial fit of %d %s", indices.size, ("users", "items")[axis])
 
     def _require_training_data(self, what: str) -> None:
@@ -636,6 +637,17 @@ def _pairs(pairs, values, shape: tuple[int, int], what: str) -> tuple[np.ndarray
         )
     users, items = _index_pairs(pairs, shape, what)
     return users, items, values
+
+
+class _TracedFor:
+    """The engine and ``validation_data`` (the objects themselves) that ``fit``'s traced sweep captured; a plain
+    object, so that Keras' attribute tracking keeps a tuple of pairs given as validation data as it is."""
+
+    def __init__(self, engine, validation_data):
+        self.engine, self.validation_data = engine, validation_data
+
+    def holds(self, engine, validation_data) -> bool:
+        return self.engine is engine and self.validation_data is validation_data
 
 
 def _index_pairs(pairs, shape: tuple[int, int], what: str) -> tuple[np.ndarray, np.ndarray]:

@@ -286,8 +286,9 @@ class Implicit(Mode):
     def weighting(self, values, shape, stats, given=None):
         self._refuse_weights(given)
         values = np.asarray(values)
-        if np.any(self.invalid_ratings(values)):
-            raise ValueError("The implicit mode needs ratings >= 0 (the confidence of a rating r is 1 + alpha * r).")
+        invalid = np.flatnonzero(self.invalid_ratings(values))
+        if invalid.size:
+            raise ValueError(f"A rating of {values[invalid[0]]:g} {self.invalid_reason}")
         # d = alpha r in float64, so that a product beyond float32 is reported as an overflow by the layout.
         d = self.confidence(np.asarray(values, np.float64), self.config.alpha)
         return Weighting(1.0, self.targets(values), None, None, d, 0.0, (-np.inf, np.inf))
