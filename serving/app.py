@@ -17,7 +17,6 @@ answered on the event loop.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from serving import requests, tf_serving
-from serving.model import LANE, BadRequest, Recommender, WorkLimits, brief, load_json
+from serving.limits import BadRequest, HTTPLimits, WorkLimits
+from serving.model import LANE, Recommender, brief, load_json
 from serving.observe import Metrics, Observe
 
 logger = logging.getLogger(__name__)
@@ -39,33 +39,6 @@ logger = logging.getLogger(__name__)
 LIGHT_COST = 2000
 LIGHT_BODY_BYTES = 8 << 10
 TF1_READINESS_ROUTE = "/readiness_check"
-
-
-@dataclasses.dataclass(frozen=True)
-class HTTPLimits:
-    """What one connection and one request may take.
-
-    Attributes:
-        max_connections: open connections (``--max-connections``); past it an idle connection is closed to make
-            room, or, when every one is busy, the new one gets 503.
-        workers: threads of the heavy lane (``--workers``).
-        light_workers: threads of the light lane (as many as the concurrent cheap requests that one batched call
-            can join).
-        max_body_bytes: request body (``--max-body-bytes``): 413.
-        header_timeout_s: a request head, from its first byte (``--header-timeout``): 408.
-        body_timeout_s: a request body, once its head is read (``--body-timeout``): 408.
-        idle_timeout_s: a connection with no request in progress is closed after this (``--idle-timeout``).
-        drain_timeout_s: on SIGTERM, in-flight requests are answered for at most this (``--drain-timeout``).
-    """
-
-    max_connections: int = 256
-    workers: int = 4
-    light_workers: int = 16
-    max_body_bytes: int = 4 << 20
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
-    idle_timeout_s: float = 30.0
-    drain_timeout_s: float = 25.0
 
 
 class JSONAnswer(Response):

@@ -45,10 +45,7 @@ import os  # noqa: E402
 import posixpath  # noqa: E402
 import sys  # noqa: E402
 
-from serving import versions  # noqa: E402
-from serving.app import HTTPLimits, create_app  # noqa: E402
-from serving.model import Recommender, WorkLimits  # noqa: E402
-from serving.requests import TF1_ROUTE  # noqa: E402
+from serving.limits import HTTPLimits, WorkLimits  # noqa: E402  (no TensorFlow: --help stays quick)
 from trainer import logs  # noqa: E402
 
 logger = logging.getLogger("trainer.serve")
@@ -57,7 +54,7 @@ logger = logging.getLogger("trainer.serve")
 class _Fixed:
     """One model, served as it was loaded."""
 
-    def __init__(self, recommender: Recommender):
+    def __init__(self, recommender):
         self.current = recommender
 
 
@@ -228,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("`--model-dir` should name a SavedModel directory (or set AIP_STORAGE_URI).")
         return 2
     import tensorflow as tf
+
+    from serving import versions
+    from serving.app import create_app
+    from serving.model import Recommender
+    from serving.requests import TF1_ROUTE
 
     try:
         if versions.is_versioned(args.model_dir):

@@ -35,7 +35,8 @@ from tensorflow_serving.apis import (
 )
 
 from serving import tf_serving
-from serving.model import FLOAT32_MAX, LANE, BadRequest, Recommender, WorkLimits
+from serving.limits import BadRequest, WorkLimits
+from serving.model import FLOAT32_MAX, LANE, Recommender
 
 logger = logging.getLogger(__name__)
 

@@ -6,16 +6,16 @@ Loads a wals2 serving SavedModel (``wals2/export.py``) with TensorFlow alone: no
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import logging
 import math
 import threading
 from concurrent.futures import Future
-from http import HTTPStatus
 
 import numpy as np
 import tensorflow as tf
+
+from serving.limits import BadRequest
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +34,6 @@ LANE = threading.local()
 so that a cheap request is never joined into, nor queued behind, the calls of heavy ones."""
 
 
-class BadRequest(Exception):
-    """A client error: HTTP ``status`` with ``message``; ``plain`` asks for a text/plain body (TF1's route)."""
-
-    def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST, plain: bool = False):
-        super().__init__(message)
-        self.status = status
-        self.plain = plain
-
-
 def _reason(message: str) -> str:
     """The line of a TensorFlow error message that says what went wrong, without the header, the node and the
     stack lines around it (the last such line; the header itself when there is none)."""
@@ -50,56 +41,6 @@ def _reason(message: str) -> str:
     lines = [line.strip() for line in message.splitlines()]
     reasons = [line for line in lines if line and not line.startswith(skip)]
     return reasons[-1] if reasons else message.strip() or "no reason given"
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkLimits:
-    """Work one request may ask for (more gives 413 naming the limit and its flag).
-
-    Attributes:
-        max_instances: instances (users, rows) per request (``--max-instances``).
-        max_results: returned (item, score) slots per request, instances x k (``--max-results``).
-        max_fold_in_items: fold-in cells per request, fold-in instances x their longest item list
-            (``--max-fold-in-items``): the padded [b, L] input of ``fold_in_recommend``.
-        max_candidates: candidate cells per request, candidate instances x their longest candidate list
-            (``--max-candidates``): the padded [b, C] input of ``recommend_from``.
-    """
-
-    max_instances: int = 1000
-    max_results: int = 100_000
-    max_fold_in_items: int = 100_000
-    max_candidates: int = 100_000
-
-    def check_instances(self, count: int) -> None:
-        if count > self.max_instances:
-            raise BadRequest(
-                f"A request should hold at most {self.max_instances} instances (--max-instances). Received: {count}",
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            )
-
-    def check_results(self, count: int, k: int) -> None:
-        if count * k > self.max_results:
-            raise BadRequest(
-                f"instances x k should be at most {self.max_results} (--max-results). "
-                f"Received: {count} x {k} = {count * k}",
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            )
-
-    def check_fold_in(self, count: int, width: int) -> None:
-        if count * width > self.max_fold_in_items:
-            raise BadRequest(
-                f"fold-in instances x their longest item list should be at most {self.max_fold_in_items} "
-                f"(--max-fold-in-items). Received: {count} x {width} = {count * width}",
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            )
-
-    def check_candidates(self, count: int, width: int) -> None:
-        if count * width > self.max_candidates:
-            raise BadRequest(
-                f"candidate instances x their longest candidate list should be at most {self.max_candidates} "
-                f"(--max-candidates). Received: {count} x {width} = {count * width}",
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            )
 
 
 def load_json(body: bytes):

@@ -9,7 +9,8 @@ import re
 from http import HTTPStatus
 from urllib.parse import parse_qs
 
-from serving.model import BadRequest, Recommender, WorkLimits, brief, load_json, rating, raw_id
+from serving.limits import BadRequest, WorkLimits
+from serving.model import Recommender, brief, load_json, rating, raw_id
 
 TF1_DEFAULT_RECS = 5
 TF1_ROUTE = "/recommendation"

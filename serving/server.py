@@ -33,7 +33,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from serving.app import HTTPLimits
+from serving.limits import HTTPLimits
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from serving.model import BadRequest, Recommender, WorkLimits, brief, load_json, rating, raw_id
+from serving.limits import BadRequest, WorkLimits
+from serving.model import Recommender, brief, load_json, rating, raw_id
 
 ROUTE = re.compile(r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<tail>:predict|/metadata)?")
 _INT32 = (-(2**31), 2**31 - 1)

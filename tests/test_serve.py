@@ -1069,7 +1069,8 @@ def test_tf_serving_status_and_metadata_routes(served):
 
 def test_a_model_exported_before_the_similar_signatures_still_serves_and_names_what_it_lacks(exported, tmp_path):
     from serving import tf_serving
-    from serving.model import BadRequest, Recommender, WorkLimits
+    from serving.limits import BadRequest, WorkLimits
+    from serving.model import Recommender
     from serving.requests import parse_predict, parse_similar, parse_tf1
 
     _, _, module = exported
@@ -1663,3 +1664,11 @@ def test_the_reason_of_a_refused_signature_call_is_its_informative_line():
     )
     assert _reason(message) == "assertion failed: [`user_id` and `item_id` should have the same length]"
     assert _reason("Graph execution error:") == "Graph execution error:" and _reason("") == "no reason given"
+
+
+def test_help_answers_without_importing_tensorflow():
+    probe = "import sys\nfrom trainer.serve import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+    probe += "print('tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "--max-instances" in result.stdout, result.stderr
+    assert result.stdout.strip().endswith("False"), result.stdout[-200:]
