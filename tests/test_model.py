@@ -317,3 +317,13 @@ def test_repeated_fits_reuse_the_traced_sweep_until_what_it_captured_changes(pro
     traced = model.train_function
     model.fit(problem, epochs=1, verbose=0)  # new training data: a new engine
     assert model.train_function is not traced
+
+
+def test_unknown_keyword_arguments_are_named_with_their_walsconfig_fields():
+    with pytest.raises(
+        TypeError,
+        match=r"unknown keyword arguments \['factors', 'iterations'\]\. `factors` is "
+        r"`latent_factors` here\. `iterations` is `num_iters` here\.",
+    ):
+        WALSModel(*SHAPE, factors=3, iterations=4)
+    assert WALSModel(*SHAPE, name="named", latent_factors=3).name == "named"

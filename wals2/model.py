@@ -109,6 +109,14 @@ class WALSModel(Recommender, keras.Model):
         defer_state = kwargs.pop("_defer_state", False)
         fields = set(WALSConfig.__dataclass_fields__)
         overrides = {key: kwargs.pop(key) for key in list(kwargs) if key in fields}
+        unknown = sorted(set(kwargs) - _KERAS_MODEL_ARGUMENTS)
+        if unknown:
+            aliases = {key: _ALIASES[key] for key in unknown if key in _ALIASES}
+            hint = "".join(f" `{key}` is `{field}` here." for key, field in aliases.items())
+            raise TypeError(
+                f"WALSModel got unknown keyword arguments {unknown}.{hint} They should be WALSConfig fields "
+                f"({', '.join(sorted(fields))}) or Keras Model arguments ({', '.join(sorted(_KERAS_MODEL_ARGUMENTS))})."
+            )
         super().__init__(**kwargs)
         for name, value in (("num_users", num_users), ("num_items", num_items)):
             validate.integer(name, value)
@@ -637,6 +645,20 @@ def _pairs(pairs, values, shape: tuple[int, int], what: str) -> tuple[np.ndarray
         )
     users, items = _index_pairs(pairs, shape, what)
     return users, items, values
+
+
+#: Keras ``Model.__init__``'s own keyword arguments (Keras 3), passed on as they are.
+_KERAS_MODEL_ARGUMENTS = frozenset({"name", "trainable", "dtype", "autocast", "activity_regularizer"})
+
+#: The names implicit (and Spark) give to WALSConfig fields, for the message of an unknown argument.
+_ALIASES = {
+    "factors": "latent_factors",
+    "rank": "latent_factors",
+    "iterations": "num_iters",
+    "max_iter": "num_iters",
+    "regParam": "regularization",
+    "random_state": "seed",
+}
 
 
 class _TracedFor:
