@@ -159,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def _optional_float(text: str) -> float | None:
     if text.strip() == "":
         return None
@@ -180,7 +190,7 @@ def add_rule_flags(parser: argparse.ArgumentParser) -> None:
         "--threshold", type=_optional_float, help="an absolute bound the metric must meet (empty: none)"
     )
     parser.add_argument(
-        "--tolerance", type=float, default=0.0, help="relative slack against the serving model (default 0)"
+        "--tolerance", type=_tolerance, default=0.0, help="relative slack against the serving model (default 0)"
     )
 
 

@@ -2,9 +2,9 @@
 
 GA export (Parquet, CSV or JSON lines) -> the extraction query on DuckDB -> web_views CSV -> ``python -m
 trainer.task --data-type web_views --use-optimized`` -> the gate (``pipeline.gate``) against the highest version
--> ``<models-dir>/<name>/<version+1>/``: the trainer's ``model/`` directory (SavedModel at the root, TF1's .npy
-files) plus its ``metrics.json`` and ``config.json``. The version is staged and renamed into place; a failed
-step or a gate rejection writes no version.
+-> ``<models-dir>/<name>/<version+1>/``: the content of the trainer's ``model/`` directory (SavedModel at the
+version's root, TF1's .npy files) plus its ``metrics.json`` and ``config.json``. The version is staged and
+renamed into place; a failed step or a gate rejection writes no version.
 
 The incumbent (the highest version with a ``metrics.json``) is read before training; staging directories left by
 a killed run are swept first; a version number is never reused (``pipeline.versions``). SIGTERM ends the trainer
@@ -169,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         check_trainer_flags(trainer_flags)
         query.parameters(args.custom_dimension, args.start_date, args.end_date)
         gate.higher_is_better(args.metric)
+        if args.name in ("", ".", "..") or set(args.name) & set("/\\"):
+            raise ValueError(
+                f"`--name` should be one directory name under --models-dir (no '/', not '.' or '..'). "
+                f"Received: {args.name!r}"
+            )
     except ValueError as err:
         parser.error(str(err))
     work = args.work_dir or tempfile.mkdtemp(prefix="wals2-pipeline-")

@@ -108,6 +108,22 @@ def test_flags_the_pipeline_owns_are_refused(export, tmp_path, capsys):
     assert "--job-dir is set by the pipeline" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--tolerance", "-1"], "argument --tolerance: expected a number >= 0, got '-1'"),
+        (["--tolerance", "nan"], "argument --tolerance: expected a number >= 0, got 'nan'"),
+        (["--name", "../evil"], "`--name` should be one directory name under --models-dir"),
+        (["--name", ".."], "`--name` should be one directory name under --models-dir"),
+    ],
+)
+def test_bad_rule_and_name_flags_are_refused_before_any_work(export, tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        local.main(["--export", export, "--models-dir", str(tmp_path / "models"), *flags])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "models").exists() and not (tmp_path / "evil").exists()
+
+
 def test_versions_ignore_staging_and_other_entries(tmp_path):
     base = str(tmp_path)
     for name in ("1", "3", "10", ".staging-x", "latest", "0"):
