@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -103,6 +104,27 @@ def check_trainer_flags(flags: list[str]) -> None:
             raise ValueError(f"trainer flag {name} is set by the pipeline; remove it after --. Received: {flag!r}")
 
 
+def check_metric_k(metric: str, flags: list[str]) -> None:
+    """Raises ValueError for a ranking ``metric`` at a k other than the trainer's ``--top-k`` (the one k its
+    ``metrics.json`` holds), so that the gate's metric is known to exist before the training."""
+    from trainer.config import TaskConfig  # the standard library only
+
+    wanted = re.search(r"@(\d+)$", metric)
+    if wanted is None:
+        return
+    top_k = str(TaskConfig.top_k)
+    for i, flag in enumerate(flags):
+        if flag == "--top-k" and i + 1 < len(flags):
+            top_k = flags[i + 1]
+        elif flag.startswith("--top-k="):
+            top_k = flag.split("=", 1)[1]
+    if wanted.group(1) != top_k.strip():
+        raise ValueError(
+            f"`--metric` {metric} is at k = {wanted.group(1)}, while the trainer's metrics.json holds k = {top_k} "
+            f"(its --top-k; pass -- --top-k {wanted.group(1)}). Received: metric={metric!r}"
+        )
+
+
 def train(train_file: str, job_dir: str, extra: list[str]) -> None:
     """Runs ``python -m trainer.task`` (its public command line) on the web_views CSV, output in ``job_dir``.
 
@@ -169,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         check_trainer_flags(trainer_flags)
         query.parameters(args.custom_dimension, args.start_date, args.end_date)
         gate.higher_is_better(args.metric)
+        check_metric_k(args.metric, trainer_flags)
         if args.name in ("", ".", "..") or set(args.name) & set("/\\"):
             raise ValueError(
                 f"`--name` should be one directory name under --models-dir (no '/', not '.' or '..'). "

@@ -115,6 +115,8 @@ def test_flags_the_pipeline_owns_are_refused(export, tmp_path, capsys):
         (["--tolerance", "nan"], "argument --tolerance: expected a number >= 0, got 'nan'"),
         (["--name", "../evil"], "`--name` should be one directory name under --models-dir"),
         (["--name", ".."], "`--name` should be one directory name under --models-dir"),
+        (["--metric", "validation_ndcg@5"], "`--metric` validation_ndcg@5 is at k = 5, while the trainer's"),
+        (["--metric", "validation_ndcg@5", "--", "--top-k=3"], "metrics.json holds k = 3"),
     ],
 )
 def test_bad_rule_and_name_flags_are_refused_before_any_work(export, tmp_path, capsys, flags, message):
@@ -122,6 +124,12 @@ def test_bad_rule_and_name_flags_are_refused_before_any_work(export, tmp_path, c
         local.main(["--export", export, "--models-dir", str(tmp_path / "models"), *flags])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "models").exists() and not (tmp_path / "evil").exists()
+
+
+def test_a_ranking_metric_at_the_trainers_top_k_is_accepted():
+    local.check_metric_k("validation_ndcg@10", [])
+    local.check_metric_k("validation_ndcg@5", ["--top-k", "5"])
+    local.check_metric_k("validation_rmse", ["--top-k", "5"])
 
 
 def test_versions_ignore_staging_and_other_entries(tmp_path):
