@@ -106,19 +106,21 @@ def check_trainer_flags(flags: list[str]) -> None:
 
 def check_metric_k(metric: str, flags: list[str]) -> None:
     """Raises ValueError for a ranking ``metric`` at a k other than the trainer's ``--top-k`` (the one k its
-    ``metrics.json`` holds), so that the gate's metric is known to exist before the training."""
-    from trainer.config import TaskConfig  # the standard library only
+    ``metrics.json`` holds), read from ``flags`` by the trainer's own parser, so that the gate's metric is known to
+    exist before the training. A flag the trainer's parser refuses is left to the trainer's step."""
+    from trainer import cli  # the standard library only
+    from trainer.config import TaskConfig
 
     wanted = re.search(r"@(\d+)$", metric)
     if wanted is None:
         return
-    top_k = str(TaskConfig.top_k)
-    for i, flag in enumerate(flags):
-        if flag == "--top-k" and i + 1 < len(flags):
-            top_k = flags[i + 1]
-        elif flag.startswith("--top-k="):
-            top_k = flag.split("=", 1)[1]
-    if wanted.group(1) != top_k.strip():
+    parser = cli.build_parser()
+    parser.exit_on_error = False
+    try:
+        top_k = getattr(parser.parse_known_args(flags)[0], "top_k", TaskConfig.top_k)  # only given flags are set
+    except argparse.ArgumentError:
+        return
+    if int(wanted.group(1)) != top_k:
         raise ValueError(
             f"`--metric` {metric} is at k = {wanted.group(1)}, while the trainer's metrics.json holds k = {top_k} "
             f"(its --top-k; pass -- --top-k {wanted.group(1)}). Received: metric={metric!r}"
