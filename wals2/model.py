@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from typing import Any
 
@@ -229,8 +230,13 @@ class WALSModel(Recommender, keras.Model):
             variable.assign(value)
         self.engine = None
         self._heldout = None
+        self._forget_trace()
+        self.test_function = self.predict_function = None
+
+    def _forget_trace(self) -> None:
+        """Drops the traced sweep and what it captured (the engine's layouts, the validation data) with it."""
+        self.train_function = None
         self._traced_for = _TracedFor(None, None)
-        self.train_function = self.test_function = self.predict_function = None
 
     def initialize_factors(self, seed: int | None = None) -> None:
         """Draws both factor matrices from the configured initialisation (TF1: N(0, 1)), seeded."""
@@ -286,7 +292,7 @@ class WALSModel(Recommender, keras.Model):
         if isinstance(train, Ratings):
             self.set_vocabularies(train.user_ids, train.item_ids)
         # The engine's layouts are captured by the traced sweep: trace again for new training data.
-        self.train_function = None
+        self._forget_trace()
 
     # ----------------------------------------------------------------------------------------------- Keras
     def fit(
@@ -602,7 +608,7 @@ class WALSModel(Recommender, keras.Model):
             variable.assign(tf.tensor_scatter_nd_update(tf.convert_to_tensor(variable), indices[:, None], rows))
         self._seen, self._vocabularies = solved.seen, solved.vocabularies
         self.engine = None  # the training matrix changed: fit needs it again
-        self._traced_for = _TracedFor(None, None)
+        self._forget_trace()
         logger.debug("partial fit of %d %s", indices.size, ("users", "items")[axis])
 
     def _require_training_data(self, what: str) -> None:
@@ -647,8 +653,10 @@ def _pairs(pairs, values, shape: tuple[int, int], what: str) -> tuple[np.ndarray
     return users, items, values
 
 
-#: Keras ``Model.__init__``'s own keyword arguments (Keras 3), passed on as they are.
-_KERAS_MODEL_ARGUMENTS = frozenset({"name", "trainable", "dtype", "autocast", "activity_regularizer"})
+#: Keras ``Model.__init__``'s own keyword arguments (those of ``keras.layers.Layer``), passed on as they are.
+_KERAS_MODEL_ARGUMENTS = frozenset(
+    p.name for p in inspect.signature(keras.layers.Layer.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY
+)
 
 #: The names implicit (and Spark) give to WALSConfig fields, for the message of an unknown argument.
 _ALIASES = {
