@@ -1648,7 +1648,8 @@ def test_ports_out_of_range_or_not_numbers_are_refused_before_the_model_loads(mo
         assert exit_.value.code == 2 and message in capsys.readouterr().err
     # An explicit --port wins over a bad $AIP_HTTP_PORT: the run goes on to load the (missing) model.
     assert cli.main(["--model-dir", missing, "--port", "8081"]) == 1
-    assert "cannot load a wals2 serving SavedModel" in capsys.readouterr().out + capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "cannot load a wals2 serving SavedModel" in captured.out + captured.err
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--help"])
     assert exit_.value.code == 0 and "AIP_HTTP_PORT" in capsys.readouterr().out
