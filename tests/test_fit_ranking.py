@@ -89,6 +89,21 @@ def test_early_stopping_maximises_val_ndcg_without_a_mode(split):
     assert 2 <= len(val) < 12  # the overfitting fit does stop
 
 
+def test_a_heldout_ranking_callback_tells_early_stopping_its_direction(split):
+    """Any metric of a HeldoutRanking at any k (here MAP@4, given as one name) is one mode="auto" maximises."""
+    from wals2.callbacks import HeldoutRanking
+
+    train, test = split
+    model = WALSModel(*SHAPE, mode="implicit", latent_factors=6, seed=5)
+    model.compile()
+    stop = keras.callbacks.EarlyStopping(monitor="val_map@4", patience=1)
+    history = model.fit(train, epochs=3, callbacks=[HeldoutRanking(test, 4, names="map"), stop], verbose=0).history
+    assert stop.monitor_op is keras.ops.greater
+    assert {"rmse", "val_map@4"} <= set(history)
+    with pytest.raises(ValueError, match="`k` should be a positive integer. Received: k=0"):
+        HeldoutRanking(test, 0)
+
+
 def test_ranking_arguments_are_checked(split):
     train, test = split
     model = WALSModel(*SHAPE, latent_factors=2)

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import tensorflow as tf
 from oracle import dense_problem, random_problem, solve_rows
 
@@ -146,3 +147,39 @@ def test_the_implicit_mode_refuses_negative_ratings_as_fit_does(problem):
     model = fitted(problem, mode="implicit")
     with pytest.raises(ValueError, match=r"`ratings\[0\]` rating -5 is negative; the implicit mode needs ratings >= 0"):
         fold_in(model, [[1, 2]], [[-5.0, 3.0]])
+
+
+def test_recalculate_user_and_recalculate_item_score_naive_solves(problem):
+    """implicit's recalculate_user / recalculate_item: rows solved from the given entries (a naive float64 solve
+    against the fixed other side), scored, nothing stored; the user indices only shape the result."""
+    model = fitted(problem, weights=False)
+    cfg = model.config
+    u, v = (keras.ops.convert_to_numpy(f).astype(np.float64) for f in (model.user_factors, model.item_factors))
+    items, ratings = [[3, 7, 11], [0, 5], [2, 9, 14, 20, 29]], [[5.0, 1.0, 3.5], [2.0, 4.0], [1.0, 1.0, 4.0, 2.5, 3.0]]
+    user_items = sp.csr_array(
+        (np.concatenate(ratings), np.concatenate(items), np.cumsum([0] + [len(r) for r in items])), shape=(3, SHAPE[1])
+    )
+    before = keras.ops.convert_to_numpy(model.user_factors).copy()
+    # implicit's positional order: userid, user_items, N, filter_already_liked_items, filter_items, recalculate_user
+    found, scores = model.recommend([500, 0, 7], user_items, 6, True, [13], True)
+    want = naive(v, items, ratings, None, cfg.regularization, cfg.unobs_weight) @ v.T
+    for row, rated in enumerate(items):
+        allowed = np.ones(SHAPE[1], bool)
+        allowed[rated + [13]] = False
+        best = np.flatnonzero(allowed)[np.argsort(-want[row][allowed], kind="stable")][:6]
+        np.testing.assert_allclose(scores[row], want[row][best], rtol=1e-4, atol=1e-5)
+        assert set(found[row]) <= set(np.flatnonzero(allowed))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.user_factors), before)  # nothing stored
+    one, _ = model.recommend(0, user_items[[1]], N=6, recalculate_user=True)
+    np.testing.assert_array_equal(one, found[1])
+    # an item solved from its users' ratings, against fixed U, then its cosine with every item factor
+    users, by_users = [[1, 4, 8, 30]], [[4.0, 2.0, 5.0, 1.0]]
+    item_users = sp.csr_array((by_users[0], users[0], [0, 4]), shape=(1, SHAPE[0]))
+    top, sims = model.similar_items(6, 5, True, item_users)
+    factor = naive(u, users, by_users, None, cfg.regularization, cfg.unobs_weight)[0]
+    cosine = v @ factor / np.maximum(np.linalg.norm(v, axis=1) * np.linalg.norm(factor), 1e-10)
+    np.testing.assert_allclose(sims, np.sort(cosine)[::-1][:5], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"`recalculate_user=True` solves the users from their rows of `user_items`"):
+        model.recommend([0], recalculate_user=True)
+    with pytest.raises(ValueError, match=r"`item_users` should have shape \(1, 40\)"):
+        model.similar_items([6], recalculate_item=True, item_users=sp.csr_array((1, 30)))

@@ -256,6 +256,29 @@ def test_predict_and_evaluate_check_their_pairs(problem):
         model.evaluate(np.array([[0, 40]]), np.array([1.0]), verbose=0)
     with pytest.raises(ValueError, match="ratings should be finite"):
         model.evaluate(np.array([[0, 1]]), np.array([np.nan]), verbose=0)
+    # nested lists as fit takes them, and no pairs at all
+    u, v = (keras.ops.convert_to_numpy(f) for f in (model.user_factors, model.item_factors))
+    np.testing.assert_allclose(model.predict([[0, 1], [2, 3]], verbose=0), [u[0] @ v[1], u[2] @ v[3]], rtol=1e-5)
+    assert model.predict(np.zeros((0, 2), np.int64)).shape == (0,)
+    want = model.evaluate(np.array([[0, 1]]), np.array([3.0]), verbose=0)
+    assert model.evaluate([[0, 1]], [3.0], verbose=0) == pytest.approx(want)
+    np.testing.assert_allclose(want, abs(3.0 - u[0] @ v[1]), rtol=1e-5)
+    with pytest.raises(ValueError, match="`evaluate` needs at least one .* Received: 0 pairs"):
+        model.evaluate(np.zeros((0, 2), np.int64), np.zeros(0), verbose=0)
+
+
+def test_keras_arguments_without_a_meaning_here_are_refused(problem):
+    with pytest.raises(ValueError, match=r"`dtype` should be float32 .* Received: dtype='float64'"):
+        WALSModel(*SHAPE, dtype="float64")
+    with pytest.raises(ValueError, match="`dtype` should be float32"):
+        WALSModel(*SHAPE, dtype="mixed_float16")
+    assert WALSModel(*SHAPE, dtype="float32").user_factors.dtype == "float32"
+    model = make_model()
+    for argument in (dict(metrics=["mae"]), dict(loss="mse"), dict(optimizer="adam")):
+        with pytest.raises(ValueError, match=f"WALSModel.compile takes no `{next(iter(argument))}`"):
+            model.compile(**argument)
+    with pytest.raises(ValueError, match="ReduceLROnPlateau sets an optimizer's learning rate"):
+        model.fit(problem, epochs=1, verbose=0, callbacks=[keras.callbacks.ReduceLROnPlateau(monitor="rmse")])
 
 
 def test_divergence_raises_a_clear_error():

@@ -140,6 +140,8 @@ def test_recommend_all_is_recommend_for_every_user(model):
     np.testing.assert_array_equal(found, want)
     np.testing.assert_allclose(scores, want_scores, rtol=1e-6)  # other batch shapes: the matmul rounds apart
     assert not np.isin(found, [0, 1]).any()
+    by_n, _ = model.recommend_all(N=5)  # implicit's name of k
+    np.testing.assert_array_equal(by_n, model.recommend(np.arange(SHAPE[0]), k=5)[0])
 
 
 def test_raw_ids_round_trip_through_the_index_calls(model, ratings):
@@ -173,6 +175,11 @@ def test_set_vocabularies_in_any_order_and_its_errors(model, ratings):
         clone.set_vocabularies(ratings.user_ids, ["a", "b", "c"])
     with pytest.raises(ValueError, match="`user_ids` should be distinct ids. Received 7 more than once"):
         clone.set_vocabularies(np.full(SHAPE[0], 7), ratings.item_ids)
+    # float ids would be looked up as strings and never found: refused; Python ints in an object array are ints
+    with pytest.raises(ValueError, match="`user_ids` should be integer or string ids .* Received dtype float64"):
+        clone.set_vocabularies(np.arange(SHAPE[0]) + 0.5, ratings.item_ids)
+    clone.set_vocabularies(np.array(ratings.user_ids.tolist(), dtype=object), ratings.item_ids)
+    np.testing.assert_array_equal(clone.recommend_ids([17], k=3)[1], model.recommend([1], k=3)[1])
 
 
 def test_bad_arguments_are_named(model):
@@ -194,6 +201,10 @@ def test_bad_arguments_are_named(model):
         model.similar_users([0], k=2, filter_users=[30])
     with pytest.raises(ValueError, match="`batch_size` should be a positive integer. Received: batch_size=0"):
         model.recommend_all(k=2, batch_size=0)
+    with pytest.raises(ValueError, match=r"`N` should be an integer in \[1, 25\]. Received: N=0"):  # the name given
+        model.recommend(0, N=0)
+    with pytest.raises(ValueError, match=r"`N` should be an integer in \[1, 30\]. Received: N=31"):
+        model.similar_users(0, N=31)
 
 
 def test_early_stopping_on_val_rmse_needs_no_mode(ratings, tmp_path):
@@ -282,6 +293,14 @@ def test_implicit_calls_recommend_user_items_n_and_scalar_ids(model, ratings):
     assert model.similar_items([3], N=4)[0].shape == (1, 4)
     assert model.similar_users(5, N=3)[0].shape == (3,)
     assert model.similar_items_ids(ratings.item_ids[3], N=4)[0].tolist() == ratings.item_ids[top].tolist()
+    # implicit's positional orders: recommend(userid, user_items, N, filter_already_liked_items, filter_items) and
+    # similar_items(itemid, N, recalculate_item, item_users, filter_items)
+    positional = model.recommend(users, sp.csr_array(liked), 6, True, [0, 1])
+    keywords = model.recommend(users, sp.csr_array(liked), N=6, filter_already_liked_items=True, filter_items=[0, 1])
+    np.testing.assert_array_equal(positional[0], keywords[0])
+    assert not np.isin(positional[0], [0, 1]).any()
+    by_position = model.similar_items(3, 4, False, None, [3])[0]
+    np.testing.assert_array_equal(by_position, model.similar_items(3, 4, filter_items=[3])[0])
     with pytest.raises(ValueError, match="`k` and `N` are one option; pass one of them. Received: k=3, N=4"):
         model.recommend(0, k=3, N=4)
     with pytest.raises(ValueError, match=r"`user_items` should have shape \(2, 25\) \(one row per user\)"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from wals2 import metrics
+from wals2 import metrics, validate
 from wals2.data import Ratings
 
 
@@ -20,7 +20,8 @@ class HeldoutRanking(keras.callbacks.Callback):
         heldout: the held-out entries; every one counts as relevant.
         k: the cutoff.
         prefix: prepended to the metric names.
-        names: the metrics logged (``metrics.METRICS`` names).
+        names: the metrics logged (``metrics.METRICS`` names, or one of them). ``mode="auto"`` callbacks of a
+            ``WALSModel.fit`` know that each one increases.
     """
 
     def __init__(
@@ -31,10 +32,12 @@ class HeldoutRanking(keras.callbacks.Callback):
         names: tuple[str, ...] = metrics.METRICS,
     ):
         super().__init__()
+        validate.integer("k", k)
+        names = (names,) if isinstance(names, str) else names
         unknown = sorted(set(names) - set(metrics.METRICS))
         if unknown:
             raise ValueError(f"`names` should be among {metrics.METRICS}. Received: {unknown}")
-        self.heldout, self.k, self.prefix, self.names = heldout, k, prefix, tuple(names)
+        self.heldout, self.k, self.prefix, self.names = heldout, int(k), prefix, tuple(names)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:

@@ -500,8 +500,17 @@ class Vocabulary:
 
     def __init__(self, ids, size: int, name: str):
         ids = np.asarray(ids)
+        if ids.dtype.kind == "O":  # Python objects: numbers or strings as numpy's own dtype
+            ids = np.asarray(ids.tolist())
         if ids.ndim != 1 or ids.shape[0] != size:
             raise ValueError(f"`{name}` should be 1-D with {size} ids. Received shape {ids.shape}")
+        if not size:
+            ids = ids.astype(np.int64) if ids.dtype.kind not in "iuU" else ids
+        elif ids.dtype.kind not in "iuU":
+            raise ValueError(
+                f"`{name}` should be integer or string ids (a lookup by float, bool or bytes ids is not exact). "
+                f"Received dtype {ids.dtype}"
+            )
         self._ids = ids
         if size < 2 or bool(np.all(ids[1:] > ids[:-1])):  # sorted already (a ``Ratings``' ids): no argsort
             self._order, self._sorted = np.arange(size), ids

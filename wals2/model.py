@@ -44,7 +44,7 @@ MAX_NEW_ROWS = 100_000
 class _Direction(keras.metrics.Metric):
     """A stateless metric that only names a log and its direction ("down": lower is better), never updated or read.
 
-    Keras' ``mode="auto"`` callbacks (``EarlyStopping``, ``ModelCheckpoint``, ``ReduceLROnPlateau``) take the
+    Keras' ``mode="auto"`` callbacks (``EarlyStopping``, ``ModelCheckpoint``) take the
     direction of ``monitor`` from the ``_direction`` of the model's metric of that name.
     """
 
@@ -60,11 +60,11 @@ class _Direction(keras.metrics.Metric):
 
 
 @functools.cache
-def _log_directions(ranking_k: int | None = None) -> list:
+def _log_directions(ranking_ks: tuple[int, ...] = ()) -> list:
     """[a container of the ``_Direction`` of every log] in the class Keras' callbacks search (Keras has no public
     name for it), or [] where this Keras lacks it (callbacks then need an explicit ``mode``). It holds no state,
-    and its ``result`` is empty, so Keras keeps the logs the train and test steps return. With ``ranking_k``, the
-    ranking logs at that k are among them (increasing)."""
+    and its ``result`` is empty, so Keras keeps the logs the train and test steps return. Every ranking metric
+    (``metrics.METRICS``) at each k of ``ranking_ks`` is among them (increasing)."""
     try:
         from keras.src.trainers.compile_utils import MetricsList
     except ImportError:
@@ -74,9 +74,7 @@ def _log_directions(ranking_k: int | None = None) -> list:
         def result(self):
             return {}
 
-    names = list(LOGS)
-    if ranking_k is not None:
-        names += [f"{name}@{ranking_k}" for name in RANKING_LOGS]
+    names = list(LOGS) + [f"{name}@{k}" for k in ranking_ks for name in ranking.METRICS]
     keras_direction = {"min": "down", "max": "up"}
     metrics = [_Direction(name, keras_direction[ranking.direction(name)]) for name in names]
     return [LogDirections(metrics, "log_directions")]
@@ -118,6 +116,11 @@ class WALSModel(Recommender, keras.Model):
                 f"WALSModel got unknown keyword arguments {unknown}.{hint} They should be WALSConfig fields "
                 f"({', '.join(sorted(fields))}) or Keras Model arguments ({', '.join(sorted(_KERAS_MODEL_ARGUMENTS))})."
             )
+        policy = keras.dtype_policies.get(kwargs["dtype"]) if kwargs.get("dtype") is not None else None
+        if policy is not None and (policy.compute_dtype, policy.variable_dtype) != ("float32", "float32"):
+            raise ValueError(
+                f"`dtype` should be float32 (the sweep solves in float32) or None. Received: dtype={kwargs['dtype']!r}"
+            )
         super().__init__(**kwargs)
         for name, value in (("num_users", num_users), ("num_items", num_items)):
             validate.integer(name, value)
@@ -133,7 +136,7 @@ class WALSModel(Recommender, keras.Model):
         self._seen = None
         self._vocabularies = None
         self._fitting = False
-        self._ranking_k: int | None = None  # the k of the ranking logs of the last fit(ranking_k=k)
+        self._ranking_ks: tuple[int, ...] = ()  # the ks of the last fit's ranking logs (its HeldoutRankings)
         self._traced_for = _TracedFor(None, None)  # what the traced train_function captured
         if not defer_state:
             self._materialize_state()
@@ -326,6 +329,14 @@ class WALSModel(Recommender, keras.Model):
         self._heldout = None if validation_data is None else _entries(validation_data, shape)
         if ranking_k is not None:
             kwargs["callbacks"] = [self._ranking_callback(ranking_k, validation_data), *(kwargs.get("callbacks") or [])]
+        callbacks = list(kwargs.get("callbacks") or [])
+        for callback in callbacks:
+            if isinstance(callback, (keras.callbacks.ReduceLROnPlateau, keras.callbacks.LearningRateScheduler)):
+                raise ValueError(
+                    f"`callbacks`: {type(callback).__name__} sets an optimizer's learning rate, and WALSModel has no "
+                    "optimizer (its sweeps solve the rows in closed form)."
+                )
+        self._ranking_ks = tuple(sorted({c.k for c in callbacks if isinstance(c, HeldoutRanking)}))
         # The traced sweep captures the engine and the validation entries: keep it while both are the same objects.
         if self.train_function is None or not self._traced_for.holds(self.engine, validation_data):
             self.train_function = None
@@ -397,7 +408,6 @@ class WALSModel(Recommender, keras.Model):
                 "`ranking_k` ranks the whole validation set in one process; on several workers, give the chief a "
                 "wals2.callbacks.HeldoutRanking of every worker's validation entries instead."
             )
-        self._ranking_k = int(ranking_k)
         return HeldoutRanking(validation_data, int(ranking_k), names=RANKING_LOGS)
 
     def evaluate(self, x=None, y=None, batch_size: int | None = 65536, *, ranking_k: int | None = None, **kwargs):
@@ -417,6 +427,9 @@ class WALSModel(Recommender, keras.Model):
             values = _pairs(x, y, (self.num_users, self.num_items), "`evaluate(x, y)`")[2]
             if not np.all(np.isfinite(values)):
                 raise ValueError("`evaluate(x, y)` ratings should be finite. Received NaN or inf values.")
+            x, y = np.asarray(x), np.asarray(y)  # Keras takes arrays, not nested lists
+        if _arrays(x) and not len(x):
+            raise ValueError("`evaluate` needs at least one (user, item) pair to compute `rmse`. Received: 0 pairs")
         if ranking_k is None:
             return super().evaluate(x, y, batch_size=batch_size, **kwargs)
         _check_ranking_k(ranking_k, self.num_items)
@@ -431,7 +444,9 @@ class WALSModel(Recommender, keras.Model):
     def predict(self, x, batch_size: int | None = PREDICT_BATCH_SIZE, **kwargs):
         """Keras ``predict`` of int (user, item) pairs [b, 2] -> float32 [b]; the batch defaults to 4,096 pairs."""
         if _arrays(x):
-            _index_pairs(x, (self.num_users, self.num_items), "`x`")
+            if not _index_pairs(x, (self.num_users, self.num_items), "`x`")[0].size:
+                return np.zeros(0, np.float32)  # Keras' predict loop needs a batch
+            x = np.asarray(x)  # Keras takes arrays, not nested lists
         return super().predict(x, batch_size=batch_size, **kwargs)
 
     def export(self, filepath, format: str = "tf_saved_model", verbose=None, top_k: int = 10, **kwargs):
@@ -474,7 +489,7 @@ class WALSModel(Recommender, keras.Model):
         # epochs read no metric variable (under several workers each read would be a collective of its own). The
         # stateless ``LogDirections`` of ``_log_directions`` tell ``mode="auto"`` callbacks the registry's direction
         # of ``rmse`` and ``loss`` and, with ``fit(ranking_k=k)``, of the ranking logs at k.
-        directions = _log_directions(self._ranking_k)
+        directions = _log_directions(self._ranking_ks)
         return directions if self._fitting else [self._squared_error, *directions]
 
     def compile(self, jit_compile: bool = False, **kwargs):
@@ -483,8 +498,14 @@ class WALSModel(Recommender, keras.Model):
         that means nothing here)."""
         if jit_compile is True:
             raise ValueError("`jit_compile` should be False for WALSModel: XLA slows the sweep 5-16x on CPU.")
-        kwargs.setdefault("optimizer", None)
-        super().compile(jit_compile=False, **kwargs)
+        unused = {key: value for key, value in kwargs.items() if key in _UNUSED_COMPILE_ARGUMENTS and value is not None}
+        if unused:
+            raise ValueError(
+                f"WALSModel.compile takes no {', '.join(f'`{key}`' for key in unused)}: the sweeps solve the rows in "
+                "closed form (no loss or optimizer), and fit and evaluate log `rmse` (and, with `ranking_k` or a "
+                f"wals2.callbacks.HeldoutRanking, ranking metrics) themselves. Received: {unused}"
+            )
+        super().compile(jit_compile=False, optimizer=None, **kwargs)
 
     def summary(self, print_fn=None, **kwargs):
         """Prints the model's state variables and hyperparameters (it has no layers, so Keras' table would be empty).
@@ -611,6 +632,12 @@ class WALSModel(Recommender, keras.Model):
         self._forget_trace()
         logger.debug("partial fit of %d %s", indices.size, ("users", "items")[axis])
 
+    def _recalculated(self, axis: int, indices, matrix, names: tuple[str, str]) -> tuple[tf.Tensor, tf.Tensor]:
+        """(factors [b, k], biases [b]) of the rows ``indices`` of one side solved from ``matrix`` [b, other side]
+        against the fixed other side, not stored (``partial_fit.recalculated``; ``Recommender``'s contract)."""
+        entries = _coo(matrix, (indices.size, (self.num_items, self.num_users)[axis]), names[1])
+        return partial_fit.recalculated(self, axis, indices, *entries, names)
+
     def _require_training_data(self, what: str) -> None:
         if self.engine is None:
             raise ValueError(f"{what} needs the training data: call fit(train) or set_training_data(train) first.")
@@ -652,6 +679,9 @@ def _pairs(pairs, values, shape: tuple[int, int], what: str) -> tuple[np.ndarray
     users, items = _index_pairs(pairs, shape, what)
     return users, items, values
 
+
+#: Keras ``compile`` arguments that a closed-form model has no use for (refused unless None).
+_UNUSED_COMPILE_ARGUMENTS = ("optimizer", "loss", "loss_weights", "metrics", "weighted_metrics")
 
 #: Keras ``Model.__init__``'s own keyword arguments (those of ``keras.layers.Layer``), passed on as they are.
 _KERAS_MODEL_ARGUMENTS = frozenset(

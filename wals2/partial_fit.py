@@ -104,9 +104,7 @@ def solve_rows(
             ids, or a solution that is not finite (ratings too large for float32).
     """
     side = ("users", "items")[axis]
-    invalid = np.flatnonzero(model.mode.invalid_ratings(values))
-    if invalid.size:
-        raise ValueError(f"`{names[1]}` rating {values[invalid[0]]:g} {model.mode.invalid_reason}")
+    _check_ratings(model, values, names)
     sizes = [model.num_users, model.num_items]
     grown = max(sizes[axis], int(indices.max()) + 1)
     if grown - sizes[axis] > max_new:
@@ -131,15 +129,44 @@ def solve_rows(
         users, items = (own, cols) if axis == 0 else (cols, own)
         seen = seen.replaced(axis, indices, users, items, values, tuple(sizes))
     solution = solve_side(model, axis, indices, rows, cols, values, seen, sizes[1])
+    _check_finite(solution, axis, indices, rows, values, names)
+    return PartialFit(axis, indices, tuple(sizes), seen, vocabularies, solution)
+
+
+def recalculated(model, axis: int, indices, rows, cols, values, names: tuple[str, str]) -> tuple[tf.Tensor, tf.Tensor]:
+    """The rows of ``solve_rows`` solved against the model's fixed other side and its seen items, not stored:
+    implicit's ``recalculate_user`` / ``recalculate_item``. Folding in a user this way is ``foldin.fold_in``.
+
+    Returns:
+        (factors float32 [b, k], biases float32 [b], 0 without biases).
+
+    Raises:
+        ValueError: a rating the mode refuses, or a solution that is not finite.
+    """
+    _check_ratings(model, values, names)
+    solution = solve_side(model, axis, indices, rows, cols, values, model._seen, model.num_items)
+    _check_finite(solution, axis, indices, rows, values, names, unchanged=False)
+    factors, bias = foldin.split_solution(model.mode, tf.constant(solution), model.config.latent_factors)
+    return factors, bias
+
+
+def _check_ratings(model, values, names: tuple[str, str]) -> None:
+    invalid = np.flatnonzero(model.mode.invalid_ratings(values))
+    if invalid.size:
+        raise ValueError(f"`{names[1]}` rating {values[invalid[0]]:g} {model.mode.invalid_reason}")
+
+
+def _check_finite(solution, axis: int, indices, rows, values, names: tuple[str, str], unchanged: bool = True) -> None:
+    """A ValueError naming the first query row whose ``solution`` is not finite (ratings too large for float32)."""
     broken = np.flatnonzero(~np.all(np.isfinite(solution), axis=1))
     if broken.size:
         query = int(broken[0])
         largest = float(np.max(np.abs(values[rows == query]), initial=0.0))
         raise ValueError(
-            f"`{names[1]}` row {query} ({side[:-1]} {indices[query]}): the solution is not finite, its ratings are "
-            f"too large for float32 (largest |rating| {largest:g}); the model is unchanged."
+            f"`{names[1]}` row {query} ({('user', 'item')[axis]} {indices[query]}): the solution is not finite, its "
+            f"ratings are too large for float32 (largest |rating| {largest:g})"
+            + ("; the model is unchanged." if unchanged else ".")
         )
-    return PartialFit(axis, indices, tuple(sizes), seen, vocabularies, solution)
 
 
 def solve_side(model, axis: int, indices, rows, cols, values, seen: SeenItems | None, num_items: int) -> np.ndarray:
@@ -160,7 +187,7 @@ def solve_side(model, axis: int, indices, rows, cols, values, seen: SeenItems | 
     if mode.fold_in_item_weights(np.zeros(num_items, np.int64)) is not None:
         if seen is None:
             raise ValueError(
-                f"partial_fit in mode {cfg.mode!r} with item weights needs the items' training counts (C_j): call "
+                f"Solving rows in mode {cfg.mode!r} with item weights needs the items' training counts (C_j): call "
                 "set_seen_items(users, items, values) or fit(train) first."
             )
         counts = seen.item_counts(positive_only=True)

@@ -19,12 +19,17 @@ import tensorflow as tf
 from wals2 import scoring, threads, validate
 from wals2.data import Vocabulary
 
+#: The bound of ``recommend(recalculate_user=True)``'s user indices, which only shape the result.
+_ANY_INDEX = np.iinfo(np.int64).max
+
 SEEN_FILE = "seen.npz"
 VOCABULARIES_FILE = "vocabularies.npz"
 
 
 class Recommender:
-    """The recommender calls of a factor model; the model provides the variables named in the module docstring."""
+    """The recommender calls of a factor model; the model provides the variables named in the module docstring and
+    ``_recalculated(axis, indices, matrix, names)``, the (factors [b, k], biases [b]) of rows solved from their
+    entries against the fixed other side, not stored (``recalculate_user`` / ``recalculate_item``)."""
 
     _seen: SeenItems | None
     _vocabularies: tuple[Vocabulary, Vocabulary] | None
@@ -112,39 +117,50 @@ class Recommender:
         user_items=None,
         k: int | None = None,
         exclude_seen: bool | None = None,
-        batch_size: int = 1024,
+        filter_items=None,
+        recalculate_user: bool = False,
+        items=None,
         *,
+        batch_size: int = 1024,
         N: int | None = None,
         filter_already_liked_items: bool | None = None,
-        filter_items=None,
-        items=None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k items for each user by score (the unclipped prediction mu + b_i + c_j + u_i.v_j), best first.
 
-        The arguments follow implicit's ``recommend(userid, user_items, N=10, filter_already_liked_items=True,
-        filter_items=None, items=None)``; ``items`` and ``filter_items`` may be combined.
+        The positional arguments are implicit's ``recommend(userid, user_items, N=10,
+        filter_already_liked_items=True, filter_items=None, recalculate_user=False, items=None)``; ``items`` and
+        ``filter_items`` may be combined.
 
         Args:
             user_indices: an int user index, or int user indices [b].
-            user_items: the users' items to exclude, [b, num_items] (row r for ``user_indices[r]``; scipy
-                sparse, its stored entries), as implicit's ``user_items``; default: the model's seen items.
+            user_items: the users' items, [b, num_items] (row r for ``user_indices[r]``; scipy sparse, its stored
+                entries), as implicit's ``user_items``: excluded instead of the model's seen items, and the ratings
+                ``recalculate_user`` solves the users from.
             k: items per user, 1 <= k <= num_items (default 10).
             exclude_seen: drop the user's training items (or those of ``user_items``; default True). A user with
                 fewer than k remaining candidates gets item -1 and score -inf in the remaining slots.
+            filter_items: item indices never recommended.
+            recalculate_user: score with factors solved from the rows of ``user_items`` (``foldin.fold_in``: the
+                exact row update against the fixed item factors, nothing stored) instead of the model's; the
+                users need not be in the model, ``user_indices`` then only shape the result.
+            items: item indices, the only candidates ranked (default: every item).
             batch_size: users scored at once (memory: ``threads.PARALLEL_CHUNKS`` x batch_size x candidates floats).
             N: implicit's name for ``k``.
             filter_already_liked_items: implicit's name for ``exclude_seen``; giving both with different values
                 raises.
-            filter_items: item indices never recommended.
-            items: item indices, the only candidates ranked (default: every item).
 
         Returns:
             (item indices int64 [b, k], scores float32 [b, k]); [k] and [k] for a scalar ``user_indices``.
         """
-        users = _indices(user_indices, self.num_users, "user_indices")
-        k = _alias(k, N, ("k", "N"), 10)
-        _check_k(k, self.num_items)
+        recalculate_user = bool(recalculate_user)
+        users = _indices(user_indices, _ANY_INDEX if recalculate_user else self.num_users, "user_indices")
+        k = _k(k, N, self.num_items)
         _check_batch_size(batch_size)
+        if recalculate_user and user_items is None:
+            raise ValueError(
+                "`recalculate_user=True` solves the users from their rows of `user_items` [b, num_items]. "
+                "Received: user_items=None"
+            )
         if exclude_seen is None:
             exclude_seen = True if filter_already_liked_items is None else filter_already_liked_items
         elif filter_already_liked_items is not None and bool(filter_already_liked_items) != bool(exclude_seen):
@@ -162,19 +178,23 @@ class Recommender:
         if candidates is not None:
             v, bv = tf.gather(v, candidates), tf.gather(bv, candidates)
         u, bu = tf.convert_to_tensor(self.user_factors), tf.convert_to_tensor(self.user_bias)
+        if recalculate_user:  # the solved rows replace the model's: query r scores row r
+            u, bu = self._recalculated(0, users, user_items, ("user_indices", "user_items"))
+            users = np.arange(users.size)
 
         def scores(batch):
             return scoring.item_scores(tf.gather(u, batch), tf.gather(bu, batch), v, bv, self.global_mean)
 
         return _squeeze(user_indices, _top_k(scores, users, k, candidates, excluded, batch_size, lookup))
 
-    def recommend_all(self, k: int = 10, batch_size: int = 1024, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    def recommend_all(self, k: int | None = None, batch_size: int = 1024, **kwargs) -> tuple[np.ndarray, np.ndarray]:
         """``recommend`` for every user index 0..num_users-1, in batches of ``batch_size`` users.
 
         Args:
-            k: items per user.
+            k: items per user (default 10; or ``N``).
             batch_size: users scored at once.
-            **kwargs: ``recommend``'s ``exclude_seen`` / ``filter_already_liked_items``, ``filter_items``, ``items``.
+            **kwargs: ``recommend``'s ``N``, ``exclude_seen`` / ``filter_already_liked_items``, ``filter_items``,
+                ``items``.
 
         Returns:
             (item indices int64 [num_users, k], scores float32 [num_users, k]); row i is user i.
@@ -182,18 +202,32 @@ class Recommender:
         return self.recommend(np.arange(self.num_users), k=k, batch_size=batch_size, **kwargs)
 
     def similar_items(
-        self, item_indices, k: int | None = None, filter_items=None, items=None, batch_size: int = 1024, *, N=None
+        self,
+        item_indices,
+        k: int | None = None,
+        recalculate_item: bool = False,
+        item_users=None,
+        filter_items=None,
+        items=None,
+        *,
+        batch_size: int = 1024,
+        N: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k items most similar to each item: cosine similarity of the item factors, best first.
 
-        As implicit: the factors only (no biases), and the query item itself is a candidate, first with score 1
-        (up to rounding) unless ``filter_items`` or ``items`` leave it out. A zero factor vector has similarity 0
-        with every item.
+        As implicit (its positional arguments: ``similar_items(itemid, N=10, recalculate_item=False,
+        item_users=None, filter_items=None, items=None)``): the factors only (no biases), and the query item itself
+        is a candidate, first with score 1 (up to rounding) unless ``filter_items`` or ``items`` leave it out. A zero
+        factor vector has similarity 0 with every item.
 
         Args:
             item_indices: an int item index, or int item indices [b].
             k: items per query, 1 <= k <= num_items (default 10); slots beyond the candidates get -1 and score
                 -inf.
+            recalculate_item: query with factors solved from the rows of ``item_users`` (the exact item row
+                update against the fixed user factors, nothing stored) instead of the model's.
+            item_users: the items' ratings by user, [b, num_users] (row r for ``item_indices[r]``; scipy sparse),
+                for ``recalculate_item``.
             filter_items: item indices never returned.
             items: item indices, the only candidates (default: every item).
             batch_size: queries scored at once (memory: ``threads.PARALLEL_CHUNKS`` x batch_size x candidates floats).
@@ -202,8 +236,17 @@ class Recommender:
         Returns:
             (item indices int64 [b, k], cosine similarities float32 [b, k]); [k] and [k] for a scalar query.
         """
-        k = _alias(k, N, ("k", "N"), 10)
-        found = _similar(self.item_factors, item_indices, k, filter_items, items, batch_size, "item_indices")
+        k = _k(k, N, self.num_items)
+        queries = None
+        if recalculate_item:
+            if item_users is None:
+                raise ValueError(
+                    "`recalculate_item=True` solves the items from their rows of `item_users` [b, num_users]. "
+                    "Received: item_users=None"
+                )
+            indices = _indices(item_indices, self.num_items, "item_indices")
+            queries = self._recalculated(1, indices, item_users, ("item_indices", "item_users"))[0]
+        found = _similar(self.item_factors, item_indices, k, filter_items, items, batch_size, "item_indices", queries)
         return _squeeze(item_indices, found)
 
     def similar_users(
@@ -222,7 +265,7 @@ class Recommender:
         Returns:
             (user indices int64 [b, k], cosine similarities float32 [b, k]); [k] and [k] for a scalar query.
         """
-        k = _alias(k, N, ("k", "N"), 10)
+        k = _k(k, N, self.num_users)
         found = _similar(self.user_factors, user_indices, k, filter_users, users, batch_size, "user_indices")
         return _squeeze(user_indices, found)
 
@@ -265,7 +308,12 @@ class Recommender:
         """
         _, vocab = self._require_vocabularies("similar_items_ids")
         found, scores = self.similar_items(
-            vocab.index(item_ids), k, vocab.index_or_none(filter_items), vocab.index_or_none(items), batch_size, N=N
+            vocab.index(item_ids),
+            k,
+            filter_items=vocab.index_or_none(filter_items),
+            items=vocab.index_or_none(items),
+            batch_size=batch_size,
+            N=N,
         )
         return _squeeze(item_ids, (vocab.ids(found), scores))
 
@@ -279,7 +327,12 @@ class Recommender:
         """
         vocab, _ = self._require_vocabularies("similar_users_ids")
         found, scores = self.similar_users(
-            vocab.index(user_ids), k, vocab.index_or_none(filter_users), vocab.index_or_none(users), batch_size, N=N
+            vocab.index(user_ids),
+            k,
+            filter_users=vocab.index_or_none(filter_users),
+            users=vocab.index_or_none(users),
+            batch_size=batch_size,
+            N=N,
         )
         return _squeeze(user_ids, (vocab.ids(found), scores))
 
@@ -371,14 +424,13 @@ def _indices(values, size: int, name: str) -> np.ndarray:
     return values
 
 
-def _alias(value, alias, names: tuple[str, str], default):
-    """One option under two names (ours, implicit's): the one given, ``default`` for neither; both must agree."""
-    if value is not None and alias is not None and value != alias:
-        raise ValueError(
-            f"`{names[0]}` and `{names[1]}` are one option; pass one of them. Received: {names[0]}={value!r}, "
-            f"{names[1]}={alias!r}"
-        )
-    return default if value is None and alias is None else (alias if value is None else value)
+def _k(k, n, size: int) -> int:
+    """The number of results, given as ``k`` or as implicit's ``N`` (both must agree), default 10, checked in
+    [1, ``size``] under the name it was given by."""
+    if k is not None and n is not None and k != n:
+        raise ValueError(f"`k` and `N` are one option; pass one of them. Received: k={k!r}, N={n!r}")
+    name, value = ("N", n) if k is None and n is not None else ("k", 10 if k is None else k)
+    return validate.integer(name, value, 1, size)
 
 
 def _squeeze(query, result: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -398,10 +450,6 @@ def _rows_csr(user_items, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarra
     return csr.indptr.astype(np.int64), csr.indices.astype(np.int64)
 
 
-def _check_k(k, size: int) -> None:
-    validate.integer("k", k, 1, size)
-
-
 def _check_batch_size(batch_size) -> None:
     validate.integer("batch_size", batch_size)
 
@@ -418,19 +466,23 @@ def _candidates(include, exclude, size: int, names: tuple[str, str] = ("items", 
     return candidates.astype(np.int64)
 
 
-def _similar(factors, queries, k, exclude, include, batch_size, name):
-    """Top-k cosine similarity of rows ``queries`` of ``factors`` against the candidate rows."""
+def _similar(factors, queries, k, exclude, include, batch_size, name, query_factors=None):
+    """Top-k cosine similarity of rows ``queries`` of ``factors`` (or of ``query_factors`` [b, k], row r for
+    query r) against the candidate rows; ``k`` is checked by the caller."""
     size = int(factors.shape[0])
     queries = _indices(queries, size, name)
-    _check_k(k, size)
     _check_batch_size(batch_size)
     what = name.removesuffix("_indices")
     candidates = _candidates(include, exclude, size, (f"{what}s", f"filter_{what}s"))
     unit = scoring.unit_rows(tf.convert_to_tensor(factors))
     table = unit if candidates is None else tf.gather(unit, candidates)
+    if query_factors is None:
+        query_unit = unit
+    else:
+        query_unit, queries = scoring.unit_rows(tf.convert_to_tensor(query_factors)), np.arange(queries.size)
 
     def scores(batch):
-        return tf.matmul(tf.gather(unit, batch), table, transpose_b=True)
+        return tf.matmul(tf.gather(query_unit, batch), table, transpose_b=True)
 
     return _top_k(scores, queries, k, candidates, None, batch_size)
 
