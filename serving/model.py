@@ -93,6 +93,14 @@ def brief(value, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def fold_in_not_finite(field: str, ratings: np.ndarray) -> BadRequest:
+    """The 400 of a fold-in whose scores are not finite (JSON has no NaN, and the answer would be noise)."""
+    return BadRequest(
+        f"`{field}` make the fold-in solve overflow float32 (ratings from {float(np.min(ratings)):g} to "
+        f"{float(np.max(ratings)):g}); give ratings on the scale and sign the model was trained on"
+    )
+
+
 class Recommender:
     """A loaded wals2 serving SavedModel: its signatures, their input specs, and calls with validated inputs.
 
@@ -212,12 +220,7 @@ class Recommender:
         out = self.call("fold_in_recommend", {"item_ids": ids, "ratings": values})
         for row, (items, scores) in enumerate(zip(out["item_ids"], out["scores"])):
             if not np.isfinite(scores[items != b""]).all():
-                field = fields[row] if fields else f"ratings of fold-in user {row}"
-                largest = float(np.abs(values[row]).max())
-                raise BadRequest(
-                    f"`{field}` overflow float32 in the fold-in solve (the largest is {largest:g}); give ratings "
-                    "on the scale the model was trained on"
-                )
+                raise fold_in_not_finite(fields[row] if fields else f"ratings of fold-in user {row}", values[row])
         rows = zip(out["item_ids"], out["scores"], out["num_known_items"])
         return [dict(_trim(items[:k], scores[:k]), num_known_items=int(n)) for items, scores, n in rows]
 

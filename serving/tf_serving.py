@@ -28,7 +28,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
 from serving.limits import BadRequest, WorkLimits
-from serving.model import Recommender, brief, load_json, rating, raw_id
+from serving.model import Recommender, brief, fold_in_not_finite, load_json, rating, raw_id
 
 ROUTE = re.compile(r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<tail>:predict|/metadata)?")
 _INT32 = (-(2**31), 2**31 - 1)
@@ -121,10 +121,7 @@ def run(
     if signature == "fold_in_recommend":
         filled = outputs["item_ids"] != b""
         if not np.isfinite(outputs["scores"][filled]).all():  # -Infinity marks empty slots; NaN is noise
-            raise BadRequest(
-                f"`{ratings}` overflow float32 in the fold-in solve (the largest is "
-                f"{float(np.abs(inputs['ratings']).max()):g}); give ratings on the scale the model was trained on"
-            )
+            raise fold_in_not_finite(ratings, inputs["ratings"])
     return outputs
 
 

@@ -51,15 +51,18 @@ def is_versioned(path: str) -> bool:
     return tf.io.gfile.isdir(path) and bool(_versions(path))
 
 
-def _versions(base: str) -> list[int]:
-    """The numbered subdirectories of ``base`` that hold a saved_model.pb, ascending."""
-    found = []
-    for entry in tf.io.gfile.listdir(base):
+def _versions(base: str) -> dict[int, str]:
+    """The numbered subdirectories of ``base`` that hold a saved_model.pb: version -> directory name, ascending.
+
+    As TF Serving, a name is read as its number, so ``0003`` is version 3 (of two names of one number, the first
+    in sorted order)."""
+    found: dict[int, str] = {}
+    for entry in sorted(tf.io.gfile.listdir(base)):
         name = entry.rstrip("/")
-        if name.isascii() and name.isdigit() and int(name) > 0:
+        if name.isascii() and name.isdigit() and int(name) > 0 and int(name) not in found:
             if tf.io.gfile.exists(posixpath.join(base, name, "saved_model.pb")):
-                found.append(int(name))
-    return sorted(found)
+                found[int(name)] = name
+    return dict(sorted(found.items()))
 
 
 SMALL_FILE_BYTES = 1 << 20
@@ -129,7 +132,8 @@ class VersionedModels:
         self._served_fingerprint: str | None = None
         self._removed_logged = False
         self.current: Recommender | None = None
-        for version in reversed(_versions(base)):
+        self._dirs = _versions(base)  # version -> its directory's name, as last listed
+        for version in reversed(self._dirs):
             self.current = self._try(version, check=False)
             if self.current is not None:
                 break
@@ -149,6 +153,7 @@ class VersionedModels:
         except (OSError, tf.errors.OpError) as err:
             logger.warning("cannot list the model versions under %s: %s", self.base, err)
             return False
+        self._dirs = found
         served = self.version
         if served not in found:
             return self._served_removed(found)
@@ -162,7 +167,7 @@ class VersionedModels:
             return self._swap(served, check=True)
         return False
 
-    def _served_removed(self, found: list[int]) -> bool:
+    def _served_removed(self, found: dict[int, str]) -> bool:
         served = self.version
         for version in reversed(found):
             if self._swap(version, check=False, reason=f"the served version {served} was removed"):
@@ -196,7 +201,7 @@ class VersionedModels:
         return True
 
     def _try(self, version: int, check: bool) -> Recommender | None:
-        path = posixpath.join(self.base, str(version))
+        path = self._path(version)
         before = self._fingerprint(version)
         try:
             loaded = self._load(path, str(version))
@@ -213,9 +218,12 @@ class VersionedModels:
         self._served_fingerprint = before
         return loaded
 
+    def _path(self, version: int) -> str:
+        return posixpath.join(self.base, self._dirs.get(version, str(version)))
+
     def _fingerprint(self, version: int) -> str:
         try:
-            return fingerprint(posixpath.join(self.base, str(version)))
+            return fingerprint(self._path(version))
         except (OSError, tf.errors.OpError):
             return ""
 

@@ -394,3 +394,48 @@ def test_export_of_other_modes_matches_the_keras_model(mode, tmp_path):
     pairs = train.pairs()[:20]
     got = module.score(tf.constant((pairs[:, 0] + 100).astype(str)), tf.constant((pairs[:, 1] + 500).astype(str)))
     np.testing.assert_allclose(got["scores"].numpy(), model.predict(pairs, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_a_failed_export_leaves_nothing_and_can_be_retried(bundled, tmp_path, monkeypatch):
+    model, _, _, _ = bundled
+    real_save = tf.saved_model.save
+
+    def save_then_fail(module, path, signatures=None):
+        real_save(module, path, signatures=signatures)  # everything written, then the disk "fills up"
+        raise tf.errors.ResourceExhaustedError(None, None, "disk full")
+
+    for target, existed in ((tmp_path / "new", False), (tmp_path / "empty", True)):
+        if existed:
+            target.mkdir()
+        monkeypatch.setattr(tf.saved_model, "save", save_then_fail)
+        with pytest.raises(tf.errors.ResourceExhaustedError, match="disk full"):
+            export_saved_model(model, str(target))
+        assert target.exists() == existed and (not existed or not list(target.iterdir()))
+        monkeypatch.setattr(tf.saved_model, "save", real_save)
+        export_saved_model(model, str(target))  # the same call again
+        assert (target / "saved_model.pb").exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match=r"`path` should be a new or empty directory. Received: .* \(a file\)"):
+        export_saved_model(model, str(tmp_path / "afile"))
+
+
+def test_fold_in_recommend_checks_its_ratings_in_the_graph(bundled, tmp_path):
+    """The SavedModel refuses what the library's fold-in refuses: ratings of another shape (no broadcasting), a
+    non-finite rating, and a negative rating in the implicit mode."""
+    _, _, _, module = bundled
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`ratings` should have the shape of `item_ids`"):
+        module.fold_in_recommend(tf.constant([["1", "50"]]), tf.constant([[5.0]]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`ratings` should be finite"):
+        module.fold_in_recommend(tf.constant([["1", "50"]]), tf.constant([[5.0, np.nan]]))
+    rows, cols, values = random_problem(5, shape=(40, 30), nnz=500, empty_rows=(), empty_cols=())
+    train = Ratings(
+        rows.astype(np.int32), cols.astype(np.int32), values.astype(np.float32), np.arange(40), np.arange(30)
+    )
+    model = WALSModel(40, 30, mode="implicit", latent_factors=4, regularization=0.5)
+    model.compile()
+    model.fit(train, epochs=1, verbose=0)
+    implicit = model.export(tmp_path / "implicit", top_k=5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`ratings`: a rating is negative; the implicit mode"):
+        implicit.fold_in_recommend(tf.constant([["1", "2"]]), tf.constant([[-1.0, 2.0]]))
+    # a negative rating of an unknown item (ignored) or of padding is no error
+    implicit.fold_in_recommend(tf.constant([["nope", ""]]), tf.constant([[-1.0, -2.0]]))

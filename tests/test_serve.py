@@ -360,7 +360,7 @@ def test_tf1_num_recs_out_of_range_is_a_json_400(served, num_recs):
         (  # float32 holds 3e38, but the fold-in solve overflows: no NaN scores in the answer
             {"instances": [{"user_id": "1"}, {"item_ids": ["1", "50"], "ratings": [3e38, 3e38]}]},
             400,
-            "`instances[1].ratings` overflow float32 in the fold-in solve (the largest is 3e+38)",
+            "`instances[1].ratings` make the fold-in solve overflow float32 (ratings from 3e+38 to 3e+38)",
         ),
         ('{"instances": ' + "[" * 5000 + "]" * 5000 + "}", 400, "nested less deeply"),
         (b'{"instances": [{"user_id": "\xff"}]}', 400, "should be JSON in UTF-8"),
@@ -1023,7 +1023,7 @@ def test_no_answer_holds_nan_and_overflowing_fold_in_ratings_get_a_400_naming_th
         ),
     ):
         status, _, text = call(port, "POST", path, body)
-        assert status == 400 and json.loads(text)["error"].startswith(field + " overflow float32"), text
+        assert status == 400 and json.loads(text)["error"].startswith(field + " make the fold-in solve overflow float32"), text
     # Scores a strict parser reads: no NaN anywhere; -Infinity only in TF Serving's empty slots.
     status, _, text = call(port, "POST", PREDICT, {"instances": [{"item_ids": ["1"], "ratings": [1e30]}]})
     strict = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text[:200]}"))
@@ -1326,6 +1326,24 @@ def test_versioned_models_skip_broken_versions_and_retry_them_only_when_their_fi
         VersionedModels(str(tmp_path / "3"), load=Loaded)
 
 
+def test_zero_padded_version_directories_are_their_numbers_as_in_tf_serving(tmp_path):
+    from serving.versions import VersionedModels
+
+    class Loaded:
+        def __init__(self, path, version):
+            assert (pathlib.Path(path) / "saved_model.pb").exists(), path
+            self.version, self.path = version, path
+
+    for name in ("00001", "0003"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "saved_model.pb").write_bytes(b"model")
+    models = VersionedModels(str(tmp_path), load=Loaded)
+    assert models.current.version == "3" and models.current.path.endswith("/0003")
+    (tmp_path / "004").mkdir()
+    (tmp_path / "004" / "saved_model.pb").write_bytes(b"model")
+    assert models.poll() and models.version == 4 and models.current.path.endswith("/004")
+
+
 def test_a_replaced_model_is_freed_at_the_swap(tmp_path):
     import gc
     import weakref
@@ -1535,7 +1553,7 @@ def test_tf_serving_grpc_clients_work_with_the_packages_own_stubs(server, export
         ratings=tf.make_tensor_proto(np.full((1, 2), 3e38, np.float32)),
     )
     code, details = refused(predictions.Predict, overflow)
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("`inputs.ratings` overflow float32")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("`inputs.ratings` make the fold-in solve overflow float32")
     code, details = refused(predictions.Predict, request(name="other", user_id=tf.make_tensor_proto(["1"])))
     assert code == grpc.StatusCode.NOT_FOUND and details == "Servable not found for request: Latest(other)"
     code, _ = refused(predictions.Predict, request(version=7, user_id=tf.make_tensor_proto(["1"])))

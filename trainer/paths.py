@@ -29,7 +29,7 @@ def missing_input(path: str) -> str:
 def already_committed(destination: str) -> str:
     return (
         f"output directory {destination} already holds the committed outputs of a run ({MARKER}); choose a new "
-        "--job-dir"
+        "--job-dir (or a new $AIP_MODEL_DIR: the run's output directory is its parent, as on Vertex AI)"
     )
 
 

@@ -45,6 +45,8 @@ without training ratings) gets the k items (users) with the most training rating
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import tensorflow as tf
 
@@ -52,6 +54,8 @@ from wals2 import scoring, validate
 from wals2.foldin import solve as fold_in_solve
 from wals2.foldin import split_solution
 from wals2.modes import mode_of
+
+logger = logging.getLogger(__name__)
 
 USER_ID = tf.TensorSpec([None], tf.string, name="user_id")
 ITEM_ID = tf.TensorSpec([None], tf.string, name="item_id")
@@ -204,7 +208,24 @@ class ServingModule(tf.Module):
         Items not in the vocabulary are ignored and ``num_known_items`` counts the others; a row with none gets
         the popular items with scores 0.0. A repeated item counts once per occurrence.
         """
-        items = tf.ensure_shape(self.item_table.lookup(item_ids), item_ids.shape)  # [b, L], -1: padding, unknown
+        same_shape = tf.debugging.assert_equal(
+            tf.shape(ratings), tf.shape(item_ids), message="`ratings` should have the shape of `item_ids`"
+        )
+        with tf.control_dependencies([same_shape]):
+            items = tf.ensure_shape(self.item_table.lookup(item_ids), item_ids.shape)  # [b, L], -1: padding, unknown
+        rated_ratings = tf.boolean_mask(ratings, items >= 0)
+        checks = [
+            tf.debugging.assert_equal(
+                tf.reduce_all(tf.math.is_finite(rated_ratings)), True, message="`ratings` should be finite"
+            ),
+            tf.debugging.assert_equal(
+                tf.reduce_all(rated_ratings >= self._mode.lowest_rating),
+                True,
+                message=f"`ratings`: a rating {self._mode.invalid_reason}",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            ratings = tf.identity(ratings)
         solution = fold_in_solve(self._mode, self.item_factors, items, ratings, self.regularization, self)
         factors, user_bias = split_solution(self._mode, solution, self.item_factors.shape[1])
         rated = tf.where(items >= 0)
@@ -292,13 +313,19 @@ def export_saved_model(model, path: str, top_k: int = 10) -> ServingModule:
     Returns:
         The saved ``ServingModule`` (callable in process like the loaded SavedModel).
 
+    A failed write removes what it wrote (``path`` is as before, and the same call can be retried).
+
     Raises:
-        ValueError: the model has no vocabularies or seen items, a bad ``top_k``, or a non-empty ``path``.
+        ValueError: the model has no vocabularies or seen items, a bad ``top_k``, or a ``path`` that is a file or
+            a non-empty directory.
     """
     validate.integer("top_k", top_k, 1, model.num_items)
     users, items = model._require_vocabularies("export_saved_model")
     seen = model._require_seen("export_saved_model")
-    if tf.io.gfile.exists(path) and tf.io.gfile.listdir(path):
+    existed = tf.io.gfile.exists(path)
+    if existed and not tf.io.gfile.isdir(path):
+        raise ValueError(f"`path` should be a new or empty directory. Received: path={path!r} (a file)")
+    if existed and tf.io.gfile.listdir(path):
         raise ValueError(f"`path` should be a new or empty directory. Received: path={path!r} (not empty)")
     cfg = model.config
     module = ServingModule(
@@ -319,8 +346,27 @@ def export_saved_model(model, path: str, top_k: int = 10) -> ServingModule:
         global_mean=tf.convert_to_tensor(model.global_mean),
         rating_range=tf.convert_to_tensor(model.rating_range),
     )
-    tf.saved_model.save(module, path, signatures=module.signatures())
+    try:
+        tf.saved_model.save(module, path, signatures=module.signatures())
+    except BaseException:  # nothing half-written: what this call wrote goes, so that the same call can be retried
+        _remove_written(path, keep=existed)
+        raise
     return module
+
+
+def _remove_written(path: str, keep: bool) -> None:
+    """Removes what a failed export wrote into ``path`` (the directory itself unless it existed before)."""
+    try:
+        if not tf.io.gfile.exists(path):
+            return
+        if not keep:
+            tf.io.gfile.rmtree(path)
+            return
+        for name in tf.io.gfile.listdir(path):
+            entry = tf.io.gfile.join(path, name)
+            (tf.io.gfile.rmtree if tf.io.gfile.isdir(entry) else tf.io.gfile.remove)(entry)
+    except tf.errors.OpError as err:
+        logger.error("the failed export left files in %s that could not be removed: %s", path, err)
 
 
 def _check_k(k, factors, what: str) -> tf.Tensor:

@@ -186,9 +186,12 @@ class Mode:
         """
         raise NotImplementedError
 
+    #: The lowest rating this mode trains on (and folds in); a lower one is refused (``invalid_reason``).
+    lowest_rating: ClassVar[float] = -np.inf
+
     def invalid_ratings(self, values: np.ndarray) -> np.ndarray:
-        """bool [nnz]: the ratings this mode cannot train on (see ``invalid_reason``)."""
-        return np.zeros(np.shape(values), bool)
+        """bool [nnz]: the ratings this mode cannot train on, those below ``lowest_rating``."""
+        return np.asarray(values) < self.lowest_rating
 
     #: Why ``invalid_ratings`` refuses a rating, for messages.
     invalid_reason: ClassVar[str] = ""
@@ -278,10 +281,8 @@ class Implicit(Mode):
     hyperparameters = ("alpha", "scale_regularization")
     search_ranges = {"regularization": (1e-3, 100.0, "log"), "alpha": (0.01, 100.0, "log")}
 
+    lowest_rating = 0.0
     invalid_reason = "is negative; the implicit mode needs ratings >= 0 (the confidence of a rating r is 1 + alpha * r)"
-
-    def invalid_ratings(self, values):
-        return np.asarray(values) < 0
 
     def weighting(self, values, shape, stats, given=None):
         self._refuse_weights(given)
