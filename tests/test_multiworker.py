@@ -307,6 +307,46 @@ def test_a_worker_whose_chief_never_listens_exits_within_the_timeout(files, tmp_
 
 
 @pytest.mark.slow
+def test_a_chief_whose_worker_never_starts_exits_within_the_timeout(files, tmp_path):
+    hosts = [f"127.0.0.1:{port}" for port in _free_ports(2)]  # the worker is never started
+    args = ["--train-file", str(files["ratings"]), "--job-dir", str(tmp_path / "job"), "--collective-timeout", "5"]
+    started = time.monotonic()
+    spec = {"cluster": {"chief": hosts[:1], "worker": hosts[1:]}, "task": {"type": "chief", "index": 0}}
+    out = subprocess.run(
+        [sys.executable, "-m", "trainer.task", *args],
+        cwd=ROOT,
+        env=dict(os.environ, TF_CONFIG=json.dumps(spec)),
+        capture_output=True,
+        text=True,
+        timeout=5 + 60,
+    )
+    elapsed = time.monotonic() - started
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert elapsed < 5 + 30
+    assert "did not all answer within --collective-timeout=5 s" in out.stdout
+    assert not (tmp_path / "job" / "_SUCCESS").exists()
+
+
+@pytest.mark.slow
+def test_workers_that_would_resume_from_different_sweeps_all_fail(files, tmp_path):
+    """Checkpoint directories the workers do not share: the chief has sweep 2, the worker nothing."""
+    own = [["--checkpoint-dir", str(tmp_path / "chief-checkpoints")], ["--checkpoint-dir", str(tmp_path / "own")]]
+    for sweeps, expected in (("2", [0, 0]), ("4", [1, 1])):
+        args = ["--train-file", str(files["ratings"]), "--job-dir", str(tmp_path / f"job{sweeps}"), *FLAGS]
+        procs = _start(2, tmp_path / f"logs{sweeps}", [*args, "--num_iters", sweeps], own=own)
+        try:
+            codes = [proc.wait(timeout=DEADLINE) for proc in procs]
+        finally:
+            for proc in procs:
+                proc.kill()
+        logs = [(tmp_path / f"logs{sweeps}" / f"worker{i}.log").read_text() for i in range(2)]
+        assert codes == expected, logs
+    for log in logs:
+        assert "the workers would resume after different sweeps ([2, 0], worker by worker)" in log, log
+    assert not (tmp_path / "job4" / "_SUCCESS").exists()
+
+
+@pytest.mark.slow
 def test_sigterm_ends_a_waiting_worker_within_seconds(files, tmp_path):
     hosts = [f"127.0.0.1:{port}" for port in _free_ports(2)]  # nothing listens on the chief's port
     spec = {"cluster": {"chief": hosts[:1], "worker": hosts[1:]}, "task": {"type": "worker", "index": 0}}
@@ -351,6 +391,49 @@ def test_cluster_from_tf_config_and_cluster_spec():
     assert not cluster.from_environ({"TF_CONFIG": json.dumps(evaluator)}).trains
     assert cluster.needs_supervisor({"CLUSTER_SPEC": json.dumps(spec)})
     assert not cluster.needs_supervisor({"CLUSTER_SPEC": json.dumps(spec), cluster.SUPERVISED: "1"})
+    # TF1 / Cloud ML Engine name the chief "master": one three-worker job, the master its chief
+    master = {"cluster": {"master": ["a:1"], "worker": ["b:1", "c:1"]}, "task": {"type": "master", "index": 0}}
+    got = cluster.from_environ({"TF_CONFIG": json.dumps(master)})
+    assert got.workers == 3 and got.role.is_chief and got.tf_config["task"] == {"type": "chief", "index": 0}
+    assert got.tf_config["cluster"] == {"chief": ["a:1"], "worker": ["b:1", "c:1"]}
+    worker = dict(master, task={"type": "worker", "index": 0})
+    assert not cluster.from_environ({"TF_CONFIG": json.dumps(worker)}).role.is_chief  # the master is the chief
+    # a TF_CONFIG that names no task leaves the role and the cluster to CLUSTER_SPEC alike
+    both = cluster.from_environ({"TF_CONFIG": "{}", "CLUSTER_SPEC": json.dumps(spec)})
+    assert both.workers == 3 and both.tf_config == want and both.role == cluster.Role("workerpool1", 1, None, False)
+
+
+def test_a_supervised_worker_killed_by_a_signal_exits_as_a_shell_reports_it(monkeypatch, capsys):
+    class Killed:  # the child process, ended by the out-of-memory killer
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def wait(self):
+            return -signal.SIGKILL
+
+    monkeypatch.setattr(cluster.subprocess, "Popen", Killed)
+    monkeypatch.setattr(cluster.signal, "signal", lambda *args: None)
+    assert cluster.supervise(["--help"]) == 128 + signal.SIGKILL
+    assert "the worker process was killed by SIGKILL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "tf_config, message",
+    [
+        ({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "workers", "index": 0}},
+         r"`TF_CONFIG` task.type should be one of \['chief', 'evaluator', 'master', 'ps', 'worker'\]. "
+         r"Received: 'workers'"),
+        ({"cluster": {"chief": ["a:1"]}, "task": {"type": "chief", "index": "zero"}},
+         r"`TF_CONFIG` task.index should be a non-negative integer. Received: 'zero'"),
+        ({"cluster": ["a:1"], "task": {"type": "chief"}}, r"`TF_CONFIG` cluster should be a JSON object of task type"),
+        ({"cluster": {"chief": ["a:1"], "master": ["b:1"]}, "task": {"type": "chief"}},
+         "a chief or a master, not both"),
+        ({"cluster": {}, "task": "chief"}, r"`TF_CONFIG` task should be a JSON object. Received: task='chief'"),
+    ],
+)  # fmt: skip
+def test_a_malformed_task_is_an_error_naming_the_variable_and_field(tf_config, message):
+    with pytest.raises(ValueError, match=message):
+        cluster.from_environ({"TF_CONFIG": json.dumps(tf_config)})
 
 
 @pytest.mark.parametrize("strategy", ["random", "per_user", "time"])

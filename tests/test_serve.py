@@ -1023,7 +1023,8 @@ def test_no_answer_holds_nan_and_overflowing_fold_in_ratings_get_a_400_naming_th
         ),
     ):
         status, _, text = call(port, "POST", path, body)
-        assert status == 400 and json.loads(text)["error"].startswith(field + " make the fold-in solve overflow float32"), text
+        error = json.loads(text)["error"]
+        assert status == 400 and error.startswith(field + " make the fold-in solve overflow float32"), text
     # Scores a strict parser reads: no NaN anywhere; -Infinity only in TF Serving's empty slots.
     status, _, text = call(port, "POST", PREDICT, {"instances": [{"item_ids": ["1"], "ratings": [1e30]}]})
     strict = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text[:200]}"))
@@ -1553,7 +1554,9 @@ def test_tf_serving_grpc_clients_work_with_the_packages_own_stubs(server, export
         ratings=tf.make_tensor_proto(np.full((1, 2), 3e38, np.float32)),
     )
     code, details = refused(predictions.Predict, overflow)
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("`inputs.ratings` make the fold-in solve overflow float32")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(
+        "`inputs.ratings` make the fold-in solve overflow float32"
+    )
     code, details = refused(predictions.Predict, request(name="other", user_id=tf.make_tensor_proto(["1"])))
     assert code == grpc.StatusCode.NOT_FOUND and details == "Servable not found for request: Latest(other)"
     code, _ = refused(predictions.Predict, request(version=7, user_id=tf.make_tensor_proto(["1"])))

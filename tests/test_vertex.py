@@ -81,8 +81,22 @@ def test_directories_from_flags_then_env():
     assert vertex.resolve_dirs(tuned, cluster.Role(trial="4"), {}).output == "gs://b/tf1/4"
     tuned = TaskConfig(hypertune=True, validation_fraction=0.1)
     assert vertex.resolve_dirs(tuned, cluster.Role(trial="4"), env).model == "gs://b/run/model"
+    # ... and ignores --output-dir, as TF1 did
+    tuned = TaskConfig(job_dir="gs://b/tf1", output_dir="gs://b/o", hypertune=True, validation_fraction=0.1)
+    assert vertex.resolve_dirs(tuned, cluster.Role(trial="4"), {}).output == "gs://b/tf1/4"
     plain = vertex.resolve_dirs(TaskConfig(), chief, {})
     assert plain.output.startswith("jobs/") and plain.checkpoints == plain.output + "/checkpoints"
+
+
+def test_vertex_without_an_output_directory_warns_that_the_outputs_are_lost(caplog):
+    spec = '{"cluster": {"workerpool0": ["h:1"]}, "task": {"type": "workerpool0", "index": 0}}'
+    with caplog.at_level("WARNING", logger="trainer.vertex"):
+        dirs = vertex.resolve_dirs(TaskConfig(), cluster.Role(), {"CLUSTER_SPEC": spec})
+        vertex.resolve_dirs(TaskConfig(), cluster.Role(), {})  # not on Vertex AI: no warning
+    assert [r.getMessage() for r in caplog.records] == [
+        f"no --job-dir and no $AIP_MODEL_DIR (the job's base output directory): writing to {dirs.output} on this "
+        "machine's disk, which is lost when the job ends; pass --job-dir gs://BUCKET/PATH"
+    ]
 
 
 def test_worker_writes_nothing_and_chief_writes_to_the_aip_dirs(tmp_path, monkeypatch):

@@ -1,8 +1,8 @@
 """The job's cluster, parsed once: this task's role, the workers, the strategy and the time limits.
 
 - Role: from ``TF_CONFIG`` (``task.type`` ``chief``/``master``; ``worker`` 0 when the cluster has no chief) or
-  Vertex AI's ``CLUSTER_SPEC`` (``workerpool0`` is the chief, ``workerpool1`` the workers). No cluster at all is a
-  chief. The chief writes the outputs.
+  Vertex AI's ``CLUSTER_SPEC`` (``workerpool0`` is the chief, ``workerpool1`` the workers), the first of the two
+  that names a task (``TASK_KINDS``). No cluster at all is a chief. The chief writes the outputs.
 - Workers: more than one chief/worker task makes a multi-worker job, in which every chief and worker trains, on a
   ``tf.distribute.MultiWorkerMirroredStrategy``. Anything else (no cluster, one task, or an evaluator /
   parameter-server task) is a one-worker job on the default strategy, in which only the chief trains.
@@ -29,8 +29,12 @@ from collections.abc import Mapping
 
 logger = logging.getLogger(__name__)
 
-CHIEF_TYPES = ("chief", "master", "workerpool0")
-_POOLS = {"workerpool0": "chief", "workerpool1": "worker"}
+#: The task types of each variable and what each one is: TF1 / Cloud ML Engine's ``master`` is a chief, and
+#: Vertex AI's worker pools are the chief, the workers, the parameter servers and the evaluators, in that order.
+TASK_KINDS = {
+    "TF_CONFIG": {"chief": "chief", "master": "chief", "worker": "worker", "ps": "ps", "evaluator": "evaluator"},
+    "CLUSTER_SPEC": {"workerpool0": "chief", "workerpool1": "worker", "workerpool2": "ps", "workerpool3": "evaluator"},
+}
 #: Set in the environment of a supervised child (``supervise``).
 SUPERVISED = "WALS2_SUPERVISED_WORKER"
 #: Exit status after SIGTERM, as a shell reports a process ended by it.
@@ -84,45 +88,84 @@ def _specs(environ: Mapping[str, str]):
         yield name, spec
 
 
-def role(environ: Mapping[str, str] = os.environ) -> Role:
-    """The task's role from ``TF_CONFIG``, else ``CLUSTER_SPEC``; a chief when neither is set.
+@dataclasses.dataclass(frozen=True)
+class _Task:
+    """The task that ``TF_CONFIG`` / ``CLUSTER_SPEC`` names: its type as given and as a kind (``TASK_KINDS``), its
+    index, and the cluster by kind."""
+
+    type: str
+    kind: str
+    index: int
+    cluster: dict
+    trial: str | None
+
+
+def _task(environ: Mapping[str, str]) -> _Task | None:
+    """The task of the first of ``TF_CONFIG`` / ``CLUSTER_SPEC`` that names one (``task.type``), or None.
 
     Raises:
-        ValueError: either variable is not a JSON object.
+        ValueError: naming the variable and the field: not a JSON object, an unknown task type, an index that is
+            not a non-negative integer, a cluster that is not an object of host lists, or one with both a chief
+            and a master.
     """
-    trial = environ.get("CLOUD_ML_TRIAL_ID") or None
-    for _, spec in _specs(environ):
+    for name, spec in _specs(environ):
         task = spec.get("task") or {}
+        if not isinstance(task, dict):
+            raise ValueError(f"`{name}` task should be a JSON object. Received: task={task!r}")
         task_type = task.get("type")
         if not task_type:
             continue
-        index = int(task.get("index", 0))
-        cluster = spec.get("cluster") or {}
-        chief = task_type in CHIEF_TYPES or (
-            task_type == "worker" and index == 0 and not any(c in cluster for c in CHIEF_TYPES)
-        )
-        trial = str(task["trial"]) if task.get("trial") not in (None, "") else trial
-        return Role(task_type, index, trial, chief)
-    return Role(trial=trial)
+        kinds = TASK_KINDS[name]
+        if task_type not in kinds:
+            raise ValueError(f"`{name}` task.type should be one of {sorted(kinds)}. Received: {task_type!r}")
+        index = task.get("index", 0)
+        if isinstance(index, str) and index.isascii() and index.isdigit():
+            index = int(index)
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise ValueError(f"`{name}` task.index should be a non-negative integer. Received: {index!r}")
+        given = spec.get("cluster") or {}
+        if not isinstance(given, dict) or not all(isinstance(hosts, list) for hosts in given.values()):
+            raise ValueError(
+                f"`{name}` cluster should be a JSON object of task type -> list of host:port. Received: {given!r}"
+            )
+        if "chief" in given and "master" in given:
+            raise ValueError(f"`{name}` cluster should have a chief or a master, not both. Received: {sorted(given)}")
+        cluster = {kinds[kind]: hosts for kind, hosts in given.items() if kind in kinds}
+        trial = str(task["trial"]) if task.get("trial") not in (None, "") else None
+        return _Task(task_type, kinds[task_type], index, cluster, trial)
+    return None
+
+
+def role(environ: Mapping[str, str] = os.environ) -> Role:
+    """The task's role from ``TF_CONFIG``, else ``CLUSTER_SPEC``; a chief when neither names a task.
+
+    Raises:
+        ValueError: a variable that is not a JSON object or names a task badly (``_task``).
+    """
+    trial = environ.get("CLOUD_ML_TRIAL_ID") or None
+    task = _task(environ)
+    if task is None:
+        return Role(trial=trial)
+    chief = task.kind == "chief" or (task.kind == "worker" and task.index == 0 and "chief" not in task.cluster)
+    return Role(task.type, task.index, task.trial or trial, chief)
 
 
 def from_environ(environ: Mapping[str, str] = os.environ) -> Cluster:
-    """The ``Cluster`` of ``TF_CONFIG`` / ``CLUSTER_SPEC`` (see the module docstring).
+    """The ``Cluster`` of ``TF_CONFIG`` / ``CLUSTER_SPEC`` (see the module docstring), read as ``role`` reads it.
 
     Raises:
-        ValueError: a variable that is not a JSON object.
+        ValueError: as ``role``.
     """
-    this = role(environ)
-    for name, spec in _specs(environ):
-        task, cluster = spec.get("task") or {}, spec.get("cluster") or {}
-        if name == "CLUSTER_SPEC":
-            cluster = {_POOLS[pool]: hosts for pool, hosts in cluster.items() if pool in _POOLS}
-            task = {**task, "type": _POOLS.get(task.get("type"), task.get("type"))}
-        workers = sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
-        if workers > 1 and task.get("type") in ("chief", "worker"):  # evaluators and ps take no part
-            tf_config = {"cluster": {k: cluster[k] for k in ("chief", "worker") if k in cluster}, "task": task}
-            return Cluster(this, tf_config, workers)
+    this, task = role(environ), _task(environ)
+    if task is None:
         return Cluster(this)
+    workers = sum(len(task.cluster.get(kind, [])) for kind in ("chief", "worker"))
+    if workers > 1 and task.kind in ("chief", "worker"):  # evaluators and ps take no part
+        tf_config = {
+            "cluster": {kind: task.cluster[kind] for kind in ("chief", "worker") if kind in task.cluster},
+            "task": {"type": task.kind, "index": task.index},
+        }
+        return Cluster(this, tf_config, workers)
     return Cluster(this)
 
 
@@ -166,6 +209,9 @@ def _configure_coordination(spec: dict, timeout: float) -> None:
         cluster_register_timeout_in_ms=milliseconds,
         shutdown_barrier_timeout_in_ms=milliseconds,
     )
+    # Without the barrier only the other tasks' registration is bounded: the leader would wait for a task that
+    # never starts forever. With it, every task, the leader too, fails after the timeout.
+    context.context()._coordination_service_config.cluster_register_with_barrier = True
 
 
 def needs_supervisor(environ: Mapping[str, str] = os.environ) -> bool:
@@ -199,7 +245,13 @@ def supervise(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    return child.wait()
+    code = child.wait()
+    if code < 0:  # ended by a signal it did not handle: say so, and exit as a shell reports it
+        name = signal.Signals(-code).name
+        why = " (by the kernel's out-of-memory killer, or by hand)" if -code == signal.SIGKILL else ""
+        print(f"trainer.task: the worker process was killed by {name}{why}", file=sys.stderr, flush=True)
+        return 128 - code
+    return code
 
 
 def _die_with_parent() -> None:

@@ -53,7 +53,7 @@ def run(task: TaskConfig, config: WALSConfig, preset: str | None, cluster: clust
             role.task_index,
         )
         return 0
-    staging = None
+    staging = dirs = None
     try:
         dirs = vertex.resolve_dirs(task, role)
         reporter = None
@@ -88,7 +88,8 @@ def run(task: TaskConfig, config: WALSConfig, preset: str | None, cluster: clust
     except (ImportError, OSError, ValueError) as err:  # bad input: say what and where, without a traceback
         logger.error("%s", err)
     except KeyboardInterrupt:
-        logger.error("interrupted; the same command resumes from the last sweep's checkpoint")
+        again = f" with --job-dir {dirs.output}" if dirs is not None else ""
+        logger.error("interrupted; the same command%s resumes from the last sweep's checkpoint", again)
         if staging is not None:
             staging.discard()
         return cluster_lib.SIGINT_STATUS
@@ -235,6 +236,13 @@ def _fit(task, config, share, sizes, dirs, reporter, strategy, collectives, chie
     run_id = fingerprint(config, digest, (m, n), {"source": share.part.source, "split": task.split})
     checkpoint = SweepCheckpoint(dirs.checkpoints, model, run_id, write=chief)
     initial = checkpoint.restore(config.num_iters)
+    resumed = [int(x[0]) for x in collectives.all_gather(np.array([initial], np.int64))]
+    if len(set(resumed)) > 1:  # every worker raises: all see the same list
+        raise ValueError(
+            f"the workers would resume after different sweeps ({resumed}, worker by worker): each reads its own "
+            f"checkpoint directory ({dirs.checkpoints} here). --checkpoint-dir (or --job-dir) must name one directory "
+            "every worker reads, such as a gs:// path."
+        )
     # Every collective of the job comes before ``fit``: the whole sets for the chief's metrics and export.
     sets = [sharding.gather(x, collectives) for x in (share.train, share.validation, share.test)]
     callbacks = [sweeps, checkpoint]

@@ -55,7 +55,8 @@ def resolve_dirs(task, this, environ: Mapping[str, str] = os.environ) -> Dirs:
     With ``--hypertune`` and a trial id, an explicit ``--job-dir``/``--output-dir`` gets ``/<trial>`` appended as
     in TF1, so that trials do not collide; ``$AIP_MODEL_DIR`` is already per trial and is used as is.
     """
-    explicit = task.output_dir or task.job_dir
+    # As TF1: a tuning trial writes to --job-dir/<trial>, ignoring --output-dir.
+    explicit = (task.job_dir or task.output_dir) if task.hypertune and this.trial else task.output_dir or task.job_dir
     model_entry = "model"
     if explicit:
         output = explicit.rstrip("/") or explicit
@@ -68,6 +69,12 @@ def resolve_dirs(task, this, environ: Mapping[str, str] = os.environ) -> Dirs:
             raise ValueError(f"`AIP_MODEL_DIR` should name a directory below a parent. Received: {model_dir!r}")
     else:
         output = posixpath.join("jobs", time.strftime("%Y%m%d_%H%M%S"))
+        if environ.get("CLUSTER_SPEC"):  # on Vertex AI: the container's disk goes with the job
+            logger.warning(
+                "no --job-dir and no $AIP_MODEL_DIR (the job's base output directory): writing to %s on this "
+                "machine's disk, which is lost when the job ends; pass --job-dir gs://BUCKET/PATH",
+                output,
+            )
     checkpoints = task.checkpoint_dir or environ.get("AIP_CHECKPOINT_DIR") or posixpath.join(output, "checkpoints")
     logs = task.tensorboard_log_dir or environ.get("AIP_TENSORBOARD_LOG_DIR") or posixpath.join(output, "logs")
     return Dirs(output, model_entry, checkpoints.rstrip("/"), logs.rstrip("/"))
