@@ -197,3 +197,22 @@ def test_trainer_killed_inside_its_commit_then_rerun(tmp_path):
     assert metrics["sweeps"] == 2 and metrics["resumed_from_sweep"] == 2  # the killed run's checkpoints were kept
     assert np.load(job / "model" / "row.npy").shape == (30, 5)
     assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
+
+
+def test_on_a_url_file_system_the_saved_model_pb_is_moved_last(monkeypatch):
+    """gs:// moves a directory file by file: a SavedModel's saved_model.pb, the file TF Serving looks for, comes
+    after its variables, so that whoever sees it sees a whole model."""
+    base = f"ram://order-{os.getpid()}"
+    staging = stage(base, "r1")
+    moved = []
+    real = artifacts._rename
+
+    def record(src, dst):
+        moved.append(dst[len(base) + 1 :])
+        return real(src, dst)
+
+    monkeypatch.setattr(artifacts, "_rename", record)
+    staging.commit()
+    files = [name for name in moved if name.startswith("model/")]
+    assert sorted(files) == sorted(name for name in FILES if name.startswith("model/"))
+    assert files[-1] == "model/saved_model.pb", moved

@@ -218,12 +218,15 @@ def _move(src: str, dst: str) -> None:
     if "://" not in src or not tf.io.gfile.isdir(src):
         _rename(src, dst)
         return
+    moves = []
     for directory, _, files in tf.io.gfile.walk(src):
         relative = posixpath.relpath(directory, src)
         target = dst if relative == "." else _join(dst, relative)
         tf.io.gfile.makedirs(target)
-        for name in files:
-            _rename(_join(directory, name), _join(target, name))
+        moves += [(_join(directory, name), _join(target, name)) for name in files]
+    # A SavedModel's saved_model.pb last: a loader that finds it (TF Serving polls for it) finds its variables too.
+    for source, target in sorted(moves, key=lambda move: posixpath.basename(move[0]) == "saved_model.pb"):
+        _rename(source, target)
     _rmtree(src)
 
 
