@@ -195,6 +195,7 @@ def test_trainer_killed_inside_its_commit_then_rerun(tmp_path):
     }
     metrics = json.loads((job / "metrics.json").read_text())
     assert metrics["sweeps"] == 2 and metrics["resumed_from_sweep"] == 2  # the killed run's checkpoints were kept
+    assert "after 2 sweeps (none run here: resumed after sweep 2)" in rerun.stdout  # not "median 0.000 s/sweep"
     assert np.load(job / "model" / "row.npy").shape == (30, 5)
     assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
 

@@ -75,5 +75,6 @@ def test_one_registry_gives_every_metric_direction():
         key, goal = objective_name(mode_of(WALSConfig(mode=mode)), 10)
         assert goal == want == direction(key)
         assert hypertune_metric(mode_of(WALSConfig(mode=mode)), 10)[1] == {"max": "MAXIMIZE", "min": "MINIMIZE"}[want]
-    logs = {metric.name: metric._direction for metric in _log_directions(10)[0].metrics}
-    assert logs == {"rmse": "down", "loss": "down", "ndcg@10": "up", "precision@10": "up"}
+    logs = {metric.name: metric._direction for metric in _log_directions((5, 10))[0].metrics}
+    ranking = {f"{name}@{k}": "up" for k in (5, 10) for name in ("precision", "recall", "ndcg", "map")}
+    assert logs == {"rmse": "down", "loss": "down", **ranking}

@@ -317,16 +317,23 @@ def _history_name(key: str, validation: int) -> str:
     return key if validation or not key.startswith("val_") else "test_" + key.removeprefix("val_")
 
 
+def _sweep_time(results: dict) -> str:
+    """The summary line's sweep time: the median of this run's sweeps, or why there is none."""
+    if results["median_seconds_per_sweep"] is None:
+        return f"none run here: resumed after sweep {results['resumed_from_sweep']}"
+    return f"median {results['median_seconds_per_sweep']:.3f} s/sweep"
+
+
 def _log_results(results: dict, top_k: int) -> None:
     """The job's summary lines: the RMSEs, then each held-out set's ranking."""
     logger.info(
-        "done: train RMSE = %.4f, validation RMSE = %s, test RMSE = %s after %d sweeps (median %.3f s/sweep); %d of "
+        "done: train RMSE = %.4f, validation RMSE = %s, test RMSE = %s after %d sweeps (%s); %d of "
         "%d test ratings touch a user or item with no training ratings (their factors are 0)",
         results["train_rmse"],
         _text(results["validation_rmse"]),
         _text(results["test_rmse"]),
         results["sweeps"],
-        results["median_seconds_per_sweep"] or 0.0,
+        _sweep_time(results),
         results["test_entries_with_cold_user_or_item"],
         results["num_test"],
     )
