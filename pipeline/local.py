@@ -176,8 +176,8 @@ def run(args: argparse.Namespace, trainer_flags: list[str], work: str) -> int:
 
 def _incumbent(base: str) -> dict | None:
     """The metrics of the highest version that has a ``metrics.json`` (None when none has: the first version)."""
-    for version in reversed(versions.versions(base)):
-        metrics = gate.read_metrics(os.path.join(base, str(version), "metrics.json"), missing_ok=True)
+    for version, directory in reversed(versions.directories(base).items()):
+        metrics = gate.read_metrics(os.path.join(directory, "metrics.json"), missing_ok=True)
         if metrics is not None:
             return metrics
         logger.warning("version %d has no metrics.json: the gate compares with the version below it", version)

@@ -26,13 +26,19 @@ STALE_STAGING_S = 6 * 3600  # a staging directory untouched this long belongs to
 
 def versions(base: str) -> list[int]:
     """The version numbers under ``base`` (directories named by a positive integer), ascending."""
+    return list(directories(base))
+
+
+def directories(base: str) -> dict[int, str]:
+    """version -> the path of its directory under ``base``, ascending. As TF Serving (and ``serving.versions``), a
+    name is read as its number, so ``0003`` is version 3 (of two names of one number, the first in sorted order)."""
     if not os.path.isdir(base):
-        return []
-    found = []
-    for entry in os.listdir(base):
-        if entry.isdigit() and int(entry) > 0 and os.path.isdir(os.path.join(base, entry)):
-            found.append(int(entry))
-    return sorted(found)
+        return {}
+    found: dict[int, str] = {}
+    for entry in sorted(os.listdir(base)):
+        if entry.isascii() and entry.isdigit() and int(entry) > 0 and os.path.isdir(os.path.join(base, entry)):
+            found.setdefault(int(entry), os.path.join(base, entry))
+    return dict(sorted(found.items()))
 
 
 def latest(base: str) -> int | None:

@@ -95,9 +95,12 @@ def brief(value, limit: int = 80) -> str:
 
 def fold_in_not_finite(field: str, ratings: np.ndarray) -> BadRequest:
     """The 400 of a fold-in whose scores are not finite (JSON has no NaN, and the answer would be noise)."""
+    given = "no ratings"
+    if np.size(ratings):
+        given = f"ratings from {float(np.min(ratings)):g} to {float(np.max(ratings)):g}"
     return BadRequest(
-        f"`{field}` make the fold-in solve overflow float32 (ratings from {float(np.min(ratings)):g} to "
-        f"{float(np.max(ratings)):g}); give ratings on the scale and sign the model was trained on"
+        f"`{field}` make the fold-in solve overflow float32 ({given}); give ratings on the scale and sign the model "
+        "was trained on"
     )
 
 
@@ -220,7 +223,8 @@ class Recommender:
         out = self.call("fold_in_recommend", {"item_ids": ids, "ratings": values})
         for row, (items, scores) in enumerate(zip(out["item_ids"], out["scores"])):
             if not np.isfinite(scores[items != b""]).all():
-                raise fold_in_not_finite(fields[row] if fields else f"ratings of fold-in user {row}", values[row])
+                field = fields[row] if fields else f"ratings of fold-in user {row}"
+                raise fold_in_not_finite(field, values[row, : len(rated[row][0])])
         rows = zip(out["item_ids"], out["scores"], out["num_known_items"])
         return [dict(_trim(items[:k], scores[:k]), num_known_items=int(n)) for items, scores, n in rows]
 

@@ -120,8 +120,11 @@ def run(
         outputs = recommender.call(signature, inputs)
     if signature == "fold_in_recommend":
         filled = outputs["item_ids"] != b""
-        if not np.isfinite(outputs["scores"][filled]).all():  # -Infinity marks empty slots; NaN is noise
-            raise fold_in_not_finite(ratings, inputs["ratings"])
+        broken = np.flatnonzero(~np.all(np.isfinite(outputs["scores"]) | ~filled, axis=1))
+        if broken.size:  # -Infinity marks empty slots; NaN is noise
+            row = int(broken[0])
+            rated = np.asarray([bool(i) for i in inputs["item_ids"][row]])  # "" pads a row
+            raise fold_in_not_finite(ratings, inputs["ratings"][row][rated])
     return outputs
 
 

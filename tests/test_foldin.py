@@ -179,7 +179,20 @@ def test_recalculate_user_and_recalculate_item_score_naive_solves(problem):
     factor = naive(u, users, by_users, None, cfg.regularization, cfg.unobs_weight)[0]
     cosine = v @ factor / np.maximum(np.linalg.norm(v, axis=1) * np.linalg.norm(factor), 1e-10)
     np.testing.assert_allclose(sims, np.sort(cosine)[::-1][:5], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(model.recommend(0, user_items[1], N=6, recalculate_user=True)[0], one)  # 1-D row
     with pytest.raises(ValueError, match=r"`recalculate_user=True` solves the users from their rows of `user_items`"):
         model.recommend([0], recalculate_user=True)
     with pytest.raises(ValueError, match=r"`item_users` should have shape \(1, 40\)"):
         model.similar_items([6], recalculate_item=True, item_users=sp.csr_array((1, 30)))
+
+
+def test_recalculate_item_weighs_the_item_by_its_given_row_as_partial_fit_items(problem):
+    """tf1 mode with item weights: the recalculated item's C_j counts its given ratings, as partial_fit_items."""
+    model = fitted(problem, weights=True, wt_type="linear", feature_wt_factor=40.0)
+    item_users = sp.csr_array(([4.0, 2.0], ([0, 0], [1, 8])), shape=(1, SHAPE[0]))
+    recalculated = model._recalculated(1, np.array([3]), item_users, ("item_indices", "item_users"))[0].numpy()
+    clone = WALSModel.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    clone.set_seen_items(problem.users, problem.items, problem.values)
+    clone.partial_fit_items([3], item_users)
+    np.testing.assert_allclose(recalculated[0], keras.ops.convert_to_numpy(clone.item_factors)[3], rtol=1e-5, atol=1e-6)

@@ -277,8 +277,14 @@ def test_keras_arguments_without_a_meaning_here_are_refused(problem):
     for argument in (dict(metrics=["mae"]), dict(loss="mse"), dict(optimizer="adam")):
         with pytest.raises(ValueError, match=f"WALSModel.compile takes no `{next(iter(argument))}`"):
             model.compile(**argument)
+    model.compile(optimizer=None, loss=None, metrics=None)  # None is what they are anyway
     with pytest.raises(ValueError, match="ReduceLROnPlateau sets an optimizer's learning rate"):
         model.fit(problem, epochs=1, verbose=0, callbacks=[keras.callbacks.ReduceLROnPlateau(monitor="rmse")])
+    assert model.engine is None  # refused before it took the training data
+    # the caller's own CallbackList, as Keras takes it
+    history = keras.callbacks.History()
+    model.fit(problem, epochs=2, verbose=0, callbacks=keras.callbacks.CallbackList([history], model=model))
+    assert len(history.history["rmse"]) == 2
 
 
 def test_divergence_raises_a_clear_error():

@@ -286,32 +286,13 @@ def test_a_killed_worker_fails_the_job_with_a_clear_error(files, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_worker_whose_chief_never_listens_exits_within_the_timeout(files, tmp_path):
-    hosts = [f"127.0.0.1:{port}" for port in _free_ports(2)]  # nothing listens on the chief's port
+@pytest.mark.parametrize("task_type", ["worker", "chief"])
+def test_a_task_whose_peer_never_starts_exits_within_the_timeout(files, tmp_path, task_type):
+    """A worker whose chief never listens, and a chief (the coordination leader) whose worker never starts."""
+    hosts = [f"127.0.0.1:{port}" for port in _free_ports(2)]  # nothing listens on the other task's port
     args = ["--train-file", str(files["ratings"]), "--job-dir", str(tmp_path / "job"), "--collective-timeout", "5"]
     started = time.monotonic()
-    spec = {"cluster": {"chief": hosts[:1], "worker": hosts[1:]}, "task": {"type": "worker", "index": 0}}
-    out = subprocess.run(
-        [sys.executable, "-m", "trainer.task", *args],
-        cwd=ROOT,
-        env=dict(os.environ, TF_CONFIG=json.dumps(spec)),
-        capture_output=True,
-        text=True,
-        timeout=5 + 60,
-    )
-    elapsed = time.monotonic() - started
-    assert out.returncode == 1, out.stdout + out.stderr
-    assert elapsed < 5 + 30
-    assert "did not all answer within --collective-timeout=5 s" in out.stdout
-    assert not (tmp_path / "job").exists()
-
-
-@pytest.mark.slow
-def test_a_chief_whose_worker_never_starts_exits_within_the_timeout(files, tmp_path):
-    hosts = [f"127.0.0.1:{port}" for port in _free_ports(2)]  # the worker is never started
-    args = ["--train-file", str(files["ratings"]), "--job-dir", str(tmp_path / "job"), "--collective-timeout", "5"]
-    started = time.monotonic()
-    spec = {"cluster": {"chief": hosts[:1], "worker": hosts[1:]}, "task": {"type": "chief", "index": 0}}
+    spec = {"cluster": {"chief": hosts[:1], "worker": hosts[1:]}, "task": {"type": task_type, "index": 0}}
     out = subprocess.run(
         [sys.executable, "-m", "trainer.task", *args],
         cwd=ROOT,
@@ -325,6 +306,8 @@ def test_a_chief_whose_worker_never_starts_exits_within_the_timeout(files, tmp_p
     assert elapsed < 5 + 30
     assert "did not all answer within --collective-timeout=5 s" in out.stdout
     assert not (tmp_path / "job" / "_SUCCESS").exists()
+    if task_type == "worker":  # only the chief writes
+        assert not (tmp_path / "job").exists()
 
 
 @pytest.mark.slow
@@ -415,6 +398,9 @@ def test_a_supervised_worker_killed_by_a_signal_exits_as_a_shell_reports_it(monk
     monkeypatch.setattr(cluster.signal, "signal", lambda *args: None)
     assert cluster.supervise(["--help"]) == 128 + signal.SIGKILL
     assert "the worker process was killed by SIGKILL" in capsys.readouterr().err
+    monkeypatch.setattr(Killed, "wait", lambda self: -40)  # a real-time signal: no name
+    assert cluster.supervise(["--help"]) == 168
+    assert "the worker process was killed by signal 40" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

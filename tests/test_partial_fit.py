@@ -150,8 +150,8 @@ def test_partial_fit_by_raw_ids_grows_the_vocabularies_then_recommends_exports_a
     users = np.array([100, 101, 107])
     seen = model.recommend_ids(users, k=25)[0]
     assert not (seen == "i999").any()  # seen for its raters
-    model.partial_fit_users_ids([500, 100], sp.csr_array(new_rows(3, 2, 26)))  # one new user, one known
-    assert model.num_users == 31
+    model.partial_fit_users_ids(np.array([500.0, 100.0]), sp.csr_array(new_rows(3, 2, 26)))  # one new, one known
+    assert model.num_users == 31  # 500.0 is the int id 500 of this vocabulary, as recommend_ids reads it
     item_ids = np.concatenate([ratings.item_ids, ["i999"]])
     assert model.recommend_ids([500], k=3)[0].tolist() == [item_ids[model.recommend([30], k=3)[0][0]].tolist()]
     # export: the grown model as it is, its vocabularies and seen items included

@@ -142,6 +142,8 @@ def test_versions_ignore_staging_and_other_entries(tmp_path):
     open(os.path.join(staged, "saved_model.pb"), "w").close()
     assert versions.publish(staged, base) == 11
     assert os.path.exists(os.path.join(base, "11", "saved_model.pb")) and not os.path.exists(staged)
+    os.makedirs(os.path.join(base, "0012"))  # TF Serving's version 12, as the server reads it
+    assert versions.directories(base)[12] == os.path.join(base, "0012") and versions.latest(base) == 12
 
 
 # The gate: one rule for the local flow and the Vertex AI pipeline step.

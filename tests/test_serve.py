@@ -362,6 +362,16 @@ def test_tf1_num_recs_out_of_range_is_a_json_400(served, num_recs):
             400,
             "`instances[1].ratings` make the fold-in solve overflow float32 (ratings from 3e+38 to 3e+38)",
         ),
+        (  # the range is that of the user's own ratings, not of the batch's padding
+            {
+                "instances": [
+                    {"item_ids": ["1", "50", "260"], "ratings": [1, 2, 3]},
+                    {"item_ids": ["1", "50"], "ratings": [3e38, 2e38]},
+                ]
+            },
+            400,
+            "`instances[1].ratings` make the fold-in solve overflow float32 (ratings from 2e+38 to 3e+38)",
+        ),
         ('{"instances": ' + "[" * 5000 + "]" * 5000 + "}", 400, "nested less deeply"),
         (b'{"instances": [{"user_id": "\xff"}]}', 400, "should be JSON in UTF-8"),
         ({"instances": [{"user_id": "1"}], "parameters": {"k": 0}}, 400, '"parameters.k" should be an integer'),

@@ -86,6 +86,7 @@ def test_directories_from_flags_then_env():
     assert vertex.resolve_dirs(tuned, cluster.Role(trial="4"), {}).output == "gs://b/tf1/4"
     plain = vertex.resolve_dirs(TaskConfig(), chief, {})
     assert plain.output.startswith("jobs/") and plain.checkpoints == plain.output + "/checkpoints"
+    assert not plain.chosen and dirs.chosen  # a rerun finds the flag's or $AIP_MODEL_DIR's directory again
 
 
 def test_vertex_without_an_output_directory_warns_that_the_outputs_are_lost(caplog):

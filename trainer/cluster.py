@@ -247,7 +247,10 @@ def supervise(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, stop)
     code = child.wait()
     if code < 0:  # ended by a signal it did not handle: say so, and exit as a shell reports it
-        name = signal.Signals(-code).name
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:  # a real-time signal has no name
+            name = f"signal {-code}"
         why = " (by the kernel's out-of-memory killer, or by hand)" if -code == signal.SIGKILL else ""
         print(f"trainer.task: the worker process was killed by {name}{why}", file=sys.stderr, flush=True)
         return 128 - code

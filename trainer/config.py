@@ -44,7 +44,10 @@ class TaskConfig:
         None, "Output directory (default: the parent of $AIP_MODEL_DIR, else jobs/<timestamp>).", "--job-dir"
     )
     output_dir: str | None = _field(
-        None, "Where model/, config.json and metrics.json go (default: --job-dir).", "--output-dir"
+        None,
+        "Where model/, config.json and metrics.json go (default: --job-dir); with --hypertune, --job-dir/<trial> "
+        "instead, as in TF1.",
+        "--output-dir",
     )
     checkpoint_dir: str | None = _field(
         None,

@@ -88,7 +88,7 @@ def run(task: TaskConfig, config: WALSConfig, preset: str | None, cluster: clust
     except (ImportError, OSError, ValueError) as err:  # bad input: say what and where, without a traceback
         logger.error("%s", err)
     except KeyboardInterrupt:
-        again = f" with --job-dir {dirs.output}" if dirs is not None else ""
+        again = f" with --job-dir {dirs.output}" if dirs is not None and not dirs.chosen else ""
         logger.error("interrupted; the same command%s resumes from the last sweep's checkpoint", again)
         if staging is not None:
             staging.discard()

@@ -1,8 +1,8 @@
 """The Vertex AI custom-training contract: output directories, the chief, and hyperparameter-tuning reports.
 
-- Directories: ``--job-dir``/``--output-dir`` (TF1) win; otherwise the outputs go to the parent of
-  ``$AIP_MODEL_DIR`` with the model files in ``$AIP_MODEL_DIR`` itself; checkpoints default to
-  ``$AIP_CHECKPOINT_DIR`` and TensorBoard scalars to ``$AIP_TENSORBOARD_LOG_DIR``.
+- Directories: ``--output-dir``, else ``--job-dir`` (TF1; under ``--hypertune``, ``--job-dir/<trial>``) win;
+  otherwise the outputs go to the parent of ``$AIP_MODEL_DIR`` with the model files in ``$AIP_MODEL_DIR`` itself;
+  checkpoints default to ``$AIP_CHECKPOINT_DIR`` and TensorBoard scalars to ``$AIP_TENSORBOARD_LOG_DIR``.
 - Role: ``trainer.cluster.role`` (the chief writes).
 - Tuning: ``cloudml-hypertune`` records the validation metric after every sweep under the tag that is the
   ``metricId`` of the tuning job spec (``hypertune_metric``): ``val_rmse`` (MINIMIZE), or in a mode judged by
@@ -43,6 +43,7 @@ class Dirs:
     model_entry: str
     checkpoints: str
     logs: str
+    chosen: bool = True  # False for the default jobs/<timestamp>, which a rerun does not find again
 
     @property
     def model(self) -> str:
@@ -52,8 +53,9 @@ class Dirs:
 def resolve_dirs(task, this, environ: Mapping[str, str] = os.environ) -> Dirs:
     """Output, model, checkpoint and log directories of a run (precedence in the module docstring).
 
-    With ``--hypertune`` and a trial id, an explicit ``--job-dir``/``--output-dir`` gets ``/<trial>`` appended as
-    in TF1, so that trials do not collide; ``$AIP_MODEL_DIR`` is already per trial and is used as is.
+    With ``--hypertune`` and a trial id, as in TF1, the output is ``--job-dir/<trial>`` (``--output-dir`` is used
+    only without ``--job-dir``, with the trial appended too), so that trials do not collide; ``$AIP_MODEL_DIR`` is
+    already per trial and is used as is.
     """
     # As TF1: a tuning trial writes to --job-dir/<trial>, ignoring --output-dir.
     explicit = (task.job_dir or task.output_dir) if task.hypertune and this.trial else task.output_dir or task.job_dir
@@ -69,7 +71,7 @@ def resolve_dirs(task, this, environ: Mapping[str, str] = os.environ) -> Dirs:
             raise ValueError(f"`AIP_MODEL_DIR` should name a directory below a parent. Received: {model_dir!r}")
     else:
         output = posixpath.join("jobs", time.strftime("%Y%m%d_%H%M%S"))
-        if environ.get("CLUSTER_SPEC"):  # on Vertex AI: the container's disk goes with the job
+        if environ.get("CLUSTER_SPEC") and this.is_chief:  # on Vertex AI: the container's disk goes with the job
             logger.warning(
                 "no --job-dir and no $AIP_MODEL_DIR (the job's base output directory): writing to %s on this "
                 "machine's disk, which is lost when the job ends; pass --job-dir gs://BUCKET/PATH",
@@ -77,7 +79,8 @@ def resolve_dirs(task, this, environ: Mapping[str, str] = os.environ) -> Dirs:
             )
     checkpoints = task.checkpoint_dir or environ.get("AIP_CHECKPOINT_DIR") or posixpath.join(output, "checkpoints")
     logs = task.tensorboard_log_dir or environ.get("AIP_TENSORBOARD_LOG_DIR") or posixpath.join(output, "logs")
-    return Dirs(output, model_entry, checkpoints.rstrip("/"), logs.rstrip("/"))
+    chosen = bool(explicit or environ.get("AIP_MODEL_DIR"))
+    return Dirs(output, model_entry, checkpoints.rstrip("/"), logs.rstrip("/"), chosen)
 
 
 class HypertuneReport(keras.callbacks.Callback):

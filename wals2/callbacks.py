@@ -20,8 +20,9 @@ class HeldoutRanking(keras.callbacks.Callback):
         heldout: the held-out entries; every one counts as relevant.
         k: the cutoff.
         prefix: prepended to the metric names.
-        names: the metrics logged (``metrics.METRICS`` names, or one of them). ``mode="auto"`` callbacks of a
-            ``WALSModel.fit`` know that each one increases.
+        names: the metrics logged (``metrics.METRICS`` names, or one of them). With the default prefix (or none),
+            ``mode="auto"`` callbacks of a ``WALSModel.fit`` know that each one increases; give them
+            ``mode="max"`` with another prefix.
     """
 
     def __init__(

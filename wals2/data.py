@@ -481,7 +481,7 @@ def _integer(value) -> int | None:
 
 
 def lookup(vocab: np.ndarray, raw_ids, what: str) -> np.ndarray:
-    """Positions of ``raw_ids`` (of ``vocab``'s dtype: ``Vocabulary._cast``) in the sorted ``vocab``; a KeyError
+    """Positions of ``raw_ids`` (of ``vocab``'s dtype: ``Vocabulary.cast``) in the sorted ``vocab``; a KeyError
     names the first unknown id (``what`` id)."""
     raw = np.asarray(raw_ids)
     pos = np.searchsorted(vocab, raw)
@@ -531,7 +531,7 @@ class Vocabulary:
         """The raw id of each index [size]."""
         return self._ids
 
-    def _cast(self, raw_ids, error: type[Exception] = ValueError) -> np.ndarray:
+    def cast(self, raw_ids, error: type[Exception] = ValueError) -> np.ndarray:
         """Raw ids [b] as this vocabulary's dtype, exactly: for integer ids, an id that is not an integer of that
         dtype's range (a fraction, a bool, a string other than an integer's digits, a number out of range) raises
         ``error`` naming the first one: a KeyError as an unknown id, or a ValueError as an id of the wrong type."""
@@ -557,7 +557,7 @@ class Vocabulary:
 
     def contains(self, raw_ids) -> np.ndarray:
         """bool [b]: whether each raw id is in the vocabulary."""
-        raw = self._cast(raw_ids)
+        raw = self.cast(raw_ids)
         if not self.size:
             return np.zeros(raw.shape, bool)
         pos = np.minimum(np.searchsorted(self._sorted, raw), self.size - 1)
@@ -565,7 +565,7 @@ class Vocabulary:
 
     def extended(self, new_ids) -> Vocabulary:
         """This vocabulary with ``new_ids`` (not in it) as the indices size, size + 1, ..."""
-        new_ids = self._cast(new_ids)
+        new_ids = self.cast(new_ids)
         return Vocabulary(np.concatenate([self._ids, new_ids]), self.size + new_ids.size, self._name)
 
     def index(self, raw_ids) -> np.ndarray:
@@ -575,7 +575,7 @@ class Vocabulary:
             raise ValueError(f"The raw {self._what} ids should be 1-D. Received shape {raw.shape}")
         if not raw.size:
             return np.zeros(0, np.int64)
-        return self._order[lookup(self._sorted, self._cast(raw, KeyError), self._what)].astype(np.int64)
+        return self._order[lookup(self._sorted, self.cast(raw, KeyError), self._what)].astype(np.int64)
 
     def index_or_none(self, raw_ids) -> np.ndarray | None:
         return None if raw_ids is None else self.index(raw_ids)

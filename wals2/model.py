@@ -321,6 +321,14 @@ class WALSModel(Recommender, keras.Model):
         for unsupported in ("validation_split", "validation_steps", "validation_batch_size", "validation_freq"):
             if kwargs.pop(unsupported, None) not in (None, 1, 0.0):
                 raise ValueError(f"`{unsupported}` is not used by WALSModel.fit: pass `validation_data`.")
+        given = kwargs.get("callbacks") or []
+        given = list(given.callbacks if isinstance(given, keras.callbacks.CallbackList) else given)
+        for callback in given:
+            if isinstance(callback, (keras.callbacks.ReduceLROnPlateau, keras.callbacks.LearningRateScheduler)):
+                raise ValueError(
+                    f"`callbacks`: {type(callback).__name__} sets an optimizer's learning rate, and WALSModel has no "
+                    "optimizer (its sweeps solve the rows in closed form)."
+                )
         if x is not None:
             self.set_training_data(x)
         if self.engine is None:
@@ -328,15 +336,15 @@ class WALSModel(Recommender, keras.Model):
         shape = (self.num_users, self.num_items)
         self._heldout = None if validation_data is None else _entries(validation_data, shape)
         if ranking_k is not None:
-            kwargs["callbacks"] = [self._ranking_callback(ranking_k, validation_data), *(kwargs.get("callbacks") or [])]
-        callbacks = list(kwargs.get("callbacks") or [])
-        for callback in callbacks:
-            if isinstance(callback, (keras.callbacks.ReduceLROnPlateau, keras.callbacks.LearningRateScheduler)):
-                raise ValueError(
-                    f"`callbacks`: {type(callback).__name__} sets an optimizer's learning rate, and WALSModel has no "
-                    "optimizer (its sweeps solve the rows in closed form)."
-                )
-        self._ranking_ks = tuple(sorted({c.k for c in callbacks if isinstance(c, HeldoutRanking)}))
+            ranked = self._ranking_callback(ranking_k, validation_data)
+            given = [ranked, *given]
+            callbacks = kwargs.get("callbacks")
+            if isinstance(callbacks, keras.callbacks.CallbackList):  # the caller's own list, its model set
+                ranked.set_model(self)
+                callbacks.callbacks.insert(0, ranked)
+            else:
+                kwargs["callbacks"] = [ranked, *(callbacks or [])]
+        self._ranking_ks = tuple(sorted({c.k for c in given if isinstance(c, HeldoutRanking)}))
         # The traced sweep captures the engine and the validation entries: keep it while both are the same objects.
         if self.train_function is None or not self._traced_for.holds(self.engine, validation_data):
             self.train_function = None
@@ -444,7 +452,7 @@ class WALSModel(Recommender, keras.Model):
     def predict(self, x, batch_size: int | None = PREDICT_BATCH_SIZE, **kwargs):
         """Keras ``predict`` of int (user, item) pairs [b, 2] -> float32 [b]; the batch defaults to 4,096 pairs."""
         if _arrays(x):
-            if not _index_pairs(x, (self.num_users, self.num_items), "`x`")[0].size:
+            if not len(x) or not _index_pairs(x, (self.num_users, self.num_items), "`x`")[0].size:
                 return np.zeros(0, np.float32)  # Keras' predict loop needs a batch
             x = np.asarray(x)  # Keras takes arrays, not nested lists
         return super().predict(x, batch_size=batch_size, **kwargs)
@@ -505,6 +513,7 @@ class WALSModel(Recommender, keras.Model):
                 "closed form (no loss or optimizer), and fit and evaluate log `rmse` (and, with `ranking_k` or a "
                 f"wals2.callbacks.HeldoutRanking, ranking metrics) themselves. Received: {unused}"
             )
+        kwargs.pop("optimizer", None)
         super().compile(jit_compile=False, optimizer=None, **kwargs)
 
     def summary(self, print_fn=None, **kwargs):
@@ -635,6 +644,8 @@ class WALSModel(Recommender, keras.Model):
     def _recalculated(self, axis: int, indices, matrix, names: tuple[str, str]) -> tuple[tf.Tensor, tf.Tensor]:
         """(factors [b, k], biases [b]) of the rows ``indices`` of one side solved from ``matrix`` [b, other side]
         against the fixed other side, not stored (``partial_fit.recalculated``; ``Recommender``'s contract)."""
+        if sp.issparse(matrix) and matrix.ndim == 1:  # one row, as ``csr_array[u]`` gives it
+            matrix = matrix.reshape(1, -1)
         entries = _coo(matrix, (indices.size, (self.num_items, self.num_users)[axis]), names[1])
         return partial_fit.recalculated(self, axis, indices, *entries, names)
 

@@ -51,7 +51,7 @@ def raw_queries(vocabularies, axis: int, raw_ids, matrix, names: tuple[str, str]
         names: the two arguments' names, for messages.
     """
     own, other = vocabularies[axis], vocabularies[1 - axis]
-    raw = np.atleast_1d(np.asarray(raw_ids))
+    raw = own.cast(np.atleast_1d(np.asarray(raw_ids)))  # as the vocabulary's dtype: 17.0 is the int id 17
     queries = Vocabulary(raw, len(raw), names[0])
     new = ~own.contains(queries.ids_array)
     indices = np.empty(queries.size, np.int64)
@@ -134,8 +134,10 @@ def solve_rows(
 
 
 def recalculated(model, axis: int, indices, rows, cols, values, names: tuple[str, str]) -> tuple[tf.Tensor, tf.Tensor]:
-    """The rows of ``solve_rows`` solved against the model's fixed other side and its seen items, not stored:
-    implicit's ``recalculate_user`` / ``recalculate_item``. Folding in a user this way is ``foldin.fold_in``.
+    """The rows of ``solve_rows`` solved against the model's fixed other side, not stored: implicit's
+    ``recalculate_user`` / ``recalculate_item``. Users are folded in (``foldin.fold_in``: the item weights C_j of
+    the tf1 mode from the model's seen items); an item's own C_j comes from its given row, as
+    ``partial_fit_items`` would give it.
 
     Returns:
         (factors float32 [b, k], biases float32 [b], 0 without biases).
@@ -144,7 +146,10 @@ def recalculated(model, axis: int, indices, rows, cols, values, names: tuple[str
         ValueError: a rating the mode refuses, or a solution that is not finite.
     """
     _check_ratings(model, values, names)
-    solution = solve_side(model, axis, indices, rows, cols, values, model._seen, model.num_items)
+    seen = model._seen
+    if axis == 1 and seen is not None:
+        seen = seen.replaced(1, indices, cols, indices[rows], values, (model.num_users, model.num_items))
+    solution = solve_side(model, axis, indices, rows, cols, values, seen, model.num_items)
     _check_finite(solution, axis, indices, rows, values, names, unchanged=False)
     factors, bias = foldin.split_solution(model.mode, tf.constant(solution), model.config.latent_factors)
     return factors, bias
