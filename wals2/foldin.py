@@ -215,9 +215,7 @@ def _pad(items, ratings, num_items: int, mode: Mode) -> tuple[np.ndarray, np.nda
             finite = np.all(np.isfinite(rated.astype(np.float32)))
         if not finite:
             raise ValueError(f"`ratings[{b}]` should be finite in float32. Received: ratings[{b}]={rated.tolist()}")
-        invalid = np.flatnonzero(mode.invalid_ratings(rated))
-        if invalid.size:
-            raise ValueError(f"`ratings[{b}]` rating {rated[invalid[0]]:g} {mode.invalid_reason}")
+        mode.refuse_invalid(rated, f"`ratings[{b}]`")
         indices[b, : row.size] = row
         values[b, : row.size] = rated
     return indices, values

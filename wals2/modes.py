@@ -193,6 +193,13 @@ class Mode:
         """bool [nnz]: the ratings this mode cannot train on, those below ``lowest_rating``."""
         return np.asarray(values) < self.lowest_rating
 
+    def refuse_invalid(self, values, subject: str) -> None:
+        """Raises ValueError "<subject> rating <first invalid one> <invalid_reason>" if ``values`` hold one."""
+        values = np.asarray(values)
+        invalid = np.flatnonzero(self.invalid_ratings(values))
+        if invalid.size:
+            raise ValueError(f"{subject} rating {values.reshape(-1)[invalid[0]]:g} {self.invalid_reason}")
+
     #: Why ``invalid_ratings`` refuses a rating, for messages.
     invalid_reason: ClassVar[str] = ""
 
@@ -287,9 +294,7 @@ class Implicit(Mode):
     def weighting(self, values, shape, stats, given=None):
         self._refuse_weights(given)
         values = np.asarray(values)
-        invalid = np.flatnonzero(self.invalid_ratings(values))
-        if invalid.size:
-            raise ValueError(f"A rating of {values[invalid[0]]:g} {self.invalid_reason}")
+        self.refuse_invalid(values, "A")
         # d = alpha r in float64, so that a product beyond float32 is reported as an overflow by the layout.
         d = self.confidence(np.asarray(values, np.float64), self.config.alpha)
         return Weighting(1.0, self.targets(values), None, None, d, 0.0, (-np.inf, np.inf))

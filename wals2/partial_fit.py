@@ -104,7 +104,7 @@ def solve_rows(
             ids, or a solution that is not finite (ratings too large for float32).
     """
     side = ("users", "items")[axis]
-    _check_ratings(model, values, names)
+    model.mode.refuse_invalid(values, f"`{names[1]}`")
     sizes = [model.num_users, model.num_items]
     grown = max(sizes[axis], int(indices.max()) + 1)
     if grown - sizes[axis] > max_new:
@@ -145,7 +145,7 @@ def recalculated(model, axis: int, indices, rows, cols, values, names: tuple[str
     Raises:
         ValueError: a rating the mode refuses, or a solution that is not finite.
     """
-    _check_ratings(model, values, names)
+    model.mode.refuse_invalid(values, f"`{names[1]}`")
     seen = model._seen
     if axis == 1 and seen is not None:
         seen = seen.replaced(1, indices, cols, indices[rows], values, (model.num_users, model.num_items))
@@ -153,12 +153,6 @@ def recalculated(model, axis: int, indices, rows, cols, values, names: tuple[str
     _check_finite(solution, axis, indices, rows, values, names, unchanged=False)
     factors, bias = foldin.split_solution(model.mode, tf.constant(solution), model.config.latent_factors)
     return factors, bias
-
-
-def _check_ratings(model, values, names: tuple[str, str]) -> None:
-    invalid = np.flatnonzero(model.mode.invalid_ratings(values))
-    if invalid.size:
-        raise ValueError(f"`{names[1]}` rating {values[invalid[0]]:g} {model.mode.invalid_reason}")
 
 
 def _check_finite(solution, axis: int, indices, rows, values, names: tuple[str, str], unchanged: bool = True) -> None:
