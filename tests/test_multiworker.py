@@ -415,6 +415,8 @@ def test_a_supervised_worker_killed_by_a_signal_exits_as_a_shell_reports_it(monk
         ({"cluster": {"chief": ["a:1"], "master": ["b:1"]}, "task": {"type": "chief"}},
          "a chief or a master, not both"),
         ({"cluster": {}, "task": "chief"}, r"`TF_CONFIG` task should be a JSON object. Received: task='chief'"),
+        ({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker", "index": 1}},
+         r"`TF_CONFIG` task.index should be below the 1 worker host\(s\) of its cluster. Received: 1"),
     ],
 )  # fmt: skip
 def test_a_malformed_task_is_an_error_naming_the_variable_and_field(tf_config, message):

@@ -131,6 +131,12 @@ def _task(environ: Mapping[str, str]) -> _Task | None:
         if "chief" in given and "master" in given:
             raise ValueError(f"`{name}` cluster should have a chief or a master, not both. Received: {sorted(given)}")
         cluster = {kinds[kind]: hosts for kind, hosts in given.items() if kind in kinds}
+        hosts = given.get(task_type)
+        if hosts is not None and index >= len(hosts):
+            raise ValueError(
+                f"`{name}` task.index should be below the {len(hosts)} {task_type} host(s) of its cluster. "
+                f"Received: {index}"
+            )
         trial = str(task["trial"]) if task.get("trial") not in (None, "") else None
         return _Task(task_type, kinds[task_type], index, cluster, trial)
     return None
