@@ -192,6 +192,23 @@ def test_checkpoint_of_another_run_is_refused(tmp_path, caplog):
     assert not (tmp_path / "b").exists()
 
 
+def test_a_checkpoint_written_before_it_held_the_history_still_resumes(tmp_path):
+    from trainer.checkpoints import SweepCheckpoint
+    from wals2 import WALSModel
+
+    model = WALSModel(6, 5, latent_factors=2, seed=1)
+    names = ("user_factors", "item_factors", "user_bias", "item_bias")
+    copies = {name: tf.Variable(tf.convert_to_tensor(getattr(model, name)) + 1.0, name=name) for name in names}
+    older = tf.train.Checkpoint(**copies, sweep=tf.Variable(3, dtype=tf.int64), run=tf.Variable("run-record"))
+    tf.train.CheckpointManager(older, str(tmp_path), max_to_keep=2).save(checkpoint_number=3)
+    checkpoint = SweepCheckpoint(str(tmp_path), model, "run-record")
+    assert checkpoint.restore(num_iters=5) == 3 and checkpoint.history == {}
+    np.testing.assert_array_equal(model.user_factors.numpy(), copies["user_factors"].numpy())
+    checkpoint.on_epoch_end(3, {"rmse": 0.5})  # sweep 4 saved with its logs, read back by the next resume
+    again = SweepCheckpoint(str(tmp_path), model, "run-record")
+    assert again.restore(num_iters=5) == 4 and again.history == {"rmse": [0.5]}
+
+
 def run_task(args, **kwargs):
     env = {k: v for k, v in os.environ.items() if k not in AIP_VARS}
     return subprocess.Popen(
@@ -241,6 +258,11 @@ def test_kill_then_resume_gives_the_uninterrupted_factors(tmp_path):
     assert f"after sweep {metrics['resumed_from_sweep']} of {iters}" in outputs[0] and "resuming" not in outputs[1]
     for name in ("row.npy", "col.npy"):
         np.testing.assert_array_equal(np.load(job / "model" / name), np.load(tmp_path / "whole" / "model" / name))
+    # the history of every sweep, those before the kill included (the checkpoints hold it)
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())["history"]
+    assert set(metrics["history"]) == set(whole) and len(whole["rmse"]) == iters
+    for name, values in whole.items():
+        np.testing.assert_allclose(metrics["history"][name], values, rtol=1e-6)
 
 
 def test_dockerfile_passes_hadolint_and_runs_the_trainer():

@@ -13,12 +13,15 @@ import json
 import logging
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 logger = logging.getLogger(__name__)
 
 #: The checkpoint key of the run record (``fingerprint``) that every trainer checkpoint holds.
 _RUN_KEY = "run/.ATTRIBUTES/VARIABLE_VALUE"
+#: The checkpoint key of the sweeps' logs (``SweepCheckpoint.history``).
+_HISTORY_KEY = "history/.ATTRIBUTES/VARIABLE_VALUE"
 
 #: Hyperparameters that do not change the factors after a given sweep (or only the floating-point order).
 _NOT_IN_FINGERPRINT = ("num_iters", "compute_loss", "batch_entries", "max_row_length")
@@ -49,8 +52,9 @@ def _differences(saved: str, run: str) -> str:
 
 
 class SweepCheckpoint(keras.callbacks.Callback):
-    """Saves the factors, the biases and the sweep count to ``directory`` after every sweep; ``restore()``
-    resumes a run.
+    """Saves the factors, the biases, the sweep count and the logs of every sweep so far to ``directory`` after
+    every sweep; ``restore()`` resumes a run, and ``history`` holds the logs of all its sweeps, those before the
+    resume included (``{name: [value per sweep]}``, as ``keras.callbacks.History``).
 
     The checkpoint holds its own copies of the model's variables, so the same callback serves a model trained on
     several workers: every worker restores from the (shared) directory, and only the chief (``write``) saves.
@@ -73,7 +77,9 @@ class SweepCheckpoint(keras.callbacks.Callback):
         self._copies = {name: tf.Variable(tf.zeros(getattr(model, name).shape), name=name) for name in names}
         self._sweep = tf.Variable(0, dtype=tf.int64)
         self._run = tf.Variable("")
-        self._checkpoint = tf.train.Checkpoint(**self._copies, sweep=self._sweep, run=self._run)
+        self._history = tf.Variable("")  # JSON of ``history``
+        self.history: dict[str, list[float]] = {}
+        self._checkpoint = tf.train.Checkpoint(**self._copies, sweep=self._sweep, run=self._run, history=self._history)
         self._manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep=max_to_keep)
 
     def restore(self, num_iters: int) -> int:
@@ -104,7 +110,12 @@ class SweepCheckpoint(keras.callbacks.Callback):
                 f"checkpoint {latest} was written by a run with other data, split or hyperparameters "
                 f"({_differences(saved, self.run)}); use another --checkpoint-dir (or delete it) to start afresh"
             )
-        self._checkpoint.restore(latest).assert_consumed()
+        if reader.has_tensor(_HISTORY_KEY):
+            self._checkpoint.restore(latest).assert_consumed()
+            self.history = json.loads(self._history.numpy().decode() or "{}")
+        else:  # written before checkpoints held the history: everything else, and the history from here on
+            older = tf.train.Checkpoint(**self._copies, sweep=self._sweep, run=self._run)
+            older.restore(latest).assert_consumed()
         sweeps = int(self._sweep.numpy())
         if sweeps > num_iters:
             raise ValueError(
@@ -116,10 +127,13 @@ class SweepCheckpoint(keras.callbacks.Callback):
         return sweeps
 
     def on_epoch_end(self, epoch, logs=None):
+        for name, value in (logs or {}).items():
+            self.history.setdefault(name, []).append(float(np.ravel(value)[0]))
         if not self.write:
             return
         for name, copy in self._copies.items():
             copy.assign(getattr(self._model, name).value)
         self._sweep.assign(epoch + 1)
         self._run.assign(self.run)
+        self._history.assign(json.dumps(self.history))
         self._manager.save(checkpoint_number=epoch + 1)

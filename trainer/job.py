@@ -219,6 +219,7 @@ class _Fitted:
     initial: int
     load_seconds: float
     summaries: SweepSummaries | None
+    history: dict  # the logs of every sweep of the run, those before a resume included
     train: object = None
     validation: object = None
     test: object = None
@@ -265,7 +266,7 @@ def _fit(task, config, share, sizes, dirs, reporter, strategy, collectives, chie
         callbacks=callbacks,
         verbose=0,
     )
-    return _Fitted(model, sweeps, initial, load_seconds, summaries, *sets)
+    return _Fitted(model, sweeps, initial, load_seconds, summaries, checkpoint.history, *sets)
 
 
 def _one_process_copy(model: WALSModel, config: WALSConfig, train) -> WALSModel:
@@ -288,7 +289,6 @@ def _evaluate(final: WALSModel, fitted: _Fitted, task, config: WALSConfig, worke
             scores = metrics.heldout_ranking(final, x, task.top_k, exclude if exclude and exclude.nnz else None)
             ranking.update({f"{name}_{key}": value for key, value in scores.items()})
     seconds = fitted.sweeps.seconds[1:] or fitted.sweeps.seconds
-    history = fitted.model.history.history if fitted.model.history else {}
     return {
         "train_rmse": rmse["train"],
         "validation_rmse": rmse["validation"],
@@ -307,7 +307,7 @@ def _evaluate(final: WALSModel, fitted: _Fitted, task, config: WALSConfig, worke
         "num_validation": validation.nnz,
         "num_test": test.nnz,
         "test_entries_with_cold_user_or_item": _cold_test_entries(train, test),
-        "history": {_history_name(k, validation.nnz): [float(np.ravel(x)[0]) for x in v] for k, v in history.items()},
+        "history": {_history_name(k, validation.nnz): v for k, v in fitted.history.items()},
     }
 
 
