@@ -13,11 +13,18 @@ if [[ ${1:-} == --device ]]; then
   device=${2:?--device needs gpu or cpu}
 fi
 export TF_CPP_MIN_LOG_LEVEL=2
-python - <<'PY'
+DEVICE=$device python - <<'PY'
+import os
+import sys
+
 import tensorflow as tf
-print("visible GPUs:", [d.name for d in tf.config.list_physical_devices("GPU")] or "none")
+
+gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+print("visible GPUs:", gpus or "none")
+if os.environ["DEVICE"] == "gpu" and not gpus:
+    sys.exit("benchmarks/gpu.sh: TensorFlow sees no GPU; install its CUDA build (pip install 'tensorflow[and-cuda]') "
+             "or pass --device cpu")
 PY
-# Skipped with their reason when no GPU is visible.
-python -m pytest -q -m gpu tests -p no:cacheprovider
+python -m pytest -q -m gpu tests -p no:cacheprovider  # skipped with their reason with --device cpu
 python -m benchmarks.run --shapes ml-20m --factors 64 128 --systems wals2-cholesky wals2-cg --sweeps 3 \
   --device "$device" --timeout 400

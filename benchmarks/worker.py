@@ -120,6 +120,11 @@ def run_wals2(args: argparse.Namespace, solver_name: str) -> dict:
     """wals2's sweep on ``args.device``: the engine's layouts built once, then ``sweep_fn(u, v)`` per sweep."""
     import tensorflow as tf
 
+    if args.device == "gpu" and not tf.config.list_physical_devices("GPU"):  # soft placement would use the CPU
+        raise SystemExit(
+            "--device gpu: TensorFlow sees no GPU (a CUDA build is `pip install 'tensorflow[and-cuda]'`); "
+            "nothing measured"
+        )
     start = time.perf_counter()
     data = synthetic.load(args.data)
     m, n = data.shape
