@@ -24,8 +24,10 @@ COPY pipeline ./pipeline
 # The same image serves: --entrypoint python IMAGE -m trainer.serve (uvicorn, Starlette, Prometheus, gRPC).
 COPY serving ./serving
 
+# jobs/: the trainer's default output directory (a run without --job-dir or $AIP_MODEL_DIR), the user's to write.
 RUN pip install --no-cache-dir "tensorflow${TF_EXTRAS}==${TF_VERSION}" "./[vertex,serve]" \
-    && useradd --uid 1000 --create-home trainer
+    && useradd --uid 1000 --create-home trainer \
+    && install -d -o 1000 -g 1000 /app/jobs
 
 USER 1000
 ENTRYPOINT ["python", "-m", "trainer.task"]

@@ -27,7 +27,7 @@ import sys
 import tempfile
 
 from pipeline import gate, query, versions
-from trainer import logs
+from trainer import extras, logs
 
 logger = logging.getLogger("pipeline.local")
 
@@ -201,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
             )
     except ValueError as err:
         parser.error(str(err))
+    try:
+        import duckdb  # noqa: F401  (the query's, checked before any work)
+    except ModuleNotFoundError as err:
+        logger.error("%s", extras.missing(err, "python -m pipeline.local"))
+        return 1
     work = args.work_dir or tempfile.mkdtemp(prefix="wals2-pipeline-")
     os.makedirs(work, exist_ok=True)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)

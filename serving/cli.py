@@ -35,7 +35,7 @@ is loaded, warmed up and swapped in while serving.
 
 from __future__ import annotations
 
-from trainer import environment  # the standard library only
+from trainer import environment, extras  # the standard library only
 
 environment.set_defaults(training=False)  # before TensorFlow's import
 
@@ -227,9 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from serving import versions
-    from serving.app import create_app
     from serving.model import Recommender
     from serving.requests import TF1_ROUTE
+
+    try:
+        from serving.app import create_app  # Starlette, uvicorn, Prometheus, gRPC: the serve extra
+    except ModuleNotFoundError as err:
+        logger.error("%s", extras.missing(err, "python -m trainer.serve"))
+        return 1
 
     try:
         if versions.is_versioned(args.model_dir):

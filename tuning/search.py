@@ -28,7 +28,7 @@ environment.set_defaults()  # before TensorFlow's import
 import logging  # noqa: E402
 import sys  # noqa: E402
 
-from trainer import paths  # noqa: E402  (no TensorFlow)
+from trainer import extras, paths  # noqa: E402  (no TensorFlow)
 from trainer.cli import configure_logging, input_path  # noqa: E402  (no TensorFlow)
 from tuning.cli import TASK_DEFAULTS, build_parser, parse  # noqa: E402, F401  (no TensorFlow)
 from tuning.space import objective, search_space  # noqa: E402, F401  (no TensorFlow)
@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         logging.getLogger("tuning.search").error("%s", err)
         return 1
-    from tuning import job  # TensorFlow and keras-tuner, once the flags are known to be good
+    try:
+        from tuning import job  # TensorFlow and keras-tuner, once the flags are known to be good
+    except ModuleNotFoundError as err:
+        logging.getLogger("tuning.search").error("%s", extras.missing(err, "python -m tuning.search"))
+        return 1
 
     return job.run(search, task, base, fixed, chief=is_chief())
 
