@@ -42,28 +42,24 @@ class WorkLimits:
             )
 
     def check_results(self, count: int, k: int) -> None:
-        if count * k > self.max_results:
-            raise BadRequest(
-                f"instances x k should be at most {self.max_results} (--max-results). "
-                f"Received: {count} x {k} = {count * k}",
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            )
+        _check_cells("instances x k", count, k, self.max_results, "--max-results")
 
     def check_fold_in(self, count: int, width: int) -> None:
-        if count * width > self.max_fold_in_items:
-            raise BadRequest(
-                f"fold-in instances x their longest item list should be at most {self.max_fold_in_items} "
-                f"(--max-fold-in-items). Received: {count} x {width} = {count * width}",
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            )
+        what = "fold-in instances x their longest item list"
+        _check_cells(what, count, width, self.max_fold_in_items, "--max-fold-in-items")
 
     def check_candidates(self, count: int, width: int) -> None:
-        if count * width > self.max_candidates:
-            raise BadRequest(
-                f"candidate instances x their longest candidate list should be at most {self.max_candidates} "
-                f"(--max-candidates). Received: {count} x {width} = {count * width}",
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            )
+        what = "candidate instances x their longest candidate list"
+        _check_cells(what, count, width, self.max_candidates, "--max-candidates")
+
+
+def _check_cells(what: str, count: int, width: int, limit: int, flag: str) -> None:
+    """413 when ``count`` x ``width`` (instances x their slots) is above ``limit``, naming it and its ``flag``."""
+    if count * width > limit:
+        raise BadRequest(
+            f"{what} should be at most {limit} ({flag}). Received: {count} x {width} = {count * width}",
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        )
 
 
 @dataclasses.dataclass(frozen=True)

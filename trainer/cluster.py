@@ -148,8 +148,12 @@ def role(environ: Mapping[str, str] = os.environ) -> Role:
     Raises:
         ValueError: a variable that is not a JSON object or names a task badly (``_task``).
     """
+    return _role(_task(environ), environ)
+
+
+def _role(task: _Task | None, environ: Mapping[str, str]) -> Role:
+    """The ``Role`` of a parsed task (None: a single-machine run), the trial id from it or the environment."""
     trial = environ.get("CLOUD_ML_TRIAL_ID") or None
-    task = _task(environ)
     if task is None:
         return Role(trial=trial)
     chief = task.kind == "chief" or (task.kind == "worker" and task.index == 0 and "chief" not in task.cluster)
@@ -162,7 +166,8 @@ def from_environ(environ: Mapping[str, str] = os.environ) -> Cluster:
     Raises:
         ValueError: as ``role``.
     """
-    this, task = role(environ), _task(environ)
+    task = _task(environ)
+    this = _role(task, environ)
     if task is None:
         return Cluster(this)
     workers = sum(len(task.cluster.get(kind, [])) for kind in ("chief", "worker"))
